@@ -1,0 +1,228 @@
+//! The wire under [`Process`](crate::Process) results and [`Queue`](crate::Queue).
+//!
+//! One Unix `SOCK_SEQPACKET` socket pair. Every message is exactly one
+//! packet, and the kernel hands a packet whole to exactly one reader, so any
+//! number of processes and threads may send on one end and receive on the
+//! other with no lock: nothing is torn, lost or duplicated. With no lock
+//! there is also nothing that a `fork` could copy in a locked state.
+//!
+//! A message larger than [`INLINE_MAX`] is written to an anonymous `memfd`
+//! and only the file descriptor travels in the packet (`SCM_RIGHTS`). So a
+//! sender of a large value never waits for a reader to drain a pipe: a
+//! child can send its 50 MiB result and exit while its parent is still
+//! waiting for that exit. A memfd has no name, so it cannot leak into
+//! `/dev/shm`; the kernel frees it when the last descriptor closes.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+use nix::sys::time::TimeSpec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Payloads up to this size travel inside the packet itself. The default
+/// socket buffer (about 208 KiB) holds a few packets of this size.
+const INLINE_MAX: usize = 32 * 1024;
+const TAG_INLINE: u8 = 0;
+const TAG_MEMFD: u8 = 1;
+
+thread_local! {
+    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; INLINE_MAX + 1]);
+}
+
+/// A connected pair: packets sent on `tx` arrive on `rx`.
+pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::os("socketpair", e))
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::Codec {
+        action: "encode",
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Codec {
+        action: "decode",
+        reason: e.to_string(),
+    })
+}
+
+/// Sends one encoded message as one packet; blocks while the socket buffer
+/// is full.
+pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
+    if payload.len() <= INLINE_MAX {
+        let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
+        return send_packet(tx, &iov, &[]);
+    }
+    let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::os("memfd_create", e))?;
+    let mut file = File::from(memfd);
+    file.write_all(payload).map_err(|e| io_error("write", e))?;
+    let len = (payload.len() as u64).to_le_bytes();
+    let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
+    let fds = [file.as_raw_fd()];
+    send_packet(tx, &iov, &[ControlMessage::ScmRights(&fds)])
+    // `file` closes here; the receiver holds its own descriptor by now.
+}
+
+fn send_packet(
+    tx: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    cmsgs: &[ControlMessage<'_>],
+) -> Result<()> {
+    loop {
+        match sendmsg::<()>(tx.as_raw_fd(), iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EPIPE) => return Err(Error::Disconnected),
+            Err(e) => return Err(Error::os("sendmsg", e)),
+        }
+    }
+}
+
+/// Encodes `value` and sends it.
+pub(crate) fn send<T: Serialize + ?Sized>(tx: BorrowedFd<'_>, value: &T) -> Result<()> {
+    send_bytes(tx, &encode(value)?)
+}
+
+/// Takes one message if one is waiting; never blocks. `Ok(None)` means
+/// nothing was there (or another reader took it first).
+pub(crate) fn try_recv<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Result<Option<T>> {
+    try_recv_with(rx, decode)
+}
+
+/// Takes one message if one is waiting and throws it away unread.
+pub(crate) fn try_discard(rx: BorrowedFd<'_>) -> Result<bool> {
+    Ok(try_recv_with(rx, |_| Ok(()))?.is_some())
+}
+
+/// Takes one packet if one is waiting and hands its payload to `read`.
+fn try_recv_with<R>(
+    rx: BorrowedFd<'_>,
+    read: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<Option<R>> {
+    RECV_BUF.with_borrow_mut(|buf| {
+        let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
+        let (len, flags, memfd) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf[..])];
+            match recvmsg::<()>(
+                rx.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_space),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut memfd = None;
+                    for cmsg in msg.cmsgs().map_err(|e| Error::os("recvmsg", e))? {
+                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                            for fd in fds {
+                                // SAFETY: the kernel just installed `fd` in
+                                // this process for this message; nothing
+                                // else owns it.
+                                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                                memfd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    break (msg.bytes, msg.flags, memfd);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(Error::os("recvmsg", e)),
+            }
+        };
+        if len == 0 {
+            // Zero bytes on a packet socket is end of file: every sender is gone.
+            return Err(Error::Disconnected);
+        }
+        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+            return Err(Error::Codec {
+                action: "decode",
+                reason: format!("a packet of {len} bytes was truncated"),
+            });
+        }
+        match (buf[0], memfd) {
+            (TAG_INLINE, None) => read(&buf[1..len]).map(Some),
+            (TAG_MEMFD, Some(memfd)) if len == 9 => {
+                let size = u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes"));
+                let mut payload = vec![0; size as usize];
+                File::from(memfd)
+                    .read_exact_at(&mut payload, 0)
+                    .map_err(|e| io_error("read", e))?;
+                read(&payload).map(Some)
+            }
+            (tag, fd) => Err(Error::Codec {
+                action: "decode",
+                reason: format!(
+                    "unexpected packet (tag {tag}, {len} bytes, descriptor: {})",
+                    fd.is_some()
+                ),
+            }),
+        }
+    })
+}
+
+/// Waits until `fds[i]` is readable for some `i`, or until `deadline`
+/// (`None`: wait for ever). Returns which ones are readable; all `false`
+/// means the deadline passed. Never returns early: a wait for 10 s waits
+/// 10 s, however the kernel slices it.
+pub(crate) fn wait_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    deadline: Option<Instant>,
+) -> Result<[bool; N]> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok([false; N]);
+                }
+                Some(TimeSpec::from_duration(d - now))
+            }
+        };
+        let mut polls = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+        match ppoll(&mut polls, timeout, None) {
+            Ok(0) => continue, // re-check the clock: only it decides a timeout
+            Ok(_) => {
+                return Ok(polls.map(|p| {
+                    p.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    })
+                }));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("ppoll", e)),
+        }
+    }
+}
+
+/// `Instant::now() + d`, or `None` (for ever) when that does not fit.
+pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+fn io_error(call: &'static str, e: std::io::Error) -> Error {
+    Error::os(call, Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}

@@ -1,0 +1,80 @@
+//! Python's `multiprocessing` vocabulary for Rust, on `fork`.
+//!
+//! | Python | mpcore |
+//! | --- | --- |
+//! | `p = mp.Process(target=f, args=(1, 2)); p.start()` | `let mut p = Process::spawn(move \|\| f(1, 2))?;` |
+//! | `p.join()` | `let value = p.join()?;` (the closure's return value) |
+//! | `p.pid`, `p.is_alive()`, `p.exitcode` | [`Process::pid`], [`Process::is_alive`], [`Process::exitcode`] |
+//! | `p.terminate()`, `p.kill()` | [`Process::terminate`], [`Process::kill`] |
+//! | `mp.cpu_count()` | [`cpu_count()`] |
+//! | `q = mp.Queue(); q.put(x); q.get()` | [`Queue::new`], [`Queue::put`], [`Queue::get`] |
+//! | `q.get(timeout=1)`, `q.get_nowait()` | [`Queue::get_timeout`], [`Queue::try_get`] |
+//!
+//! ```
+//! use mpcore::{Process, Queue};
+//!
+//! fn job(q: Queue<u64>) {
+//!     let res: u64 = (0..1000u64).map(|i| i + i.pow(2) + i.pow(3)).sum();
+//!     q.put(res).unwrap();
+//! }
+//!
+//! let q = Queue::new()?;
+//! let (q1, q2) = (q.clone(), q.clone());
+//! let mut p1 = Process::spawn(move || job(q1))?;
+//! let mut p2 = Process::spawn(move || job(q2))?;
+//! p1.join()?;
+//! p2.join()?;
+//! assert_eq!(q.get()? + q.get()?, 499_667_166_000);
+//! # Ok::<(), mpcore::Error>(())
+//! ```
+//!
+//! # How a child runs
+//!
+//! [`Process::spawn`] forks, as Python does on Linux by default before 3.14.
+//! The child is a copy of the parent at that instant; it runs the closure
+//! under `catch_unwind`, sends back the value (or the panic message) with
+//! serde, flushes stdout and stderr, and leaves with `_exit`, so it never
+//! returns into the parent's code and never runs the parent's destructors.
+//! It asks the kernel for `PR_SET_PDEATHSIG` so that it dies with its
+//! parent. That signal fires when the *thread* that called `spawn` exits,
+//! not only the process: spawn from a thread that outlives the child.
+//!
+//! # The fork-with-threads hazard
+//!
+//! `fork` copies the whole memory but only the calling thread. A lock that
+//! another thread held at that instant is copied locked, and no thread in
+//! the child will ever release it. `spawn` holds Rust's stdout and stderr
+//! locks across the fork (and glibc guards malloc), so `println!` and the
+//! [`logging`] helper are safe in a child even while other threads print.
+//! A `Mutex` of your own that another thread holds during `spawn` is not:
+//! the child hangs on it. Python 3.12 warns about forking a process that
+//! has threads, and Python 3.14 no longer forks by default on Linux.
+//! [`Queue`] holds no lock at all (see its docs), so it is safe to use from
+//! threads and children at once.
+#![deny(missing_docs)]
+
+mod channel;
+mod error;
+pub mod logging;
+pub mod process;
+mod queue;
+
+pub use error::{Error, Result};
+pub use process::{ExitStatus, Process};
+pub use queue::Queue;
+
+/// The number of CPUs this process may run on: the cores in its affinity
+/// mask, further limited by a cgroup CPU quota when there is one.
+///
+/// That is the right number of workers to start, which is what the
+/// tutorials use `mp.cpu_count()` for. Python's `cpu_count()` counts every
+/// logical CPU of the machine instead, even those a container or
+/// `taskset` keeps this process off; Python 3.13 added
+/// `os.process_cpu_count()` for the number used here.
+///
+/// ```
+/// assert!(mpcore::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    num_cpus::get()
+}

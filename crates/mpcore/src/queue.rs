@@ -1,0 +1,127 @@
+//! `Queue`: Python's `multiprocessing.Queue`, for processes and threads.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::channel;
+use crate::error::{Error, Result};
+
+/// A first-in first-out queue that any number of processes and threads may
+/// `put` to and `get` from at once, Python's `multiprocessing.Queue`.
+///
+/// Make it before [`Process::spawn`](crate::Process::spawn) and move a
+/// clone into each child: after the fork, parent and child hold the same
+/// queue. Every message is delivered whole to exactly one `get`.
+///
+/// ```
+/// use mpcore::{Process, Queue};
+///
+/// let q = Queue::new()?;
+/// let child_q = q.clone();
+/// let mut p = Process::spawn(move || child_q.put(String::from("hello")).is_ok())?;
+/// assert_eq!(q.get()?, "hello");
+/// assert!(p.join()?);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+///
+/// Unlike Python's, whose `put` hands the item to a feeder thread and
+/// returns at once, `put` here writes to the socket itself: it returns when
+/// the message is in the kernel's buffer, and waits while that buffer is
+/// full (a few hundred small messages) until some process `get`s. Messages
+/// over 32 KiB travel as a memfd and take only one slot each, so a child
+/// can put a large result and exit before anyone reads it.
+pub struct Queue<T> {
+    inner: Arc<Ends>,
+    _item: PhantomData<fn(T) -> T>,
+}
+
+/// Both ends of the socket pair: `put` writes to one, `get` reads the other.
+struct Ends {
+    tx: OwnedFd,
+    rx: OwnedFd,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: Arc::clone(&self.inner),
+            _item: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("tx", &self.inner.tx)
+            .field("rx", &self.inner.rx)
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// An empty queue (Python's `mp.Queue()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the socket pair cannot be made (too many open files).
+    pub fn new() -> Result<Self> {
+        let (tx, rx) = channel::pair()?;
+        Ok(Queue {
+            inner: Arc::new(Ends { tx, rx }),
+            _item: PhantomData,
+        })
+    }
+
+    /// Adds `item` at the back (Python's `q.put(item)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when `item` cannot be serialized, [`Error::Os`] when
+    /// the send fails.
+    pub fn put(&self, item: T) -> Result<()> {
+        channel::send(self.inner.tx.as_fd(), &item)
+    }
+
+    /// Removes and returns the item at the front, waiting for one as long as
+    /// it takes (Python's `q.get()`).
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None, Duration::MAX)
+    }
+
+    /// Like [`get`](Self::get), but after `timeout` with nothing to take,
+    /// returns [`Error::Timeout`] (Python's `q.get(timeout=...)`, which
+    /// raises `queue.Empty`). Never earlier, for any duration.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(channel::deadline_after(timeout), timeout)
+    }
+
+    /// Takes an item if one is waiting, or returns [`Error::Empty`] at once
+    /// (Python's `q.get_nowait()`).
+    pub fn try_get(&self) -> Result<T> {
+        channel::try_recv(self.inner.rx.as_fd())?.ok_or(Error::Empty)
+    }
+
+    fn get_until(&self, deadline: Option<std::time::Instant>, timeout: Duration) -> Result<T> {
+        let rx = self.inner.rx.as_fd();
+        loop {
+            // Another reader may take the packet between the poll and the
+            // recv; then we simply wait again.
+            if let Some(item) = channel::try_recv(rx)? {
+                return Ok(item);
+            }
+            if channel::wait_readable([rx], deadline)? == [false] {
+                return match channel::try_recv(rx)? {
+                    Some(item) => Ok(item),
+                    None => Err(Error::Timeout(timeout)),
+                };
+            }
+        }
+    }
+}
