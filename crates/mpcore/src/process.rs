@@ -154,6 +154,7 @@ impl Builder {
                     pidfd,
                     status: None,
                     outcome: None,
+                    hung_up: false,
                     joined: false,
                     _result: PhantomData,
                 })
@@ -263,6 +264,8 @@ pub struct Process<T> {
     /// another process, so no signal is sent to it any more.
     status: Option<ExitStatus>,
     outcome: Option<Outcome<T>>,
+    /// The result socket reported end of file: nothing more will arrive.
+    hung_up: bool,
     joined: bool,
     _result: PhantomData<fn() -> T>,
 }
@@ -321,22 +324,32 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
         loop {
             // Read first: a child with a large result must never wait for a
             // parent that waits for its exit.
-            if self.outcome.is_none() {
-                self.outcome = channel::try_recv(self.results.as_fd())?;
-            }
+            self.read_outcome()?;
             if self.status.is_none() {
                 self.poll_exit()?;
             }
             if let Some(status) = self.status {
-                if self.outcome.is_none() {
-                    // It exited: whatever it sent is in the socket by now.
-                    self.outcome = channel::try_recv(self.results.as_fd())?;
-                }
+                // It exited: whatever it sent is in the socket by now.
+                self.read_outcome()?;
                 self.joined = true;
                 return self.finish(status);
             }
             self.wait_for_event(deadline)?;
         }
+    }
+
+    /// Takes the child's message if it is there. End of file means every
+    /// copy of the sending end is closed, so no message will come: only the
+    /// exit status is left to wait for.
+    fn read_outcome(&mut self) -> Result<()> {
+        if self.outcome.is_none() && !self.hung_up {
+            match channel::try_recv(self.results.as_fd()) {
+                Ok(outcome) => self.outcome = outcome,
+                Err(Error::Disconnected) => self.hung_up = true,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn finish(&mut self, status: ExitStatus) -> Result<T> {
@@ -347,30 +360,6 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
             (None, ExitStatus::Signal(signal)) => Err(Error::Signaled { pid, signal }),
             (None, ExitStatus::Code(code)) => Err(Error::Exited { pid, code }),
         }
-    }
-
-    /// Blocks until the result socket or the child's exit has news, or the
-    /// deadline passes.
-    fn wait_for_event(&self, deadline: Option<Instant>) -> Result<()> {
-        let timed_out = match &self.pidfd {
-            Some(pidfd) if self.outcome.is_none() => {
-                channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
-                    == [false, false]
-            }
-            Some(pidfd) => channel::wait_readable([pidfd.as_fd()], deadline)? == [false],
-            None => {
-                // No pidfd: nothing wakes us on exit, so look every few ms.
-                let slice = Instant::now() + Duration::from_millis(5);
-                let until = deadline.map_or(slice, |d| d.min(slice));
-                channel::wait_readable([self.results.as_fd()], Some(until))?;
-                deadline.is_some_and(|d| Instant::now() >= d)
-            }
-        };
-        if timed_out {
-            // The duration is filled in by the caller that knows it.
-            return Err(Error::Timeout(Duration::ZERO));
-        }
-        Ok(())
     }
 }
 
@@ -456,30 +445,53 @@ impl<T> Process<T> {
         }
     }
 
+    /// Blocks until the result socket or the child's exit has news, or the
+    /// deadline passes ([`Error::Timeout`], its duration filled in by the
+    /// caller that knows it).
+    fn wait_for_event(&self, deadline: Option<Instant>) -> Result<()> {
+        // Once the message is in or the socket hung up, the socket stays
+        // readable: watching it then would spin.
+        let watch_socket = self.outcome.is_none() && !self.hung_up;
+        let timed_out = match &self.pidfd {
+            Some(pidfd) if watch_socket => {
+                channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
+                    == [false, false]
+            }
+            Some(pidfd) => channel::wait_readable([pidfd.as_fd()], deadline)? == [false],
+            None => {
+                // No pidfd: nothing wakes us on exit, so look every few ms.
+                let slice = Instant::now() + Duration::from_millis(5);
+                let until = deadline.map_or(slice, |d| d.min(slice));
+                if watch_socket {
+                    channel::wait_readable([self.results.as_fd()], Some(until))?;
+                } else {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
+                deadline.is_some_and(|d| Instant::now() >= d)
+            }
+        };
+        if timed_out {
+            return Err(Error::Timeout(Duration::ZERO));
+        }
+        Ok(())
+    }
+
     /// Blocks until the child is reaped, draining its result socket
-    /// meanwhile. Used by `Drop`, which has no value to return.
+    /// meanwhile so that a child writing a result is never stuck behind us.
+    /// Used by `Drop`, which has no use for the value and no way to fail.
     fn reap_blocking(&mut self) {
         while self.status.is_none() {
-            // Keep the socket drained, so a child writing a result is never
-            // stuck behind us; we discard what it says.
-            while let Ok(true) = channel::try_discard(self.results.as_fd()) {}
-            if self.poll_exit().is_err() {
-                return;
-            }
-            if self.status.is_some() {
-                return;
-            }
-            let fds_ready = match &self.pidfd {
-                Some(pidfd) => {
-                    channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], None).map(|_| ())
+            while self.outcome.is_none() && !self.hung_up {
+                match channel::try_discard(self.results.as_fd()) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(_) => self.hung_up = true,
                 }
-                None => channel::wait_readable(
-                    [self.results.as_fd()],
-                    Some(Instant::now() + Duration::from_millis(5)),
-                )
-                .map(|_| ()),
-            };
-            if fds_ready.is_err() {
+            }
+            if self.poll_exit().is_err() || self.status.is_some() {
+                return;
+            }
+            if self.wait_for_event(None).is_err() {
                 // Polling failed: fall back to a plain blocking wait.
                 let _ = waitpid(self.pid, None);
                 return;

@@ -1,0 +1,328 @@
+//! Process: values come back, failures are reported, nothing is left behind.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{has_ended, open_fds, proc_state, run_helper, wait_until_ended, within};
+use mpcore::process::Builder;
+use mpcore::{Error, ExitStatus, Process};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Report {
+    name: String,
+    scores: Vec<f64>,
+    by_core: BTreeMap<u32, u128>,
+    parent_pid: u32,
+}
+
+#[test]
+fn join_returns_values_of_many_types() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| 42u8).unwrap();
+        assert_eq!(p.join().unwrap(), 42);
+
+        let mut p = Process::spawn(|| -7i64).unwrap();
+        assert_eq!(p.join().unwrap(), -7);
+
+        // The tutorial's job for range(1000000), summed twice, needs u128.
+        let mut p = Process::spawn(|| {
+            (0..1_000_000u128)
+                .map(|i| i + i * i + i * i * i)
+                .sum::<u128>()
+                * 2
+        })
+        .unwrap();
+        assert_eq!(p.join().unwrap(), 499_999_666_667_166_666_000_000u128);
+
+        let mut p = Process::spawn(|| format!("hello from {}", std::process::id())).unwrap();
+        let child_pid = p.pid();
+        assert_eq!(p.join().unwrap(), format!("hello from {child_pid}"));
+
+        let mut p = Process::spawn(|| (0..1000).collect::<Vec<u32>>()).unwrap();
+        assert_eq!(p.join().unwrap(), (0..1000).collect::<Vec<u32>>());
+
+        let mut p = Process::spawn(|| Option::<String>::None).unwrap();
+        assert_eq!(p.join().unwrap(), None);
+
+        let parent_pid = std::process::id();
+        let mut p = Process::spawn(|| Report {
+            name: "core report".into(),
+            scores: vec![0.5, 1.25],
+            by_core: BTreeMap::from([(0, 1), (1, u128::MAX)]),
+            parent_pid: nix::unistd::getppid().as_raw() as u32,
+        })
+        .unwrap();
+        let report = p.join().unwrap();
+        assert_eq!(report.by_core[&1], u128::MAX);
+        assert_eq!(
+            report.parent_pid, parent_pid,
+            "the child's parent is this test"
+        );
+        assert_eq!(report.scores, vec![0.5, 1.25]);
+    });
+}
+
+#[test]
+fn a_result_of_tens_of_mib_comes_back_whole() {
+    within(LIMIT, || {
+        const LEN: usize = 48 << 20;
+        let pattern = |i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+        let mut p = Process::spawn(move || (0..LEN).map(pattern).collect::<Vec<u8>>()).unwrap();
+        let data = p.join().unwrap();
+        assert_eq!(data.len(), LEN);
+        assert!(data.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+    });
+}
+
+#[test]
+fn the_closure_may_borrow_what_the_parent_has() {
+    within(LIMIT, || {
+        let words = String::from("fork copies memory");
+        let mut p = Process::spawn(|| words.to_uppercase()).unwrap();
+        assert_eq!(p.join().unwrap(), "FORK COPIES MEMORY");
+        assert_eq!(words, "fork copies memory", "the parent's copy is untouched");
+    });
+}
+
+#[test]
+fn a_panic_comes_back_with_its_message() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| -> u32 { panic!("job {} failed", 7) }).unwrap();
+        let err = p.join().unwrap_err();
+        assert!(err.is_panic(), "{err:?}");
+        assert_eq!(err.panic_message(), Some("job 7 failed"));
+        assert_eq!(
+            err.to_string(),
+            format!("child process {} panicked: job 7 failed", p.pid())
+        );
+        assert_eq!(
+            p.exitcode(),
+            Some(1),
+            "like Python, a failed child exits with 1"
+        );
+    });
+}
+
+#[test]
+fn exit_without_a_result_gives_the_code() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| -> u32 { std::process::exit(3) }).unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.exit_code(), Some(3), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "child process {} exited with code 3 without sending a result",
+                p.pid()
+            )
+        );
+        assert_eq!(p.exit_status(), Some(ExitStatus::Code(3)));
+    });
+}
+
+#[test]
+fn a_child_killed_by_a_signal_reports_it() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| -> u32 {
+            nix::sys::signal::raise(Signal::SIGKILL).unwrap();
+            unreachable!()
+        })
+        .unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.signal(), Some(Signal::SIGKILL), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("child process {} was killed by signal SIGKILL", p.pid())
+        );
+        assert_eq!(p.exitcode(), Some(-9));
+    });
+}
+
+#[test]
+fn terminate_ends_a_sleeping_child() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| std::thread::sleep(Duration::from_secs(300))).unwrap();
+        assert!(p.is_alive());
+        p.terminate().unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.signal(), Some(Signal::SIGTERM), "{err:?}");
+        assert!(!p.is_alive());
+        assert_eq!(p.exitcode(), Some(-15));
+        // Once reaped, signalling is a no-op rather than a shot at a reused pid.
+        p.kill().unwrap();
+    });
+}
+
+#[test]
+fn kill_ends_a_busy_child() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| -> u32 {
+            loop {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+        p.kill().unwrap();
+        assert_eq!(p.join().unwrap_err().signal(), Some(Signal::SIGKILL));
+    });
+}
+
+#[test]
+fn join_timeout_times_out_then_join_still_works() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            "late".to_owned()
+        })
+        .unwrap();
+        let started = Instant::now();
+        let err = p.join_timeout(Duration::from_millis(100)).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(err.to_string(), "timed out after 100ms");
+        assert!(p.is_alive());
+        assert_eq!(p.join().unwrap(), "late");
+    });
+}
+
+#[test]
+fn a_second_join_is_an_error_not_a_hang() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| 1u8).unwrap();
+        assert_eq!(p.join().unwrap(), 1);
+        assert!(matches!(p.join(), Err(Error::AlreadyJoined { .. })));
+    });
+}
+
+#[test]
+fn after_join_the_child_is_reaped() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| 5u8).unwrap();
+        let pid = p.pid();
+        p.join().unwrap();
+        assert_eq!(proc_state(pid), None, "/proc/{pid} is gone: no zombie");
+    });
+}
+
+#[test]
+fn dropping_a_daemon_kills_and_reaps_it() {
+    within(LIMIT, || {
+        let p = Builder::new()
+            .daemon(true)
+            .spawn(|| std::thread::sleep(Duration::from_secs(300)))
+            .unwrap();
+        let pid = p.pid();
+        drop(p);
+        assert_eq!(proc_state(pid), None, "killed and reaped, not a zombie");
+    });
+}
+
+#[test]
+fn dropping_a_non_daemon_waits_for_it() {
+    within(LIMIT, || {
+        let marker = std::env::temp_dir().join(format!("mpcore-drop-{}", std::process::id()));
+        let path = marker.clone();
+        let p = Process::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            std::fs::write(&path, b"done").unwrap();
+        })
+        .unwrap();
+        let pid = p.pid();
+        drop(p);
+        assert_eq!(proc_state(pid), None, "waited for and reaped");
+        assert_eq!(
+            std::fs::read(&marker).unwrap(),
+            b"done",
+            "it ran to the end"
+        );
+        std::fs::remove_file(marker).unwrap();
+    });
+}
+
+#[test]
+fn names_default_like_python_and_can_be_set() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| ()).unwrap();
+        assert!(p.name().starts_with("Process-"), "{}", p.name());
+        p.join().unwrap();
+        let mut q = Builder::new().name("Consumer").spawn(|| ()).unwrap();
+        assert_eq!(q.name(), "Consumer");
+        assert!(!q.is_daemon());
+        q.join().unwrap();
+    });
+}
+
+#[test]
+fn spawning_many_leaks_no_descriptor_and_no_child() {
+    within(LIMIT, || {
+        let before = open_fds();
+        let mut pids = Vec::new();
+        for i in 0..50u32 {
+            let mut p = Process::spawn(move || i * 2).unwrap();
+            pids.push(p.pid());
+            assert_eq!(p.join().unwrap(), i * 2);
+        }
+        assert!(pids.iter().all(|&pid| has_ended(pid)));
+        // Other tests run on other threads and open descriptors too, so
+        // allow a little slack; a leak would be 100 or more.
+        assert!(
+            open_fds() < before + 20,
+            "before {before}, after {}",
+            open_fds()
+        );
+    });
+}
+
+#[test]
+fn a_child_dies_with_its_parent() {
+    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"))
+        .arg("orphan")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(helper.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let child_pid: i32 = line
+        .trim()
+        .strip_prefix("child-pid ")
+        .unwrap_or_else(|| panic!("unexpected helper output {line:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        !has_ended(child_pid),
+        "the grandchild runs while its parent does"
+    );
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert!(
+        wait_until_ended(child_pid, Duration::from_secs(10)),
+        "the child {child_pid} outlived its killed parent: an orphan"
+    );
+}
+
+#[test]
+fn forking_while_another_thread_prints_never_deadlocks() {
+    let out = run_helper(&["print-storm", "200"], Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("joined 200"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(500)..]
+    );
+}
