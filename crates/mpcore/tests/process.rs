@@ -1,15 +1,13 @@
 //! Process: values come back, failures are reported, nothing is left behind.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{has_ended, open_fds, proc_state, run_helper, wait_until_ended, within};
 use mpcore::process::Builder;
 use mpcore::{Error, ExitStatus, Process};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
+use testkit::{has_ended, open_fds, proc_state, wait_until_ended, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -86,7 +84,10 @@ fn the_closure_may_borrow_what_the_parent_has() {
         let words = String::from("fork copies memory");
         let mut p = Process::spawn(|| words.to_uppercase()).unwrap();
         assert_eq!(p.join().unwrap(), "FORK COPIES MEMORY");
-        assert_eq!(words, "fork copies memory", "the parent's copy is untouched");
+        assert_eq!(
+            words, "fork copies memory",
+            "the parent's copy is untouched"
+        );
     });
 }
 
@@ -312,17 +313,14 @@ fn a_child_dies_with_its_parent() {
 
 #[test]
 fn forking_while_another_thread_prints_never_deadlocks() {
-    let out = run_helper(&["print-storm", "200"], Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    // In a process of its own: the test harness captures output through a
+    // lock of its own, which is not the std stream lock that spawn holds.
+    let out = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["print-storm", "200"],
+        Duration::from_secs(120),
     );
-    assert!(
-        stdout.contains("joined 200"),
-        "{}",
-        &stdout[stdout.len().saturating_sub(500)..]
-    );
+    out.assert_success();
+    let tail = &out.stdout[out.stdout.len().saturating_sub(500)..];
+    assert!(tail.contains("joined 200"), "{tail}");
 }

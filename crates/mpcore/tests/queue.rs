@@ -1,13 +1,11 @@
 //! Queue: across processes, every message arrives once and whole, and
 //! timeouts mean what they say.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::within;
 use mpcore::{Error, Process, Queue};
 use serde::{Deserialize, Serialize};
+use testkit::within;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
