@@ -1,0 +1,45 @@
+# Recipes for the course. Each one is a plain cargo command underneath;
+# `just --list` shows them. Install just with `cargo install just`.
+
+demos := "process_demo join_demo cpu_count_demo queue_demo timing_demo pool_demo shared_memory_demo lock_demo event_demo"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run one demo: `just demo lock_demo` (extra arguments go to the demo).
+demo NAME *ARGS:
+    cargo run -q -p {{NAME}} -- {{ARGS}}
+
+# Run every demo that exists, in reading order.
+demos:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for d in {{demos}}; do
+        if [ -d "crates/$d" ]; then
+            echo "=== cargo run -p $d"
+            cargo run -q -p "$d"
+        fi
+    done
+
+# The whole test suite (the README's command).
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI runs.
+ci:
+    bash .ci/run
+
+# The criterion benchmarks.
+bench *ARGS:
+    cargo bench -p mpbench {{ARGS}}
+
+# Compile and run every Rust block in docs/, then build the API docs.
+docs:
+    cargo test -p docs
+    cargo doc --no-deps -p mpcore
