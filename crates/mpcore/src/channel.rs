@@ -54,6 +54,15 @@ pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
     .map_err(|e| Error::os("socketpair", e))
 }
 
+/// Asks for a send buffer of 4 MiB, so that a queue holds thousands of
+/// small messages before `put` waits for a reader, not a few hundred. The
+/// kernel caps the request at `net.core.wmem_max` (often 208 KiB, 4 MiB on
+/// some machines): the queue's capacity depends on the machine, and a
+/// refusal is harmless, so the result is ignored.
+pub(crate) fn grow_send_buffer(tx: BorrowedFd<'_>) {
+    let _ = nix::sys::socket::setsockopt(&tx, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
+}
+
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Codec {
         action: "encode",
