@@ -3,6 +3,8 @@
 //!
 //! - `orphan`: spawns a child that sleeps, prints `child-pid N`, then sleeps
 //!   itself until the test kills it with SIGKILL.
+//! - `log`: logs one line from the main thread and one from a child process
+//!   with `mpcore::logging`, on stderr.
 //! - `print-storm N`: one thread prints in a tight loop while the main
 //!   thread spawns and joins N processes that print; prints `joined N`.
 
@@ -16,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("orphan") => orphan(),
+        Some("log") => log_lines(),
         Some("print-storm") => print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
@@ -29,6 +32,13 @@ fn orphan() -> Result<(), Box<dyn std::error::Error>> {
     // to this thread, and the test kills the whole process meanwhile.
     thread::sleep(Duration::from_secs(120));
     Err("the test should have killed this process".into())
+}
+
+fn log_lines() -> Result<(), Box<dyn std::error::Error>> {
+    mpcore::logging::init();
+    log::info!("from the parent");
+    Process::spawn(|| log::warn!("from the child"))?.join()?;
+    Ok(())
 }
 
 fn print_storm(n: usize) -> Result<(), Box<dyn std::error::Error>> {
