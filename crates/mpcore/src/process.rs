@@ -122,9 +122,8 @@ impl Builder {
         // is held then stays held for ever in the child, which would hang
         // at its first `println!`. Flush too, or the child would inherit,
         // and print again, whatever the parent had buffered.
-        let stdout = io::stdout().lock();
+        let mut stdout = io::stdout().lock();
         let stderr = io::stderr().lock();
-        let mut stdout = stdout;
         let _ = stdout.flush();
 
         // SAFETY: after `fork` the child has one thread, a copy of this one.
