@@ -145,6 +145,35 @@ fn a_child_killed_by_a_signal_reports_it() {
     });
 }
 
+/// A result whose serialization stalls half-way, so that a test can kill
+/// the child while mpcore is sending it.
+#[derive(Debug, Deserialize)]
+struct StallsWhileSending(Vec<u8>, Vec<u8>);
+
+impl Serialize for StallsWhileSending {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTupleStruct;
+        let mut fields = s.serialize_tuple_struct("StallsWhileSending", 2)?;
+        fields.serialize_field(&self.0)?;
+        std::thread::sleep(Duration::from_secs(300));
+        fields.serialize_field(&self.1)?;
+        fields.end()
+    }
+}
+
+#[test]
+fn a_child_killed_while_sending_reports_the_signal() {
+    within(LIMIT, || {
+        let mut p =
+            Process::spawn(|| StallsWhileSending(vec![1; 1 << 20], vec![2; 1 << 20])).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(p.is_alive(), "stalled in the middle of sending");
+        p.kill().unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.signal(), Some(Signal::SIGKILL), "{err:?}");
+    });
+}
+
 #[test]
 fn terminate_ends_a_sleeping_child() {
     within(LIMIT, || {
