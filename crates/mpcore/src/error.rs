@@ -5,9 +5,10 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-/// What went wrong. Every message reads as a sentence, so `main` can return
-/// `Result<(), mpcore::Error>` and the reader sees what happened.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong. Every message reads as a sentence, and `Debug` prints
+/// that same sentence, so a `main` that returns `Result<(), mpcore::Error>`
+/// shows the reader what happened, not a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The child's closure panicked; `message` is the panic's payload.
@@ -55,7 +56,10 @@ pub enum Error {
     #[error("the queue is empty")]
     Empty,
 
-    /// Every process that could have sent a message has gone away.
+    /// A channel reported end of file: every copy of its sending end is
+    /// closed, so nothing more can arrive. (A [`Queue`](crate::Queue) never
+    /// reports this: like Python's, every handle holds both ends, so a `get`
+    /// with no producer left waits; use `get_timeout`.)
     #[error("the other side disconnected")]
     Disconnected,
 
@@ -74,6 +78,37 @@ pub enum Error {
         /// The child's process id.
         pid: i32,
     },
+
+    /// The thread or process that held a [`Lock`](crate::Lock) (or the lock
+    /// of a [`Value`](crate::Value) or [`Array`](crate::Array)) died while
+    /// holding it. The lock has been made consistent and released: the next
+    /// call takes it as usual. What it protected may be half-updated.
+    #[error(
+        "the process or thread that held the lock died while holding it; \
+         the lock works again, but the data it protected may be half-updated"
+    )]
+    OwnerDied,
+
+    /// This thread already holds the lock it asked for, so waiting for it
+    /// would wait for ever (Python's `Lock` would hang here).
+    #[error("this thread already holds the lock, so waiting for it would wait for ever")]
+    WouldDeadlock,
+
+    /// [`Array::get`](crate::Array::get) or [`Array::set`](crate::Array::set)
+    /// with an index past the end.
+    #[error("index {index} is out of range for an array of length {len}")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {
@@ -85,6 +120,11 @@ impl Error {
     /// True when a wait ran out ([`Error::Timeout`]).
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
+    }
+
+    /// True when a lock's owner died while holding it ([`Error::OwnerDied`]).
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, Error::OwnerDied)
     }
 
     /// True when the child panicked ([`Error::Panicked`]).

@@ -9,6 +9,11 @@
 //! | `mp.cpu_count()` | [`cpu_count()`] |
 //! | `q = mp.Queue(); q.put(x); q.get()` | [`Queue::new`], [`Queue::put`], [`Queue::get`] |
 //! | `q.get(timeout=1)`, `q.get_nowait()` | [`Queue::get_timeout`], [`Queue::try_get`] |
+//! | `mp.Value('i', 0)`, `v.value`, `v.value = x` | [`Value::new`]`(0i32)`, [`Value::get`], [`Value::set`] |
+//! | `mp.Array('i', [1, 2, 3, 4])`, `a[i]`, `a[i] = x` | [`Array::new`]`(&[1i32, 2, 3, 4])`, [`Array::get`], [`Array::set`] |
+//! | `with v.get_lock(): v.value += 1` | `*v.lock()? += 1;` ([`Value::lock`]) |
+//! | `l = mp.Lock()`, `with l:`, `l.acquire(timeout=1)` | [`Lock::new`], [`Lock::acquire`] (a guard), [`Lock::acquire_timeout`] |
+//! | `e = mp.Event()`, `e.set()`, `e.wait(1)` | [`Event::new`], [`Event::set`], [`Event::wait_timeout`] |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -58,19 +63,29 @@ mod error;
 pub mod logging;
 pub mod process;
 mod queue;
+mod shared;
+mod shm;
+mod sync;
 
 pub use error::{Error, Result};
+/// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
+/// so that callers need not depend on `nix` to name them.
+pub use nix::sys::signal::Signal;
 pub use process::{ExitStatus, Process};
 pub use queue::Queue;
+pub use shared::{Array, ArrayGuard, Value, ValueGuard};
+pub use sync::{Event, Lock, LockGuard};
 
 /// The number of CPUs this process may run on: the cores in its affinity
 /// mask, further limited by a cgroup CPU quota when there is one.
 ///
 /// That is the right number of workers to start, which is what the
 /// tutorials use `mp.cpu_count()` for. Python's `cpu_count()` counts every
-/// logical CPU of the machine instead, even those a container or
-/// `taskset` keeps this process off; Python 3.13 added
-/// `os.process_cpu_count()` for the number used here.
+/// logical CPU of the machine instead, even those `taskset` or a container
+/// keeps this process off. Python 3.13's `os.process_cpu_count()` honours
+/// the affinity mask but not a cgroup quota. A fractional quota (1.5 CPUs)
+/// is rounded up here (num_cpus), where `std::thread::available_parallelism`
+/// rounds it down.
 ///
 /// ```
 /// assert!(mpcore::cpu_count() >= 1);

@@ -43,13 +43,18 @@ impl Run {
 /// Runs `program` with `args` and returns what it printed. Kills it and
 /// panics if it has not finished after `limit`.
 pub fn run(program: &str, args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::new(program)
-        .args(args)
+    run_command(Command::new(program).args(args), limit)
+}
+
+/// Like [`run`], for a command set up by the caller (environment, working
+/// directory); its standard streams are replaced by pipes.
+pub fn run_command(command: &mut Command, limit: Duration) -> Run {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("could not start {program}: {e}"));
+        .unwrap_or_else(|e| panic!("could not start {command:?}: {e}"));
     // Drain both pipes while waiting, so a chatty program never blocks.
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -63,7 +68,7 @@ pub fn run(program: &str, args: &[&str], limit: Duration) -> Run {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{program} {args:?} did not finish within {limit:?}: a hang");
+            panic!("{command:?} did not finish within {limit:?}: a hang");
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -161,6 +166,47 @@ pub fn live_children(parent: u32) -> Vec<i32> {
             ppid == Some(parent) && state != Some("Z")
         })
         .collect()
+}
+
+/// What process `pid` maps or has open under `/dev/shm`: named shared
+/// memory, which outlives the process unless someone unlinks it.
+pub fn shm_uses(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut uses: Vec<String> = maps
+        .lines()
+        .filter(|l| l.contains("/dev/shm"))
+        .map(str::to_owned)
+        .collect();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if target.starts_with("/dev/shm") {
+                    uses.push(target.display().to_string());
+                }
+            }
+        }
+    }
+    uses
+}
+
+/// How many anonymous shared mappings (`MAP_SHARED | MAP_ANONYMOUS`, which
+/// the kernel shows as `/dev/zero (deleted)`) process `pid` has.
+pub fn anonymous_shared_mappings(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" rw-s ") && l.ends_with("/dev/zero (deleted)"))
+        .count()
+}
+
+/// The entries of `/dev/shm`, to compare before and after a run.
+pub fn dev_shm_entries() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The number of open file descriptors of this process.

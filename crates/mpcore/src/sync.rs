@@ -1,0 +1,588 @@
+//! `Lock` and `Event`: Python's `multiprocessing.Lock` and `.Event`, in
+//! shared memory, safe against a holder that is killed.
+//!
+//! # Why not `raw_sync`
+//!
+//! `raw_sync` (the crate the design first named) puts a pthread mutex and
+//! condition variable in shared memory, but
+//!
+//! - its mutex is not *robust*: when a process is killed while it holds
+//!   the lock, every other process waits for it for ever (exactly Python's
+//!   behaviour, and the one thing we want to fix);
+//! - its timed waits add the duration to `CLOCK_REALTIME` without carrying
+//!   nanoseconds into seconds, so a deadline can have `tv_nsec` past one
+//!   billion (the wait then fails with `EINVAL`), and a change of the wall
+//!   clock moves the deadline.
+//!
+//! So mpcore makes the calls itself, and uses no part of `raw_sync`:
+//!
+//! - [`Lock`] (and the lock inside [`Value`](crate::Value) and
+//!   [`Array`](crate::Array)) is a pthread mutex that is
+//!   `PTHREAD_PROCESS_SHARED` (it lives in memory both processes map),
+//!   `PTHREAD_MUTEX_ROBUST` (the kernel marks it when its owner dies, and
+//!   the next locker gets `EOWNERDEAD`) and `PTHREAD_MUTEX_ERRORCHECK`
+//!   (locking it twice from one thread is an error, not a hang). Timed
+//!   locks use `pthread_mutex_clocklock` with an absolute
+//!   `CLOCK_MONOTONIC` deadline (glibc 2.30 or newer), which a change of
+//!   the wall clock cannot move.
+//! - [`Event`] is one 32-bit word and a futex: no mutex, no condition
+//!   variable. glibc's process-shared condition variable is not safe
+//!   against a waiter that is killed: a later signaller waits for every
+//!   waiter of the old group to leave (`__condvar_quiesce_and_switch_g1`),
+//!   and a killed one never leaves. A futex keeps no record of its
+//!   waiters in user memory, so a killed waiter leaves nothing behind, and
+//!   with no lock there is nothing a `fork` could copy in a locked state.
+//!   `FUTEX_WAIT_BITSET` takes an absolute `CLOCK_MONOTONIC` deadline.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::time::{ClockId, clock_gettime};
+
+use crate::error::{Error, Result};
+use crate::shm::Segment;
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+// SAFETY: this is the declaration in glibc's <pthread.h>, which has had the
+// function since 2.30 (2019); the `libc` crate does not bind it yet.
+unsafe extern "C" {
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// An absolute time on `CLOCK_MONOTONIC`, the clock `Instant` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Deadline {
+    sec: i64,
+    nsec: i64,
+}
+
+impl Deadline {
+    fn now() -> Result<Deadline> {
+        let now =
+            clock_gettime(ClockId::CLOCK_MONOTONIC).map_err(|e| Error::os("clock_gettime", e))?;
+        Ok(Deadline {
+            sec: now.tv_sec(),
+            nsec: now.tv_nsec(),
+        })
+    }
+
+    /// Now plus `d`, with the nanoseconds carried into the seconds. `None`
+    /// when that is past the end of time (`Duration::MAX`): wait for ever.
+    pub(crate) fn after(d: Duration) -> Result<Option<Deadline>> {
+        let now = Deadline::now()?;
+        let Ok(secs) = i64::try_from(d.as_secs()) else {
+            return Ok(None);
+        };
+        let mut nsec = now.nsec + i64::from(d.subsec_nanos());
+        let mut carry = 0;
+        if nsec >= NANOS_PER_SEC {
+            nsec -= NANOS_PER_SEC;
+            carry = 1;
+        }
+        Ok(now
+            .sec
+            .checked_add(secs)
+            .and_then(|s| s.checked_add(carry))
+            .map(|sec| Deadline { sec, nsec }))
+    }
+
+    fn has_passed(self) -> Result<bool> {
+        Ok(Deadline::now()? >= self)
+    }
+
+    /// Sleeps until the deadline has passed, however often the sleep is
+    /// cut short.
+    fn sleep_until(self) -> Result<()> {
+        loop {
+            let now = Deadline::now()?;
+            if now >= self {
+                return Ok(());
+            }
+            let left = (self.sec - now.sec) * NANOS_PER_SEC + (self.nsec - now.nsec);
+            std::thread::sleep(Duration::from_nanos(left.unsigned_abs()));
+        }
+    }
+
+    fn timespec(self) -> libc::timespec {
+        libc::timespec {
+            tv_sec: self.sec,
+            tv_nsec: self.nsec,
+        }
+    }
+}
+
+/// A robust, process-shared, error-checking pthread mutex somewhere in a
+/// [`Segment`]. Whoever holds one keeps that segment alive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawMutex(*mut libc::pthread_mutex_t);
+
+impl RawMutex {
+    /// Initialises a mutex in place.
+    ///
+    /// # Safety
+    ///
+    /// `at` must be aligned for `pthread_mutex_t`, point into shared memory
+    /// that outlives every use of the returned value, and not be in use
+    /// as a mutex yet (no process may be locking it).
+    pub(crate) unsafe fn init(at: *mut u8) -> Result<RawMutex> {
+        let mutex = at.cast::<libc::pthread_mutex_t>();
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is ours to initialise.
+        check("pthread_mutexattr_init", unsafe {
+            libc::pthread_mutexattr_init(attr.as_mut_ptr())
+        })?;
+        let attr = attr.as_mut_ptr();
+        // SAFETY: `attr` was initialised just above; the setters only write
+        // to it, and `mutex` is valid memory for a mutex (the caller's
+        // promise) that nobody uses yet.
+        let result = unsafe {
+            check(
+                "pthread_mutexattr_setpshared",
+                libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED),
+            )
+            .and_then(|()| {
+                check(
+                    "pthread_mutexattr_setrobust",
+                    libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST),
+                )
+            })
+            .and_then(|()| {
+                check(
+                    "pthread_mutexattr_settype",
+                    libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_ERRORCHECK),
+                )
+            })
+            .and_then(|()| check("pthread_mutex_init", libc::pthread_mutex_init(mutex, attr)))
+        };
+        // SAFETY: `attr` is initialised and not used after this.
+        unsafe { libc::pthread_mutexattr_destroy(attr) };
+        result.map(|()| RawMutex(mutex))
+    }
+
+    /// Locks, waiting as long as it takes.
+    pub(crate) fn lock(self) -> Result<()> {
+        // SAFETY: `self.0` is an initialised mutex in live shared memory
+        // (the invariant of `RawMutex`).
+        let rc = unsafe { libc::pthread_mutex_lock(self.0) };
+        self.locked("pthread_mutex_lock", rc)
+    }
+
+    /// Locks if nobody holds the mutex; `Ok(false)` if somebody (this
+    /// thread included) does.
+    pub(crate) fn try_lock(self) -> Result<bool> {
+        // SAFETY: as in `lock`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
+        match rc {
+            libc::EBUSY | libc::EDEADLK => Ok(false),
+            rc => self.locked("pthread_mutex_trylock", rc).map(|()| true),
+        }
+    }
+
+    /// Locks, or gives up with [`Error::Timeout`] once `timeout` has passed
+    /// (never before).
+    pub(crate) fn lock_timeout(self, timeout: Duration) -> Result<()> {
+        let Some(deadline) = Deadline::after(timeout)? else {
+            return self.lock();
+        };
+        loop {
+            let abstime = deadline.timespec();
+            // SAFETY: as in `lock`; `abstime` is a valid timespec with
+            // `tv_nsec` below one billion, on the clock we name.
+            let rc = unsafe { pthread_mutex_clocklock(self.0, libc::CLOCK_MONOTONIC, &abstime) };
+            match rc {
+                libc::ETIMEDOUT if deadline.has_passed()? => return Err(Error::Timeout(timeout)),
+                libc::ETIMEDOUT => continue,
+                libc::EDEADLK => {
+                    // This thread holds it, so it cannot be freed before
+                    // the deadline: what a plain wait would have found out
+                    // by waiting, we find out at once, and still wait.
+                    deadline.sleep_until()?;
+                    return Err(Error::Timeout(timeout));
+                }
+                rc => return self.locked("pthread_mutex_clocklock", rc),
+            }
+        }
+    }
+
+    /// Unlocks. Only the thread that locked may call this.
+    pub(crate) fn unlock(self) {
+        // SAFETY: as in `lock`. It fails only if this thread does not own
+        // the mutex (`EPERM`), which leaves it untouched.
+        unsafe { libc::pthread_mutex_unlock(self.0) };
+    }
+
+    /// Turns the result of a lock call into ours. On `EOWNERDEAD` we hold
+    /// the lock that a dead thread left: mark it consistent, so that it
+    /// works again, release it, and report the death.
+    fn locked(self, call: &'static str, rc: libc::c_int) -> Result<()> {
+        match rc {
+            0 => Ok(()),
+            libc::EOWNERDEAD => {
+                // SAFETY: as in `lock`; we hold the mutex, which is what
+                // `pthread_mutex_consistent` asks for.
+                let rc = unsafe { libc::pthread_mutex_consistent(self.0) };
+                self.unlock();
+                check("pthread_mutex_consistent", rc)?;
+                Err(Error::OwnerDied)
+            }
+            libc::EDEADLK => Err(Error::WouldDeadlock),
+            rc => Err(Error::os(call, Errno::from_raw(rc))),
+        }
+    }
+}
+
+fn check(call: &'static str, rc: libc::c_int) -> Result<()> {
+    match rc {
+        0 => Ok(()),
+        rc => Err(Error::os(call, Errno::from_raw(rc))),
+    }
+}
+
+/// A lock that processes (and threads) share, Python's
+/// `multiprocessing.Lock`.
+///
+/// Make it before [`Process::spawn`](crate::Process::spawn) and use it (or
+/// a clone) in the child: the fork shares it. [`acquire`](Lock::acquire)
+/// returns a guard; the lock is released when the guard is dropped, as at
+/// the end of Python's `with l:` block.
+///
+/// ```
+/// use mpcore::{Lock, Process, Value};
+///
+/// let lock = Lock::new()?;
+/// let v = Value::new(0i32)?;
+/// let job = |num: i32| -> mpcore::Result<()> {
+///     let _held = lock.acquire()?;
+///     for _ in 0..5 {
+///         v.set(v.get()? + num)?;
+///     }
+///     Ok(())
+/// };
+/// let mut p1 = Process::spawn(|| job(1).is_ok())?;
+/// let mut p2 = Process::spawn(|| job(3).is_ok())?;
+/// assert!(p1.join()? && p2.join()?);
+/// assert_eq!(v.get()?, 20);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+///
+/// # When the holder dies
+///
+/// If a process is killed while it holds the lock, Python's lock stays
+/// locked for ever. Here the next `acquire` (or `try_acquire`, or
+/// `acquire_timeout`, including one already waiting) returns
+/// [`Error::OwnerDied`]. By then the lock has been repaired and released:
+/// call `acquire` again to take it. Whatever the dead process was changing
+/// under the lock may be half-done; the error is your cue to check it.
+///
+/// The lock is not reentrant, like Python's `Lock` (not `RLock`): `acquire`
+/// from the thread that holds it returns [`Error::WouldDeadlock`] where
+/// Python would hang.
+#[derive(Clone)]
+pub struct Lock {
+    segment: Arc<Segment>,
+    mutex: RawMutex,
+}
+
+// SAFETY: `mutex` points into `segment`, which `Lock` keeps alive; the
+// mutex is made for use from any thread of any process.
+unsafe impl Send for Lock {}
+// SAFETY: as above; every method takes `&self` and goes through the mutex.
+unsafe impl Sync for Lock {}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock").finish_non_exhaustive()
+    }
+}
+
+impl Lock {
+    /// A new, unlocked lock (Python's `mp.Lock()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the shared memory cannot be mapped.
+    pub fn new() -> Result<Lock> {
+        let segment = Segment::new(
+            size_of::<libc::pthread_mutex_t>(),
+            align_of::<libc::pthread_mutex_t>(),
+        )?;
+        // SAFETY: the segment is fresh, page-aligned and big enough for one
+        // mutex, and lives as long as the `Lock` (it holds the Arc).
+        let mutex = unsafe { RawMutex::init(segment.base())? };
+        Ok(Lock { segment, mutex })
+    }
+
+    /// Waits for the lock and takes it (Python's `l.acquire()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OwnerDied`] when the last holder died holding it (the lock
+    /// is usable again: call `acquire` again), [`Error::WouldDeadlock`]
+    /// when this thread holds it already.
+    pub fn acquire(&self) -> Result<LockGuard<'_>> {
+        self.mutex.lock()?;
+        Ok(self.guard())
+    }
+
+    /// Takes the lock if it is free, at once; `Ok(None)` if anyone,
+    /// this thread included, holds it (Python's `l.acquire(False)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OwnerDied`] as for [`acquire`](Self::acquire).
+    pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
+        Ok(self.mutex.try_lock()?.then(|| self.guard()))
+    }
+
+    /// Like [`acquire`](Self::acquire), but gives up with
+    /// [`Error::Timeout`] once `timeout` has passed, never before, for any
+    /// duration (Python's `l.acquire(timeout=...)` returning `False`).
+    /// A zero timeout takes a free lock, like `try_acquire`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], or [`Error::OwnerDied`] as for `acquire`. When
+    /// this thread itself holds the lock, the answer is still a timeout,
+    /// after the full duration, as the wait would have found.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.mutex.lock_timeout(timeout)?;
+        Ok(self.guard())
+    }
+
+    fn guard(&self) -> LockGuard<'_> {
+        LockGuard {
+            mutex: self.mutex,
+            _segment: Arc::clone(&self.segment),
+            _lock: PhantomData,
+        }
+    }
+}
+
+/// Holds a [`Lock`]; dropping it releases the lock.
+///
+/// A guard is not `Send`: a pthread mutex must be released by the thread
+/// that took it. It keeps the lock's memory mapped even if the `Lock`
+/// itself is dropped first (or the guard is leaked).
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    mutex: RawMutex,
+    _segment: Arc<Segment>,
+    _lock: PhantomData<&'a Lock>,
+}
+
+impl LockGuard<'_> {
+    /// Releases the lock now (Python's `l.release()`); the same as
+    /// dropping the guard.
+    pub fn release(self) {}
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+/// A flag that processes (and threads) share and can wait for, Python's
+/// `multiprocessing.Event`.
+///
+/// ```
+/// use std::time::Duration;
+/// use mpcore::{Event, Process};
+///
+/// let ready = Event::new()?;
+/// let mut child = Process::spawn(|| ready.wait_timeout(Duration::from_secs(60)).is_ok())?;
+/// ready.set();
+/// assert!(child.join()?);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+///
+/// An `Event` holds no lock, so a process killed while it waits or sets
+/// leaves nothing behind, and it is as safe in a thread as in a process.
+#[derive(Clone)]
+pub struct Event {
+    segment: Arc<Segment>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("is_set", &self.is_set())
+            .finish()
+    }
+}
+
+impl Event {
+    /// A new event, not set (Python's `mp.Event()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the shared memory cannot be mapped.
+    pub fn new() -> Result<Event> {
+        let segment = Segment::new(size_of::<AtomicU32>(), align_of::<AtomicU32>())?;
+        Ok(Event { segment })
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: the segment starts with 4 zeroed (= unset), page-aligned
+        // bytes that live as long as `self`; every process touches them
+        // only atomically.
+        unsafe { &*self.segment.base().cast::<AtomicU32>() }
+    }
+
+    /// Sets the flag and wakes every process and thread that waits for it.
+    pub fn set(&self) {
+        if self.word().swap(1, Ordering::SeqCst) == 0 {
+            futex_wake_all(self.word());
+        }
+    }
+
+    /// Clears the flag: `wait` blocks again until the next `set`.
+    pub fn clear(&self) {
+        self.word().store(0, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.word().load(Ordering::SeqCst) == 1
+    }
+
+    /// Waits until the flag is set (returns at once if it is).
+    ///
+    /// # Errors
+    ///
+    /// Only [`Error::Os`], if the kernel refuses the wait.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None, Duration::MAX)
+    }
+
+    /// Waits until the flag is set, or gives up with [`Error::Timeout`]
+    /// once `timeout` has passed, never before, for any duration. Python's
+    /// `e.wait(timeout)` returns `False` instead.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        match Deadline::after(timeout)? {
+            Some(deadline) => self.wait_until(Some(deadline), timeout),
+            None => self.wait(),
+        }
+    }
+
+    fn wait_until(&self, deadline: Option<Deadline>, timeout: Duration) -> Result<()> {
+        loop {
+            if self.is_set() {
+                return Ok(());
+            }
+            match futex_wait(self.word(), 0, deadline) {
+                Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(Errno::ETIMEDOUT) => {}
+                Err(e) => return Err(Error::os("futex", e)),
+            }
+            if let Some(deadline) = deadline {
+                if !self.is_set() && deadline.has_passed()? {
+                    return Err(Error::Timeout(timeout));
+                }
+            }
+        }
+    }
+
+    /// From now on, Ctrl-C (`SIGINT`) and `SIGTERM` set this event instead
+    /// of ending the process, so that `main` can stop its workers cleanly.
+    ///
+    /// Children forked afterwards inherit this: Ctrl-C, which the terminal
+    /// sends to the whole process group, sets the event in them too
+    /// instead of killing them; stop them as usual, through their own
+    /// event. The event's memory stays mapped for the rest of the process
+    /// (the handler may run at any time). A later call, with this event or
+    /// another, replaces the earlier one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the handler cannot be installed.
+    pub fn set_on_interrupt(&self) -> Result<()> {
+        let word = self.segment.base().cast::<AtomicU32>();
+        // Leak one handle, so the mapping outlives any handler call.
+        std::mem::forget(Arc::clone(&self.segment));
+        INTERRUPT_EVENT.store(word, Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(on_interrupt),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for signal in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: `on_interrupt` does only what a signal handler may:
+            // an atomic load and store, and one `futex` system call.
+            unsafe { sigaction(signal, &action) }.map_err(|e| Error::os("sigaction", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The event word that [`Event::set_on_interrupt`] chose, or null.
+static INTERRUPT_EVENT: AtomicPtr<AtomicU32> = AtomicPtr::new(ptr::null_mut());
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    let word = INTERRUPT_EVENT.load(Ordering::SeqCst);
+    if word.is_null() {
+        return;
+    }
+    // A handler must leave `errno` as it found it.
+    let saved = Errno::last_raw();
+    // SAFETY: a non-null pointer here is the word of an event whose
+    // mapping was leaked on purpose, so it is valid for the whole process.
+    let word = unsafe { &*word };
+    if word.swap(1, Ordering::SeqCst) == 0 {
+        futex_wake_all(word);
+    }
+    Errno::set_raw(saved);
+}
+
+/// Sleeps while `*word == expected`, until woken or past `deadline`
+/// (absolute, `CLOCK_MONOTONIC`). Spurious returns are possible: callers
+/// loop.
+fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> Result<(), Errno> {
+    let abstime = deadline.map(Deadline::timespec);
+    let timeout = abstime
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned 32-bit word; `timeout` is null or a
+    // valid absolute timespec that outlives the call. Without
+    // FUTEX_PRIVATE_FLAG the kernel keys the wait on the shared page, so a
+    // `set` in another process finds us.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            timeout,
+            ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    if rc == -1 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Wakes every thread, in any process, that waits on `word`.
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned 32-bit word; FUTEX_WAKE only reads
+    // its address. It cannot fail for such a word, so the result is unused.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
