@@ -103,6 +103,36 @@ pub enum Error {
         /// The array's length.
         len: usize,
     },
+
+    /// A [`Pool`](crate::Pool) worker died (killed by a signal, or exited)
+    /// while it held this task. The pool has replaced it; other tasks are
+    /// not affected.
+    #[error("pool worker {pid} died ({}) while running this task", exit_text(.status))]
+    WorkerDied {
+        /// The dead worker's process id.
+        pid: i32,
+        /// How it ended (`None` if it could not be learnt).
+        status: Option<crate::ExitStatus>,
+    },
+
+    /// The [`Pool`](crate::Pool) was closed or terminated, so it runs no
+    /// new task (Python's `ValueError: Pool not running`).
+    #[error("the pool is closed or terminated, so it runs no new tasks")]
+    PoolClosed,
+
+    /// The [`Pool`](crate::Pool) was terminated (or dropped) before this
+    /// task finished.
+    #[error("the pool was terminated before this task finished")]
+    PoolTerminated,
+
+    /// [`AsyncResult::get_timeout`](crate::AsyncResult::get_timeout)
+    /// already returned this task's result.
+    #[error("this task's result was already taken by an earlier get")]
+    AlreadyTaken,
+
+    /// An argument was out of its range, e.g. a pool of zero processes.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
 }
 
 impl std::fmt::Debug for Error {
@@ -155,6 +185,17 @@ impl Error {
             _ => None,
         }
     }
+
+    /// True when a pool worker died while holding the task
+    /// ([`Error::WorkerDied`]).
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, Error::WorkerDied { .. })
+    }
+}
+
+/// `WorkerDied`'s "signal SIGKILL", "exit code 3" or "status unknown".
+fn exit_text(status: &Option<crate::ExitStatus>) -> String {
+    status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string())
 }
 
 /// `Result` with [`Error`].

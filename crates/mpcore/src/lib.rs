@@ -14,6 +14,8 @@
 //! | `with v.get_lock(): v.value += 1` | `*v.lock()? += 1;` ([`Value::lock`]) |
 //! | `l = mp.Lock()`, `with l:`, `l.acquire(timeout=1)` | [`Lock::new`], [`Lock::acquire`] (a guard), [`Lock::acquire_timeout`] |
 //! | `e = mp.Event()`, `e.set()`, `e.wait(1)` | [`Event::new`], [`Event::set`], [`Event::wait_timeout`] |
+//! | `pool = mp.Pool(3)`, `pool.map(job, range(10))` | [`Pool::new`]`(3)`, [`Pool::map`]`(job, 0..10)` (more in [`pool`]) |
+//! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -60,7 +62,9 @@
 
 mod channel;
 mod error;
+pub mod job;
 pub mod logging;
+pub mod pool;
 pub mod process;
 mod queue;
 mod shared;
@@ -71,6 +75,7 @@ pub use error::{Error, Result};
 /// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
 /// so that callers need not depend on `nix` to name them.
 pub use nix::sys::signal::Signal;
+pub use pool::{AsyncResult, Pool};
 pub use process::{ExitStatus, Process};
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};

@@ -510,3 +510,12 @@ impl<T> Drop for Process<T> {
         self.reap_blocking();
     }
 }
+
+impl<T> Process<T> {
+    /// The pidfd that becomes readable when the child exits, so that a
+    /// [`Pool`](crate::Pool) can watch many workers' exits in one `poll`;
+    /// `None` on kernels without pidfds.
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+}

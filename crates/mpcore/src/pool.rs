@@ -1,0 +1,1448 @@
+//! `Pool`: Python's `multiprocessing.Pool`, on `fork`.
+//!
+//! | Python | mpcore |
+//! | --- | --- |
+//! | `pool = mp.Pool()` | [`Pool::with_cpu_count`] |
+//! | `pool = mp.Pool(processes=3)` | [`Pool::new`]`(3)` |
+//! | `mp.Pool(3, maxtasksperchild=10)` | [`Builder::new`]`().processes(3).max_tasks_per_child(10).build()` |
+//! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
+//! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
+//! | `pool.imap(job, xs)`, `pool.imap_unordered(job, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] |
+//! | `res = pool.apply_async(job, (2,)); res.get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
+//! | `res.get(timeout=1)`, `res.ready()` | [`AsyncResult::get_timeout`], [`AsyncResult::ready`] |
+//! | `pool.close(); pool.join()` | [`Pool::close`], [`Pool::join`] |
+//! | `pool.terminate()`, leaving `with Pool() as pool:` | [`Pool::terminate`], dropping the `Pool` |
+//!
+//! ```
+//! use mpcore::Pool;
+//!
+//! fn job(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.map(job, 0..10)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! assert_eq!(pool.apply_async(job, 2)?.get()?, 4);
+//! pool.close();
+//! pool.join()?;
+//! # Ok::<(), mpcore::Error>(())
+//! ```
+//!
+//! # How a task reaches a worker
+//!
+//! A task is a plain `fn(T) -> R`, not a closure that captures: the worker
+//! is a forked copy of this program, so the function's code is already
+//! there, at the same address (fork copies the address space as it is).
+//! The pool sends that address, the address of a small function
+//! instantiated for `T` and `R` that decodes the arguments, calls the task
+//! and encodes the results, and the arguments themselves (serde). Python
+//! pickles the function by name instead, which is why it must be defined
+//! at the top level of a module; here a non-capturing closure coerces to a
+//! `fn` too.
+//!
+//! # Who forks, and why it is a thread of the pool
+//!
+//! Each pool owns one supervisor thread, and that thread forks every
+//! worker, the first ones and every replacement. A worker asks the kernel
+//! for `PR_SET_PDEATHSIG`, which fires when the *thread* that forked it
+//! exits, not only the process: workers forked by a thread that ends early
+//! (a short request handler that made the pool, say) would be killed with
+//! it. The supervisor lives exactly as long as the pool, so the signal
+//! fires only when the pool is gone or the whole program dies, and then it
+//! is what we want: no worker outlives its pool's program. The supervisor
+//! also does the rest of the bookkeeping that Python's `Pool` spreads over
+//! three threads: it hands out tasks, collects results, and replaces
+//! workers.
+//!
+//! # How a dead worker is noticed
+//!
+//! Every worker has a socket of its own, and holds at most one chunk of
+//! tasks at a time, so the pool always knows which tasks a worker holds.
+//! After a fork, a read from a socket never reports that the process at
+//! the other end died while some other process still holds a copy of its
+//! end (servo/ipc-channel#281), so the supervisor waits with one `poll` on
+//! every worker's socket *and* every worker's pidfd, a descriptor that
+//! becomes readable when the process exits. When a worker exits, the
+//! supervisor first reads whatever results it sent before dying, then
+//! fails the chunk it still held with [`Error::WorkerDied`], reaps it (no
+//! zombie) and forks a replacement. The other tasks go on. CPython's
+//! `Pool` hangs for ever in this case (python/cpython#96062), and
+//! `concurrent.futures.ProcessPoolExecutor` fails every pending task.
+//!
+//! A task that panics is caught inside the worker: that task's result is
+//! [`Error::Panicked`] with the message, and the worker goes on with the
+//! next task, as Python's worker catches an exception.
+//!
+//! # The fork-with-threads hazard, again
+//!
+//! The supervisor forks while your other threads run. A lock that another
+//! thread holds at that instant is copied locked into the worker (see the
+//! crate docs): a task that takes a `Mutex` of yours, held by another
+//! thread when a worker was forked, hangs. Rust's stdout and stderr are
+//! safe (the fork holds their locks). Python's `Pool` has the same hazard,
+//! which is one reason Python 3.14 stopped forking by default.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::channel;
+use crate::error::{Error, Result};
+use crate::process::{self, ExitStatus, Process};
+
+/// Python's rule for `map`'s default chunk size: cut the input into about
+/// four chunks per worker, so that each worker fetches a few large chunks
+/// rather than one message per item, yet the work still spreads evenly.
+///
+/// ```python
+/// chunksize, extra = divmod(len(iterable), len(self._pool) * 4)
+/// if extra:
+///     chunksize += 1
+/// ```
+///
+/// ```
+/// use mpcore::pool::default_chunksize;
+///
+/// assert_eq!(default_chunksize(10, 3), 1); // the tutorial's map(job, range(10))
+/// assert_eq!(default_chunksize(100, 2), 13); // divmod(100, 8) == (12, 4)
+/// assert_eq!(default_chunksize(0, 4), 0); // nothing to cut
+/// ```
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    let per = processes.max(1).saturating_mul(4);
+    let (chunksize, extra) = (len / per, len % per);
+    if extra > 0 { chunksize + 1 } else { chunksize }
+}
+
+/// Options for a new pool, Python's `Pool(processes, maxtasksperchild=...)`.
+///
+/// ```
+/// let pool = mpcore::pool::Builder::new()
+///     .processes(2)
+///     .max_tasks_per_child(1)
+///     .build()?;
+/// assert_eq!(pool.processes(), 2);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    processes: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+}
+
+impl Builder {
+    /// One worker per CPU ([`cpu_count`](crate::cpu_count)), each living
+    /// as long as the pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of worker processes (Python's `processes=`).
+    pub fn processes(mut self, processes: usize) -> Self {
+        self.processes = Some(processes);
+        self
+    }
+
+    /// Replace a worker with a fresh one after it has run this many tasks
+    /// (Python's `maxtasksperchild=`), e.g. to give back memory that a task
+    /// leaks. As in Python, one chunk of a `map` counts as one task.
+    pub fn max_tasks_per_child(mut self, tasks: usize) -> Self {
+        self.max_tasks_per_child = Some(tasks);
+        self
+    }
+
+    /// Starts the supervisor thread, which forks the workers; returns once
+    /// they all run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero processes or zero tasks per
+    /// child (Python's `ValueError`), [`Error::Os`] when the thread or a
+    /// worker cannot be started.
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidArgument("a pool needs at least one process"));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_tasks_per_child must be at least 1",
+            ));
+        }
+        let (wake_tx, wake_rx) = channel::pair()?;
+        let wake = Arc::new(Wake {
+            tx: wake_tx,
+            rx: wake_rx,
+            pending: AtomicBool::new(false),
+        });
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let (commands, command_rx) = mpsc::channel();
+        let (started_tx, started_rx) = mpsc::channel();
+        let supervisor = Supervisor {
+            size: processes,
+            max_tasks: self.max_tasks_per_child,
+            commands: command_rx,
+            wake: Arc::clone(&wake),
+            pids: Arc::clone(&pids),
+            workers: Vec::new(),
+            queue: VecDeque::new(),
+            state: State::Running,
+            forked: 0,
+            retry_fork_at: None,
+        };
+        let handle = thread::Builder::new()
+            .name("mpcore-pool".to_owned())
+            .spawn(move || supervisor.run(started_tx))
+            .map_err(|e| Error::os("pthread_create", errno_of(&e)))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(Pool {
+                processes,
+                commands,
+                wake,
+                pids,
+                closed: AtomicBool::new(false),
+                supervisor: Mutex::new(Some(handle)),
+                owner: std::process::id(),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => Err(supervisor_panicked(handle)),
+        }
+    }
+}
+
+/// A pool of worker processes that run tasks, Python's
+/// `multiprocessing.Pool`.
+///
+/// The workers are forked once, when the pool is made, and reused for
+/// every task; a worker that dies is replaced. All methods take `&self`
+/// and the pool is `Sync`, so threads may share one pool: one thread may
+/// [`terminate`](Self::terminate) while another waits in `map`.
+///
+/// # Dropping a pool
+///
+/// Dropping a pool terminates it, like leaving Python's
+/// `with Pool() as pool:` block: the workers are killed and reaped, and
+/// tasks that had not finished fail with [`Error::PoolTerminated`]. To let
+/// them finish, call [`close`](Self::close) and [`join`](Self::join)
+/// first. Either way no worker and no zombie is left behind.
+///
+/// # In a forked child
+///
+/// A pool belongs to the process that made it. A [`Process`] forked
+/// later has a copy of the handle but not the pool's thread (fork copies
+/// only the thread that calls it), so there every task fails with
+/// [`Error::InvalidArgument`] and dropping the copy does nothing; the
+/// workers stay the parent's. Make a pool in the child if it needs one.
+///
+/// # Not `Default`
+///
+/// Python's `Pool()` is [`Pool::with_cpu_count`] here. It is not
+/// `Default::default()` because starting processes can fail, and
+/// `default` could only panic then.
+pub struct Pool {
+    processes: usize,
+    commands: mpsc::Sender<Command>,
+    wake: Arc<Wake>,
+    pids: Arc<Mutex<Vec<i32>>>,
+    closed: AtomicBool,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// The process that made the pool. A forked child has a copy of this
+    /// handle but not the supervisor thread (fork copies one thread only),
+    /// so the handle must do nothing there.
+    owner: u32,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .field("pids", &self.pids())
+            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers (Python's `Pool(processes=3)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero, [`Error::Os`] when a worker
+    /// cannot be forked.
+    pub fn new(processes: usize) -> Result<Pool> {
+        Builder::new().processes(processes).build()
+    }
+
+    /// A pool of one worker per CPU, [`cpu_count`](crate::cpu_count)
+    /// (Python's `Pool()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when a worker cannot be forked.
+    pub fn with_cpu_count() -> Result<Pool> {
+        Builder::new().build()
+    }
+
+    /// The number of workers the pool keeps running.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The process ids of the workers running now. A worker that died or
+    /// was retired ([`Builder::max_tasks_per_child`]) is replaced by one
+    /// with a new pid. Empty once the pool has ended.
+    pub fn pids(&self) -> Vec<i32> {
+        self.pids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies `f` to every input in the workers and returns the results in
+    /// input order (Python's `pool.map(f, iterable)`). The inputs are cut
+    /// into chunks by Python's rule, [`default_chunksize`].
+    ///
+    /// ```
+    /// fn job(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(3)?;
+    /// assert_eq!(pool.map(job, 0..10)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// // A closure that captures nothing is a `fn` too.
+    /// assert_eq!(pool.map(|s: String| s.len(), ["a", "bb"].map(String::from))?, [1, 2]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first failed task's error, in input order: [`Error::Panicked`],
+    /// [`Error::WorkerDied`] (every task of the chunk that the dead worker
+    /// held fails), [`Error::PoolTerminated`]; [`Error::PoolClosed`] after
+    /// [`close`](Self::close); [`Error::Codec`] when a value cannot be
+    /// serialized.
+    pub fn map<T, R>(&self, f: fn(T) -> R, inputs: impl IntoIterator<Item = T>) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let inputs: Vec<T> = inputs.into_iter().collect();
+        let chunksize = default_chunksize(inputs.len(), self.processes);
+        self.map_chunked(f, inputs, chunksize)
+    }
+
+    /// [`map`](Self::map) with a chunk size of your choice (Python's
+    /// `chunksize=`): each worker fetches `chunksize` inputs at a time.
+    /// Larger chunks cost fewer messages; smaller ones spread uneven work
+    /// better. A chunk size of 0 is taken as 1.
+    pub fn map_chunked<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit(f, inputs, chunksize, true)?.collect()
+    }
+
+    /// Like [`map`](Self::map), but returns at once with an iterator that
+    /// yields each result, in input order, as soon as it and those before
+    /// it are done (Python's `pool.imap(f, iterable)`, chunk size 1). It
+    /// yields exactly one item per input; a failed task yields its error
+    /// and the others still come.
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// for (x, square) in (0..4u32).zip(pool.imap(|x: u32| x * x, 0..4)?) {
+    ///     assert_eq!(square?, x * x);
+    /// }
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close), [`Error::Codec`]
+    /// when an input cannot be serialized. Failures of single tasks come
+    /// through the iterator.
+    pub fn imap<T, R>(&self, f: fn(T) -> R, inputs: impl IntoIterator<Item = T>) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit(f, inputs, 1, true)
+    }
+
+    /// Like [`imap`](Self::imap), but yields the results in the order they
+    /// finish (Python's `pool.imap_unordered`).
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_unordered<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+    ) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit(f, inputs, 1, false)
+    }
+
+    /// Starts `f(arg)` in a worker and returns at once with a handle to its
+    /// result (Python's `pool.apply_async(f, (arg,))`). For several
+    /// arguments, take a tuple: `fn job((a, b): (u32, u32)) -> u32`.
+    ///
+    /// ```
+    /// fn job(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let multi_res = (0..10)
+    ///     .map(|i| pool.apply_async(job, i))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let squares = multi_res
+    ///     .into_iter()
+    ///     .map(|res| res.get())
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close), [`Error::Codec`]
+    /// when `arg` cannot be serialized. The task's own failure comes from
+    /// [`AsyncResult::get`].
+    pub fn apply_async<T, R>(&self, f: fn(T) -> R, arg: T) -> Result<AsyncResult<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let imap = self.submit(f, [arg], 1, true)?;
+        Ok(AsyncResult {
+            imap,
+            outcome: None,
+            taken: false,
+        })
+    }
+
+    /// Runs `f(arg)` in a worker and waits for its result (Python's
+    /// `pool.apply(f, (arg,))`).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Self::apply_async) and [`AsyncResult::get`].
+    pub fn apply<T, R>(&self, f: fn(T) -> R, arg: T) -> Result<R>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Takes no new tasks from now on (Python's `pool.close()`); the tasks
+    /// already given still run, and then the workers exit. Follow with
+    /// [`join`](Self::join).
+    pub fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            self.command(Command::Close);
+        }
+    }
+
+    /// Waits until every task given has finished and every worker has
+    /// exited and been reaped (Python's `pool.join()`). Closes the pool
+    /// first if it is still open; Python raises `ValueError` then instead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`] if the pool's own supervisor thread panicked (a
+    /// bug in mpcore).
+    pub fn join(&self) -> Result<()> {
+        self.close();
+        self.wait_for_supervisor()
+    }
+
+    /// Stops at once (Python's `pool.terminate()`): kills every worker with
+    /// `SIGKILL`, reaps it, and fails every task that has not finished
+    /// with [`Error::PoolTerminated`]. Returns when the workers are gone.
+    /// Python sends `SIGTERM`; a task could catch or block that, and
+    /// `terminate` must not hang.
+    pub fn terminate(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.command(Command::Terminate);
+        let _ = self.wait_for_supervisor();
+    }
+
+    /// Whether this is a copy of the pool in a forked child.
+    fn in_child(&self) -> bool {
+        std::process::id() != self.owner
+    }
+
+    fn command(&self, command: Command) {
+        // Fails only when the supervisor has ended: then there is nothing
+        // left to tell it.
+        if !self.in_child() && self.commands.send(command).is_ok() {
+            self.wake.notify();
+        }
+    }
+
+    fn wait_for_supervisor(&self) -> Result<()> {
+        if self.in_child() {
+            // The supervisor thread is not in this process: there is
+            // nothing to wait for, and joining it would wait for ever.
+            return Ok(());
+        }
+        let handle = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match handle {
+            Some(handle) => match handle.join() {
+                Ok(()) => Ok(()),
+                Err(payload) => Err(Error::Panicked {
+                    pid: std::process::id() as i32,
+                    message: format!(
+                        "the pool's supervisor thread panicked: {}",
+                        panic_message(&*payload)
+                    ),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes the inputs in chunks, hands them to the supervisor, and
+    /// returns the iterator that will collect their results.
+    fn submit<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        if self.in_child() {
+            return Err(Error::InvalidArgument(
+                "a pool belongs to the process that made it; a forked child cannot use it",
+            ));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::PoolClosed);
+        }
+        let chunksize = chunksize.clamp(1, u32::MAX as usize);
+        let trampoline = fn_addr(run_chunk::<T, R> as Trampoline as *const ());
+        let func = fn_addr(f as *const ());
+        let (reply, done) = mpsc::channel();
+        let mut chunks = Vec::new();
+        let mut counts = Vec::new();
+        let mut inputs = inputs.into_iter().peekable();
+        let mut args = Vec::new();
+        while inputs.peek().is_some() {
+            args.clear();
+            let mut count = 0u32;
+            for input in inputs.by_ref().take(chunksize) {
+                encode_into(&mut args, &input)?;
+                count += 1;
+            }
+            let mut packet = channel::encode(&ToWorker::Run {
+                trampoline,
+                func,
+                count,
+            })?;
+            packet.extend_from_slice(&args);
+            chunks.push(Chunk {
+                index: chunks.len(),
+                count,
+                packet,
+                reply: reply.clone(),
+            });
+            counts.push(count);
+        }
+        drop(reply);
+        let total = counts.iter().map(|&c| c as usize).sum();
+        if !chunks.is_empty() {
+            self.command(Command::Submit(chunks));
+        }
+        Ok(Imap {
+            done,
+            ordered,
+            counts,
+            received: Vec::new(),
+            next_chunk: 0,
+            waiting: BTreeMap::new(),
+            ready: VecDeque::new(),
+            remaining: total,
+            _result: PhantomData,
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// The result of [`Pool::apply_async`], Python's `AsyncResult`.
+pub struct AsyncResult<R> {
+    imap: Imap<R>,
+    outcome: Option<Result<R>>,
+    taken: bool,
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("arrived", &self.outcome.is_some())
+            .field("taken", &self.taken)
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// Waits as long as it takes for the task and returns its value, or its
+    /// failure (Python's `res.get()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`], [`Error::WorkerDied`], [`Error::PoolTerminated`],
+    /// [`Error::AlreadyTaken`] after [`get_timeout`](Self::get_timeout)
+    /// returned the result.
+    pub fn get(mut self) -> Result<R> {
+        self.fetch(None)?;
+        self.take()
+    }
+
+    /// Like [`get`](Self::get), but returns [`Error::Timeout`] when the
+    /// task has not finished after `timeout`; the handle stays usable, so
+    /// a later call may still get the result (Python's
+    /// `res.get(timeout=...)`, which raises `TimeoutError`).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`Error::Timeout`].
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        match channel::deadline_after(timeout) {
+            Some(deadline) => self.fetch(Some(deadline)).map_err(|e| match e {
+                Error::Timeout(_) => Error::Timeout(timeout),
+                other => other,
+            })?,
+            None => self.fetch(None)?,
+        }
+        self.take()
+    }
+
+    /// Whether the task has finished, with a value or an error (Python's
+    /// `res.ready()`); never waits.
+    pub fn ready(&mut self) -> bool {
+        let _ = self.fetch(Some(Instant::now()));
+        self.outcome.is_some() || self.taken
+    }
+
+    fn fetch(&mut self, deadline: Option<Instant>) -> Result<()> {
+        if self.outcome.is_none() && !self.taken {
+            self.outcome = self.imap.next_until(deadline)?;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> Result<R> {
+        if self.taken {
+            return Err(Error::AlreadyTaken);
+        }
+        self.taken = true;
+        // `fetch` without a deadline leaves an outcome: the iterator yields
+        // exactly one item per input.
+        self.outcome.take().unwrap_or(Err(Error::PoolClosed))
+    }
+}
+
+/// The results of [`Pool::imap`] or [`Pool::imap_unordered`], yielded as
+/// they arrive: exactly one `Result` per input.
+///
+/// Dropping it early does not stop the tasks (as in Python): they run to
+/// the end and their results are thrown away.
+pub struct Imap<R> {
+    done: mpsc::Receiver<ChunkDone>,
+    ordered: bool,
+    /// How many tasks each chunk holds, by chunk index.
+    counts: Vec<u32>,
+    /// Which chunks have come back, by chunk index.
+    received: Vec<bool>,
+    /// Ordered only: the chunk whose results are due next.
+    next_chunk: usize,
+    /// Ordered only: chunks that came back before their turn.
+    waiting: BTreeMap<usize, VecDeque<Result<R>>>,
+    ready: VecDeque<Result<R>>,
+    remaining: usize,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Imap<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Imap")
+            .field("ordered", &self.ordered)
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> Imap<R> {
+    /// The next result, waiting until `deadline` at most (`None`: for
+    /// ever). `Ok(None)` when every result has been yielded.
+    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<Result<R>>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                self.remaining -= 1;
+                return Ok(Some(item));
+            }
+            if self.remaining == 0 {
+                return Ok(None);
+            }
+            if self.ordered {
+                if let Some(items) = self.waiting.remove(&self.next_chunk) {
+                    self.ready = items;
+                    self.next_chunk += 1;
+                    continue;
+                }
+            }
+            let arrived = match deadline {
+                None => self.done.recv().map_err(|_| ()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.done.recv_timeout(left) {
+                        Ok(done) => Ok(done),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            return Err(Error::Timeout(left));
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    }
+                }
+            };
+            match arrived {
+                Ok(done) => {
+                    let index = done.index;
+                    let items = decode_chunk::<R>(done);
+                    self.file(index, items);
+                }
+                // The supervisor ended without sending these (it can only
+                // happen if it panicked, or a task came in as it closed):
+                // every missing task gets an error, so nothing waits.
+                Err(()) => {
+                    for index in 0..self.counts.len() {
+                        if !self.received.get(index).copied().unwrap_or(false) {
+                            let count = self.counts[index];
+                            let items = (0..count).map(|_| Err(Error::PoolClosed)).collect();
+                            self.file(index, items);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a chunk's results where they are due.
+    fn file(&mut self, index: usize, items: VecDeque<Result<R>>) {
+        if self.received.len() < self.counts.len() {
+            self.received.resize(self.counts.len(), false);
+        }
+        self.received[index] = true;
+        if self.ordered {
+            self.waiting.insert(index, items);
+        } else {
+            self.ready.extend(items);
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        // Without a deadline only an item or the end comes back.
+        self.next_until(None).unwrap_or_else(|e| Some(Err(e)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<R: DeserializeOwned> ExactSizeIterator for Imap<R> {}
+
+// ---------------------------------------------------------------------------
+// What travels between the pool and a worker.
+
+/// Runs one chunk in a worker: the task's address, the encoded arguments
+/// and their number in; the encoded [`Outcome`]s, one per argument, out.
+type Trampoline = fn(func: u64, args: &[u8], count: u32) -> Vec<u8>;
+
+/// The header of a packet to a worker. After `Run` come the encoded
+/// arguments; the packet's length tells where they end.
+#[derive(Debug, Serialize, Deserialize)]
+enum ToWorker {
+    /// Call the `fn(T) -> R` at `func` through the [`Trampoline`] at
+    /// `trampoline` (instantiated for the same `T` and `R`) on each of the
+    /// `count` arguments that follow. (The count is needed: a `()`
+    /// argument takes no bytes at all.)
+    Run {
+        trampoline: u64,
+        func: u64,
+        count: u32,
+    },
+    /// Leave the loop and exit.
+    Stop,
+}
+
+/// One task's result, as a worker sends it.
+#[derive(Serialize, Deserialize)]
+enum Outcome<R> {
+    Returned(R),
+    Panicked(String),
+    /// The argument could not be decoded in the worker.
+    BadArgument(String),
+    /// The result could not be encoded in the worker.
+    BadResult(String),
+}
+
+/// The address of a function, as a number that can travel to a worker.
+fn fn_addr(f: *const ()) -> u64 {
+    f.expose_provenance() as u64
+}
+
+/// The pointer that [`fn_addr`] made a number of; still to be transmuted
+/// to the right `fn` type by the caller, who knows it.
+fn fn_ptr(addr: u64) -> *const () {
+    std::ptr::with_exposed_provenance(addr as usize)
+}
+
+/// Appends `value`'s encoding to `buf`.
+fn encode_into<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    let start = buf.len();
+    postcard::to_io(value, &mut *buf).map(|_| ()).map_err(|e| {
+        buf.truncate(start);
+        Error::Codec {
+            action: "encode",
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The trampoline for tasks `fn(T) -> R`: decodes each argument, calls the
+/// task under `catch_unwind`, encodes each outcome. Runs in the worker.
+fn run_chunk<T: DeserializeOwned, R: Serialize>(func: u64, args: &[u8], count: u32) -> Vec<u8> {
+    // SAFETY: `func` was made by `fn_addr(f as *const ())` from an
+    // `f: fn(T) -> R` in `Pool::submit`, in the same packet as the address
+    // of this very instantiation `run_chunk::<T, R>`, so the type is
+    // right. The address is valid here: this worker was forked from the
+    // process that took it, and fork copies the whole address space, the
+    // same executable image at the same place, and nothing execs.
+    let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
+    let mut out = Vec::new();
+    let mut rest = args;
+    let mut bad_argument: Option<String> = None;
+    for _ in 0..count {
+        let outcome: Outcome<R> = match &bad_argument {
+            Some(reason) => Outcome::BadArgument(reason.clone()),
+            None => match postcard::take_from_bytes::<T>(rest) {
+                Ok((arg, tail)) => {
+                    rest = tail;
+                    match panic::catch_unwind(AssertUnwindSafe(|| task(arg))) {
+                        Ok(value) => Outcome::Returned(value),
+                        Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+                    }
+                }
+                Err(e) => {
+                    // The arguments after a bad one cannot be found either.
+                    bad_argument = Some(e.to_string());
+                    Outcome::BadArgument(e.to_string())
+                }
+            },
+        };
+        if let Err(Error::Codec { reason, .. }) = encode_into(&mut out, &outcome) {
+            let _ = encode_into(&mut out, &Outcome::<()>::BadResult(reason));
+        }
+    }
+    out
+}
+
+/// A worker's life: wait for a packet, run it, send the results back, until
+/// `Stop` or until the pool is gone.
+fn worker_loop(conn: OwnedFd) {
+    let conn = conn.as_fd();
+    loop {
+        let packet = match recv_blocking(conn) {
+            Ok(packet) => packet,
+            Err(_) => return,
+        };
+        let (trampoline, func, count, args) = match postcard::take_from_bytes::<ToWorker>(&packet) {
+            Ok((
+                ToWorker::Run {
+                    trampoline,
+                    func,
+                    count,
+                },
+                args,
+            )) => (trampoline, func, count, args),
+            Ok((ToWorker::Stop, _)) | Err(_) => return,
+        };
+        // SAFETY: the pool wrote this address with
+        // `fn_addr(run_chunk::<T, R> as Trampoline as *const ())`, so it is
+        // a `Trampoline`. It is valid in this process: we are a fork of the
+        // pool's process, with the same executable mapped at the same
+        // addresses, and we never exec.
+        let trampoline =
+            unsafe { std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline)) };
+        let results = trampoline(func, args, count);
+        if channel::send_bytes(conn, &results).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits for the next packet on `fd`.
+fn recv_blocking(fd: BorrowedFd<'_>) -> Result<Vec<u8>> {
+    loop {
+        if let Some(packet) = channel::try_recv_bytes(fd)? {
+            return Ok(packet);
+        }
+        channel::wait_readable([fd], None)?;
+    }
+}
+
+/// Turns a chunk's reply into one result per task.
+fn decode_chunk<R: DeserializeOwned>(done: ChunkDone) -> VecDeque<Result<R>> {
+    let count = done.count as usize;
+    let (pid, bytes) = match done.outcome {
+        Ok(finished) => finished,
+        Err(lost) => return (0..count).map(|_| Err(lost.to_error())).collect(),
+    };
+    let mut items = VecDeque::with_capacity(count);
+    let mut rest = &bytes[..];
+    for _ in 0..count {
+        let item = match postcard::take_from_bytes::<Outcome<R>>(rest) {
+            Ok((outcome, tail)) => {
+                rest = tail;
+                match outcome {
+                    Outcome::Returned(value) => Ok(value),
+                    Outcome::Panicked(message) => Err(Error::Panicked { pid, message }),
+                    Outcome::BadArgument(reason) => Err(Error::Codec {
+                        action: "decode",
+                        reason,
+                    }),
+                    Outcome::BadResult(reason) => Err(Error::Codec {
+                        action: "encode",
+                        reason,
+                    }),
+                }
+            }
+            Err(e) => {
+                // Nothing after a bad result can be found either.
+                let reason = e.to_string();
+                rest = &[];
+                Err(Error::Codec {
+                    action: "decode",
+                    reason,
+                })
+            }
+        };
+        items.push_back(item);
+    }
+    items
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor thread.
+
+/// What the pool's handle tells its supervisor.
+enum Command {
+    Submit(Vec<Chunk>),
+    Close,
+    Terminate,
+}
+
+/// Some tasks of one `map`/`imap`/`apply_async` call, in one packet.
+struct Chunk {
+    /// Its place among the chunks of its call.
+    index: usize,
+    /// How many tasks it holds.
+    count: u32,
+    /// `ToWorker::Run` followed by the encoded arguments.
+    packet: Vec<u8>,
+    reply: mpsc::Sender<ChunkDone>,
+}
+
+/// What the supervisor sends back for a chunk.
+struct ChunkDone {
+    index: usize,
+    count: u32,
+    /// The worker's pid and its encoded outcomes, or why there are none.
+    outcome: std::result::Result<(i32, Vec<u8>), Lost>,
+}
+
+/// Why a chunk came back without results; one per chunk, turned into one
+/// error per task.
+#[derive(Debug, Clone)]
+enum Lost {
+    WorkerDied {
+        pid: i32,
+        status: Option<ExitStatus>,
+    },
+    Terminated,
+    Closed,
+    Os {
+        call: &'static str,
+        errno: Errno,
+    },
+}
+
+impl Lost {
+    /// `Lost::Os` for an OS error, the call's name otherwise.
+    fn from_error(e: Error, call: &'static str) -> Lost {
+        match e {
+            Error::Os { call, errno } => Lost::Os { call, errno },
+            _ => Lost::Os {
+                call,
+                errno: Errno::UnknownErrno,
+            },
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        match *self {
+            Lost::WorkerDied { pid, status } => Error::WorkerDied { pid, status },
+            Lost::Terminated => Error::PoolTerminated,
+            Lost::Closed => Error::PoolClosed,
+            Lost::Os { call, errno } => Error::os(call, errno),
+        }
+    }
+}
+
+impl Chunk {
+    fn finish(self, outcome: std::result::Result<(i32, Vec<u8>), Lost>) {
+        // The caller may have stopped listening (a dropped `Imap`): fine.
+        let _ = self.reply.send(ChunkDone {
+            index: self.index,
+            count: self.count,
+            outcome,
+        });
+    }
+}
+
+/// Wakes the supervisor from its `poll` when a command is sent: one packet
+/// on a socket pair, sent only when none is pending, so a burst of
+/// `apply_async` calls never fills the socket.
+struct Wake {
+    tx: OwnedFd,
+    rx: OwnedFd,
+    pending: AtomicBool,
+}
+
+impl Wake {
+    fn notify(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst)
+            && channel::send_bytes(self.tx.as_fd(), &[]).is_err()
+        {
+            self.pending.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Empties the socket and re-arms `notify`; the commands sent before
+    /// this are then in the channel.
+    fn drain(&self) {
+        while let Ok(true) = channel::try_discard(self.rx.as_fd()) {}
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Closed,
+    Terminating,
+}
+
+/// One worker process, as the supervisor sees it.
+struct Worker {
+    process: Process<()>,
+    /// The pool's end of the worker's own socket: tasks out, results in.
+    conn: OwnedFd,
+    /// The chunk it holds (at most one).
+    job: Option<Chunk>,
+    tasks_done: usize,
+    /// `Stop` was sent: it takes no more tasks and is about to exit.
+    stopping: bool,
+    /// Its socket reported end of file or an error: nothing more to read.
+    hung_up: bool,
+    /// Reaped; removed at the end of the round.
+    dead: bool,
+}
+
+impl Worker {
+    fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
+    /// Takes the worker out of service: `Stop`, then it exits on its own.
+    fn stop(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            let stop = channel::encode(&ToWorker::Stop).unwrap_or_default();
+            if channel::send_bytes(self.conn.as_fd(), &stop).is_err() {
+                self.hung_up = true;
+            }
+        }
+    }
+}
+
+/// Which descriptor a poll slot watches.
+#[derive(Clone, Copy)]
+enum Slot {
+    Wake,
+    Conn(usize),
+    Exit(usize),
+}
+
+/// How long to wait before trying again to fork a worker after a failure.
+const FORK_RETRY: Duration = Duration::from_millis(100);
+/// How often to look at workers that have no pidfd (kernels before 5.3).
+const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
+
+struct Supervisor {
+    size: usize,
+    max_tasks: Option<usize>,
+    commands: mpsc::Receiver<Command>,
+    wake: Arc<Wake>,
+    pids: Arc<Mutex<Vec<i32>>>,
+    workers: Vec<Worker>,
+    queue: VecDeque<Chunk>,
+    state: State,
+    forked: usize,
+    retry_fork_at: Option<Instant>,
+}
+
+impl Supervisor {
+    fn run(mut self, started: mpsc::Sender<Result<()>>) {
+        for _ in 0..self.size {
+            if let Err(e) = self.fork_worker() {
+                let _ = started.send(Err(e));
+                self.kill_all();
+                return;
+            }
+        }
+        let _ = started.send(Ok(()));
+        drop(started);
+
+        loop {
+            self.take_commands();
+            if self.state == State::Terminating {
+                self.kill_all();
+                self.fail_late_commands(Lost::Terminated);
+                return;
+            }
+            self.keep_workers();
+            self.dispatch();
+            if self.state == State::Closed && self.queue.is_empty() {
+                // Every task is done or running: let the idle workers go.
+                for worker in self.workers.iter_mut().filter(|w| w.job.is_none()) {
+                    worker.stop();
+                }
+                if self.workers.is_empty() {
+                    self.fail_late_commands(Lost::Closed);
+                    return;
+                }
+            }
+            if let Err(e) = self.wait_and_handle() {
+                // poll itself failed: nothing can be watched any more, so
+                // end the pool rather than spin or hang.
+                log::error!("mpcore pool: {e}; terminating the pool");
+                self.kill_all();
+                self.fail_late_commands(Lost::Terminated);
+                return;
+            }
+        }
+    }
+
+    fn take_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Submit(chunks) => self.queue.extend(chunks),
+                Command::Close => {
+                    if self.state == State::Running {
+                        self.state = State::Closed;
+                    }
+                }
+                Command::Terminate => self.state = State::Terminating,
+            }
+        }
+    }
+
+    /// Fails the tasks of commands that arrive after the end.
+    fn fail_late_commands(&mut self, why: Lost) {
+        self.take_commands();
+        for chunk in self.queue.drain(..) {
+            chunk.finish(Err(why.clone()));
+        }
+    }
+
+    /// Forks replacements until `size` workers are in service, while
+    /// there is work to do or may come.
+    fn keep_workers(&mut self) {
+        let wanted = if self.state == State::Running || !self.queue.is_empty() {
+            self.size
+        } else {
+            0
+        };
+        if self.retry_fork_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        self.retry_fork_at = None;
+        while self.in_service() < wanted {
+            if let Err(e) = self.fork_worker() {
+                log::warn!("mpcore pool: could not start a worker: {e}");
+                self.retry_fork_at = Some(Instant::now() + FORK_RETRY);
+                if self.in_service() == 0 {
+                    // No worker to run the queue: fail it rather than let
+                    // its callers wait for ever.
+                    let why = Lost::from_error(e, "fork");
+                    for chunk in self.queue.drain(..) {
+                        chunk.finish(Err(why.clone()));
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn in_service(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| !w.stopping && !w.hung_up && !w.dead)
+            .count()
+    }
+
+    fn fork_worker(&mut self) -> Result<()> {
+        let (here, there) = channel::pair()?;
+        self.forked += 1;
+        // The closure owns the worker's end of the socket; `spawn` drops
+        // this process's copy of it before returning, so the worker holds
+        // the only one.
+        let process = process::Builder::new()
+            .name(format!("ForkPoolWorker-{}", self.forked))
+            .daemon(true)
+            .spawn(move || worker_loop(there))?;
+        self.workers.push(Worker {
+            process,
+            conn: here,
+            job: None,
+            tasks_done: 0,
+            stopping: false,
+            hung_up: false,
+            dead: false,
+        });
+        self.publish_pids();
+        Ok(())
+    }
+
+    fn publish_pids(&self) {
+        let pids = self.workers.iter().filter(|w| !w.dead).map(Worker::pid);
+        let mut shared = self.pids.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.clear();
+        shared.extend(pids);
+    }
+
+    /// Gives the next chunk to every idle worker.
+    fn dispatch(&mut self) {
+        for worker in &mut self.workers {
+            if self.queue.is_empty() {
+                return;
+            }
+            if worker.job.is_some() || worker.stopping || worker.hung_up || worker.dead {
+                continue;
+            }
+            let chunk = self.queue.pop_front().expect("the queue is not empty");
+            match channel::send_bytes(worker.conn.as_fd(), &chunk.packet) {
+                Ok(()) => {
+                    // The worker has its copy now; keep only the bookkeeping.
+                    let mut chunk = chunk;
+                    chunk.packet = Vec::new();
+                    worker.job = Some(chunk);
+                }
+                Err(Error::Disconnected) => {
+                    // Not delivered: the worker is gone or going. Its exit
+                    // is handled when its pidfd fires; the chunk never
+                    // reached it, so another worker may run it.
+                    worker.hung_up = true;
+                    self.queue.push_front(chunk);
+                }
+                // A failure on our side (no memfd for a large packet, say):
+                // this chunk fails, the worker stays in service.
+                Err(e) => chunk.finish(Err(Lost::from_error(e, "sendmsg"))),
+            }
+        }
+    }
+
+    /// One `poll` over the wake socket, every worker's socket and every
+    /// worker's exit; then handles what it reported.
+    fn wait_and_handle(&mut self) -> Result<()> {
+        let mut slots = vec![Slot::Wake];
+        let mut fds = vec![self.wake.rx.as_fd()];
+        let mut deadline = self.retry_fork_at;
+        for (i, worker) in self.workers.iter().enumerate() {
+            if !worker.hung_up {
+                slots.push(Slot::Conn(i));
+                fds.push(worker.conn.as_fd());
+            }
+            match worker.process.pidfd() {
+                Some(pidfd) => {
+                    slots.push(Slot::Exit(i));
+                    fds.push(pidfd);
+                }
+                None => {
+                    let tick = Instant::now() + NO_PIDFD_TICK;
+                    deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+                }
+            }
+        }
+        let readable = channel::wait_readable_any(&fds, deadline)?;
+        drop(fds);
+
+        let mut exits = Vec::new();
+        for (slot, ready) in slots.into_iter().zip(readable) {
+            match (slot, ready) {
+                (Slot::Wake, true) => self.wake.drain(),
+                (Slot::Conn(i), true) => self.read_results(i),
+                (Slot::Exit(i), true) => exits.push(i),
+                _ => {}
+            }
+        }
+        // Without pidfds, look at every worker each tick.
+        for (i, worker) in self.workers.iter().enumerate() {
+            if worker.process.pidfd().is_none() {
+                exits.push(i);
+            }
+        }
+        for i in exits {
+            self.reap_if_exited(i);
+        }
+        if self.workers.iter().any(|w| w.dead) {
+            self.workers.retain(|w| !w.dead);
+            self.publish_pids();
+        }
+        Ok(())
+    }
+
+    /// Reads every result worker `i` has sent.
+    fn read_results(&mut self, i: usize) {
+        let max_tasks = self.max_tasks;
+        let worker = &mut self.workers[i];
+        while !worker.hung_up {
+            match channel::try_recv_bytes(worker.conn.as_fd()) {
+                Ok(Some(results)) => {
+                    if let Some(chunk) = worker.job.take() {
+                        chunk.finish(Ok((worker.pid(), results)));
+                    }
+                    worker.tasks_done += 1;
+                    if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
+                        worker.stop();
+                    }
+                }
+                Ok(None) => return,
+                // End of file: the worker is exiting; its pidfd will say so.
+                Err(Error::Disconnected) => worker.hung_up = true,
+                Err(e) => {
+                    // Its socket is unusable, so is the worker: kill it, so
+                    // that its exit fails the chunk it holds and a
+                    // replacement takes its place.
+                    log::warn!("mpcore pool: worker {}: {e}", worker.pid());
+                    worker.hung_up = true;
+                    let _ = worker.process.kill();
+                }
+            }
+        }
+    }
+
+    /// If worker `i` has exited: collects what it sent before, fails the
+    /// chunk it still held, and reaps it.
+    fn reap_if_exited(&mut self, i: usize) {
+        if self.workers[i].dead || self.workers[i].process.is_alive() {
+            return;
+        }
+        self.read_results(i);
+        let worker = &mut self.workers[i];
+        worker.dead = true;
+        if let Some(chunk) = worker.job.take() {
+            let (pid, status) = (worker.pid(), worker.process.exit_status());
+            let error = Lost::WorkerDied { pid, status }.to_error();
+            log::warn!("mpcore pool: {error}; starting a replacement");
+            chunk.finish(Err(Lost::WorkerDied { pid, status }));
+        }
+    }
+
+    /// Kills every worker, fails every task not finished, reaps them all.
+    fn kill_all(&mut self) {
+        // Signal all first, so they die together, then reap one by one.
+        for worker in &self.workers {
+            let _ = worker.process.kill();
+        }
+        for mut worker in self.workers.drain(..) {
+            if let Some(chunk) = worker.job.take() {
+                chunk.finish(Err(Lost::Terminated));
+            }
+            // A daemon `Process` kills (again, harmlessly) and reaps on drop.
+            drop(worker);
+        }
+        for chunk in self.queue.drain(..) {
+            chunk.finish(Err(Lost::Terminated));
+        }
+        self.publish_pids();
+    }
+}
+
+/// The text of a panic's payload (`panic!` makes a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a payload that is not a string".to_owned()
+    }
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
+    let message = match handle.join() {
+        Err(payload) => panic_message(&*payload),
+        Ok(()) => "it ended before starting the workers".to_owned(),
+    };
+    Error::Panicked {
+        pid: std::process::id() as i32,
+        message: format!("the pool's supervisor thread panicked: {message}"),
+    }
+}

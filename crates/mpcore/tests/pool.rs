@@ -1,0 +1,607 @@
+//! Pool: results in order, failures confined to their task, nothing left
+//! behind. Every test runs under a deadline: a hang fails, it never blocks CI.
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpcore::pool::{Builder, default_chunksize};
+use mpcore::{Error, ExitStatus, Pool};
+use nix::sys::signal::{Signal, kill, raise};
+use nix::unistd::Pid;
+use testkit::{proc_state, within};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// The worker's pid and the square: shows who ran what.
+fn square_with_pid(x: u64) -> (i32, u64) {
+    (std::process::id() as i32, x * x)
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Waits until the file `path` exists (the test creates it when it wants
+/// the task to finish), then returns `path`. Gating tasks on files keeps the
+/// tests free of guesses about how fast this machine is.
+fn wait_for_file(path: String) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::path::Path::new(&path).exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(2));
+    }
+    path
+}
+
+/// Creates the file `path` (so the test knows the task has started), then
+/// sleeps far longer than any test waits.
+fn announce_then_sleep(path: String) -> u64 {
+    std::fs::write(&path, b"started").expect("write the marker");
+    thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// A fresh path in the temp dir, unique to this test process and call.
+fn marker(name: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("mpcore-pool-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_string_lossy().into_owned()
+}
+
+fn touch(path: &str) {
+    std::fs::write(path, b"go").expect("create the marker");
+}
+
+fn wait_until_exists(path: &str) {
+    while !std::path::Path::new(path).exists() {
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn panics_on_3(x: u32) -> u32 {
+    if x == 3 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+/// Kills its own worker with SIGKILL in the middle of task 3.
+fn killed_on_3(x: u32) -> u32 {
+    if x == 3 {
+        raise(Signal::SIGKILL).expect("raise");
+        thread::sleep(Duration::from_secs(60));
+    }
+    x
+}
+
+fn exits_with_3(_: ()) -> u32 {
+    std::process::exit(3)
+}
+
+/// Fails unless every pid is gone from /proc: not running, not a zombie.
+fn assert_all_gone(pids: &BTreeSet<i32>) {
+    for &pid in pids {
+        assert_eq!(proc_state(pid), None, "worker {pid} is still in /proc");
+    }
+}
+
+#[test]
+fn map_returns_results_in_input_order() {
+    within(LIMIT, || {
+        let pool = Pool::new(3).unwrap();
+        assert_eq!(pool.processes(), 3);
+        assert_eq!(
+            pool.map(square, 0..10).unwrap(),
+            [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+        );
+        let expected: Vec<u64> = (0..10_000).map(square).collect();
+        assert_eq!(pool.map(square, 0..10_000).unwrap(), expected);
+        assert_eq!(pool.map_chunked(square, 0..10_000, 7).unwrap(), expected);
+        assert_eq!(pool.map_chunked(square, 0..100, 0).unwrap().len(), 100);
+        assert_eq!(pool.map(square, Vec::new()).unwrap(), Vec::<u64>::new());
+        let words = ["fork", "copies", "memory"].map(String::from);
+        assert_eq!(
+            pool.map(|s: String| s.to_uppercase(), words).unwrap(),
+            ["FORK", "COPIES", "MEMORY"]
+        );
+        // Several arguments travel as a tuple; `()` travels as nothing.
+        assert_eq!(
+            pool.map(|(a, b): (u32, u32)| a * b, [(2, 3), (4, 5)])
+                .unwrap(),
+            [6, 20]
+        );
+        assert_eq!(pool.map(|(): ()| 7u8, [(), (), ()]).unwrap(), [7, 7, 7]);
+    });
+}
+
+#[test]
+fn python_chunk_size_rule() {
+    // chunksize, extra = divmod(len, 4 * processes); if extra: chunksize += 1
+    assert_eq!(default_chunksize(10, 3), 1);
+    assert_eq!(default_chunksize(10, 2), 2);
+    assert_eq!(default_chunksize(8, 2), 1);
+    assert_eq!(default_chunksize(100, 2), 13);
+    assert_eq!(default_chunksize(96, 2), 12);
+    assert_eq!(default_chunksize(0, 2), 0);
+    assert_eq!(default_chunksize(1, 8), 1);
+}
+
+#[test]
+fn large_arguments_and_results_come_back_whole() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // Over the socket's inline limit, so they travel as memfds.
+        let inputs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 300_000]).collect();
+        let sums = pool
+            .map(
+                |v: Vec<u8>| v.iter().map(|&b| u64::from(b)).sum::<u64>(),
+                inputs,
+            )
+            .unwrap();
+        assert_eq!(sums, (0..6).map(|i| i * 300_000).collect::<Vec<u64>>());
+        let big = pool.apply(|n: usize| vec![7u32; n], 1 << 20).unwrap();
+        assert_eq!(big.len(), 1 << 20);
+        assert!(big.iter().all(|&x| x == 7));
+    });
+}
+
+#[test]
+fn workers_are_reused_not_forked_per_task() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let workers: BTreeSet<i32> = pool.pids().into_iter().collect();
+        assert_eq!(workers.len(), 2);
+        let ran_on: BTreeSet<i32> = pool
+            .map_chunked(square_with_pid, 0..200, 1)
+            .unwrap()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        assert!(ran_on.is_subset(&workers), "{ran_on:?} vs {workers:?}");
+        assert_eq!(pool.pids().into_iter().collect::<BTreeSet<_>>(), workers);
+        assert!(!workers.contains(&(std::process::id() as i32)));
+    });
+}
+
+#[test]
+fn imap_is_ordered_and_imap_unordered_yields_each_once() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // The first task is the slowest; imap still yields in input order.
+        let waits = [300, 10, 20, 30, 40];
+        let ordered: Vec<u64> = pool
+            .imap(sleep_ms, waits)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ordered, waits);
+
+        // imap_unordered yields in the order tasks finish: the first task
+        // cannot finish before its file exists, which comes last.
+        let (slow, fast1, fast2) = (marker("slow"), marker("fast1"), marker("fast2"));
+        let mut imap = pool
+            .imap_unordered(wait_for_file, [slow.clone(), fast1.clone(), fast2.clone()])
+            .unwrap();
+        assert_eq!(imap.len(), 3);
+        touch(&fast1);
+        touch(&fast2);
+        let first_two: BTreeSet<String> = imap.by_ref().take(2).map(Result::unwrap).collect();
+        assert_eq!(first_two, BTreeSet::from([fast1.clone(), fast2.clone()]));
+        touch(&slow);
+        assert_eq!(imap.next().unwrap().unwrap(), slow);
+        assert!(imap.next().is_none());
+        for path in [slow, fast1, fast2] {
+            std::fs::remove_file(path).unwrap();
+        }
+    });
+}
+
+#[test]
+fn imap_yields_the_first_result_before_the_last_is_done() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let (first, second) = (marker("first"), marker("second"));
+        touch(&first);
+        let mut imap = pool
+            .imap(wait_for_file, [first.clone(), second.clone()])
+            .unwrap();
+        // The second task waits for a file that exists only once the first
+        // result is here: an imap that waited for all would hang here.
+        assert_eq!(imap.next().unwrap().unwrap(), first);
+        touch(&second);
+        assert_eq!(imap.next().unwrap().unwrap(), second);
+        assert!(imap.next().is_none());
+        std::fs::remove_file(first).unwrap();
+        std::fs::remove_file(second).unwrap();
+    });
+}
+
+#[test]
+fn apply_async_get_get_timeout_and_ready() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        assert_eq!(pool.apply_async(square, 2).unwrap().get().unwrap(), 4);
+
+        let multi_res = (0..10)
+            .map(|i| pool.apply_async(square, i))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let squares = multi_res
+            .into_iter()
+            .map(|r| r.get())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+
+        let gate = marker("gate");
+        let mut slow = pool.apply_async(wait_for_file, gate.clone()).unwrap();
+        assert!(!slow.ready());
+        let started = Instant::now();
+        let err = slow.get_timeout(Duration::from_millis(100)).unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(err.to_string(), "timed out after 100ms");
+        touch(&gate);
+        assert_eq!(slow.get_timeout(Duration::from_secs(60)).unwrap(), gate);
+        std::fs::remove_file(gate).unwrap();
+        assert!(slow.ready());
+        assert!(matches!(
+            slow.get_timeout(Duration::ZERO),
+            Err(Error::AlreadyTaken)
+        ));
+
+        let mut quick = pool.apply_async(square, 9).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !quick.ready() {
+            assert!(Instant::now() < deadline, "never ready");
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(quick.get().unwrap(), 81);
+    });
+}
+
+#[test]
+fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let workers = pool.pids();
+
+        let err = pool.map(panics_on_3, 0..10).unwrap_err();
+        assert!(err.is_panic(), "{err:?}");
+        assert_eq!(err.panic_message(), Some("task 3 failed"));
+
+        let results: Vec<_> = pool.imap(panics_on_3, 0..6).unwrap().collect();
+        for (x, result) in results.iter().enumerate() {
+            match result {
+                Ok(v) => assert_eq!(*v as usize, x),
+                Err(e) => {
+                    assert_eq!(x, 3);
+                    assert!(workers.contains(&match e {
+                        Error::Panicked { pid, .. } => *pid,
+                        other => panic!("{other:?}"),
+                    }));
+                    assert!(e.to_string().ends_with("panicked: task 3 failed"), "{e}");
+                }
+            }
+        }
+        assert!(results[3].is_err());
+
+        let err = pool.apply_async(panics_on_3, 3).unwrap().get().unwrap_err();
+        assert_eq!(err.panic_message(), Some("task 3 failed"));
+        // A panic is caught in the worker: the same workers go on.
+        assert_eq!(pool.map(square, 0..10).unwrap()[9], 81);
+        assert_eq!(pool.pids(), workers);
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_that_task_and_is_replaced() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let mut seen: BTreeSet<i32> = pool.pids().into_iter().collect();
+
+        // imap (chunk size 1): only task 3 is lost.
+        let results: Vec<_> = pool.imap(killed_on_3, 0..8).unwrap().collect();
+        for (x, result) in results.iter().enumerate() {
+            if x == 3 {
+                let err = result.as_ref().unwrap_err();
+                assert!(err.is_worker_died(), "{err:?}");
+                let Error::WorkerDied { pid, status } = err else {
+                    unreachable!()
+                };
+                assert!(seen.contains(pid), "a worker of this pool died");
+                assert_eq!(*status, Some(ExitStatus::Signal(Signal::SIGKILL)));
+                assert_eq!(
+                    err.to_string(),
+                    format!("pool worker {pid} died (signal SIGKILL) while running this task")
+                );
+            } else {
+                assert_eq!(*result.as_ref().unwrap() as usize, x);
+            }
+        }
+
+        // The pool replaced the worker and goes on; it happens again and again.
+        for _ in 0..3 {
+            let err = pool.apply_async(killed_on_3, 3).unwrap().get().unwrap_err();
+            assert!(err.is_worker_died(), "{err:?}");
+            assert_eq!(pool.map(square, 0..100).unwrap()[10], 100);
+            seen.extend(pool.pids());
+        }
+        assert!(pool.map(killed_on_3, 0..10).unwrap_err().is_worker_died());
+        assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        assert_eq!(pool.pids().len(), 2, "back to full strength");
+        seen.extend(pool.pids());
+        assert!(seen.len() >= 2 + 4, "each death forked a replacement");
+
+        pool.close();
+        pool.join().unwrap();
+        assert!(pool.pids().is_empty());
+        assert_all_gone(&seen);
+    });
+}
+
+#[test]
+fn a_worker_killed_from_outside_fails_its_task_only() {
+    within(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let victim = pool.pids()[0];
+        let started = marker("started");
+        let doomed = pool
+            .apply_async(announce_then_sleep, started.clone())
+            .unwrap();
+        let queued = pool.apply_async(square, 5).unwrap();
+        wait_until_exists(&started);
+        std::fs::remove_file(started).unwrap();
+        kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+        let err = doomed.get().unwrap_err();
+        assert!(
+            matches!(err, Error::WorkerDied { pid, status: Some(ExitStatus::Signal(Signal::SIGKILL)) } if pid == victim),
+            "{err:?}"
+        );
+        // The queued task never reached the dead worker: its replacement ran it.
+        assert_eq!(queued.get().unwrap(), 25);
+        assert_eq!(proc_state(victim), None, "reaped");
+        assert_ne!(pool.pids(), [victim]);
+    });
+}
+
+#[test]
+fn a_task_that_exits_reports_the_exit_code() {
+    within(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let err = pool.apply(exits_with_3, ()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::WorkerDied {
+                    status: Some(ExitStatus::Code(3)),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    });
+}
+
+#[test]
+fn terminate_with_tasks_in_flight_fails_them_and_kills_the_workers() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let workers: BTreeSet<i32> = pool.pids().into_iter().collect();
+        let pending = pool.apply_async(sleep_ms, 30_000).unwrap();
+        let started = marker("started");
+        thread::scope(|s| {
+            let mapper = s.spawn(|| pool.map(announce_then_sleep, vec![started.clone(); 6]));
+            // A task of the map runs: it is in flight.
+            wait_until_exists(&started);
+            pool.terminate();
+            let err = mapper.join().unwrap().unwrap_err();
+            assert!(matches!(err, Error::PoolTerminated), "{err:?}");
+        });
+        std::fs::remove_file(started).unwrap();
+        assert!(matches!(pending.get(), Err(Error::PoolTerminated)));
+        assert!(pool.pids().is_empty());
+        assert_all_gone(&workers);
+        assert!(matches!(pool.map(square, 0..3), Err(Error::PoolClosed)));
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn dropping_a_pool_without_close_ends_its_workers() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let workers: BTreeSet<i32> = pool.pids().into_iter().collect();
+        let pending = pool.apply_async(sleep_ms, 30_000).unwrap();
+        let mut unfinished = pool.imap(sleep_ms, [30_000, 30_000, 30_000]).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        drop(pool);
+        assert_all_gone(&workers);
+        assert!(matches!(pending.get(), Err(Error::PoolTerminated)));
+        for _ in 0..3 {
+            assert!(matches!(
+                unfinished.next(),
+                Some(Err(Error::PoolTerminated))
+            ));
+        }
+        assert!(unfinished.next().is_none());
+    });
+}
+
+#[test]
+fn an_idle_pool_dropped_leaves_nothing() {
+    within(LIMIT, || {
+        let pool = Pool::new(3).unwrap();
+        let workers: BTreeSet<i32> = pool.pids().into_iter().collect();
+        assert_eq!(workers.len(), 3);
+        drop(pool);
+        assert_all_gone(&workers);
+    });
+}
+
+#[test]
+fn close_lets_given_tasks_finish_and_join_reaps_every_worker() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let workers: BTreeSet<i32> = pool.pids().into_iter().collect();
+        let results: Vec<_> = (0..6)
+            .map(|_| pool.apply_async(sleep_ms, 50).unwrap())
+            .collect();
+        pool.close();
+        assert!(matches!(
+            pool.apply_async(square, 1),
+            Err(Error::PoolClosed)
+        ));
+        pool.join().unwrap();
+        for r in results {
+            assert_eq!(r.get().unwrap(), 50);
+        }
+        assert!(pool.pids().is_empty());
+        assert_all_gone(&workers);
+        pool.join().unwrap();
+        pool.terminate();
+    });
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers() {
+    within(LIMIT, || {
+        let pool = Builder::new()
+            .processes(2)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let first: BTreeSet<i32> = pool.pids().into_iter().collect();
+        let ran_on: Vec<i32> = pool
+            .map_chunked(square_with_pid, 0..6, 1)
+            .unwrap()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        let distinct: BTreeSet<i32> = ran_on.iter().copied().collect();
+        assert_eq!(distinct.len(), 6, "one task per worker: {ran_on:?}");
+        let mut all = first.clone();
+        all.extend(&distinct);
+        pool.close();
+        pool.join().unwrap();
+        assert_all_gone(&all);
+
+        let pool = Builder::new()
+            .processes(1)
+            .max_tasks_per_child(3)
+            .build()
+            .unwrap();
+        let ran_on: Vec<i32> = pool
+            .map_chunked(square_with_pid, 0..9, 1)
+            .unwrap()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        assert_eq!(
+            ran_on.iter().collect::<BTreeSet<_>>().len(),
+            3,
+            "{ran_on:?}"
+        );
+        assert!(ran_on.chunks(3).all(|c| c.iter().all(|&p| p == c[0])));
+    });
+}
+
+#[test]
+fn bad_sizes_are_errors_not_panics() {
+    assert!(matches!(Pool::new(0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        Builder::new().processes(1).max_tasks_per_child(0).build(),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn with_cpu_count_starts_one_worker_per_cpu() {
+    within(LIMIT, || {
+        let pool = Pool::with_cpu_count().unwrap();
+        assert_eq!(pool.processes(), mpcore::cpu_count());
+        assert_eq!(pool.pids().len(), mpcore::cpu_count());
+    });
+}
+
+#[test]
+fn threads_may_share_one_pool() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        thread::scope(|s| {
+            let handles: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let pool = &pool;
+                    s.spawn(move || pool.map(square, t * 100..t * 100 + 100).unwrap())
+                })
+                .collect();
+            for (t, h) in handles.into_iter().enumerate() {
+                let got = h.join().unwrap();
+                let t = t as u64;
+                assert_eq!(
+                    got,
+                    (t * 100..t * 100 + 100).map(square).collect::<Vec<_>>()
+                );
+            }
+        });
+    });
+}
+
+#[test]
+fn many_pools_leak_no_descriptor() {
+    within(LIMIT, || {
+        let before = testkit::open_fds();
+        for _ in 0..20 {
+            let pool = Pool::new(2).unwrap();
+            assert_eq!(pool.apply(square, 4).unwrap(), 16);
+        }
+        // Other tests open descriptors on other threads meanwhile: allow a
+        // little slack; a leak would be 100 or more.
+        assert!(
+            testkit::open_fds() < before + 30,
+            "before {before}, after {}",
+            testkit::open_fds()
+        );
+    });
+}
+
+#[test]
+fn a_pool_and_its_results_may_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Pool>();
+    send::<mpcore::AsyncResult<String>>();
+    send::<mpcore::pool::Imap<String>>();
+}
+
+#[test]
+fn a_forked_child_cannot_use_its_copy_of_the_pool_and_does_not_hang() {
+    within(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let workers = pool.pids();
+        // The child borrows the pool: its copy has no supervisor thread.
+        let mut child = mpcore::Process::spawn(|| match pool.apply(square, 2) {
+            Err(Error::InvalidArgument(_)) => "refused".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .unwrap();
+        assert_eq!(child.join().unwrap(), "refused");
+        // Dropping the copy in the child neither hangs nor kills our workers.
+        let mut child = mpcore::Process::spawn(move || drop(pool)).unwrap();
+        child.join().unwrap();
+        // The parent's pool was moved into the closure and dropped here, as
+        // a captured value is; its workers are gone, reaped by the parent.
+        for pid in workers {
+            assert_eq!(proc_state(pid), None);
+        }
+    });
+}
