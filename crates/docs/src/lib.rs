@@ -1,0 +1,37 @@
+//! The chapters of `docs/`, included here so that `cargo test` compiles and
+//! runs every Rust block in them: the docs cannot drift from the code.
+//! Blocks that are not Rust are marked (`text`, `python`, `console`), and
+//! blocks that show what Rust rejects are `compile_fail`.
+
+#[doc = include_str!("../../../docs/README.md")]
+pub mod index {}
+
+#[doc = include_str!("../../../docs/00-threads-vs-processes.md")]
+pub mod ch00_threads_vs_processes {}
+
+#[doc = include_str!("../../../docs/01-process-basics.md")]
+pub mod ch01_process_basics {}
+
+#[doc = include_str!("../../../docs/02-ordered-join.md")]
+pub mod ch02_ordered_join {}
+
+#[doc = include_str!("../../../docs/03-cpu-count.md")]
+pub mod ch03_cpu_count {}
+
+#[doc = include_str!("../../../docs/04-queue.md")]
+pub mod ch04_queue {}
+
+#[doc = include_str!("../../../docs/05-timing-comparison.md")]
+pub mod ch05_timing_comparison {}
+
+#[doc = include_str!("../../../docs/06-pool.md")]
+pub mod ch06_pool {}
+
+#[doc = include_str!("../../../docs/07-shared-memory.md")]
+pub mod ch07_shared_memory {}
+
+#[doc = include_str!("../../../docs/08-lock.md")]
+pub mod ch08_lock {}
+
+#[doc = include_str!("../../../docs/09-events-producer-consumer.md")]
+pub mod ch09_events_producer_consumer {}
