@@ -62,6 +62,7 @@
 
 mod channel;
 mod error;
+pub mod floor;
 pub mod job;
 pub mod logging;
 pub mod pool;

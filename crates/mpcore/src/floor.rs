@@ -1,0 +1,118 @@
+//! The physical floors that the benchmarks (`mpbench`) hold mpcore up
+//! against: the bare system calls, with nothing of mpcore's around them.
+//!
+//! They are here, not in the benchmarks, because they need `unsafe` (a raw
+//! `fork`), and mpcore is the one crate that may use it. They are not part
+//! of the Python vocabulary; a course reader meets them in
+//! `docs/10-performance.md`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork, pipe2};
+
+use crate::error::{Error, Result};
+
+/// Forks a child that writes `value + 1` to a pipe and `_exit`s; reads it
+/// and reaps the child. What `Process::spawn(move || value + 1)` plus
+/// `join` costs at the very least.
+///
+/// ```
+/// assert_eq!(mpcore::floor::fork_pipe_waitpid(41)?, 42);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+pub fn fork_pipe_waitpid(value: u64) -> Result<u64> {
+    let mut reply = [0u8; 8];
+    fork_with_pipe(
+        |w| {
+            let _ = w.write_all(&(value + 1).to_le_bytes());
+        },
+        |r| r.read_exact(&mut reply),
+    )?;
+    Ok(u64::from_le_bytes(reply))
+}
+
+/// Forks a child that writes `count` messages of `size` bytes to a pipe,
+/// reads them all, reaps the child, and returns the number of bytes read.
+/// The floor under a queue carrying the same messages one way.
+///
+/// ```
+/// assert_eq!(mpcore::floor::fork_pipe_stream(1000, 8)?, 8000);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+pub fn fork_pipe_stream(count: usize, size: usize) -> Result<usize> {
+    let mut total = 0;
+    fork_with_pipe(
+        |w| {
+            let message = vec![7u8; size];
+            for _ in 0..count {
+                if w.write_all(&message).is_err() {
+                    return;
+                }
+            }
+        },
+        |r| {
+            let mut buf = vec![0u8; size.clamp(1, 1 << 20)];
+            loop {
+                match r.read(&mut buf)? {
+                    0 => return Ok(()),
+                    n => total += n,
+                }
+            }
+        },
+    )?;
+    Ok(total)
+}
+
+/// Forks; the child runs `write` on the pipe's write end and `_exit`s, the
+/// parent runs `read` on the read end and then reaps the child.
+fn fork_with_pipe(
+    write: impl FnOnce(&mut File),
+    read: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))?;
+    // SAFETY: the child only writes to a pipe and calls `_exit`; it takes
+    // no lock that another thread could hold (no allocation before the
+    // write in `fork_pipe_waitpid`; `fork_pipe_stream` allocates, which
+    // glibc makes safe after fork).
+    match unsafe { fork() }.map_err(|e| Error::os("fork", e))? {
+        ForkResult::Child => {
+            drop(r);
+            let mut w = File::from(w);
+            write(&mut w);
+            drop(w);
+            // SAFETY: `_exit` ends the process; it has no preconditions.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut r = File::from(r);
+            let read_result = read(&mut r);
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.map_err(|e| Error::os("waitpid", e))?,
+                }
+            };
+            read_result.map_err(|e| {
+                Error::os(
+                    "read",
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                )
+            })?;
+            match status {
+                WaitStatus::Exited(_, 0) => Ok(()),
+                WaitStatus::Exited(pid, code) => Err(Error::Exited {
+                    pid: pid.as_raw(),
+                    code,
+                }),
+                WaitStatus::Signaled(pid, signal, _) => Err(Error::Signaled {
+                    pid: pid.as_raw(),
+                    signal,
+                }),
+                _ => Ok(()),
+            }
+        }
+    }
+}
