@@ -200,79 +200,59 @@ pub(crate) fn wait_readable<const N: usize>(
     fds: [BorrowedFd<'_>; N],
     deadline: Option<Instant>,
 ) -> Result<[bool; N]> {
+    let mut polls = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+    poll_until(&mut polls, deadline)?;
+    Ok(polls.map(|p| is_readable(&p)))
+}
+
+/// [`wait_readable`] for a number of descriptors known only at run time
+/// (a pool's workers).
+pub(crate) fn wait_readable_any(
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> Result<Vec<bool>> {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    poll_until(&mut polls, deadline)?;
+    Ok(polls.iter().map(is_readable).collect())
+}
+
+/// `ppoll` until something is ready or the deadline passes; on return each
+/// entry's `revents` says which (none, after a timeout). Only the clock
+/// decides a timeout, so an early wake-up never ends the wait.
+fn poll_until(polls: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<()> {
     loop {
         let timeout = match deadline {
             None => None,
             Some(d) => {
                 let now = Instant::now();
                 if now >= d {
-                    return Ok([false; N]);
+                    // No ppoll has reported anything: every revents is empty.
+                    return Ok(());
                 }
                 Some(TimeSpec::from_duration(d - now))
             }
         };
-        let mut polls = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
-        match ppoll(&mut polls, timeout, None) {
+        match ppoll(polls, timeout, None) {
             Ok(0) => continue, // re-check the clock: only it decides a timeout
-            Ok(_) => {
-                return Ok(polls.map(|p| {
-                    p.revents().is_some_and(|r| {
-                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-                    })
-                }));
-            }
+            Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::os("ppoll", e)),
         }
     }
+}
+
+fn is_readable(p: &PollFd<'_>) -> bool {
+    p.revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// Takes one packet if one is waiting and returns its payload as it was
 /// sent (no decoding); never blocks. `Ok(None)` means nothing was there.
 pub(crate) fn try_recv_bytes(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
     try_recv_with(rx, |bytes| Ok(bytes.to_vec()))
-}
-
-/// [`wait_readable`] for a number of descriptors known only at run time
-/// (a pool's workers): which ones are readable, all `false` when the
-/// deadline passed.
-pub(crate) fn wait_readable_any(
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> Result<Vec<bool>> {
-    loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return Ok(vec![false; fds.len()]);
-                }
-                Some(TimeSpec::from_duration(d - now))
-            }
-        };
-        let mut polls: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-            .collect();
-        match ppoll(&mut polls, timeout, None) {
-            Ok(0) => continue, // re-check the clock: only it decides a timeout
-            Ok(_) => {
-                return Ok(polls
-                    .iter()
-                    .map(|p| {
-                        p.revents().is_some_and(|r| {
-                            r.intersects(
-                                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
-                            )
-                        })
-                    })
-                    .collect());
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("ppoll", e)),
-        }
-    }
 }
 
 /// `Instant::now() + d`, or `None` (for ever) when that does not fit.
