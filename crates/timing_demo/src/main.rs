@@ -31,7 +31,7 @@
 //! second table for an I/O-bound job; `--svg` draws each way's timeline.
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use mpcore::job::cpu_job_range;
 use mpcore::{Process, Queue};
-use plotters::prelude::*;
+
+mod timeline;
 
 /// About 0.22 s per job in release mode on this course's 2-core machine,
 /// so that the whole run (2 + 1 + 1 job-times) takes about a second.
@@ -322,98 +323,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         tables.push(("I/O-bound".to_owned(), compare(&title, Job::Io, &args)?));
     }
     if let Some(path) = &args.svg {
-        draw_timelines(path, &tables)?;
+        timeline::draw(path, &tables)?;
         println!();
         println!("timeline written to {}", path.display());
     }
-    Ok(())
-}
-
-/// One panel per way: a lane per worker, a bar from the start to the end
-/// of each job. Panels of one table share the time axis, so the bars'
-/// lengths compare directly.
-fn draw_timelines(path: &Path, tables: &[(String, Vec<Way>)]) -> Result<(), Box<dyn Error>> {
-    const WIDTH: u32 = 900;
-    const PANEL_TOP: u32 = 60;
-    const LANE: u32 = 34;
-    let heights: Vec<u32> = tables
-        .iter()
-        .flat_map(|(_, ways)| ways.iter().map(|w| PANEL_TOP + LANE * w.lanes.len() as u32))
-        .collect();
-    let root = SVGBackend::new(path, (WIDTH, heights.iter().sum())).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut breaks = Vec::new();
-    let mut y = 0;
-    for h in &heights[..heights.len() - 1] {
-        y += h;
-        breaks.push(y);
-    }
-    let mut panels = root
-        .split_by_breakpoints([] as [u32; 0], breaks)
-        .into_iter();
-    for (kind, ways) in tables {
-        let longest = ways
-            .iter()
-            .map(|w| w.elapsed.as_secs_f64())
-            .fold(0.0, f64::max);
-        // Whole milliseconds on the axis, unless the run was that short.
-        let decimals = if longest < 0.01 { 2 } else { 0 };
-        for way in ways {
-            let panel = panels.next().ok_or("one panel per way")?;
-            let color = match way.name {
-                "normal" => RGBColor(120, 120, 120),
-                "multithread" => RGBColor(31, 119, 180),
-                "multicore" => RGBColor(255, 127, 14),
-                _ => RGBColor(214, 39, 40),
-            };
-            let lanes = way.lanes.len() as f64;
-            let mut chart = ChartBuilder::on(&panel)
-                .caption(
-                    format!(
-                        "{kind}, {}: {:.1} ms",
-                        way.name,
-                        way.elapsed.as_secs_f64() * 1000.0
-                    ),
-                    ("sans-serif", 16),
-                )
-                .margin(6)
-                .margin_right(28)
-                .x_label_area_size(24)
-                .y_label_area_size(130)
-                .build_cartesian_2d(0f64..longest * 1.02, 0f64..lanes)?;
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .y_labels(0)
-                .x_labels(8)
-                .x_label_style(("sans-serif", 12))
-                .x_label_formatter(&|s| format!("{:.*} ms", decimals, s * 1000.0))
-                .draw()?;
-            for (job, &(lane, start, end)) in way.bars.iter().enumerate() {
-                // Lane 0 at the top; a white edge keeps back-to-back jobs apart.
-                let top = lanes - lane as f64;
-                let corners = [(start, top - 0.2), (end, top - 0.8)];
-                chart.draw_series([
-                    Rectangle::new(corners, color.filled()),
-                    Rectangle::new(corners, WHITE.stroke_width(2)),
-                ])?;
-                let (x, y) = chart.backend_coord(&(start, top - 0.5));
-                root.draw(&Text::new(
-                    format!("job {}", job + 1),
-                    (x + 6, y - 6),
-                    ("sans-serif", 12).into_font().color(&WHITE),
-                ))?;
-            }
-            for (lane, name) in way.lanes.iter().enumerate() {
-                let (x, y) = chart.backend_coord(&(0.0, lanes - lane as f64 - 0.5));
-                root.draw(&Text::new(
-                    name.clone(),
-                    (x - 124, y - 7),
-                    ("sans-serif", 14).into_font(),
-                ))?;
-            }
-        }
-    }
-    root.present()?;
     Ok(())
 }
