@@ -11,14 +11,15 @@ default:
 demo NAME *ARGS:
     cargo run -q -p {{NAME}} -- {{ARGS}}
 
-# Run every demo that exists, in reading order.
+# Run every demo in reading order (release mode: timing_demo's default job
+# is sized for it).
 demos:
     #!/usr/bin/env bash
     set -euo pipefail
     for d in {{demos}}; do
         if [ -d "crates/$d" ]; then
-            echo "=== cargo run -p $d"
-            cargo run -q -p "$d"
+            echo "=== cargo run --release -p $d"
+            cargo run -q --release -p "$d"
         fi
     done
 
