@@ -54,7 +54,11 @@
 //! locks across the fork (and glibc guards malloc), so `println!` and the
 //! [`logging`] helper are safe in a child even while other threads print.
 //! A `Mutex` of your own that another thread holds during `spawn` is not:
-//! the child hangs on it. Python 3.12 warns about forking a process that
+//! the child hangs on it. Neither is a lock inside std that mpcore cannot
+//! reach: if another thread is in the middle of printing a panic message
+//! at the instant of the fork, a child that then panics waits for ever on
+//! std's panic-output lock. Where that can happen, join with
+//! [`Process::join_timeout`]. Python 3.12 warns about forking a process that
 //! has threads, and Python 3.14 no longer forks by default on Linux.
 //! [`Queue`] holds no lock at all (see its docs), so it is safe to use from
 //! threads and children at once.
