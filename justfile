@@ -11,8 +11,7 @@ default:
 demo NAME *ARGS:
     cargo run -q -p {{NAME}} -- {{ARGS}}
 
-# Run every demo in reading order (release mode: timing_demo's default job
-# is sized for it).
+# Run every demo in reading order, in release mode (timing_demo needs it).
 demos:
     #!/usr/bin/env bash
     set -euo pipefail
