@@ -39,7 +39,27 @@ ci:
 bench *ARGS:
     cargo bench -p mpbench {{ARGS}}
 
+# Python's multiprocessing beside mpcore, alternating, in one table
+# (`just compare --quick` to check that it runs; see docs/10-performance.md).
+compare *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "just compare: python3 not found on PATH, so there is no Python side to compare." >&2
+        echo "Install Python 3 (standard library only is needed); the Rust side alone:" >&2
+        cargo build --release -q -p mpbench --bin compare
+        for w in $(cargo run --release -q -p mpbench --bin compare -- --list); do
+            cargo run --release -q -p mpbench --bin compare -- "$w"
+        done
+        exit 1
+    fi
+    python3 benches/python/compare.py {{ARGS}}
+
 # Compile and run every Rust block in docs/, then build the API docs.
 docs:
     cargo test -p docs
     cargo doc --no-deps -p mpcore
+
+# Chapter 11: the Pool's map on timely workers in N local processes (`just cluster 3 -w2`).
+cluster N="2" *ARGS:
+    cargo run -q -p cluster_demo -- --local {{N}} {{ARGS}}
