@@ -95,24 +95,95 @@ pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
     // `file` closes here; the receiver holds its own descriptor by now.
 }
 
+/// Sends the concatenation of `parts` as one message, as [`send_bytes`]
+/// would send it joined, without joining it first: a large message goes
+/// straight from the caller's buffers into the memfd.
+pub(crate) fn send_parts(tx: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total <= INLINE_MAX {
+        let mut iov = Vec::with_capacity(parts.len() + 1);
+        iov.push(IoSlice::new(&[TAG_INLINE]));
+        iov.extend(parts.iter().map(|p| IoSlice::new(p)));
+        return send_packet(tx, &iov, &[]);
+    }
+    let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::os("memfd_create", e))?;
+    let mut file = File::from(memfd);
+    for part in parts {
+        file.write_all(part).map_err(|e| io_error("write", e))?;
+    }
+    let len = (total as u64).to_le_bytes();
+    let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
+    let fds = [file.as_raw_fd()];
+    send_packet(tx, &iov, &[ControlMessage::ScmRights(&fds)])
+}
+
 fn send_packet(
     tx: BorrowedFd<'_>,
     iov: &[IoSlice<'_>],
     cmsgs: &[ControlMessage<'_>],
 ) -> Result<()> {
+    send_packet_with(tx, iov, cmsgs, MsgFlags::empty()).map(|_| ())
+}
+
+/// `sendmsg` with `flags` (and `MSG_NOSIGNAL`); `Ok(false)` when
+/// `MSG_DONTWAIT` is among them and the socket buffer is full.
+fn send_packet_with(
+    tx: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    cmsgs: &[ControlMessage<'_>],
+    flags: MsgFlags,
+) -> Result<bool> {
     loop {
-        match sendmsg::<()>(tx.as_raw_fd(), iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Ok(_) => return Ok(()),
+        match sendmsg::<()>(
+            tx.as_raw_fd(),
+            iov,
+            cmsgs,
+            flags | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(true),
             Err(Errno::EINTR) => continue,
-            Err(Errno::EPIPE) => return Err(Error::Disconnected),
+            Err(Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => return Ok(false),
+            // A peer that closed with packets of ours unread resets the
+            // connection: it is gone all the same.
+            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
             Err(e) => return Err(Error::os("sendmsg", e)),
         }
     }
 }
 
-/// Encodes `value` and sends it.
+/// Like [`send_bytes`], but never waits: `Ok(false)` when the socket
+/// buffer is full and nothing was sent.
+pub(crate) fn try_send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<bool> {
+    if payload.len() <= INLINE_MAX {
+        let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
+        return send_packet_with(tx, &iov, &[], MsgFlags::MSG_DONTWAIT);
+    }
+    let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::os("memfd_create", e))?;
+    let mut file = File::from(memfd);
+    file.write_all(payload).map_err(|e| io_error("write", e))?;
+    let len = (payload.len() as u64).to_le_bytes();
+    let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
+    let fds = [file.as_raw_fd()];
+    send_packet_with(
+        tx,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT,
+    )
+}
+
+/// Encodes `value` and sends it. A small value is encoded on the stack:
+/// no allocation, which in a freshly forked child would also copy the
+/// allocator's pages (copy-on-write).
 pub(crate) fn send<T: Serialize + ?Sized>(tx: BorrowedFd<'_>, value: &T) -> Result<()> {
-    send_bytes(tx, &encode(value)?)
+    let mut small = [0u8; 256];
+    match postcard::to_slice(value, &mut small) {
+        Ok(encoded) => send_bytes(tx, encoded),
+        Err(_) => send_bytes(tx, &encode(value)?),
+    }
 }
 
 /// Takes one message if one is waiting; never blocks. `Ok(None)` means
@@ -130,6 +201,75 @@ pub(crate) fn try_discard(rx: BorrowedFd<'_>) -> Result<bool> {
 fn try_recv_with<R>(
     rx: BorrowedFd<'_>,
     read: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<Option<R>> {
+    try_recv_payload(rx, |payload| match payload {
+        Payload::Inline(bytes) => read(bytes),
+        Payload::Memfd(file, size) => {
+            let mut payload = vec![0; size];
+            file.read_exact_at(&mut payload, 0)
+                .map_err(|e| io_error("read", e))?;
+            read(&payload)
+        }
+    })
+}
+
+/// Where a received payload is: in the packet, or in a memfd of `size` bytes.
+enum Payload<'a> {
+    Inline(&'a [u8]),
+    Memfd(File, usize),
+}
+
+/// Takes one packet if one is waiting and reads it as a postcard byte
+/// string (a LEB128 length, then the bytes), copying the bytes once.
+pub(crate) fn try_recv_byte_string(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+    try_recv_payload(rx, |payload| match payload {
+        Payload::Inline(bytes) => {
+            let (len, skip) = read_varint(bytes)?;
+            match bytes.get(skip..) {
+                Some(rest) if rest.len() as u64 == len => Ok(rest.to_vec()),
+                _ => Err(not_a_byte_string()),
+            }
+        }
+        Payload::Memfd(file, size) => {
+            let mut head = [0u8; 10];
+            let head_len = size.min(head.len());
+            file.read_exact_at(&mut head[..head_len], 0)
+                .map_err(|e| io_error("read", e))?;
+            let (len, skip) = read_varint(&head[..head_len])?;
+            if (size - skip) as u64 != len {
+                return Err(not_a_byte_string());
+            }
+            let mut bytes = vec![0; size - skip];
+            file.read_exact_at(&mut bytes, skip as u64)
+                .map_err(|e| io_error("read", e))?;
+            Ok(bytes)
+        }
+    })
+}
+
+/// A LEB128 number at the start of `bytes`, and how many bytes it took.
+fn read_varint(bytes: &[u8]) -> Result<(u64, usize)> {
+    let mut n = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((n, i + 1));
+        }
+    }
+    Err(not_a_byte_string())
+}
+
+fn not_a_byte_string() -> Error {
+    Error::Codec {
+        action: "decode",
+        reason: "the message is not a byte string".to_owned(),
+    }
+}
+
+/// Takes one packet if one is waiting and hands `read` where its payload is.
+fn try_recv_payload<R>(
+    rx: BorrowedFd<'_>,
+    read: impl FnOnce(Payload<'_>) -> Result<R>,
 ) -> Result<Option<R>> {
     RECV_BUF.with_borrow_mut(|buf| {
         let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
@@ -158,6 +298,10 @@ fn try_recv_with<R>(
                 }
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Ok(None),
+                // The peer closed with packets of ours unread. The kernel
+                // reports that once; the packets it sent before are still
+                // queued for us, and then comes end of file.
+                Err(Errno::ECONNRESET) => continue,
                 Err(e) => return Err(Error::os("recvmsg", e)),
             }
         };
@@ -172,14 +316,10 @@ fn try_recv_with<R>(
             });
         }
         match (buf[0], memfd) {
-            (TAG_INLINE, None) => read(&buf[1..len]).map(Some),
+            (TAG_INLINE, None) => read(Payload::Inline(&buf[1..len])).map(Some),
             (TAG_MEMFD, Some(memfd)) if len == 9 => {
                 let size = u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes"));
-                let mut payload = vec![0; size as usize];
-                File::from(memfd)
-                    .read_exact_at(&mut payload, 0)
-                    .map_err(|e| io_error("read", e))?;
-                read(&payload).map(Some)
+                read(Payload::Memfd(File::from(memfd), size as usize)).map(Some)
             }
             (tag, fd) => Err(Error::Codec {
                 action: "decode",

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork, pipe2};
@@ -63,6 +64,86 @@ pub fn fork_pipe_stream(count: usize, size: usize) -> Result<usize> {
         },
     )?;
     Ok(total)
+}
+
+/// Forks a child and plays `rounds` rounds of ping-pong with it over two
+/// pipes, one byte each way per round; returns the rounds played. The
+/// floor under any request-and-reply between two processes (a pool's
+/// `apply_async(..).get()`, a pair of events).
+///
+/// ```
+/// assert_eq!(mpcore::floor::fork_pipe_pingpong(100)?, 100);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
+    let (to_child_r, to_child_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))?;
+    let (mut to_child_r, mut to_child_w) = (File::from(to_child_r), File::from(to_child_w));
+    let mut played = 0;
+    fork_with_pipe(
+        |w| {
+            let mut byte = [0u8; 1];
+            for _ in 0..rounds {
+                if to_child_r.read_exact(&mut byte).is_err() || w.write_all(&byte).is_err() {
+                    return;
+                }
+            }
+        },
+        |r| {
+            let mut byte = [1u8; 1];
+            for _ in 0..rounds {
+                to_child_w.write_all(&byte)?;
+                r.read_exact(&mut byte)?;
+                played += 1;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(played)
+}
+
+/// Forks `procs` children that each add 1 to one `AtomicU64` in a shared
+/// anonymous mapping `per_proc` times (`fetch_add`, no lock); reaps them
+/// and returns the final count. The floor under locked increments of a
+/// shared `Value`: the cheapest correct shared counter there is.
+///
+/// ```
+/// assert_eq!(mpcore::floor::shared_atomic_increments(2, 1000)?, 2000);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
+    let segment = crate::shm::Segment::new(8, 8)?;
+    // SAFETY: the segment is 8 zeroed, page-aligned bytes that live until
+    // the end of this function, after every child is reaped; every process
+    // touches them only atomically.
+    let counter = unsafe { &*segment.base().cast::<AtomicU64>() };
+    let mut children = Vec::with_capacity(procs);
+    for _ in 0..procs {
+        // SAFETY: the child only does atomic adds and calls `_exit`: it
+        // takes no lock and allocates nothing.
+        match unsafe { fork() }.map_err(|e| Error::os("fork", e))? {
+            ForkResult::Child => {
+                for _ in 0..per_proc {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                // SAFETY: `_exit` ends the process; it has no preconditions.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => children.push(child),
+        }
+    }
+    for child in children {
+        loop {
+            match waitpid(child, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => {
+                    other.map_err(|e| Error::os("waitpid", e))?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(counter.load(Ordering::SeqCst))
 }
 
 /// Forks; the child runs `write` on the pipe's write end and `_exit`s, the

@@ -320,12 +320,24 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
                 pid: self.pid.as_raw(),
             });
         }
+        // A fresh child has neither sent nor exited yet: wait for news
+        // first rather than ask for it (two system calls less per join).
+        if self.outcome.is_none() && !self.hung_up && self.status.is_none() {
+            self.wait_for_event(deadline)?;
+        }
         loop {
             // Read first: a child with a large result must never wait for a
             // parent that waits for its exit.
             self.read_outcome()?;
             if self.status.is_none() {
-                self.poll_exit()?;
+                if deadline.is_none() && (self.outcome.is_some() || self.hung_up) {
+                    // Nothing more can come from the child, and we wait
+                    // for as long as it takes: one blocking `waitpid`
+                    // instead of a poll and a `waitpid`.
+                    self.wait_exit()?;
+                } else {
+                    self.poll_exit()?;
+                }
             }
             if let Some(status) = self.status {
                 // It exited: whatever it sent is in the socket by now.
@@ -424,6 +436,22 @@ impl<T> Process<T> {
         match kill(self.pid, signal) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(Error::os("kill", e)),
+        }
+    }
+
+    /// `waitpid(pid)`: waits for the child to exit and records its status.
+    fn wait_exit(&mut self) -> Result<()> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    self.status = Some(ExitStatus::Signal(signal))
+                }
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::os("waitpid", e)),
+            }
+            return Ok(());
         }
     }
 

@@ -128,3 +128,62 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 }
+
+impl Queue<Vec<u8>> {
+    /// Puts `bytes` as one message, the same message that
+    /// `put(bytes.to_vec())` would put, but carried as bytes: no copy into
+    /// a `Vec` first and no serde call per byte. Python's `q.put(b"...")`.
+    ///
+    /// ```
+    /// use mpcore::Queue;
+    ///
+    /// let q: Queue<Vec<u8>> = Queue::new()?;
+    /// q.put_bytes(b"hello")?;
+    /// q.put(b"world".to_vec())?;
+    /// assert_eq!(q.get_bytes()?, b"hello");
+    /// assert_eq!(q.get()?, b"world"); // both ways mix freely
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when the send fails.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
+        let mut prefix = [0u8; 10];
+        let prefix = varint(bytes.len() as u64, &mut prefix);
+        channel::send_parts(self.inner.tx.as_fd(), &[prefix, bytes])
+    }
+
+    /// Like [`get`](Self::get), but reads the bytes as bytes (one copy out
+    /// of the kernel, no serde call per byte). Takes messages put by
+    /// [`put_bytes`](Self::put_bytes) or by `put`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`Error::Codec`] for a message that is
+    /// not a byte string.
+    pub fn get_bytes(&self) -> Result<Vec<u8>> {
+        let rx = self.inner.rx.as_fd();
+        loop {
+            if let Some(bytes) = channel::try_recv_byte_string(rx)? {
+                return Ok(bytes);
+            }
+            channel::wait_readable([rx], None)?;
+        }
+    }
+}
+
+/// `n` as postcard writes a length: LEB128, 7 bits a byte, low bits first.
+fn varint(mut n: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = 0;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            buf[i] = byte;
+            return &buf[..=i];
+        }
+        buf[i] = byte | 0x80;
+        i += 1;
+    }
+}

@@ -324,7 +324,10 @@ fn a_worker_killed_mid_task_fails_that_task_and_is_replaced() {
                     format!("pool worker {pid} died (signal SIGKILL) while running this task")
                 );
             } else {
-                assert_eq!(*result.as_ref().unwrap() as usize, x);
+                assert_eq!(
+                    *result.as_ref().unwrap_or_else(|e| panic!("task {x}: {e}")) as usize,
+                    x
+                );
             }
         }
 
@@ -603,5 +606,55 @@ fn a_forked_child_cannot_use_its_copy_of_the_pool_and_does_not_hang() {
         for pid in workers {
             assert_eq!(proc_state(pid), None);
         }
+    });
+}
+
+/// Kills its own worker with SIGKILL in the middle of task 3,000.
+fn killed_on_3000(x: u32) -> u32 {
+    if x == 3000 {
+        raise(Signal::SIGKILL).expect("raise");
+        thread::sleep(Duration::from_secs(60));
+    }
+    x
+}
+
+#[test]
+fn fast_tasks_in_flight_when_a_worker_dies_fail_only_the_running_one() {
+    within(LIMIT, || {
+        // Tiny tasks at chunk size 1: after the first results the pool
+        // knows they are fast and feeds each worker many chunks at once.
+        // The worker that dies in task 3,000 holds some that it never
+        // read: those run elsewhere; only task 3,000 fails.
+        let pool = Pool::new(2).unwrap();
+        let results: Vec<_> = pool.imap(killed_on_3000, 0..6000).unwrap().collect();
+        for (x, result) in results.iter().enumerate() {
+            if x == 3000 {
+                assert!(result.as_ref().unwrap_err().is_worker_died(), "{result:?}");
+            } else {
+                assert_eq!(
+                    *result.as_ref().unwrap_or_else(|e| panic!("task {x}: {e}")) as usize,
+                    x
+                );
+            }
+        }
+        let err = pool.map_chunked(killed_on_3000, 0..6000, 1).unwrap_err();
+        assert!(err.is_worker_died(), "{err:?}");
+        assert_eq!(pool.map_chunked(square, 0..6000, 1).unwrap()[77], 77 * 77);
+    });
+}
+
+fn echo(s: String) -> String {
+    s
+}
+
+#[test]
+fn fast_tasks_with_large_arguments_and_results_do_not_deadlock() {
+    within(LIMIT, || {
+        // Many fast chunks of 20 KB each way: more than a socket buffer
+        // holds in flight, in both directions at once.
+        let pool = Pool::new(2).unwrap();
+        let inputs: Vec<String> = (0..3000).map(|i| format!("{i:020000}")).collect();
+        let outputs = pool.map_chunked(echo, inputs.clone(), 1).unwrap();
+        assert_eq!(outputs, inputs);
     });
 }

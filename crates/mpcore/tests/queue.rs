@@ -170,3 +170,25 @@ fn try_get_is_empty_then_takes_in_fifo_order() {
     assert_eq!(got, [0, 1, 2, 3, 4]);
     assert_eq!(q.try_get().unwrap_err().to_string(), "the queue is empty");
 }
+
+#[test]
+fn put_bytes_and_get_bytes_carry_small_and_large_messages_between_processes() {
+    within(LIMIT, || {
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let child_q = q.clone();
+        let large: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let expected = large.clone();
+        let mut child = Process::spawn(move || {
+            child_q.put_bytes(b"").unwrap();
+            child_q.put_bytes(b"small").unwrap();
+            child_q.put_bytes(&large).unwrap(); // over 32 KiB: a memfd
+            child_q.put(large).unwrap(); // serde's way, read as bytes
+        })
+        .unwrap();
+        assert_eq!(q.get_bytes().unwrap(), b"");
+        assert_eq!(q.get_bytes().unwrap(), b"small");
+        assert_eq!(q.get().unwrap(), expected); // put_bytes, read by serde
+        assert_eq!(q.get_bytes().unwrap(), expected);
+        child.join().unwrap();
+    });
+}
