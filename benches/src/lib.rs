@@ -1,3 +1,287 @@
-//! Benchmarks live in `benches/`; run them with `just bench` or
-//! `cargo bench -p mpbench`. This library is empty on purpose: the package
-//! exists to hold the benchmark targets.
+//! The workloads that `just bench` (criterion) and `just compare` (the
+//! side-by-side with Python) time, as plain functions.
+//!
+//! Each function does the whole workload once and returns a checkable
+//! answer (a sum, a count): the callers check it once, outside the timed
+//! loop, and the work cannot be folded away because its result is used.
+//! `benches/python/mp_workloads.py` holds the same workloads in CPython's
+//! `multiprocessing`, and [`WORKLOADS`] lists them with the sizes both
+//! sides use.
+
+use std::hint::black_box;
+
+use mpcore::{Event, Pool, Process, Queue, Result, Value};
+
+/// One row of the side-by-side table: a workload that exists in Python
+/// (`benches/python/mp_workloads.py`, same name) and here.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// The name both sides use.
+    pub name: &'static str,
+    /// What one run does, for the table.
+    pub what: &'static str,
+    /// Operations in one full-size run (messages, tasks, increments...).
+    pub ops: u64,
+    /// Operations in one `--quick` run.
+    pub quick_ops: u64,
+    /// The unit the table reports: `"us/op"` for latencies, `"msgs/s"`
+    /// and the like for throughputs, `"MB/s"`, `"ns/iter"` (one step of
+    /// the timing job's loop) or `"x normal"` (a speed-up over
+    /// `timing_normal`).
+    pub unit: &'static str,
+}
+
+/// The side-by-side workloads, in table order.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "spawn_join",
+        what: "spawn + join, returning a u64",
+        ops: 200,
+        quick_ops: 10,
+        unit: "us/op",
+    },
+    Workload {
+        name: "queue_small",
+        what: "Queue, 100,000 small ints child to parent",
+        ops: 100_000,
+        quick_ops: 1_000,
+        unit: "msgs/s",
+    },
+    Workload {
+        name: "queue_1mib",
+        what: "Queue, 1 MiB byte messages child to parent",
+        ops: 200,
+        quick_ops: 4,
+        unit: "MB/s",
+    },
+    Workload {
+        name: "pool_map_tiny",
+        what: "Pool(2).map, 100,000 tiny tasks, default chunks",
+        ops: 100_000,
+        quick_ops: 1_000,
+        unit: "tasks/s",
+    },
+    Workload {
+        name: "pool_map_chunk1",
+        what: "Pool(2).map, 20,000 tasks, chunksize 1",
+        ops: 20_000,
+        quick_ops: 200,
+        unit: "tasks/s",
+    },
+    Workload {
+        name: "apply_async_rtt",
+        what: "apply_async(..).get() round trip",
+        ops: 2_000,
+        quick_ops: 20,
+        unit: "us/op",
+    },
+    Workload {
+        name: "value_incr",
+        what: "2 processes x 100,000 locked Value increments",
+        ops: 200_000,
+        quick_ops: 2_000,
+        unit: "incr/s",
+    },
+    Workload {
+        name: "event_wake",
+        what: "Event set-to-wake, ping-pong between 2 processes",
+        ops: 2_000,
+        quick_ops: 20,
+        unit: "us/op",
+    },
+    Workload {
+        name: "timing_normal",
+        what: "timing job x2, one after the other",
+        ops: TIMING_N,
+        quick_ops: 1_000_000,
+        unit: "ns/iter",
+    },
+    Workload {
+        name: "timing_threads",
+        what: "timing job x2, 2 threads",
+        ops: TIMING_N,
+        quick_ops: 1_000_000,
+        unit: "x normal",
+    },
+    Workload {
+        name: "timing_processes",
+        what: "timing job x2, 2 processes",
+        ops: TIMING_N,
+        quick_ops: 1_000_000,
+        unit: "x normal",
+    },
+];
+
+/// The loop length of one timing job here: `timing_demo`'s default, about
+/// 0.2 s per job. Python runs the tutorial's `range(1000000)`, as long a
+/// time; the table compares the speed-ups over `normal`, and the time per
+/// loop step.
+pub const TIMING_N: u64 = 200_000_000;
+
+/// Looks a workload up by name.
+pub fn workload(name: &str) -> Option<&'static Workload> {
+    WORKLOADS.iter().find(|w| w.name == name)
+}
+
+/// Size of one message of `queue_1mib`.
+pub const MIB: usize = 1 << 20;
+
+/// Forks a child that returns `x + 1`; joins it. Returns the value.
+pub fn spawn_join(x: u64) -> Result<u64> {
+    let x = black_box(x);
+    Process::spawn(move || x + 1)?.join()
+}
+
+/// A child puts `0..n` on a queue; the parent gets them all. Returns the sum.
+pub fn queue_small(n: u64) -> Result<u64> {
+    let q: Queue<u64> = Queue::new()?;
+    let child_q = q.clone();
+    let mut child = Process::spawn(move || {
+        for i in 0..n {
+            child_q.put(black_box(i)).unwrap();
+        }
+    })?;
+    let mut sum = 0;
+    for _ in 0..n {
+        sum += q.get()?;
+    }
+    child.join()?;
+    Ok(sum)
+}
+
+/// The expected answer of [`queue_small`].
+pub fn queue_small_answer(n: u64) -> u64 {
+    n * n.saturating_sub(1) / 2
+}
+
+/// A child puts `count` messages of 1 MiB of bytes on a queue
+/// ([`Queue::put_bytes`]); the parent gets them. Returns the bytes received.
+pub fn queue_1mib(count: u64) -> Result<u64> {
+    let q: Queue<Vec<u8>> = Queue::new()?;
+    let child_q = q.clone();
+    let mut child = Process::spawn(move || {
+        let message = vec![7u8; MIB];
+        for _ in 0..count {
+            child_q.put_bytes(black_box(&message)).unwrap();
+        }
+    })?;
+    let mut total = 0u64;
+    for _ in 0..count {
+        let message = q.get_bytes()?;
+        total += message.len() as u64;
+        black_box(message);
+    }
+    child.join()?;
+    Ok(total)
+}
+
+/// Ping-pong between this process and a child over two queues, `rounds`
+/// times: put a number, the child gets it and puts it back plus one.
+/// Returns the sum of the replies.
+pub fn queue_pingpong(rounds: u64) -> Result<u64> {
+    let (ping, pong): (Queue<u64>, Queue<u64>) = (Queue::new()?, Queue::new()?);
+    let (child_ping, child_pong) = (ping.clone(), pong.clone());
+    let mut child = Process::spawn(move || {
+        for _ in 0..rounds {
+            let x = child_ping.get().unwrap();
+            child_pong.put(x + 1).unwrap();
+        }
+    })?;
+    let mut sum = 0;
+    for i in 0..rounds {
+        ping.put(i)?;
+        sum += pong.get()?;
+    }
+    child.join()?;
+    Ok(sum)
+}
+
+/// The tiny task of the pool workloads.
+pub fn tiny(x: u64) -> u64 {
+    x * 2
+}
+
+/// `pool.map(tiny, 0..n)` with Python's default chunking; returns the sum.
+pub fn pool_map_tiny(pool: &Pool, n: u64) -> Result<u64> {
+    Ok(pool.map(tiny, 0..n)?.iter().sum())
+}
+
+/// `pool.map(tiny, 0..n, chunksize=1)`; returns the sum.
+pub fn pool_map_chunk1(pool: &Pool, n: u64) -> Result<u64> {
+    Ok(pool.map_chunked(tiny, 0..n, 1)?.iter().sum())
+}
+
+/// The expected answer of both pool maps over `0..n`.
+pub fn pool_map_answer(n: u64) -> u64 {
+    n * n.saturating_sub(1)
+}
+
+/// `n` times `pool.apply_async(tiny, i).get()`; returns the sum.
+pub fn apply_async_rtt(pool: &Pool, n: u64) -> Result<u64> {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += pool.apply_async(tiny, i)?.get()?;
+    }
+    Ok(sum)
+}
+
+/// `procs` processes each add 1 to one shared `Value` `per_proc` times,
+/// under the value's lock. Returns the final value.
+pub fn value_incr(procs: usize, per_proc: u64) -> Result<i64> {
+    let v = Value::new(0i64)?;
+    let children = (0..procs)
+        .map(|_| {
+            let v = v.clone();
+            Process::spawn(move || {
+                for _ in 0..per_proc {
+                    *v.lock().unwrap() += 1;
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for mut child in children {
+        child.join()?;
+    }
+    v.get()
+}
+
+/// Ping-pong with two events between this process and a child, `rounds`
+/// times: set `ping`, the child wakes, clears it and sets `pong`, we wake
+/// and clear `pong`. Returns the rounds done.
+pub fn event_wake(rounds: u64) -> Result<u64> {
+    let (ping, pong) = (Event::new()?, Event::new()?);
+    let (child_ping, child_pong) = (ping.clone(), pong.clone());
+    let mut child = Process::spawn(move || {
+        for _ in 0..rounds {
+            child_ping.wait().unwrap();
+            child_ping.clear();
+            child_pong.set();
+        }
+    })?;
+    for _ in 0..rounds {
+        ping.set();
+        pong.wait()?;
+        pong.clear();
+    }
+    child.join()?;
+    Ok(rounds)
+}
+
+/// The tutorial's `normal()`: the job twice, one after the other.
+pub fn timing_normal(n: u64) -> u128 {
+    mpcore::job::cpu_job(n) + mpcore::job::cpu_job(n)
+}
+
+/// The tutorial's `multithread()`: the job in 2 threads.
+pub fn timing_threads(n: u64) -> u128 {
+    let t1 = std::thread::spawn(move || mpcore::job::cpu_job(n));
+    let t2 = std::thread::spawn(move || mpcore::job::cpu_job(n));
+    t1.join().expect("job thread") + t2.join().expect("job thread")
+}
+
+/// The tutorial's `multicore()`: the job in 2 processes.
+pub fn timing_processes(n: u64) -> Result<u128> {
+    let mut p1 = Process::spawn(move || mpcore::job::cpu_job(n))?;
+    let mut p2 = Process::spawn(move || mpcore::job::cpu_job(n))?;
+    Ok(p1.join()? + p2.join()?)
+}

@@ -36,5 +36,8 @@ pub mod ch08_lock {}
 #[doc = include_str!("../../../docs/09-events-producer-consumer.md")]
 pub mod ch09_events_producer_consumer {}
 
+#[doc = include_str!("../../../docs/10-performance.md")]
+pub mod ch10_performance {}
+
 #[doc = include_str!("../../../docs/11-beyond-one-machine.md")]
 pub mod ch11_beyond_one_machine {}

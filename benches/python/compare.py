@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""`just compare`: the side-by-side of CPython's multiprocessing and mpcore.
+
+For each workload it runs the Python version (mp_workloads.py, a fresh
+interpreter) and the Rust version (the `compare` binary of mpbench),
+alternating them `--rounds` times so that both see the same machine, and
+prints one table. Standard library only.
+
+    python3 benches/python/compare.py             # what `just compare` runs
+    python3 benches/python/compare.py --quick     # small sizes, to check it works
+
+Every figure is a median: each program prints the median of `--runs` runs,
+and the table takes the median over the rounds.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+MIB = 1 << 20
+
+# name: (what, unit, goal as (kind, number) or None). Order is table order.
+ROWS = [
+    ("spawn_join", "spawn + join, returning a u64", "us/op", ("faster", 8.0), ("floor", 1.3)),
+    ("queue_small", "Queue, 100,000 small ints child to parent", "msgs/s", ("faster", 3.0), None),
+    ("queue_1mib", "Queue, 1 MiB byte messages", "MB/s", ("faster", 3.0), None),
+    ("pool_map_tiny", "Pool(2).map, 100,000 tiny tasks, default chunks", "tasks/s", ("faster", 3.0), None),
+    ("pool_map_chunk1", "Pool(2).map, 20,000 tasks, chunksize 1", "tasks/s", ("faster", 5.0), None),
+    ("apply_async_rtt", "apply_async(..).get() round trip", "us/op", ("faster", 2.0), None),
+    ("value_incr", "2 processes x 100,000 locked Value increments", "incr/s", ("faster", 20.0), None),
+    ("event_wake", "Event set-to-wake round trip, 2 processes", "us/op", ("faster", 1.0), None),
+    ("timing_normal", "timing job x2, normal (per loop step)", "ns/iter", None, None),
+    ("timing_threads", "timing job x2, 2 threads (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
+    ("timing_processes", "timing job x2, 2 processes (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
+]
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise SystemExit(f"compare.py: expected one JSON line from {cmd}, got {out!r}")
+    return lines[0]
+
+
+def rust_binary(args):
+    if args.rust_bin:
+        return args.rust_bin
+    print("building the Rust side: cargo build --release -p mpbench --bin compare", file=sys.stderr)
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "-p", "mpbench", "--bin", "compare"],
+        check=True,
+        cwd=ROOT,
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    if not target.is_absolute():
+        target = ROOT / target
+    return str(target / "release" / "compare")
+
+
+def per_op(result):
+    """Seconds per operation, from a JSON line."""
+    return result["median_s"] / result["ops"]
+
+
+def shown(unit, seconds_per_op):
+    """The figure for the table, in the row's unit, from seconds per op."""
+    if seconds_per_op is None:
+        return None
+    if unit == "us/op":
+        return seconds_per_op * 1e6
+    if unit == "ns/iter":
+        # A timing run is two jobs of `ops` loop steps each.
+        return seconds_per_op * 1e9 / 2
+    if unit == "MB/s":
+        return MIB / seconds_per_op / 1e6
+    return 1 / seconds_per_op  # msgs/s, tasks/s, incr/s
+
+
+def fmt(x):
+    if x is None:
+        return "-"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round of one run")
+    parser.add_argument("--rounds", type=int, default=None, help="alternations per workload (default 3)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per program call (default 5)")
+    parser.add_argument("--rust-bin", help="the mpbench `compare` binary (default: build it)")
+    parser.add_argument("workloads", nargs="*", help="only these workloads")
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    runs = args.runs or (1 if args.quick else 5)
+    binary = rust_binary(args)
+    quick = ["--quick"] if args.quick else []
+    python = [sys.executable, str(HERE / "mp_workloads.py")]
+
+    medians = {}
+    for name, *_ in ROWS:
+        if args.workloads and name not in args.workloads:
+            continue
+        py, rs, fl = [], [], []
+        for _ in range(rounds):
+            p = run_json(python + [name, "--runs", str(runs)] + quick)
+            r = run_json([binary, name, "--runs", str(runs)] + quick)
+            py.append(per_op(p))
+            rs.append(per_op(r))
+            if r.get("floor_median_s") is not None:
+                fl.append(r["floor_median_s"] / r["ops"])
+            print(f"  {name}: python {p['median_s']:.4f} s, mpcore {r['median_s']:.4f} s", file=sys.stderr)
+        medians[name] = (
+            statistics.median(py),
+            statistics.median(rs),
+            statistics.median(fl) if fl else None,
+        )
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python3 benches/python/compare.py " + " ".join(sys.argv[1:])
+    print(f"{command.strip()}  ({now}, {os.cpu_count()} CPUs, Python {platform.python_version()})")
+    print("mpcore/Python: how many times faster mpcore is (higher is better);")
+    print("mpcore/floor: mpcore's time over the floor's (1.00 is the floor).")
+    print()
+    head = ["workload", "unit", "Python", "mpcore", "mpcore/Python", "floor", "mpcore/floor", "goal"]
+    rows = []
+    normal = medians.get("timing_normal")
+    for name, what, unit, goal, floor_goal in ROWS:
+        if name not in medians:
+            continue
+        py, rs, fl = medians[name]
+        if unit == "x normal":
+            if normal is None:
+                continue
+            # Speed-ups over normal; the floor is the 2-core ceiling, 2x.
+            py_v, rs_v, fl_v = normal[0] / py, normal[1] / rs, 2.0
+            ratio = rs_v / py_v
+            over_floor = fl_v / rs_v
+        else:
+            py_v, rs_v, fl_v = shown(unit, py), shown(unit, rs), shown(unit, fl)
+            ratio = py / rs
+            over_floor = rs / fl if fl else None
+        verdicts = []
+        if goal is not None:
+            ok = ratio >= goal[1]
+            label = f">= {goal[1]:g}x Python" if goal[1] != 2.0 or name != "apply_async_rtt" else "<= 1/2 Python"
+            if name == "event_wake":
+                label = "no slower than Python"
+            verdicts.append(f"{label} {'met' if ok else 'NOT met'}")
+        if floor_goal is not None and over_floor is not None:
+            ok = over_floor <= floor_goal[1]
+            if unit == "x normal":
+                verdicts.append(f">= 1.8x normal {'met' if ok else 'NOT met'}")
+            else:
+                verdicts.append(f"<= {floor_goal[1]:g}x floor {'met' if ok else 'NOT met'}")
+        rows.append(
+            [what, unit, fmt(py_v), fmt(rs_v), f"{ratio:.2f}x", fmt(fl_v),
+             "-" if over_floor is None else f"{over_floor:.2f}", "; ".join(verdicts) or "-"]
+        )
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    print(line(head))
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for r in rows:
+        print(line(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

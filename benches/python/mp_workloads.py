@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""The side-by-side workloads in CPython's multiprocessing.
+
+Standard library only; the start method is pinned to fork, as mpcore
+forks. Each workload does its whole job once per run, is timed with
+time.perf_counter over --runs runs, and its answer is checked after the
+timer stops. One JSON object per line on stdout:
+
+    {"impl": "python", "workload": "spawn_join", "ops": 200, "runs": 5, "median_s": 0.51}
+
+Usage:
+
+    python3 benches/python/mp_workloads.py                 # every workload
+    python3 benches/python/mp_workloads.py spawn_join --runs 5
+    python3 benches/python/mp_workloads.py --quick         # small sizes, 1 run
+
+The sizes match mpbench::WORKLOADS (benches/src/lib.rs).
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import threading
+import time
+
+MIB = 1 << 20
+
+# name: (full-size ops, quick ops), as in mpbench::WORKLOADS.
+SIZES = {
+    "spawn_join": (200, 10),
+    "queue_small": (100_000, 1_000),
+    "queue_1mib": (200, 4),
+    "pool_map_tiny": (100_000, 1_000),
+    "pool_map_chunk1": (20_000, 200),
+    "apply_async_rtt": (2_000, 20),
+    "value_incr": (200_000, 2_000),
+    "event_wake": (2_000, 20),
+    "timing_normal": (1_000_000, 10_000),
+    "timing_threads": (1_000_000, 10_000),
+    "timing_processes": (1_000_000, 10_000),
+}
+
+
+def nothing():
+    pass
+
+
+def spawn_join(n, _ctx):
+    for _ in range(n):
+        p = mp.Process(target=nothing)
+        p.start()
+        p.join()
+    return n
+
+
+def put_ints(q, n):
+    for i in range(n):
+        q.put(i)
+
+
+def queue_small(n, _ctx):
+    q = mp.Queue()
+    p = mp.Process(target=put_ints, args=(q, n))
+    p.start()
+    total = 0
+    for _ in range(n):
+        total += q.get()
+    p.join()
+    assert total == n * (n - 1) // 2, total
+    return total
+
+
+def put_mib(q, n):
+    message = b"\x07" * MIB
+    for _ in range(n):
+        q.put(message)
+
+
+def queue_1mib(n, _ctx):
+    q = mp.Queue()
+    p = mp.Process(target=put_mib, args=(q, n))
+    p.start()
+    total = 0
+    for _ in range(n):
+        total += len(q.get())
+    p.join()
+    assert total == n * MIB, total
+    return total
+
+
+def tiny(x):
+    return x * 2
+
+
+def pool_map_tiny(n, pool):
+    total = sum(pool.map(tiny, range(n)))
+    assert total == n * (n - 1), total
+    return total
+
+
+def pool_map_chunk1(n, pool):
+    total = sum(pool.map(tiny, range(n), chunksize=1))
+    assert total == n * (n - 1), total
+    return total
+
+
+def apply_async_rtt(n, pool):
+    total = 0
+    for i in range(n):
+        total += pool.apply_async(tiny, (i,)).get()
+    assert total == n * (n - 1), total
+    return total
+
+
+def add_locked(v, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def value_incr(n, _ctx):
+    v = mp.Value("q", 0)
+    ps = [mp.Process(target=add_locked, args=(v, n // 2)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    assert v.value == n, v.value
+    return v.value
+
+
+def pong(ping, pong_, rounds):
+    for _ in range(rounds):
+        ping.wait()
+        ping.clear()
+        pong_.set()
+
+
+def event_wake(n, _ctx):
+    ping, pong_ = mp.Event(), mp.Event()
+    p = mp.Process(target=pong, args=(ping, pong_, n))
+    p.start()
+    for _ in range(n):
+        ping.set()
+        pong_.wait()
+        pong_.clear()
+    p.join()
+    return n
+
+
+def job(q, n):
+    # The tutorial's job, word for word but for the size.
+    res = 0
+    for i in range(n):
+        res += i + i**2 + i**3
+    q.put(res)
+
+
+def expected_job(n):
+    # sum of i + i^2 + i^3 for i < n, in closed form.
+    s1 = n * (n - 1) // 2
+    s2 = (n - 1) * n * (2 * n - 1) // 6
+    return s1 + s2 + s1 * s1
+
+
+def timing_normal(n, _ctx):
+    res = 0
+    for _ in range(2):
+        for i in range(n):
+            res += i + i**2 + i**3
+    assert res == 2 * expected_job(n)
+    return res
+
+
+def timing_with(n, start):
+    q = mp.Queue()
+    workers = [start(target=job, args=(q, n)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    res = q.get() + q.get()
+    assert res == 2 * expected_job(n)
+    return res
+
+
+def timing_threads(n, _ctx):
+    return timing_with(n, threading.Thread)
+
+
+def timing_processes(n, _ctx):
+    return timing_with(n, mp.Process)
+
+
+WORKLOADS = {
+    "spawn_join": spawn_join,
+    "queue_small": queue_small,
+    "queue_1mib": queue_1mib,
+    "pool_map_tiny": pool_map_tiny,
+    "pool_map_chunk1": pool_map_chunk1,
+    "apply_async_rtt": apply_async_rtt,
+    "value_incr": value_incr,
+    "event_wake": event_wake,
+    "timing_normal": timing_normal,
+    "timing_threads": timing_threads,
+    "timing_processes": timing_processes,
+}
+
+
+def measure(name, quick, runs):
+    n = SIZES[name][1 if quick else 0]
+    pool = mp.Pool(2) if name.startswith("pool_") or name == "apply_async_rtt" else None
+    try:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            WORKLOADS[name](n, pool)
+            times.append(time.perf_counter() - start)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return {
+        "impl": "python",
+        "workload": name,
+        "ops": n,
+        "runs": runs,
+        "median_s": statistics.median(times),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", help="names (default: all)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per workload (default 5, 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check that it works")
+    parser.add_argument("--list", action="store_true", help="print the workload names")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(WORKLOADS))
+        return 0
+    mp.set_start_method("fork")
+    runs = args.runs or (1 if args.quick else 5)
+    for name in args.workloads or list(WORKLOADS):
+        if name not in WORKLOADS:
+            print(f"mp_workloads.py: no workload named {name!r}", file=sys.stderr)
+            return 2
+        print(json.dumps(measure(name, args.quick, runs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+//! Times one workload of the side-by-side table in mpcore, and its floor,
+//! and prints one JSON line. `benches/python/compare.py` (`just compare`)
+//! runs it alternately with the Python workloads and prints the table.
+//!
+//! ```text
+//! cargo run --release -p mpbench --bin compare -- spawn_join --runs 5
+//! {"impl": "mpcore", "workload": "spawn_join", "ops": 200, "runs": 5, "median_s": 0.0141, "floor_median_s": 0.0128}
+//! ```
+//!
+//! Each run does the whole workload (e.g. 200 spawns); the median over
+//! `--runs` runs is printed, mpcore's and the floor's runs alternating. The
+//! answer of every run is checked after its timer stops.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use mpbench::{MIB, Workload};
+use mpcore::{Pool, floor};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut name = None;
+    let mut runs = 5usize;
+    let mut quick = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--runs" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => runs = n,
+                _ => return usage("--runs needs a positive number"),
+            },
+            "--list" => {
+                for w in mpbench::WORKLOADS {
+                    println!("{}", w.name);
+                }
+                return ExitCode::SUCCESS;
+            }
+            other if !other.starts_with('-') && name.is_none() => name = Some(other.to_owned()),
+            other => return usage(&format!("unexpected argument {other:?}")),
+        }
+    }
+    let Some(name) = name else {
+        return usage("which workload?");
+    };
+    let Some(workload) = mpbench::workload(&name) else {
+        return usage(&format!("no workload named {name:?} (see --list)"));
+    };
+    match measure(workload, quick, runs) {
+        Ok((ops, median, floor)) => {
+            let floor = floor.map_or("null".to_owned(), |f| format!("{f:.9}"));
+            println!(
+                "{{\"impl\": \"mpcore\", \"workload\": \"{}\", \"ops\": {ops}, \"runs\": {runs}, \
+                 \"median_s\": {median:.9}, \"floor_median_s\": {floor}}}",
+                workload.name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("compare: {}: {e}", workload.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(why: &str) -> ExitCode {
+    eprintln!("compare: {why}\nusage: compare WORKLOAD [--runs N] [--quick] | --list");
+    ExitCode::from(2)
+}
+
+/// The median of `runs` timed calls of `f`, whose answers must all be `want`.
+fn median_of<A: PartialEq + std::fmt::Debug>(
+    times: &mut Vec<f64>,
+    want: &A,
+    mut f: impl FnMut() -> mpcore::Result<A>,
+) -> mpcore::Result<()> {
+    let start = Instant::now();
+    let got = f()?;
+    times.push(start.elapsed().as_secs_f64());
+    assert_eq!(&got, want, "a workload returned a wrong answer");
+    Ok(())
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    }
+}
+
+/// Times `runs` runs of the workload (and of its floor, alternating);
+/// returns the operations per run and the medians in seconds.
+fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, Option<f64>)> {
+    let n = if quick { w.quick_ops } else { w.ops };
+    let (mut ours, mut floors) = (Vec::new(), Vec::new());
+    let pool = if w.name.starts_with("pool_") || w.name == "apply_async_rtt" {
+        Some(Pool::new(2)?)
+    } else {
+        None
+    };
+    let pool = || pool.as_ref().expect("a pool workload has a pool");
+    for _ in 0..runs {
+        match w.name {
+            "spawn_join" => {
+                median_of(&mut ours, &(n * 42), || {
+                    (0..n).try_fold(0, |acc, _| Ok(acc + mpbench::spawn_join(41)?))
+                })?;
+                median_of(&mut floors, &(n * 42), || {
+                    (0..n).try_fold(0, |acc, _| Ok(acc + floor::fork_pipe_waitpid(41)?))
+                })?;
+            }
+            "queue_small" => {
+                let want = mpbench::queue_small_answer(n);
+                median_of(&mut ours, &want, || mpbench::queue_small(n))?;
+                let bytes = n as usize * 8;
+                median_of(&mut floors, &bytes, || {
+                    floor::fork_pipe_stream(n as usize, 8)
+                })?;
+            }
+            "queue_1mib" => {
+                let want = n * MIB as u64;
+                median_of(&mut ours, &want, || mpbench::queue_1mib(n))?;
+                median_of(&mut floors, &(want as usize), || {
+                    floor::fork_pipe_stream(n as usize, MIB)
+                })?;
+            }
+            "pool_map_tiny" => {
+                let want = mpbench::pool_map_answer(n);
+                median_of(&mut ours, &want, || mpbench::pool_map_tiny(pool(), n))?;
+            }
+            "pool_map_chunk1" => {
+                let want = mpbench::pool_map_answer(n);
+                median_of(&mut ours, &want, || mpbench::pool_map_chunk1(pool(), n))?;
+            }
+            "apply_async_rtt" => {
+                let want = mpbench::pool_map_answer(n);
+                median_of(&mut ours, &want, || mpbench::apply_async_rtt(pool(), n))?;
+                median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
+            }
+            "value_incr" => {
+                let want = n as i64;
+                median_of(&mut ours, &want, || mpbench::value_incr(2, n / 2))?;
+                median_of(&mut floors, &n, || {
+                    floor::shared_atomic_increments(2, n / 2)
+                })?;
+            }
+            "event_wake" => {
+                median_of(&mut ours, &n, || mpbench::event_wake(n))?;
+                median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
+            }
+            "timing_normal" => {
+                let want = 2 * mpcore::job::cpu_job(n);
+                median_of(&mut ours, &want, || Ok(mpbench::timing_normal(n)))?;
+            }
+            "timing_threads" => {
+                let want = 2 * mpcore::job::cpu_job(n);
+                median_of(&mut ours, &want, || Ok(mpbench::timing_threads(n)))?;
+            }
+            "timing_processes" => {
+                let want = 2 * mpcore::job::cpu_job(n);
+                median_of(&mut ours, &want, || mpbench::timing_processes(n))?;
+            }
+            other => unreachable!("workload {other} is listed but not measured"),
+        }
+    }
+    let floor = (!floors.is_empty()).then(|| median(floors));
+    Ok((n, median(ours), floor))
+}

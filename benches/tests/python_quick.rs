@@ -1,0 +1,89 @@
+//! Runs the Python side of `just compare` in its `--quick` mode, and the
+//! driver with the Rust side, so that neither can rot. This is not a
+//! benchmark: nothing here looks at a time. Without `python3` the tests
+//! say so and pass (CI machines without Python still build and test).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+/// `python3`, or `None` after printing why the test is skipped.
+fn python3(test: &str) -> Option<Command> {
+    match Command::new("python3").arg("--version").output() {
+        Ok(out) if out.status.success() => Some(Command::new("python3")),
+        _ => {
+            // Straight to the stderr descriptor, not `eprintln!`: the test
+            // harness captures the print macros of passing tests, and this
+            // skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: python3 not found on PATH; install Python 3 to run it"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn python_workloads_quick_print_one_json_line_each() {
+    let Some(mut python) = python3("python_workloads_quick_print_one_json_line_each") else {
+        return;
+    };
+    let out = python
+        .arg(python_dir().join("mp_workloads.py"))
+        .arg("--quick")
+        .output()
+        .expect("run mp_workloads.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mp_workloads.py --quick failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), mpbench::WORKLOADS.len(), "{stdout}");
+    for (line, workload) in lines.iter().zip(mpbench::WORKLOADS) {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        assert!(line.contains("\"impl\": \"python\""), "{line}");
+        assert!(
+            line.contains(&format!("\"workload\": \"{}\"", workload.name)),
+            "{line} should be {}",
+            workload.name
+        );
+        assert!(line.contains("\"median_s\": "), "{line}");
+    }
+}
+
+#[test]
+fn compare_quick_prints_the_table() {
+    let Some(mut python) = python3("compare_quick_prints_the_table") else {
+        return;
+    };
+    let out = python
+        .arg(python_dir().join("compare.py"))
+        .arg("--quick")
+        .arg("--rust-bin")
+        .arg(env!("CARGO_BIN_EXE_compare"))
+        .output()
+        .expect("run compare.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "compare.py --quick failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| workload"), "{stdout}");
+    for row in [
+        "spawn + join",
+        "Queue, 1 MiB",
+        "chunksize 1",
+        "locked Value",
+        "2 processes (speed-up)",
+    ] {
+        assert!(stdout.contains(row), "no row {row:?} in\n{stdout}");
+    }
+}
