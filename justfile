@@ -39,8 +39,7 @@ ci:
 bench *ARGS:
     cargo bench -p mpbench {{ARGS}}
 
-# Python's multiprocessing beside mpcore, alternating, in one table
-# (`just compare --quick` to check that it runs; see docs/10-performance.md).
+# CPython's multiprocessing beside mpcore, alternating, in one table (`--quick`: small sizes).
 compare *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
