@@ -80,31 +80,45 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// Sends one encoded message as one packet; blocks while the socket buffer
 /// is full.
 pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
-    if payload.len() <= INLINE_MAX {
-        let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
-        return send_packet(tx, &iov, &[]);
-    }
-    let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error::os("memfd_create", e))?;
-    let mut file = File::from(memfd);
-    file.write_all(payload).map_err(|e| io_error("write", e))?;
-    let len = (payload.len() as u64).to_le_bytes();
-    let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
-    let fds = [file.as_raw_fd()];
-    send_packet(tx, &iov, &[ControlMessage::ScmRights(&fds)])
-    // `file` closes here; the receiver holds its own descriptor by now.
+    send_message(tx, &[payload], MsgFlags::empty()).map(|_| ())
 }
 
-/// Sends the concatenation of `parts` as one message, as [`send_bytes`]
-/// would send it joined, without joining it first: a large message goes
-/// straight from the caller's buffers into the memfd.
+/// Sends the concatenation of `parts` (at most [`MAX_PARTS`]) as one
+/// message, as [`send_bytes`] would send it joined, without joining it
+/// first: a large message goes straight from the caller's buffers into the
+/// memfd.
 pub(crate) fn send_parts(tx: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
+    send_message(tx, parts, MsgFlags::empty()).map(|_| ())
+}
+
+/// Like [`send_bytes`], but never waits: `Ok(false)` when the socket
+/// buffer is full and nothing was sent.
+pub(crate) fn try_send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<bool> {
+    send_message(tx, &[payload], MsgFlags::MSG_DONTWAIT)
+}
+
+/// The most parts one message may be sent from.
+const MAX_PARTS: usize = 4;
+
+/// The one way a message goes out: inline in the packet, or through a
+/// memfd whose descriptor the packet carries. It builds nothing on the
+/// heap itself, so a freshly forked child sending a small result copies
+/// none of the allocator's pages.
+fn send_message(tx: BorrowedFd<'_>, parts: &[&[u8]], flags: MsgFlags) -> Result<bool> {
+    if parts.len() > MAX_PARTS {
+        return Err(Error::Codec {
+            action: "encode",
+            reason: format!("a message of {} parts (at most {MAX_PARTS})", parts.len()),
+        });
+    }
     let total: usize = parts.iter().map(|p| p.len()).sum();
     if total <= INLINE_MAX {
-        let mut iov = Vec::with_capacity(parts.len() + 1);
-        iov.push(IoSlice::new(&[TAG_INLINE]));
-        iov.extend(parts.iter().map(|p| IoSlice::new(p)));
-        return send_packet(tx, &iov, &[]);
+        let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
+        iov[0] = IoSlice::new(&[TAG_INLINE]);
+        for (slot, part) in iov[1..].iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        return send_packet(tx, &iov[..=parts.len()], &[], flags);
     }
     let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
         .map_err(|e| Error::os("memfd_create", e))?;
@@ -115,20 +129,13 @@ pub(crate) fn send_parts(tx: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
     let len = (total as u64).to_le_bytes();
     let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
     let fds = [file.as_raw_fd()];
-    send_packet(tx, &iov, &[ControlMessage::ScmRights(&fds)])
-}
-
-fn send_packet(
-    tx: BorrowedFd<'_>,
-    iov: &[IoSlice<'_>],
-    cmsgs: &[ControlMessage<'_>],
-) -> Result<()> {
-    send_packet_with(tx, iov, cmsgs, MsgFlags::empty()).map(|_| ())
+    send_packet(tx, &iov, &[ControlMessage::ScmRights(&fds)], flags)
+    // `file` closes here; the receiver holds its own descriptor by now.
 }
 
 /// `sendmsg` with `flags` (and `MSG_NOSIGNAL`); `Ok(false)` when
 /// `MSG_DONTWAIT` is among them and the socket buffer is full.
-fn send_packet_with(
+fn send_packet(
     tx: BorrowedFd<'_>,
     iov: &[IoSlice<'_>],
     cmsgs: &[ControlMessage<'_>],
@@ -151,28 +158,6 @@ fn send_packet_with(
             Err(e) => return Err(Error::os("sendmsg", e)),
         }
     }
-}
-
-/// Like [`send_bytes`], but never waits: `Ok(false)` when the socket
-/// buffer is full and nothing was sent.
-pub(crate) fn try_send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<bool> {
-    if payload.len() <= INLINE_MAX {
-        let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
-        return send_packet_with(tx, &iov, &[], MsgFlags::MSG_DONTWAIT);
-    }
-    let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error::os("memfd_create", e))?;
-    let mut file = File::from(memfd);
-    file.write_all(payload).map_err(|e| io_error("write", e))?;
-    let len = (payload.len() as u64).to_le_bytes();
-    let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
-    let fds = [file.as_raw_fd()];
-    send_packet_with(
-        tx,
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_DONTWAIT,
-    )
 }
 
 /// Encodes `value` and sends it. A small value is encoded on the stack:
