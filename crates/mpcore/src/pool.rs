@@ -63,9 +63,11 @@
 //! unread in its socket, so that it never sits idle while the supervisor
 //! wakes up to send more, and the supervisor collects their results in
 //! batches rather than waking for each (a `map` of 20,000 tiny tasks at
-//! chunk size 1 runs about three times as fast so as with one chunk at a
+//! chunk size 1 runs about three times as fast as with one chunk at a
 //! time). A worker reads its next chunk only after it has sent the results
-//! of the one before.
+//! of the one before, so the first chunk without results is the one it
+//! was running.
+//!
 //! After a fork, a read from a socket never reports that the process at
 //! the other end died while some other process still holds a copy of its
 //! end (servo/ipc-channel#281), so the supervisor waits with one `poll` on
@@ -73,7 +75,8 @@
 //! becomes readable when the process exits. When a worker exits, the
 //! supervisor first reads whatever results it sent before dying, then
 //! fails the chunk it was running with [`Error::WorkerDied`], gives the
-//! chunk it had not read yet to another worker, reaps it (no zombie) and forks a replacement. The other tasks go on. CPython's
+//! chunks it had not read yet to other workers, reaps it (no zombie) and
+//! forks a replacement. The other tasks go on. CPython's
 //! `Pool` hangs for ever in this case (python/cpython#96062), and
 //! `concurrent.futures.ProcessPoolExecutor` fails every pending task.
 //!
