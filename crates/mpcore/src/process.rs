@@ -441,29 +441,25 @@ impl<T> Process<T> {
 
     /// `waitpid(pid)`: waits for the child to exit and records its status.
     fn wait_exit(&mut self) -> Result<()> {
-        loop {
-            match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    self.status = Some(ExitStatus::Signal(signal))
-                }
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os("waitpid", e)),
-            }
-            return Ok(());
-        }
+        self.reap(None)
     }
 
     /// `waitpid(pid, WNOHANG)`: records the status if the child has exited.
-    /// Only ever this pid: `waitpid(-1)` would reap other code's children.
     fn poll_exit(&mut self) -> Result<()> {
+        self.reap(Some(WaitPidFlag::WNOHANG))
+    }
+
+    /// `waitpid` on this child only (`waitpid(-1)` would reap other code's
+    /// children), recording how it ended. With `WNOHANG`, a child still
+    /// running leaves `status` at `None`; without, it waits for the exit.
+    fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
         loop {
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(self.pid, flags) {
                 Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
                 Ok(WaitStatus::Signaled(_, signal, _)) => {
                     self.status = Some(ExitStatus::Signal(signal))
                 }
+                Ok(_) if flags.is_none() => continue,
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(Error::os("waitpid", e)),
