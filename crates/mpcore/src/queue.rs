@@ -2,9 +2,9 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,14 +95,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Removes and returns the item at the front, waiting for one as long as
     /// it takes (Python's `q.get()`).
     pub fn get(&self) -> Result<T> {
-        self.get_until(None, Duration::MAX)
+        self.recv_until(None, Duration::MAX, channel::try_recv)
     }
 
     /// Like [`get`](Self::get), but after `timeout` with nothing to take,
     /// returns [`Error::Timeout`] (Python's `q.get(timeout=...)`, which
     /// raises `queue.Empty`). Never earlier, for any duration.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_until(channel::deadline_after(timeout), timeout)
+        self.recv_until(channel::deadline_after(timeout), timeout, channel::try_recv)
     }
 
     /// Takes an item if one is waiting, or returns [`Error::Empty`] at once
@@ -110,17 +110,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn try_get(&self) -> Result<T> {
         channel::try_recv(self.inner.rx.as_fd())?.ok_or(Error::Empty)
     }
+}
 
-    fn get_until(&self, deadline: Option<std::time::Instant>, timeout: Duration) -> Result<T> {
+impl<T> Queue<T> {
+    /// Takes one message with `try_recv`, waiting for one until `deadline`
+    /// (`None`: for ever), then [`Error::Timeout`] with `timeout`.
+    fn recv_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Duration,
+        try_recv: impl Fn(BorrowedFd<'_>) -> Result<Option<R>>,
+    ) -> Result<R> {
         let rx = self.inner.rx.as_fd();
         loop {
             // Another reader may take the packet between the poll and the
             // recv; then we simply wait again.
-            if let Some(item) = channel::try_recv(rx)? {
+            if let Some(item) = try_recv(rx)? {
                 return Ok(item);
             }
             if channel::wait_readable([rx], deadline)? == [false] {
-                return match channel::try_recv(rx)? {
+                return match try_recv(rx)? {
                     Some(item) => Ok(item),
                     None => Err(Error::Timeout(timeout)),
                 };
@@ -163,13 +172,7 @@ impl Queue<Vec<u8>> {
     /// As [`get`](Self::get), and [`Error::Codec`] for a message that is
     /// not a byte string.
     pub fn get_bytes(&self) -> Result<Vec<u8>> {
-        let rx = self.inner.rx.as_fd();
-        loop {
-            if let Some(bytes) = channel::try_recv_byte_string(rx)? {
-                return Ok(bytes);
-            }
-            channel::wait_readable([rx], None)?;
-        }
+        self.recv_until(None, Duration::MAX, channel::try_recv_byte_string)
     }
 }
 
