@@ -39,8 +39,26 @@ const INLINE_MAX: usize = 32 * 1024;
 const TAG_INLINE: u8 = 0;
 const TAG_MEMFD: u8 = 1;
 
+/// The first bytes of a packet are received on the stack, the rest (if
+/// any) into [`RecvBuf`]. A small packet then writes no heap page at all,
+/// which matters in a parent that has just forked: every page it writes
+/// after the fork costs it a copy-on-write fault.
+const RECV_STACK: usize = 512;
+
+/// A thread's buffers for receiving: reused, so that a receive allocates
+/// nothing.
+struct RecvBuf {
+    /// Room for a whole inline packet (tag and payload).
+    data: Vec<u8>,
+    /// Room for the descriptor of a memfd message.
+    cmsg: Vec<u8>,
+}
+
 thread_local! {
-    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; INLINE_MAX + 1]);
+    static RECV_BUF: RefCell<RecvBuf> = RefCell::new(RecvBuf {
+        data: vec![0; INLINE_MAX + 1],
+        cmsg: nix::cmsg_space!([RawFd; 1]),
+    });
 }
 
 /// A connected pair: packets sent on `tx` arrive on `rx`.
@@ -256,14 +274,17 @@ fn try_recv_payload<R>(
     rx: BorrowedFd<'_>,
     read: impl FnOnce(Payload<'_>) -> Result<R>,
 ) -> Result<Option<R>> {
-    RECV_BUF.with_borrow_mut(|buf| {
-        let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
+    RECV_BUF.with_borrow_mut(|RecvBuf { data, cmsg }| {
+        let mut head = [0u8; RECV_STACK];
         let (len, flags, memfd) = loop {
-            let mut iov = [IoSliceMut::new(&mut buf[..])];
+            let mut iov = [
+                IoSliceMut::new(&mut head),
+                IoSliceMut::new(&mut data[RECV_STACK..]),
+            ];
             match recvmsg::<()>(
                 rx.as_raw_fd(),
                 &mut iov,
-                Some(&mut cmsg_space),
+                Some(&mut *cmsg),
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
@@ -300,10 +321,16 @@ fn try_recv_payload<R>(
                 reason: format!("a packet of {len} bytes was truncated"),
             });
         }
-        match (buf[0], memfd) {
-            (TAG_INLINE, None) => read(Payload::Inline(&buf[1..len])).map(Some),
+        let packet = if len <= RECV_STACK {
+            &head[..len]
+        } else {
+            data[..RECV_STACK].copy_from_slice(&head);
+            &data[..len]
+        };
+        match (packet[0], memfd) {
+            (TAG_INLINE, None) => read(Payload::Inline(&packet[1..])).map(Some),
             (TAG_MEMFD, Some(memfd)) if len == 9 => {
-                let size = u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes"));
+                let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
                 read(Payload::Memfd(File::from(memfd), size as usize)).map(Some)
             }
             (tag, fd) => Err(Error::Codec {

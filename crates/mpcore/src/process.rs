@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -108,12 +109,14 @@ impl Builder {
         F: FnOnce() -> T,
         T: Serialize + DeserializeOwned,
     {
-        let name = self.name.unwrap_or_else(|| {
-            format!(
-                "Process-{}",
-                PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed)
-            )
-        });
+        // The default name is numbered now, as Python numbers it, but
+        // written out only when asked for: an allocation here would be one
+        // more heap page for the child to copy.
+        let name = match self.name {
+            Some(name) => OnceLock::from(name),
+            None => OnceLock::new(),
+        };
+        let number = PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::pair()?;
         let parent = getpid();
 
@@ -148,6 +151,7 @@ impl Builder {
                 Ok(Process {
                     pid: child,
                     name,
+                    number,
                     daemon: self.daemon,
                     results: rx,
                     pidfd,
@@ -195,11 +199,11 @@ where
     exit_now(code)
 }
 
-/// Flushes the std streams and leaves at once, without `atexit` handlers
-/// or destructors: those belong to the parent.
+/// Flushes stdout and leaves at once, without `atexit` handlers or
+/// destructors: those belong to the parent. (Rust's stderr keeps no
+/// buffer: there is nothing of it to flush.)
 fn exit_now(code: i32) -> ! {
     let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
     // SAFETY: `_exit` ends the process; it has no preconditions.
     unsafe { libc::_exit(code) }
 }
@@ -255,7 +259,9 @@ fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
 /// failing test cannot hang in a destructor.
 pub struct Process<T> {
     pid: Pid,
-    name: String,
+    /// Set by [`Builder::name`], or `Process-{number}` on first use.
+    name: OnceLock<String>,
+    number: usize,
     daemon: bool,
     results: OwnedFd,
     pidfd: Option<OwnedFd>,
@@ -272,7 +278,7 @@ pub struct Process<T> {
 impl<T> fmt::Debug for Process<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Process")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("pid", &self.pid.as_raw())
             .field("daemon", &self.daemon)
             .field("status", &self.status)
@@ -382,7 +388,7 @@ impl<T> Process<T> {
 
     /// The name given by [`Builder::name`], or `Process-N`.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.get_or_init(|| format!("Process-{}", self.number))
     }
 
     /// Whether the handle kills (daemon) or waits for (non-daemon) the child

@@ -192,3 +192,40 @@ fn put_bytes_and_get_bytes_carry_small_and_large_messages_between_processes() {
         child.join().unwrap();
     });
 }
+
+#[test]
+fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
+    // A packet's first 512 bytes land on the receiver's stack and the
+    // rest in a per-thread buffer; 32 KiB and more travel in a memfd.
+    // Sizes on both sides of each boundary, and the result of a child.
+    within(LIMIT, || {
+        let sizes = [
+            0,
+            1,
+            509,
+            510,
+            511,
+            512,
+            513,
+            4096,
+            32 * 1024 - 3,
+            32 * 1024,
+            40_000,
+        ];
+        let q: Queue<String> = Queue::new().unwrap();
+        let child_q = q.clone();
+        let mut child = Process::spawn(move || {
+            for size in sizes {
+                child_q.put("x".repeat(size)).unwrap();
+            }
+            "y".repeat(10_000)
+        })
+        .unwrap();
+        for size in sizes {
+            let got = q.get().unwrap();
+            assert_eq!(got.len(), size);
+            assert!(got.bytes().all(|b| b == b'x'));
+        }
+        assert_eq!(child.join().unwrap(), "y".repeat(10_000));
+    });
+}
