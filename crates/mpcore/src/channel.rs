@@ -98,7 +98,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// Sends one encoded message as one packet; blocks while the socket buffer
 /// is full.
 pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
-    send_message(tx, &[payload], MsgFlags::empty()).map(|_| ())
+    send_message(tx, &[payload], MsgFlags::empty(), INLINE_MAX).map(|_| ())
 }
 
 /// Sends the concatenation of `parts` (at most [`MAX_PARTS`]) as one
@@ -106,13 +106,20 @@ pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
 /// first: a large message goes straight from the caller's buffers into the
 /// memfd.
 pub(crate) fn send_parts(tx: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
-    send_message(tx, parts, MsgFlags::empty()).map(|_| ())
+    send_message(tx, parts, MsgFlags::empty(), INLINE_MAX).map(|_| ())
 }
 
 /// Like [`send_bytes`], but never waits: `Ok(false)` when the socket
 /// buffer is full and nothing was sent.
 pub(crate) fn try_send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<bool> {
-    send_message(tx, &[payload], MsgFlags::MSG_DONTWAIT)
+    send_message(tx, &[payload], MsgFlags::MSG_DONTWAIT, INLINE_MAX)
+}
+
+/// Like [`send_bytes`], for a socket whose reader takes packets with
+/// [`try_recv_many_bytes`]: a payload over [`MANY_INLINE_MAX`] bytes goes
+/// through a memfd, so that every packet fits the reader's slots.
+pub(crate) fn send_bytes_to_many(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
+    send_message(tx, &[payload], MsgFlags::empty(), MANY_INLINE_MAX).map(|_| ())
 }
 
 /// The most parts one message may be sent from.
@@ -122,7 +129,12 @@ const MAX_PARTS: usize = 4;
 /// memfd whose descriptor the packet carries. It builds nothing on the
 /// heap itself, so a freshly forked child sending a small result copies
 /// none of the allocator's pages.
-fn send_message(tx: BorrowedFd<'_>, parts: &[&[u8]], flags: MsgFlags) -> Result<bool> {
+fn send_message(
+    tx: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    flags: MsgFlags,
+    inline_max: usize,
+) -> Result<bool> {
     if parts.len() > MAX_PARTS {
         return Err(Error::Codec {
             action: "encode",
@@ -130,7 +142,7 @@ fn send_message(tx: BorrowedFd<'_>, parts: &[&[u8]], flags: MsgFlags) -> Result<
         });
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total <= INLINE_MAX {
+    if total <= inline_max {
         let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
         iov[0] = IoSlice::new(&[TAG_INLINE]);
         for (slot, part) in iov[1..].iter_mut().zip(parts) {
@@ -205,21 +217,28 @@ fn try_recv_with<R>(
     rx: BorrowedFd<'_>,
     read: impl FnOnce(&[u8]) -> Result<R>,
 ) -> Result<Option<R>> {
-    try_recv_payload(rx, |payload| match payload {
-        Payload::Inline(bytes) => read(bytes),
-        Payload::Memfd(file, size) => {
-            let mut payload = vec![0; size];
-            file.read_exact_at(&mut payload, 0)
-                .map_err(|e| io_error("read", e))?;
-            read(&payload)
-        }
-    })
+    try_recv_payload(rx, |payload| payload.read_with(read))
 }
 
 /// Where a received payload is: in the packet, or in a memfd of `size` bytes.
 enum Payload<'a> {
     Inline(&'a [u8]),
     Memfd(File, usize),
+}
+
+impl Payload<'_> {
+    /// Hands `read` the payload's bytes, wherever they are.
+    fn read_with<R>(self, read: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        match self {
+            Payload::Inline(bytes) => read(bytes),
+            Payload::Memfd(file, size) => {
+                let mut payload = vec![0; size];
+                file.read_exact_at(&mut payload, 0)
+                    .map_err(|e| io_error("read", e))?;
+                read(&payload)
+            }
+        }
+    }
 }
 
 /// Takes one packet if one is waiting and reads it as a postcard byte
@@ -274,6 +293,28 @@ fn try_recv_payload<R>(
     rx: BorrowedFd<'_>,
     read: impl FnOnce(Payload<'_>) -> Result<R>,
 ) -> Result<Option<R>> {
+    recv_payload(rx, MsgFlags::MSG_DONTWAIT, read)
+}
+
+/// Waits for the next packet and returns its payload as it was sent: one
+/// `recvmsg`, where a `poll` and a retry would be three system calls.
+/// Only for a socket that has one reader (a pool's worker): with several,
+/// a packet another reader takes would leave this one asleep.
+pub(crate) fn recv_bytes(rx: BorrowedFd<'_>) -> Result<Vec<u8>> {
+    let received = recv_payload(rx, MsgFlags::empty(), |payload| {
+        payload.read_with(|bytes| Ok(bytes.to_vec()))
+    })?;
+    // Without MSG_DONTWAIT, recvmsg returns a packet or end of file.
+    received.ok_or(Error::Disconnected)
+}
+
+/// Takes one packet (waiting for it unless `flags` has `MSG_DONTWAIT`) and
+/// hands `read` where its payload is. `Ok(None)`: nothing was waiting.
+fn recv_payload<R>(
+    rx: BorrowedFd<'_>,
+    flags: MsgFlags,
+    read: impl FnOnce(Payload<'_>) -> Result<R>,
+) -> Result<Option<R>> {
     RECV_BUF.with_borrow_mut(|RecvBuf { data, cmsg }| {
         let mut head = [0u8; RECV_STACK];
         let (len, flags, memfd) = loop {
@@ -285,7 +326,7 @@ fn try_recv_payload<R>(
                 rx.as_raw_fd(),
                 &mut iov,
                 Some(&mut *cmsg),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+                flags | MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
                     let mut memfd = None;
@@ -333,13 +374,7 @@ fn try_recv_payload<R>(
                 let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
                 read(Payload::Memfd(File::from(memfd), size as usize)).map(Some)
             }
-            (tag, fd) => Err(Error::Codec {
-                action: "decode",
-                reason: format!(
-                    "unexpected packet (tag {tag}, {len} bytes, descriptor: {})",
-                    fd.is_some()
-                ),
-            }),
+            (tag, fd) => Err(unexpected_packet(tag, len, fd.is_some())),
         }
     })
 }
@@ -401,15 +436,119 @@ fn is_readable(p: &PollFd<'_>) -> bool {
         .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
-/// Takes one packet if one is waiting and returns its payload as it was
-/// sent (no decoding); never blocks. `Ok(None)` means nothing was there.
-pub(crate) fn try_recv_bytes(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
-    try_recv_with(rx, |bytes| Ok(bytes.to_vec()))
+/// The largest payload that [`try_recv_many_bytes`] takes inline; its
+/// senders use [`send_bytes_to_many`], which sends larger ones through a
+/// memfd.
+pub(crate) const MANY_INLINE_MAX: usize = 4 * 1024;
+/// How many packets one [`try_recv_many_bytes`] takes at most.
+pub(crate) const MANY_SLOTS: usize = 32;
+
+thread_local! {
+    /// One slot of `MANY_INLINE_MAX` + 2 bytes per packet (the tag, and one
+    /// byte more so that an oversized packet shows as truncated).
+    static MANY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MANY_SLOTS * (MANY_INLINE_MAX + 2)]);
+}
+
+/// Takes up to 32 waiting packets with one `recvmmsg` and appends their
+/// payloads to `out`, in order; never blocks. Returns how many it took:
+/// 0 when none was waiting. One system call where `recvmsg` would take
+/// one per packet and one more to learn that none is left.
+///
+/// Every packet must come from [`send_bytes_to_many`]. `Err` after some
+/// packets leaves those in `out`: [`Error::Disconnected`] when end of file
+/// follows them (every sender is gone), [`Error::Codec`] for a packet too
+/// large for its slot.
+pub(crate) fn try_recv_many_bytes(rx: BorrowedFd<'_>, out: &mut Vec<Vec<u8>>) -> Result<usize> {
+    MANY_BUF.with_borrow_mut(|buf| {
+        loop {
+            if let Some(taken) = recv_many_once(rx, buf, out)? {
+                return Ok(taken);
+            }
+        }
+    })
+}
+
+/// One `recvmmsg` for [`try_recv_many_bytes`]; `None` when it should be
+/// tried again (a signal came, or the kernel reported a reset peer once).
+fn recv_many_once(
+    rx: BorrowedFd<'_>,
+    buf: &mut [u8],
+    out: &mut Vec<Vec<u8>>,
+) -> Result<Option<usize>> {
+    let mut slots: Vec<[IoSliceMut<'_>; 1]> = buf
+        .chunks_mut(MANY_INLINE_MAX + 2)
+        .map(|slot| [IoSliceMut::new(slot)])
+        .collect();
+    // Made afresh each call: the kernel writes each header's control
+    // length back, and a header reused with 0 there could take no
+    // descriptor.
+    let mut headers = nix::sys::socket::MultiHeaders::<()>::preallocate(
+        slots.len(),
+        Some(nix::cmsg_space!([RawFd; 1])),
+    );
+    let received = match nix::sys::socket::recvmmsg(
+        rx.as_raw_fd(),
+        &mut headers,
+        slots.iter_mut(),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        None,
+    ) {
+        Ok(received) => received,
+        Err(Errno::EINTR | Errno::ECONNRESET) => return Ok(None),
+        Err(Errno::EAGAIN) => return Ok(Some(0)),
+        Err(e) => return Err(Error::os("recvmmsg", e)),
+    };
+    let mut taken = 0;
+    for msg in received {
+        let mut memfd = None;
+        for cmsg in msg.cmsgs().map_err(|e| Error::os("recvmmsg", e))? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just installed `fd` in this
+                    // process for this message; nothing else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    memfd.get_or_insert(owned);
+                }
+            }
+        }
+        let len = msg.bytes;
+        if len == 0 {
+            return Err(Error::Disconnected);
+        }
+        if msg
+            .flags
+            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+        {
+            return Err(Error::Codec {
+                action: "decode",
+                reason: format!("a packet of {len} bytes was truncated"),
+            });
+        }
+        let packet = msg.iovs().next().map_or(&[][..], |iov| &iov[..len]);
+        let payload = match (packet[0], memfd) {
+            (TAG_INLINE, None) => Payload::Inline(&packet[1..]),
+            (TAG_MEMFD, Some(memfd)) if len == 9 => {
+                let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
+                Payload::Memfd(File::from(memfd), size as usize)
+            }
+            (tag, fd) => return Err(unexpected_packet(tag, len, fd.is_some())),
+        };
+        out.push(payload.read_with(|bytes| Ok(bytes.to_vec()))?);
+        taken += 1;
+    }
+    Ok(Some(taken))
 }
 
 /// `Instant::now() + d`, or `None` (for ever) when that does not fit.
 pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
+}
+
+fn unexpected_packet(tag: u8, len: usize, descriptor: bool) -> Error {
+    Error::Codec {
+        action: "decode",
+        reason: format!("unexpected packet (tag {tag}, {len} bytes, descriptor: {descriptor})"),
+    }
 }
 
 fn io_error(call: &'static str, e: std::io::Error) -> Error {

@@ -658,3 +658,28 @@ fn fast_tasks_with_large_arguments_and_results_do_not_deadlock() {
         assert_eq!(outputs, inputs);
     });
 }
+
+fn bytes_of_len(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn results_of_every_size_around_the_batch_limits_arrive_whole_and_in_order() {
+    within(LIMIT, || {
+        // The supervisor takes a worker's results 32 at a time, each up to
+        // 4 KiB inline, larger ones as memfds; it sends chunks in packets
+        // of up to 16 KiB. Sizes on both sides of each limit, mixed, many
+        // times over so that fast chunks travel in batches.
+        let pool = Pool::new(2).unwrap();
+        let sizes = [0, 1, 4090, 4094, 4095, 4096, 4097, 5000, 16 * 1024, 40_000];
+        let inputs: Vec<usize> = (0..2000).map(|i| sizes[i % sizes.len()]).collect();
+        let results = pool.map_chunked(bytes_of_len, inputs.clone(), 1).unwrap();
+        for (n, bytes) in inputs.iter().zip(&results) {
+            assert_eq!(*bytes, bytes_of_len(*n));
+        }
+        let echoed = pool.map_chunked(bytes_of_len, inputs.clone(), 7).unwrap();
+        assert_eq!(echoed, results);
+        let strings: Vec<String> = inputs.iter().map(|&n| "s".repeat(n / 3)).collect();
+        assert_eq!(pool.map_chunked(echo, strings.clone(), 1).unwrap(), strings);
+    });
+}
