@@ -122,6 +122,10 @@ pub(crate) fn send_bytes_to_many(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<(
     send_message(tx, &[payload], MsgFlags::empty(), MANY_INLINE_MAX).map(|_| ())
 }
 
+/// A message shorter than this, with its tag, is sent from one buffer on
+/// the stack.
+const SMALL_PACKET: usize = 257;
+
 /// The most parts one message may be sent from.
 const MAX_PARTS: usize = 4;
 
@@ -142,6 +146,24 @@ fn send_message(
         });
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total < SMALL_PACKET && total <= inline_max {
+        // A small message is copied behind its tag and sent with `send`,
+        // which costs the kernel less than `sendmsg` with an iovec.
+        let mut packet = [0u8; SMALL_PACKET];
+        packet[0] = TAG_INLINE;
+        let mut end = 1;
+        for part in parts {
+            packet[end..end + part.len()].copy_from_slice(part);
+            end += part.len();
+        }
+        return sent("send", flags, || {
+            nix::sys::socket::send(
+                tx.as_raw_fd(),
+                &packet[..end],
+                flags | MsgFlags::MSG_NOSIGNAL,
+            )
+        });
+    }
     if total <= inline_max {
         let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
         iov[0] = IoSlice::new(&[TAG_INLINE]);
@@ -171,21 +193,34 @@ fn send_packet(
     cmsgs: &[ControlMessage<'_>],
     flags: MsgFlags,
 ) -> Result<bool> {
-    loop {
-        match sendmsg::<()>(
+    sent("sendmsg", flags, || {
+        sendmsg::<()>(
             tx.as_raw_fd(),
             iov,
             cmsgs,
             flags | MsgFlags::MSG_NOSIGNAL,
             None,
-        ) {
+        )
+    })
+}
+
+/// Makes the send `call` (the system call `name`) until it is not
+/// interrupted, and says what its outcome means: `Ok(false)` when
+/// `MSG_DONTWAIT` is among `flags` and the socket buffer is full.
+fn sent(
+    name: &'static str,
+    flags: MsgFlags,
+    mut call: impl FnMut() -> nix::Result<usize>,
+) -> Result<bool> {
+    loop {
+        match call() {
             Ok(_) => return Ok(true),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => return Ok(false),
             // A peer that closed with packets of ours unread resets the
             // connection: it is gone all the same.
             Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
-            Err(e) => return Err(Error::os("sendmsg", e)),
+            Err(e) => return Err(Error::os(name, e)),
         }
     }
 }
