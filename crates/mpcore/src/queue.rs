@@ -112,6 +112,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
+/// How long `get` keeps looking at an empty queue before it sleeps, and
+/// how many spin-loop pauses it makes between looks.
+const SPIN: Duration = Duration::from_micros(20);
+const SPIN_PAUSES: u32 = 64;
+
 impl<T> Queue<T> {
     /// Takes one message with `try_recv`, waiting for one until `deadline`
     /// (`None`: for ever), then [`Error::Timeout`] with `timeout`.
@@ -122,6 +127,23 @@ impl<T> Queue<T> {
         try_recv: impl Fn(BorrowedFd<'_>) -> Result<Option<R>>,
     ) -> Result<R> {
         let rx = self.inner.rx.as_fd();
+        if let Some(item) = try_recv(rx)? {
+            return Ok(item);
+        }
+        // A producer that is running sends its next item within a few
+        // microseconds, and going to sleep and being woken costs more than
+        // that (on a virtual machine, far more): look again for a little
+        // while first.
+        let spin_until = Instant::now() + SPIN;
+        let spin_until = deadline.map_or(spin_until, |d| d.min(spin_until));
+        while Instant::now() < spin_until {
+            for _ in 0..SPIN_PAUSES {
+                std::hint::spin_loop();
+            }
+            if let Some(item) = try_recv(rx)? {
+                return Ok(item);
+            }
+        }
         loop {
             // Another reader may take the packet between the poll and the
             // recv; then we simply wait again.
