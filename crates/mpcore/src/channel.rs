@@ -82,10 +82,52 @@ pub(crate) fn grow_send_buffer(tx: BorrowedFd<'_>) {
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| Error::Codec {
-        action: "encode",
-        reason: e.to_string(),
+    let mut buf = Vec::new();
+    encode_into(&mut buf, value)?;
+    Ok(buf)
+}
+
+/// Appends `value`'s encoding to `buf`; on failure `buf` is left as it was.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    let start = buf.len();
+    postcard::serialize_with_flavor(value, Append(buf)).map_err(|e| {
+        buf.truncate(start);
+        Error::Codec {
+            action: "encode",
+            reason: e.to_string(),
+        }
     })
+}
+
+/// Postcard's output, appended to a `Vec`. Postcard writes a number as a
+/// few bytes at a time; copying them one by one, inline, is faster than a
+/// call to `memcpy` for each (which is what `extend_from_slice` becomes).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= 16 {
+            for &byte in bytes {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {

@@ -378,7 +378,7 @@ impl Pool {
             thread: thread::current(),
         });
         self.submit_with(f, inputs, chunksize, true, Some(all))?
-            .collect()
+            .collect_all()
     }
 
     /// Like [`map`](Self::map), but returns at once with an iterator that
@@ -607,7 +607,7 @@ impl Pool {
             args.clear();
             let mut count = 0u32;
             for input in inputs.by_ref().take(chunksize) {
-                encode_into(&mut args, &input)?;
+                channel::encode_into(&mut args, &input)?;
                 count += 1;
             }
             let mut packet = channel::encode(&ToWorker::Run {
@@ -785,42 +785,17 @@ impl<R: DeserializeOwned> Imap<R> {
                     continue;
                 }
             }
-            let arrived = match (deadline, &self.all) {
-                (None, Some(all)) => loop {
-                    match self.done.try_recv() {
-                        Ok(done) => break Ok(done),
-                        Err(mpsc::TryRecvError::Disconnected) => break Err(()),
-                        // Each chunk is in the channel before it counts
-                        // as done: at zero, everything is there to take.
-                        Err(mpsc::TryRecvError::Empty) => {
-                            if all.left.load(Ordering::SeqCst) > 0 {
-                                thread::park();
-                            }
-                        }
-                    }
-                },
-                (None, None) => self.done.recv().map_err(|_| ()),
-                (Some(deadline), _) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.done.recv_timeout(left) {
-                        Ok(done) => Ok(done),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            return Err(Error::Timeout(left));
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
-                    }
-                }
-            };
+            let arrived = self.recv_done(deadline)?;
             match arrived {
-                Ok(done) => {
+                Some(done) => {
                     let index = done.index;
-                    let items = decode_chunk::<R>(done);
+                    let items = ChunkResults::new(done).collect();
                     self.file(index, items);
                 }
                 // The supervisor ended without sending these (it can only
                 // happen if it panicked, or a task came in as it closed):
                 // every missing task gets an error, so nothing waits.
-                Err(()) => {
+                None => {
                     for index in 0..self.counts.len() {
                         if !self.received.get(index).copied().unwrap_or(false) {
                             let count = self.counts[index];
@@ -831,6 +806,62 @@ impl<R: DeserializeOwned> Imap<R> {
                 }
             }
         }
+    }
+
+    /// The next chunk to come back, waiting until `deadline` at most
+    /// (`None`: for ever, and with `all` set, until the last chunk is in).
+    /// `Ok(None)`: the supervisor has ended and nothing more will come.
+    fn recv_done(&mut self, deadline: Option<Instant>) -> Result<Option<ChunkDone>> {
+        match (deadline, &self.all) {
+            (None, Some(all)) => loop {
+                match self.done.try_recv() {
+                    Ok(done) => return Ok(Some(done)),
+                    Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
+                    // Each chunk is in the channel before it counts as
+                    // done: at zero, everything is there to take.
+                    Err(mpsc::TryRecvError::Empty) => {
+                        if all.left.load(Ordering::SeqCst) > 0 {
+                            thread::park();
+                        }
+                    }
+                }
+            },
+            (None, None) => Ok(self.done.recv().ok()),
+            (Some(deadline), _) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.done.recv_timeout(left) {
+                    Ok(done) => Ok(Some(done)),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout(left)),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// What `map` returns: waits for every chunk, then decodes them in
+    /// input order straight into one `Vec` of the right size, so that the
+    /// first failure it meets is the first in input order. (Going through
+    /// the iterator would move every result several times and grow the
+    /// `Vec` by doubling.)
+    fn collect_all(mut self) -> Result<Vec<R>> {
+        let mut chunks: Vec<Option<ChunkDone>> = self.counts.iter().map(|_| None).collect();
+        let mut missing = chunks.len();
+        while missing > 0 {
+            let Some(done) = self.recv_done(None)? else {
+                break; // the supervisor is gone: the missing chunks fail below
+            };
+            let index = done.index;
+            if chunks[index].replace(done).is_none() {
+                missing -= 1;
+            }
+        }
+        let mut values = Vec::with_capacity(self.remaining);
+        for done in chunks {
+            for result in ChunkResults::<R>::new(done.ok_or(Error::PoolClosed)?) {
+                values.push(result?);
+            }
+        }
+        Ok(values)
     }
 
     /// Puts a chunk's results where they are due.
@@ -913,18 +944,6 @@ fn fn_ptr(addr: u64) -> *const () {
     std::ptr::with_exposed_provenance(addr as usize)
 }
 
-/// Appends `value`'s encoding to `buf`.
-fn encode_into<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
-    let start = buf.len();
-    postcard::to_io(value, &mut *buf).map(|_| ()).map_err(|e| {
-        buf.truncate(start);
-        Error::Codec {
-            action: "encode",
-            reason: e.to_string(),
-        }
-    })
-}
-
 /// The trampoline for tasks `fn(T) -> R`: decodes each argument, calls the
 /// task under `catch_unwind`, encodes each outcome. Runs in the worker.
 fn run_chunk<T: DeserializeOwned, R: Serialize>(func: u64, args: &[u8], count: u32) -> Vec<u8> {
@@ -956,8 +975,8 @@ fn run_chunk<T: DeserializeOwned, R: Serialize>(func: u64, args: &[u8], count: u
                 }
             },
         };
-        if let Err(Error::Codec { reason, .. }) = encode_into(&mut out, &outcome) {
-            let _ = encode_into(&mut out, &Outcome::<()>::BadResult(reason));
+        if let Err(Error::Codec { reason, .. }) = channel::encode_into(&mut out, &outcome) {
+            let _ = channel::encode_into(&mut out, &Outcome::<()>::BadResult(reason));
         }
     }
     out
@@ -1039,19 +1058,41 @@ fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
     Ok(packet)
 }
 
-/// Turns a chunk's reply into one result per task.
-fn decode_chunk<R: DeserializeOwned>(done: ChunkDone) -> VecDeque<Result<R>> {
-    let count = done.count as usize;
-    let (pid, bytes) = match done.outcome {
-        Ok(finished) => finished,
-        Err(lost) => return (0..count).map(|_| Err(lost.to_error())).collect(),
-    };
-    let mut items = VecDeque::with_capacity(count);
-    let mut rest = &bytes[..];
-    for _ in 0..count {
-        let item = match postcard::take_from_bytes::<Outcome<R>>(rest) {
+/// A chunk's reply, turned into one result per task as it is iterated.
+struct ChunkResults<R> {
+    /// How many results are still to come.
+    left: u32,
+    /// The worker's pid and its encoded outcomes, or why there are none.
+    outcome: std::result::Result<(i32, Vec<u8>), Lost>,
+    /// Where the next encoded outcome starts.
+    at: usize,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> ChunkResults<R> {
+    fn new(done: ChunkDone) -> Self {
+        ChunkResults {
+            left: done.count,
+            outcome: done.outcome,
+            at: 0,
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.left = self.left.checked_sub(1)?;
+        let (pid, bytes) = match &self.outcome {
+            Ok((pid, bytes)) => (*pid, bytes),
+            Err(lost) => return Some(Err(lost.to_error())),
+        };
+        let rest = bytes.get(self.at..).unwrap_or_default();
+        Some(match postcard::take_from_bytes::<Outcome<R>>(rest) {
             Ok((outcome, tail)) => {
-                rest = tail;
+                self.at = bytes.len() - tail.len();
                 match outcome {
                     Outcome::Returned(value) => Ok(value),
                     Outcome::Panicked(message) => Err(Error::Panicked { pid, message }),
@@ -1067,17 +1108,18 @@ fn decode_chunk<R: DeserializeOwned>(done: ChunkDone) -> VecDeque<Result<R>> {
             }
             Err(e) => {
                 // Nothing after a bad result can be found either.
-                let reason = e.to_string();
-                rest = &[];
+                self.at = bytes.len();
                 Err(Error::Codec {
                     action: "decode",
-                    reason,
+                    reason: e.to_string(),
                 })
             }
-        };
-        items.push_back(item);
+        })
     }
-    items
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -683,3 +683,35 @@ fn results_of_every_size_around_the_batch_limits_arrive_whole_and_in_order() {
         assert_eq!(pool.map_chunked(echo, strings.clone(), 1).unwrap(), strings);
     });
 }
+
+/// Panics on every multiple of 7 but 0, saying which.
+fn panics_on_multiples_of_7(x: u32) -> u32 {
+    if x > 0 && x % 7 == 0 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+#[test]
+fn map_returns_the_first_failure_in_input_order() {
+    within(LIMIT, || {
+        // Failures in many chunks, which finish in any order: map reports
+        // the first in input order, whatever the chunk size.
+        let pool = Pool::new(2).unwrap();
+        for chunksize in [1, 3, 7, 30, 100] {
+            let err = pool
+                .map_chunked(panics_on_multiples_of_7, 0..100, chunksize)
+                .unwrap_err();
+            assert_eq!(
+                err.panic_message(),
+                Some("task 7 failed"),
+                "chunk size {chunksize}"
+            );
+        }
+        let ok = pool
+            .map_chunked(panics_on_multiples_of_7, [1, 2, 3], 2)
+            .unwrap();
+        assert_eq!(ok, [1, 2, 3]);
+        assert!(pool.map(square, Vec::<u64>::new()).unwrap().is_empty());
+    });
+}
