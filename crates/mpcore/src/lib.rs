@@ -41,7 +41,7 @@
 //! [`Process::spawn`] forks, as Python does on Linux by default before 3.14.
 //! The child is a copy of the parent at that instant; it runs the closure
 //! under `catch_unwind`, sends back the value (or the panic message) with
-//! serde, flushes stdout and stderr, and leaves with `_exit`, so it never
+//! serde, flushes stdout, and leaves with `_exit`, so it never
 //! returns into the parent's code and never runs the parent's destructors.
 //! It asks the kernel for `PR_SET_PDEATHSIG` so that it dies with its
 //! parent. That signal fires when the *thread* that called `spawn` exits,
@@ -51,9 +51,10 @@
 //!
 //! `fork` copies the whole memory but only the calling thread. A lock that
 //! another thread held at that instant is copied locked, and no thread in
-//! the child will ever release it. `spawn` holds Rust's stdout and stderr
-//! locks across the fork (and glibc guards malloc), so `println!` and the
-//! [`logging`] helper are safe in a child even while other threads print.
+//! the child will ever release it. When other threads exist, `spawn`
+//! holds Rust's stdout and stderr locks across the fork (and glibc guards
+//! malloc), so `println!` and the [`logging`] helper are safe in a child
+//! even while other threads print.
 //! A `Mutex` of your own that another thread holds during `spawn` is not:
 //! the child hangs on it. Neither is a lock inside std that mpcore cannot
 //! reach: if another thread is in the middle of printing a panic message

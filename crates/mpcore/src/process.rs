@@ -120,32 +120,37 @@ impl Builder {
         let (tx, rx) = channel::pair()?;
         let parent = getpid();
 
-        // Hold the std streams' locks across the fork, so that no other
-        // thread of ours owns them at the instant of the copy: a lock that
-        // is held then stays held for ever in the child, which would hang
-        // at its first `println!`. Flush too, or the child would inherit,
-        // and print again, whatever the parent had buffered.
-        let mut stdout = io::stdout().lock();
-        let stderr = io::stderr().lock();
-        let _ = stdout.flush();
+        // If other threads exist, hold the std streams' locks across the
+        // fork, so that none of them owns one at the instant of the copy: a
+        // lock that is held then stays held for ever in the child, which
+        // would hang at its first `println!`. A process with one thread has
+        // nobody to hold them, and is spared the copy-on-write faults of
+        // releasing them after the fork (two in each process). Flush
+        // stdout either way (under the lock, if taken), or the child would
+        // inherit, and print again, whatever the parent had buffered.
+        let mut std_locks =
+            (!single_threaded()).then(|| (io::stdout().lock(), io::stderr().lock()));
+        let _ = match &mut std_locks {
+            Some((stdout, _)) => stdout.flush(),
+            None => io::stdout().flush(),
+        };
 
         // SAFETY: after `fork` the child has one thread, a copy of this one.
         // What makes that hazardous is a lock some other thread held at the
         // instant of the fork. The std streams' locks are held by this
-        // thread (above); glibc takes its malloc locks around `fork` itself.
+        // thread (above) when another thread might want them; glibc takes
+        // its malloc locks around `fork` itself.
         // Locks of the caller's own that other threads hold are outside our
         // reach: the crate docs say so (the "fork with threads" hazard).
         match unsafe { fork() } {
             Err(e) => Err(Error::os("fork", e)),
             Ok(ForkResult::Child) => {
-                drop(stdout);
-                drop(stderr);
+                drop(std_locks);
                 drop(rx);
                 run_child(f, tx.as_fd(), parent)
             }
             Ok(ForkResult::Parent { child }) => {
-                drop(stdout);
-                drop(stderr);
+                drop(std_locks);
                 drop(tx);
                 let pidfd = pidfd_open(child);
                 Ok(Process {
@@ -197,6 +202,21 @@ where
         }
     };
     exit_now(code)
+}
+
+/// Whether this process has only one thread, the caller. glibc (2.32 and
+/// newer) keeps this flag: set at start, cleared by the first
+/// `pthread_create`, and never set again.
+fn single_threaded() -> bool {
+    // SAFETY: glibc's <sys/single_threaded.h> declares this byte; the
+    // `libc` crate does not bind it yet.
+    unsafe extern "C" {
+        static __libc_single_threaded: libc::c_char;
+    }
+    // SAFETY: the byte is always there to read. Only `pthread_create`
+    // writes it, so while it reads 1 no other thread exists to race with
+    // this read; a 0 stays 0.
+    unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
 }
 
 /// Flushes stdout and leaves at once, without `atexit` handlers or
@@ -547,5 +567,16 @@ impl<T> Process<T> {
     /// `None` on kernels without pidfds.
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_that_started_a_thread_is_not_single_threaded() {
+        // Once any thread has been started, spawn must take the std
+        // streams' locks, even after that thread has ended.
+        std::thread::spawn(|| ()).join().unwrap();
+        assert!(!super::single_threaded());
     }
 }

@@ -341,6 +341,23 @@ fn a_child_dies_with_its_parent() {
 }
 
 #[test]
+fn output_buffered_before_a_spawn_is_printed_once() {
+    // A process with one thread forks without taking the std streams'
+    // locks, but still flushes: the child must not print the parent's
+    // half line again, and must flush its own before it exits.
+    let out = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["buffered"],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    assert_eq!(
+        out.stdout,
+        "parent-0 child-0 parent-1 child-1 parent-2 child-2 parent-end\n"
+    );
+}
+
+#[test]
 fn forking_while_another_thread_prints_never_deadlocks() {
     // In a process of its own: the test harness captures output through a
     // lock of its own, which is not the std stream lock that spawn holds.

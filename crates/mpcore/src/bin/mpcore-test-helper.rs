@@ -12,6 +12,9 @@
 //!   sleeps until the test kills it.
 //! - `print-storm N`: one thread prints in a tight loop while the main
 //!   thread spawns and joins N processes that print; prints `joined N`.
+//! - `buffered`: with this one thread only, prints half a line, spawns a
+//!   child that prints without a newline, joins it, ends the line: the
+//!   output must hold each piece once, in order.
 
 use std::io::Write;
 use std::thread;
@@ -26,8 +29,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("log") => log_lines(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
         Some("print-storm") => print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
+        Some("buffered") => buffered(),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
+}
+
+fn buffered() -> Result<(), Box<dyn std::error::Error>> {
+    for i in 0..3 {
+        print!("parent-{i} ");
+        Process::spawn(move || print!("child-{i} "))?.join()?;
+    }
+    println!("parent-end");
+    Ok(())
 }
 
 fn orphan() -> Result<(), Box<dyn std::error::Error>> {
