@@ -483,6 +483,25 @@ pub(crate) fn wait_readable_any(
     Ok(polls.iter().map(is_readable).collect())
 }
 
+/// Which of `fds` are readable right now: one `ppoll` that does not wait.
+pub(crate) fn ready_now(fds: &[BorrowedFd<'_>]) -> Result<Vec<bool>> {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    loop {
+        match ppoll(
+            &mut polls,
+            Some(TimeSpec::from_duration(Duration::ZERO)),
+            None,
+        ) {
+            Ok(_) => return Ok(polls.iter().map(is_readable).collect()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("ppoll", e)),
+        }
+    }
+}
+
 /// `ppoll` until something is ready or the deadline passes; on return each
 /// entry's `revents` says which (none, after a timeout). Only the clock
 /// decides a timeout, so an early wake-up never ends the wait.

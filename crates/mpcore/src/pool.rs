@@ -222,6 +222,7 @@ impl Builder {
                 wake,
                 pids,
                 closed: AtomicBool::new(false),
+                answer_time: Arc::new(AtomicU64::new(0)),
                 supervisor: Mutex::new(Some(handle)),
                 owner: std::process::id(),
             }),
@@ -269,6 +270,9 @@ pub struct Pool {
     wake: Arc<Wake>,
     pids: Arc<Mutex<Vec<i32>>>,
     closed: AtomicBool,
+    /// How long the last call waited for its first result, in ns (0:
+    /// none yet): how long a caller may look for a result before it sleeps.
+    answer_time: Arc<AtomicU64>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     /// The process that made the pool. A forked child has a copy of this
     /// handle but not the supervisor thread (fork copies one thread only),
@@ -590,6 +594,7 @@ impl Pool {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::PoolClosed);
         }
+        let submitted = Instant::now();
         let chunksize = chunksize.clamp(1, u32::MAX as usize);
         let trampoline = fn_addr(run_chunk::<T, R> as Trampoline as *const ());
         let func = fn_addr(f as *const ());
@@ -640,6 +645,9 @@ impl Pool {
         }
         Ok(Imap {
             done,
+            answer_time: Arc::clone(&self.answer_time),
+            submitted,
+            timed: false,
             all,
             ordered,
             counts,
@@ -678,6 +686,11 @@ impl<R> fmt::Debug for AsyncResult<R> {
 impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits as long as it takes for the task and returns its value, or its
     /// failure (Python's `res.get()`).
+    ///
+    /// When the pool answered its last call within 200 µs, `get` first
+    /// looks for the result for up to twice that time after the call, and
+    /// only then sleeps: for a quick task, falling asleep and being woken
+    /// would cost about as much as the task's whole round trip.
     ///
     /// # Errors
     ///
@@ -740,6 +753,11 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 /// the end and their results are thrown away.
 pub struct Imap<R> {
     done: mpsc::Receiver<ChunkDone>,
+    /// The pool's [`Pool::answer_time`], read and written by every call.
+    answer_time: Arc<AtomicU64>,
+    /// When the call was made, and whether its first result has come.
+    submitted: Instant,
+    timed: bool,
     /// Set for `map`: park until every chunk is done instead of waking
     /// for each small one.
     all: Option<Arc<CallDone>>,
@@ -812,6 +830,20 @@ impl<R: DeserializeOwned> Imap<R> {
     /// (`None`: for ever, and with `all` set, until the last chunk is in).
     /// `Ok(None)`: the supervisor has ended and nothing more will come.
     fn recv_done(&mut self, deadline: Option<Instant>) -> Result<Option<ChunkDone>> {
+        let done = self.wait_done(deadline);
+        if !self.timed && matches!(done, Ok(Some(_))) {
+            self.timed = true;
+            let waited = self.submitted.elapsed().as_nanos();
+            self.answer_time.store(
+                waited.clamp(1, u128::from(u64::MAX)) as u64,
+                Ordering::Relaxed,
+            );
+        }
+        done
+    }
+
+    /// [`recv_done`](Self::recv_done), without the bookkeeping.
+    fn wait_done(&mut self, deadline: Option<Instant>) -> Result<Option<ChunkDone>> {
         match (deadline, &self.all) {
             (None, Some(all)) => loop {
                 match self.done.try_recv() {
@@ -826,7 +858,12 @@ impl<R: DeserializeOwned> Imap<R> {
                     }
                 }
             },
-            (None, None) => Ok(self.done.recv().ok()),
+            (None, None) => {
+                if let Some(done) = self.look_for_answer() {
+                    return Ok(done);
+                }
+                Ok(self.done.recv().ok())
+            }
             (Some(deadline), _) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.done.recv_timeout(left) {
@@ -836,6 +873,31 @@ impl<R: DeserializeOwned> Imap<R> {
                 }
             }
         }
+    }
+
+    /// When the pool's last call had its first result quickly (an
+    /// `apply_async` round trip, say), this one's is likely as quick, and
+    /// sleeping and being woken would cost about as much again: look for
+    /// it until twice that time after the call, [`CALLER_LOOK_MAX`] at
+    /// most. `None`: nothing came meanwhile.
+    fn look_for_answer(&mut self) -> Option<Option<ChunkDone>> {
+        let typical = Duration::from_nanos(self.answer_time.load(Ordering::Relaxed));
+        if self.timed || typical.is_zero() || typical > CALLER_LOOK_MAX {
+            return None;
+        }
+        let until = (self.submitted + typical * 2).min(Instant::now() + CALLER_LOOK_MAX);
+        while Instant::now() < until {
+            match self.done.try_recv() {
+                Ok(done) => return Some(Some(done)),
+                Err(mpsc::TryRecvError::Disconnected) => return Some(None),
+                Err(mpsc::TryRecvError::Empty) => {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// What `map` returns: waits for every chunk, then decodes them in
@@ -1314,6 +1376,21 @@ impl Worker {
         self.process.pid()
     }
 
+    /// It holds one chunk, sent a moment ago, of a call whose chunks are
+    /// not known to take longer than [`ANSWER_LOOK`].
+    fn may_answer_soon(&self) -> bool {
+        match (&self.jobs.front(), self.jobs.len()) {
+            (Some(chunk), 1) if !self.hung_up && !self.dead => {
+                chunk.sent.is_some_and(|sent| sent.elapsed() < ANSWER_LOOK)
+                    && chunk
+                        .speed
+                        .chunk_time()
+                        .is_none_or(|time| time < ANSWER_LOOK)
+            }
+            _ => false,
+        }
+    }
+
     /// The chunk it runs belongs to a call whose chunks are known to be
     /// fast, and it holds more: worth collecting from in batches.
     fn batch_wait(&self) -> Option<Duration> {
@@ -1377,6 +1454,13 @@ const SUBMIT_BYTES: usize = 32 * 1024;
 /// A `map` chunk of this many tasks or more wakes its caller when it is
 /// done; smaller ones only at the end of the call.
 const WAKE_COUNT: u32 = 64;
+/// The longest a caller looks for a result before it sleeps
+/// ([`Imap::look_for_answer`]).
+const CALLER_LOOK_MAX: Duration = Duration::from_micros(200);
+/// How long the supervisor looks for the answer to a chunk it has just
+/// handed to an idle worker before it sleeps
+/// ([`Supervisor::look_for_answers`]).
+const ANSWER_LOOK: Duration = Duration::from_micros(50);
 /// How long to wait before trying again to fork a worker after a failure.
 const FORK_RETRY: Duration = Duration::from_millis(100);
 /// How often to look at workers that have no pidfd (kernels before 5.3).
@@ -1633,6 +1717,7 @@ impl Supervisor {
     /// One `poll` over the wake socket, every worker's socket and every
     /// worker's exit; then handles what it reported.
     fn wait_and_handle(&mut self) -> Result<()> {
+        let answered = self.look_for_answers();
         let mut slots = vec![Slot::Wake];
         let mut fds = vec![self.wake.rx.as_fd()];
         let mut deadline = self.retry_fork_at;
@@ -1661,7 +1746,13 @@ impl Supervisor {
                 }
             }
         }
-        let readable = channel::wait_readable_any(&fds, deadline)?;
+        // After an answer, only look at the rest (an exit, a command)
+        // without sleeping.
+        let readable = if answered {
+            channel::ready_now(&fds)?
+        } else {
+            channel::wait_readable_any(&fds, deadline)?
+        };
         drop(fds);
 
         for i in batched {
@@ -1671,7 +1762,9 @@ impl Supervisor {
         for (slot, ready) in slots.into_iter().zip(readable) {
             match (slot, ready) {
                 (Slot::Wake, true) => self.wake.drain(),
-                (Slot::Conn(i), true) => self.read_results(i),
+                (Slot::Conn(i), true) => {
+                    self.read_results(i);
+                }
                 (Slot::Exit(i), true) => exits.push(i),
                 _ => {}
             }
@@ -1692,8 +1785,40 @@ impl Supervisor {
         Ok(())
     }
 
+    /// A chunk just handed to an idle worker, of a call whose chunks are
+    /// quick or not timed yet (an `apply_async`, the first chunks of a
+    /// `map`), is often answered within tens of microseconds, and sleeping
+    /// in `poll` and being woken costs about as much again: look for the
+    /// answer for up to [`ANSWER_LOOK`] first. Returns whether an answer
+    /// (or a command) came meanwhile.
+    fn look_for_answers(&mut self) -> bool {
+        let waiting: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].may_answer_soon())
+            .collect();
+        if waiting.is_empty() {
+            return false;
+        }
+        let until = Instant::now() + ANSWER_LOOK;
+        loop {
+            for &i in &waiting {
+                if self.read_results(i) > 0 {
+                    return true;
+                }
+            }
+            if self.wake.pending.load(Ordering::SeqCst) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
     /// Reads every result worker `i` has sent.
-    fn read_results(&mut self, i: usize) {
+    fn read_results(&mut self, i: usize) -> u32 {
         let max_tasks = self.max_tasks;
         let worker = &mut self.workers[i];
         let since = match worker.jobs.front().and_then(|c| c.sent) {
@@ -1742,6 +1867,7 @@ impl Supervisor {
             }
             worker.last_result = now;
         }
+        count
     }
 
     /// If worker `i` has exited: collects what it sent before, fails the
