@@ -24,8 +24,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, socketpair,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, RecvMsg, SockFlag, SockType,
+    recvmsg, sendmsg, socketpair,
 };
 use nix::sys::time::TimeSpec;
 use serde::Serialize;
@@ -394,7 +394,7 @@ fn recv_payload<R>(
 ) -> Result<Option<R>> {
     RECV_BUF.with_borrow_mut(|RecvBuf { data, cmsg }| {
         let mut head = [0u8; RECV_STACK];
-        let (len, flags, memfd) = loop {
+        let (len, msg_flags, memfd) = loop {
             let mut iov = [
                 IoSliceMut::new(&mut head),
                 IoSliceMut::new(&mut data[RECV_STACK..]),
@@ -405,21 +405,7 @@ fn recv_payload<R>(
                 Some(&mut *cmsg),
                 flags | MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
-                Ok(msg) => {
-                    let mut memfd = None;
-                    for cmsg in msg.cmsgs().map_err(|e| Error::os("recvmsg", e))? {
-                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                            for fd in fds {
-                                // SAFETY: the kernel just installed `fd` in
-                                // this process for this message; nothing
-                                // else owns it.
-                                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                                memfd.get_or_insert(owned);
-                            }
-                        }
-                    }
-                    break (msg.bytes, msg.flags, memfd);
-                }
+                Ok(msg) => break (msg.bytes, msg.flags, received_fd(&msg, "recvmsg")?),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Ok(None),
                 // The peer closed with packets of ours unread. The kernel
@@ -429,30 +415,13 @@ fn recv_payload<R>(
                 Err(e) => return Err(Error::os("recvmsg", e)),
             }
         };
-        if len == 0 {
-            // Zero bytes on a packet socket is end of file: every sender is gone.
-            return Err(Error::Disconnected);
-        }
-        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
-            return Err(Error::Codec {
-                action: "decode",
-                reason: format!("a packet of {len} bytes was truncated"),
-            });
-        }
         let packet = if len <= RECV_STACK {
             &head[..len]
         } else {
             data[..RECV_STACK].copy_from_slice(&head);
             &data[..len]
         };
-        match (packet[0], memfd) {
-            (TAG_INLINE, None) => read(Payload::Inline(&packet[1..])).map(Some),
-            (TAG_MEMFD, Some(memfd)) if len == 9 => {
-                let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
-                read(Payload::Memfd(File::from(memfd), size as usize)).map(Some)
-            }
-            (tag, fd) => Err(unexpected_packet(tag, len, fd.is_some())),
-        }
+        read(payload_of(packet, msg_flags, memfd)?).map(Some)
     })
 }
 
@@ -475,20 +444,14 @@ pub(crate) fn wait_readable_any(
     fds: &[BorrowedFd<'_>],
     deadline: Option<Instant>,
 ) -> Result<Vec<bool>> {
-    let mut polls: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-        .collect();
+    let mut polls = poll_readable(fds);
     poll_until(&mut polls, deadline)?;
     Ok(polls.iter().map(is_readable).collect())
 }
 
 /// Which of `fds` are readable right now: one `ppoll` that does not wait.
 pub(crate) fn ready_now(fds: &[BorrowedFd<'_>]) -> Result<Vec<bool>> {
-    let mut polls: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-        .collect();
+    let mut polls = poll_readable(fds);
     loop {
         match ppoll(
             &mut polls,
@@ -500,6 +463,13 @@ pub(crate) fn ready_now(fds: &[BorrowedFd<'_>]) -> Result<Vec<bool>> {
             Err(e) => return Err(Error::os("ppoll", e)),
         }
     }
+}
+
+/// One `poll` entry per descriptor, asking whether it is readable.
+fn poll_readable<'fd>(fds: &[BorrowedFd<'fd>]) -> Vec<PollFd<'fd>> {
+    fds.iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect()
 }
 
 /// `ppoll` until something is ready or the deadline passes; on return each
@@ -596,39 +566,9 @@ fn recv_many_once(
     };
     let mut taken = 0;
     for msg in received {
-        let mut memfd = None;
-        for cmsg in msg.cmsgs().map_err(|e| Error::os("recvmmsg", e))? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for fd in fds {
-                    // SAFETY: the kernel just installed `fd` in this
-                    // process for this message; nothing else owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                    memfd.get_or_insert(owned);
-                }
-            }
-        }
-        let len = msg.bytes;
-        if len == 0 {
-            return Err(Error::Disconnected);
-        }
-        if msg
-            .flags
-            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
-        {
-            return Err(Error::Codec {
-                action: "decode",
-                reason: format!("a packet of {len} bytes was truncated"),
-            });
-        }
-        let packet = msg.iovs().next().map_or(&[][..], |iov| &iov[..len]);
-        let payload = match (packet[0], memfd) {
-            (TAG_INLINE, None) => Payload::Inline(&packet[1..]),
-            (TAG_MEMFD, Some(memfd)) if len == 9 => {
-                let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
-                Payload::Memfd(File::from(memfd), size as usize)
-            }
-            (tag, fd) => return Err(unexpected_packet(tag, len, fd.is_some())),
-        };
+        let memfd = received_fd(&msg, "recvmmsg")?;
+        let packet = msg.iovs().next().map_or(&[][..], |iov| &iov[..msg.bytes]);
+        let payload = payload_of(packet, msg.flags, memfd)?;
         out.push(payload.read_with(|bytes| Ok(bytes.to_vec()))?);
         taken += 1;
     }
@@ -640,10 +580,50 @@ pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
-fn unexpected_packet(tag: u8, len: usize, descriptor: bool) -> Error {
-    Error::Codec {
-        action: "decode",
-        reason: format!("unexpected packet (tag {tag}, {len} bytes, descriptor: {descriptor})"),
+/// The descriptor a received packet carries, if any: a memfd message's.
+fn received_fd<S>(msg: &RecvMsg<'_, '_, S>, call: &'static str) -> Result<Option<OwnedFd>> {
+    let mut memfd = None;
+    for cmsg in msg.cmsgs().map_err(|e| Error::os(call, e))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process
+                // for this message; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                memfd.get_or_insert(owned);
+            }
+        }
+    }
+    Ok(memfd)
+}
+
+/// Where the payload of a received `packet` is, given the `flags` and the
+/// descriptor it came with: end of file when it is empty, an error when
+/// it was truncated or is not one of ours.
+fn payload_of(packet: &[u8], flags: MsgFlags, memfd: Option<OwnedFd>) -> Result<Payload<'_>> {
+    let len = packet.len();
+    if len == 0 {
+        // Zero bytes on a packet socket is end of file: every sender is gone.
+        return Err(Error::Disconnected);
+    }
+    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+        return Err(Error::Codec {
+            action: "decode",
+            reason: format!("a packet of {len} bytes was truncated"),
+        });
+    }
+    match (packet[0], memfd) {
+        (TAG_INLINE, None) => Ok(Payload::Inline(&packet[1..])),
+        (TAG_MEMFD, Some(memfd)) if len == 9 => {
+            let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
+            Ok(Payload::Memfd(File::from(memfd), size as usize))
+        }
+        (tag, fd) => Err(Error::Codec {
+            action: "decode",
+            reason: format!(
+                "unexpected packet (tag {tag}, {len} bytes, descriptor: {})",
+                fd.is_some()
+            ),
+        }),
     }
 }
 
