@@ -110,7 +110,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel;
 use crate::error::{Error, Result};
-use crate::process::{self, ExitStatus, Process};
+use crate::process::{self, ExitStatus, Process, panic_message};
 
 /// Python's rule for `map`'s default chunk size: cut the input into about
 /// four chunks per worker, so that each worker fetches a few large chunks
@@ -1914,17 +1914,6 @@ impl Supervisor {
             chunk.finish(Err(Lost::Terminated));
         }
         self.publish_pids();
-    }
-}
-
-/// The text of a panic's payload (`panic!` makes a `&str` or a `String`).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a payload that is not a string".to_owned()
     }
 }
 
