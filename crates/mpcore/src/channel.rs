@@ -308,11 +308,20 @@ impl Payload<'_> {
     fn read_with<R>(self, read: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         match self {
             Payload::Inline(bytes) => read(bytes),
+            memfd => read(&memfd.into_vec()?),
+        }
+    }
+
+    /// The payload's bytes as a `Vec`: copied out of the packet, or read
+    /// out of the memfd once.
+    fn into_vec(self) -> Result<Vec<u8>> {
+        match self {
+            Payload::Inline(bytes) => Ok(bytes.to_vec()),
             Payload::Memfd(file, size) => {
                 let mut payload = vec![0; size];
                 file.read_exact_at(&mut payload, 0)
                     .map_err(|e| io_error("read", e))?;
-                read(&payload)
+                Ok(payload)
             }
         }
     }
@@ -378,9 +387,7 @@ fn try_recv_payload<R>(
 /// Only for a socket that has one reader (a pool's worker): with several,
 /// a packet another reader takes would leave this one asleep.
 pub(crate) fn recv_bytes(rx: BorrowedFd<'_>) -> Result<Vec<u8>> {
-    let received = recv_payload(rx, MsgFlags::empty(), |payload| {
-        payload.read_with(|bytes| Ok(bytes.to_vec()))
-    })?;
+    let received = recv_payload(rx, MsgFlags::empty(), |payload| payload.into_vec())?;
     // Without MSG_DONTWAIT, recvmsg returns a packet or end of file.
     received.ok_or(Error::Disconnected)
 }
@@ -569,7 +576,7 @@ fn recv_many_once(
         let memfd = received_fd(&msg, "recvmmsg")?;
         let packet = msg.iovs().next().map_or(&[][..], |iov| &iov[..msg.bytes]);
         let payload = payload_of(packet, msg.flags, memfd)?;
-        out.push(payload.read_with(|bytes| Ok(bytes.to_vec()))?);
+        out.push(payload.into_vec()?);
         taken += 1;
     }
     Ok(Some(taken))
