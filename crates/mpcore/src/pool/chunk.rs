@@ -1,0 +1,167 @@
+//! The bookkeeping of tasks in flight: a [`Chunk`] of tasks, how fast the
+//! chunks of a call run, how a `map` caller is woken, and why a chunk came
+//! back without results ([`Lost`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use super::worker::ToWorker;
+use crate::channel;
+use crate::error::{Error, Result};
+use crate::process::ExitStatus;
+
+/// Finishes every chunk of `chunks` with the same failure.
+pub(super) fn fail_all(chunks: Vec<Chunk>, why: Lost) {
+    for chunk in chunks {
+        chunk.finish(Err(why.clone()));
+    }
+}
+
+/// One [`ToWorker::Batch`] packet holding the `Run` packets of `chunks`.
+pub(super) fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
+    let header = ToWorker::Batch {
+        chunks: chunks.len() as u32,
+    };
+    let mut packet = channel::encode(&header)?;
+    for chunk in chunks {
+        // A byte string: a LEB128 length, then the bytes.
+        let mut len = chunk.packet.len();
+        while len >= 0x80 {
+            packet.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        packet.push(len as u8);
+        packet.extend_from_slice(&chunk.packet);
+    }
+    Ok(packet)
+}
+
+/// Some tasks of one `map`/`imap`/`apply_async` call, in one packet.
+pub(super) struct Chunk {
+    /// Its place among the chunks of its call.
+    pub(super) index: usize,
+    /// How many tasks it holds.
+    pub(super) count: u32,
+    /// `ToWorker::Run` followed by the encoded arguments.
+    pub(super) packet: Vec<u8>,
+    pub(super) reply: mpsc::Sender<ChunkDone>,
+    /// When it was sent to a worker.
+    pub(super) sent: Option<Instant>,
+    /// How fast the chunks of its call run, shared by them all.
+    pub(super) speed: Arc<Speed>,
+    /// For `map`: counts the chunks of the call down, and wakes the
+    /// caller at zero.
+    pub(super) all: Option<Arc<CallDone>>,
+}
+
+/// How long one chunk of a call takes, smoothed over its results so far;
+/// 0 while unknown. Only the supervisor reads and writes it.
+#[derive(Default)]
+pub(super) struct Speed {
+    pub(super) nanos: AtomicU64,
+}
+
+impl Speed {
+    pub(super) fn chunk_time(&self) -> Option<Duration> {
+        match self.nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    pub(super) fn record(&self, sample: Duration) {
+        let sample = (sample.as_nanos() as u64).max(1);
+        let smoothed = match self.nanos.load(Ordering::Relaxed) {
+            0 => sample,
+            old => (old * 3 + sample) / 4,
+        };
+        self.nanos.store(smoothed.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The chunks of a `map` call still to finish, and the thread that waits.
+pub(super) struct CallDone {
+    pub(super) left: AtomicUsize,
+    pub(super) thread: thread::Thread,
+}
+
+/// What the supervisor sends back for a chunk.
+pub(super) struct ChunkDone {
+    pub(super) index: usize,
+    pub(super) count: u32,
+    /// The worker's pid and its encoded outcomes, or why there are none.
+    pub(super) outcome: std::result::Result<(i32, Vec<u8>), Lost>,
+}
+
+/// Why a chunk came back without results; one per chunk, turned into one
+/// error per task.
+#[derive(Debug, Clone)]
+pub(super) enum Lost {
+    WorkerDied {
+        pid: i32,
+        status: Option<ExitStatus>,
+    },
+    Terminated,
+    Closed,
+    Os {
+        call: &'static str,
+        errno: Errno,
+    },
+}
+
+impl Lost {
+    /// `Lost::Os` for an OS error, the call's name otherwise.
+    pub(super) fn from_error(e: Error, call: &'static str) -> Lost {
+        match e {
+            Error::Os { call, errno } => Lost::Os { call, errno },
+            _ => Lost::Os {
+                call,
+                errno: Errno::UnknownErrno,
+            },
+        }
+    }
+
+    pub(super) fn to_error(&self) -> Error {
+        match *self {
+            Lost::WorkerDied { pid, status } => Error::WorkerDied { pid, status },
+            Lost::Terminated => Error::PoolTerminated,
+            Lost::Closed => Error::PoolClosed,
+            Lost::Os { call, errno } => Error::os(call, errno),
+        }
+    }
+}
+
+impl Chunk {
+    pub(super) fn finish(self, outcome: std::result::Result<(i32, Vec<u8>), Lost>) {
+        // The caller may have stopped listening (a dropped `Imap`): fine.
+        let _ = self.reply.send(ChunkDone {
+            index: self.index,
+            count: self.count,
+            outcome,
+        });
+        // `Drop` counts it done, after the send.
+    }
+}
+
+impl Drop for Chunk {
+    /// A chunk is done when it is finished, or dropped unfinished (the
+    /// supervisor panicked): either way a `map` waiting for it must wake.
+    fn drop(&mut self) {
+        if let Some(all) = &self.all {
+            // The last chunk wakes the caller; so does a large one, whose
+            // results it may as well decode while the others still run.
+            if all.left.fetch_sub(1, Ordering::SeqCst) == 1 || self.count >= WAKE_COUNT {
+                all.thread.unpark();
+            }
+        }
+    }
+}
+
+/// A `map` chunk of this many tasks or more wakes its caller when it is
+/// done; smaller ones only at the end of the call.
+const WAKE_COUNT: u32 = 64;

@@ -1,0 +1,708 @@
+//! `Pool`: Python's `multiprocessing.Pool`, on `fork`.
+//!
+//! | Python | mpcore |
+//! | --- | --- |
+//! | `pool = mp.Pool()` | [`Pool::with_cpu_count`] |
+//! | `pool = mp.Pool(processes=3)` | [`Pool::new`]`(3)` |
+//! | `mp.Pool(3, maxtasksperchild=10)` | [`Builder::new`]`().processes(3).max_tasks_per_child(10).build()` |
+//! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
+//! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
+//! | `pool.imap(job, xs)`, `pool.imap_unordered(job, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] |
+//! | `res = pool.apply_async(job, (2,)); res.get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
+//! | `res.get(timeout=1)`, `res.ready()` | [`AsyncResult::get_timeout`], [`AsyncResult::ready`] |
+//! | `pool.close(); pool.join()` | [`Pool::close`], [`Pool::join`] |
+//! | `pool.terminate()`, leaving `with Pool() as pool:` | [`Pool::terminate`], dropping the `Pool` |
+//!
+//! ```
+//! use mpcore::Pool;
+//!
+//! fn job(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.map(job, 0..10)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! assert_eq!(pool.apply_async(job, 2)?.get()?, 4);
+//! pool.close();
+//! pool.join()?;
+//! # Ok::<(), mpcore::Error>(())
+//! ```
+//!
+//! # How a task reaches a worker
+//!
+//! A task is a plain `fn(T) -> R`, not a closure that captures: the worker
+//! is a forked copy of this program, so the function's code is already
+//! there, at the same address (fork copies the address space as it is).
+//! The pool sends that address, the address of a small function
+//! instantiated for `T` and `R` that decodes the arguments, calls the task
+//! and encodes the results, and the arguments themselves (serde). Python
+//! pickles the function by name instead, which is why it must be defined
+//! at the top level of a module; here a non-capturing closure coerces to a
+//! `fn` too.
+//!
+//! # Who forks, and why it is a thread of the pool
+//!
+//! Each pool owns one supervisor thread, and that thread forks every
+//! worker, the first ones and every replacement. A worker asks the kernel
+//! for `PR_SET_PDEATHSIG`, which fires when the *thread* that forked it
+//! exits, not only the process: workers forked by a thread that ends early
+//! (a short request handler that made the pool, say) would be killed with
+//! it. The supervisor lives exactly as long as the pool, so the signal
+//! fires only when the pool is gone or the whole program dies, and then it
+//! is what we want: no worker outlives its pool's program. The supervisor
+//! also does the rest of the bookkeeping that Python's `Pool` spreads over
+//! three threads: it hands out tasks, collects results, and replaces
+//! workers.
+//!
+//! # How a dead worker is noticed
+//!
+//! Every worker has a socket of its own, and the pool always knows which
+//! chunks of tasks a worker holds. A worker holds one chunk at a time,
+//! except when the chunks of a call have proved fast (under 100 µs each):
+//! then it holds up to 64, the one it runs and the next ones waiting for
+//! it, so that it never sits idle while the supervisor wakes up to send
+//! more. What a worker is given in one go travels in one packet, and the
+//! supervisor collects results in batches (up to 32 packets with one
+//! `recvmmsg`) rather than waking for each: a `map` of 20,000 tiny tasks
+//! at chunk size 1 costs about one system call per task instead of seven or eight.
+//! A worker starts a chunk only after it has sent the results of the one
+//! before, so the first chunk without results is the one it was running,
+//! and the chunks after it never started.
+//!
+//! After a fork, a read from a socket never reports that the process at
+//! the other end died while some other process still holds a copy of its
+//! end (servo/ipc-channel#281), so the supervisor waits with one `poll` on
+//! every worker's socket *and* every worker's pidfd, a descriptor that
+//! becomes readable when the process exits. When a worker exits, the
+//! supervisor first reads whatever results it sent before dying, then
+//! fails the chunk it was running with [`Error::WorkerDied`], gives the
+//! chunks it had not read yet to other workers, reaps it (no zombie) and
+//! forks a replacement. The other tasks go on. CPython's
+//! `Pool` hangs for ever in this case (python/cpython#96062), and
+//! `concurrent.futures.ProcessPoolExecutor` fails every pending task.
+//!
+//! A task that panics is caught inside the worker: that task's result is
+//! [`Error::Panicked`] with the message, and the worker goes on with the
+//! next task, as Python's worker catches an exception.
+//!
+//! # The fork-with-threads hazard, again
+//!
+//! The supervisor forks while your other threads run. A lock that another
+//! thread holds at that instant is copied locked into the worker (see the
+//! crate docs): a task that takes a `Mutex` of yours, held by another
+//! thread when a worker was forked, hangs. Rust's stdout and stderr are
+//! safe (the fork holds their locks). Python's `Pool` has the same hazard,
+//! which is one reason Python 3.14 stopped forking by default.
+//!
+//! # Where each part lives
+//!
+//! - `mod.rs` (this file): the API, [`Pool`] and [`Builder`], and how a
+//!   call's inputs are cut into chunks and handed to the supervisor;
+//! - `results.rs`: what the caller holds while its tasks run,
+//!   [`AsyncResult`] and [`Imap`];
+//! - `supervisor.rs`: the supervisor thread, which forks, feeds, watches
+//!   and replaces the workers;
+//! - `worker.rs`: what travels to a worker, and the loop a worker runs;
+//! - `chunk.rs`: the bookkeeping of the tasks in flight, and why a chunk
+//!   can come back without results.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::channel;
+use crate::error::{Error, Result};
+use crate::process::panic_message;
+
+mod chunk;
+mod results;
+mod supervisor;
+mod worker;
+
+pub use results::{AsyncResult, Imap};
+
+use chunk::{CallDone, Chunk, Speed};
+use supervisor::{Command, State, Supervisor, Wake};
+use worker::{ToWorker, Trampoline, fn_addr, run_chunk};
+
+/// Python's rule for `map`'s default chunk size: cut the input into about
+/// four chunks per worker, so that each worker fetches a few large chunks
+/// rather than one message per item, yet the work still spreads evenly.
+///
+/// ```python
+/// chunksize, extra = divmod(len(iterable), len(self._pool) * 4)
+/// if extra:
+///     chunksize += 1
+/// ```
+///
+/// ```
+/// use mpcore::pool::default_chunksize;
+///
+/// assert_eq!(default_chunksize(10, 3), 1); // the tutorial's map(job, range(10))
+/// assert_eq!(default_chunksize(100, 2), 13); // divmod(100, 8) == (12, 4)
+/// assert_eq!(default_chunksize(0, 4), 0); // nothing to cut
+/// ```
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    let per = processes.max(1).saturating_mul(4);
+    let (chunksize, extra) = (len / per, len % per);
+    if extra > 0 { chunksize + 1 } else { chunksize }
+}
+
+/// Options for a new pool, Python's `Pool(processes, maxtasksperchild=...)`.
+///
+/// ```
+/// let pool = mpcore::pool::Builder::new()
+///     .processes(2)
+///     .max_tasks_per_child(1)
+///     .build()?;
+/// assert_eq!(pool.processes(), 2);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    processes: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+}
+
+impl Builder {
+    /// One worker per CPU ([`cpu_count`](crate::cpu_count)), each living
+    /// as long as the pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of worker processes (Python's `processes=`).
+    pub fn processes(mut self, processes: usize) -> Self {
+        self.processes = Some(processes);
+        self
+    }
+
+    /// Replace a worker with a fresh one after it has run this many tasks
+    /// (Python's `maxtasksperchild=`), e.g. to give back memory that a task
+    /// leaks. As in Python, one chunk of a `map` counts as one task.
+    pub fn max_tasks_per_child(mut self, tasks: usize) -> Self {
+        self.max_tasks_per_child = Some(tasks);
+        self
+    }
+
+    /// Starts the supervisor thread, which forks the workers; returns once
+    /// they all run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero processes or zero tasks per
+    /// child (Python's `ValueError`), [`Error::Os`] when the thread or a
+    /// worker cannot be started.
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidArgument("a pool needs at least one process"));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_tasks_per_child must be at least 1",
+            ));
+        }
+        let (wake_tx, wake_rx) = channel::pair()?;
+        let wake = Arc::new(Wake {
+            tx: wake_tx,
+            rx: wake_rx,
+            pending: AtomicBool::new(false),
+        });
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let (commands, command_rx) = mpsc::channel();
+        let (started_tx, started_rx) = mpsc::channel();
+        let supervisor = Supervisor {
+            size: processes,
+            max_tasks: self.max_tasks_per_child,
+            commands: command_rx,
+            wake: Arc::clone(&wake),
+            pids: Arc::clone(&pids),
+            workers: Vec::new(),
+            queue: VecDeque::new(),
+            state: State::Running,
+            forked: 0,
+            retry_fork_at: None,
+        };
+        let handle = thread::Builder::new()
+            .name("mpcore-pool".to_owned())
+            .spawn(move || supervisor.run(started_tx))
+            .map_err(|e| Error::os("pthread_create", errno_of(&e)))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(Pool {
+                processes,
+                commands,
+                wake,
+                pids,
+                closed: AtomicBool::new(false),
+                answer_time: Arc::new(AtomicU64::new(0)),
+                supervisor: Mutex::new(Some(handle)),
+                owner: std::process::id(),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => Err(supervisor_panicked(handle)),
+        }
+    }
+}
+
+/// A pool of worker processes that run tasks, Python's
+/// `multiprocessing.Pool`.
+///
+/// The workers are forked once, when the pool is made, and reused for
+/// every task; a worker that dies is replaced. All methods take `&self`
+/// and the pool is `Sync`, so threads may share one pool: one thread may
+/// [`terminate`](Self::terminate) while another waits in `map`.
+///
+/// # Dropping a pool
+///
+/// Dropping a pool terminates it, like leaving Python's
+/// `with Pool() as pool:` block: the workers are killed and reaped, and
+/// tasks that had not finished fail with [`Error::PoolTerminated`]. To let
+/// them finish, call [`close`](Self::close) and [`join`](Self::join)
+/// first. Either way no worker and no zombie is left behind.
+///
+/// # In a forked child
+///
+/// A pool belongs to the process that made it. A [`Process`](crate::Process) forked
+/// later has a copy of the handle but not the pool's thread (fork copies
+/// only the thread that calls it), so there every task fails with
+/// [`Error::InvalidArgument`] and dropping the copy does nothing; the
+/// workers stay the parent's. Make a pool in the child if it needs one.
+///
+/// # Not `Default`
+///
+/// Python's `Pool()` is [`Pool::with_cpu_count`] here. It is not
+/// `Default::default()` because starting processes can fail, and
+/// `default` could only panic then.
+pub struct Pool {
+    processes: usize,
+    commands: mpsc::Sender<Command>,
+    wake: Arc<Wake>,
+    pids: Arc<Mutex<Vec<i32>>>,
+    closed: AtomicBool,
+    /// How long the last call waited for its first result, in ns (0:
+    /// none yet): how long a caller may look for a result before it sleeps.
+    answer_time: Arc<AtomicU64>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// The process that made the pool. A forked child has a copy of this
+    /// handle but not the supervisor thread (fork copies one thread only),
+    /// so the handle must do nothing there.
+    owner: u32,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .field("pids", &self.pids())
+            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers (Python's `Pool(processes=3)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero, [`Error::Os`] when a worker
+    /// cannot be forked.
+    pub fn new(processes: usize) -> Result<Pool> {
+        Builder::new().processes(processes).build()
+    }
+
+    /// A pool of one worker per CPU, [`cpu_count`](crate::cpu_count)
+    /// (Python's `Pool()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] when a worker cannot be forked.
+    pub fn with_cpu_count() -> Result<Pool> {
+        Builder::new().build()
+    }
+
+    /// The number of workers the pool keeps running.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The process ids of the workers running now. A worker that died or
+    /// was retired ([`Builder::max_tasks_per_child`]) is replaced by one
+    /// with a new pid. Empty once the pool has ended.
+    pub fn pids(&self) -> Vec<i32> {
+        self.pids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies `f` to every input in the workers and returns the results in
+    /// input order (Python's `pool.map(f, iterable)`). The inputs are cut
+    /// into chunks by Python's rule, [`default_chunksize`].
+    ///
+    /// ```
+    /// fn job(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(3)?;
+    /// assert_eq!(pool.map(job, 0..10)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// // A closure that captures nothing is a `fn` too.
+    /// assert_eq!(pool.map(|s: String| s.len(), ["a", "bb"].map(String::from))?, [1, 2]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first failed task's error, in input order: [`Error::Panicked`],
+    /// [`Error::WorkerDied`] (every task of the chunk that the dead worker
+    /// held fails), [`Error::PoolTerminated`]; [`Error::PoolClosed`] after
+    /// [`close`](Self::close); [`Error::Codec`] when a value cannot be
+    /// serialized.
+    pub fn map<T, R>(&self, f: fn(T) -> R, inputs: impl IntoIterator<Item = T>) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let inputs: Vec<T> = inputs.into_iter().collect();
+        let chunksize = default_chunksize(inputs.len(), self.processes);
+        self.map_chunked(f, inputs, chunksize)
+    }
+
+    /// [`map`](Self::map) with a chunk size of your choice (Python's
+    /// `chunksize=`): each worker fetches `chunksize` inputs at a time.
+    /// Larger chunks cost fewer messages; smaller ones spread uneven work
+    /// better. A chunk size of 0 is taken as 1.
+    pub fn map_chunked<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let inputs: Vec<T> = inputs.into_iter().collect();
+        let calls = inputs.len().div_ceil(chunksize.clamp(1, u32::MAX as usize));
+        // `map` wants every result before it returns: wake this thread
+        // once, when the last chunk is in, not once per chunk.
+        let all = Arc::new(CallDone {
+            left: AtomicUsize::new(calls),
+            thread: thread::current(),
+        });
+        self.submit_with(f, inputs, chunksize, true, Some(all))?
+            .collect_all()
+    }
+
+    /// Like [`map`](Self::map), but returns at once with an iterator that
+    /// yields each result, in input order, as soon as it and those before
+    /// it are done (Python's `pool.imap(f, iterable)`, chunk size 1). It
+    /// yields exactly one item per input; a failed task yields its error
+    /// and the others still come.
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// for (x, square) in (0..4u32).zip(pool.imap(|x: u32| x * x, 0..4)?) {
+    ///     assert_eq!(square?, x * x);
+    /// }
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close), [`Error::Codec`]
+    /// when an input cannot be serialized. Failures of single tasks come
+    /// through the iterator.
+    pub fn imap<T, R>(&self, f: fn(T) -> R, inputs: impl IntoIterator<Item = T>) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit(f, inputs, 1, true)
+    }
+
+    /// Like [`imap`](Self::imap), but yields the results in the order they
+    /// finish (Python's `pool.imap_unordered`).
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_unordered<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+    ) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit(f, inputs, 1, false)
+    }
+
+    /// Starts `f(arg)` in a worker and returns at once with a handle to its
+    /// result (Python's `pool.apply_async(f, (arg,))`). For several
+    /// arguments, take a tuple: `fn job((a, b): (u32, u32)) -> u32`.
+    ///
+    /// ```
+    /// fn job(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let multi_res = (0..10)
+    ///     .map(|i| pool.apply_async(job, i))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let squares = multi_res
+    ///     .into_iter()
+    ///     .map(|res| res.get())
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close), [`Error::Codec`]
+    /// when `arg` cannot be serialized. The task's own failure comes from
+    /// [`AsyncResult::get`].
+    pub fn apply_async<T, R>(&self, f: fn(T) -> R, arg: T) -> Result<AsyncResult<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let imap = self.submit(f, [arg], 1, true)?;
+        Ok(AsyncResult {
+            imap,
+            outcome: None,
+            taken: false,
+        })
+    }
+
+    /// Runs `f(arg)` in a worker and waits for its result (Python's
+    /// `pool.apply(f, (arg,))`).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Self::apply_async) and [`AsyncResult::get`].
+    pub fn apply<T, R>(&self, f: fn(T) -> R, arg: T) -> Result<R>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Takes no new tasks from now on (Python's `pool.close()`); the tasks
+    /// already given still run, and then the workers exit. Follow with
+    /// [`join`](Self::join).
+    pub fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            self.command(Command::Close);
+        }
+    }
+
+    /// Waits until every task given has finished and every worker has
+    /// exited and been reaped (Python's `pool.join()`). Closes the pool
+    /// first if it is still open; Python raises `ValueError` then instead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`] if the pool's own supervisor thread panicked (a
+    /// bug in mpcore).
+    pub fn join(&self) -> Result<()> {
+        self.close();
+        self.wait_for_supervisor()
+    }
+
+    /// Stops at once (Python's `pool.terminate()`): kills every worker with
+    /// `SIGKILL`, reaps it, and fails every task that has not finished
+    /// with [`Error::PoolTerminated`]. Returns when the workers are gone.
+    /// Python sends `SIGTERM`; a task could catch or block that, and
+    /// `terminate` must not hang.
+    pub fn terminate(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.command(Command::Terminate);
+        let _ = self.wait_for_supervisor();
+    }
+
+    /// Whether this is a copy of the pool in a forked child.
+    fn in_child(&self) -> bool {
+        std::process::id() != self.owner
+    }
+
+    fn command(&self, command: Command) {
+        // Fails only when the supervisor has ended: then there is nothing
+        // left to tell it.
+        if !self.in_child() && self.commands.send(command).is_ok() {
+            self.wake.notify();
+        }
+    }
+
+    fn wait_for_supervisor(&self) -> Result<()> {
+        if self.in_child() {
+            // The supervisor thread is not in this process: there is
+            // nothing to wait for, and joining it would wait for ever.
+            return Ok(());
+        }
+        let handle = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match handle {
+            Some(handle) => match handle.join() {
+                Ok(()) => Ok(()),
+                Err(payload) => Err(Error::Panicked {
+                    pid: std::process::id() as i32,
+                    message: format!(
+                        "the pool's supervisor thread panicked: {}",
+                        panic_message(&*payload)
+                    ),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes the inputs in chunks, hands them to the supervisor, and
+    /// returns the iterator that will collect their results.
+    fn submit<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit_with(f, inputs, chunksize, ordered, None)
+    }
+
+    /// [`submit`](Self::submit); with `all`, the caller waits for every
+    /// result at once and is woken (unparked) only when the last chunk is
+    /// done. `all.left` must be the number of chunks.
+    fn submit_with<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+        chunksize: usize,
+        ordered: bool,
+        all: Option<Arc<CallDone>>,
+    ) -> Result<Imap<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        if self.in_child() {
+            return Err(Error::InvalidArgument(
+                "a pool belongs to the process that made it; a forked child cannot use it",
+            ));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::PoolClosed);
+        }
+        let submitted = Instant::now();
+        let chunksize = chunksize.clamp(1, u32::MAX as usize);
+        let trampoline = fn_addr(run_chunk::<T, R> as Trampoline as *const ());
+        let func = fn_addr(f as *const ());
+        let (reply, done) = mpsc::channel();
+        let speed = Arc::new(Speed::default());
+        // Chunks go to the supervisor in batches as they are encoded, so
+        // the workers start on the first ones while the rest are encoded.
+        let mut pending = Vec::new();
+        let mut pending_bytes = 0;
+        let mut started = false;
+        let mut counts = Vec::new();
+        let mut inputs = inputs.into_iter().peekable();
+        let mut args = Vec::new();
+        while inputs.peek().is_some() {
+            args.clear();
+            let mut count = 0u32;
+            for input in inputs.by_ref().take(chunksize) {
+                channel::encode_into(&mut args, &input)?;
+                count += 1;
+            }
+            let mut packet = channel::encode(&ToWorker::Run {
+                trampoline,
+                func,
+                count,
+            })?;
+            packet.extend_from_slice(&args);
+            pending_bytes += packet.len();
+            pending.push(Chunk {
+                index: counts.len(),
+                count,
+                packet,
+                reply: reply.clone(),
+                sent: None,
+                speed: Arc::clone(&speed),
+                all: all.clone(),
+            });
+            counts.push(count);
+            if (!started && pending.len() >= self.processes) || pending_bytes >= SUBMIT_BYTES {
+                self.command(Command::Submit(std::mem::take(&mut pending)));
+                started = true;
+                pending_bytes = 0;
+            }
+        }
+        drop(reply);
+        let total = counts.iter().map(|&c| c as usize).sum();
+        if !pending.is_empty() {
+            self.command(Command::Submit(pending));
+        }
+        Ok(Imap {
+            done,
+            answer_time: Arc::clone(&self.answer_time),
+            submitted,
+            timed: false,
+            all,
+            ordered,
+            counts,
+            received: Vec::new(),
+            next_chunk: 0,
+            waiting: BTreeMap::new(),
+            ready: VecDeque::new(),
+            remaining: total,
+            _result: PhantomData,
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
+    let message = match handle.join() {
+        Err(payload) => panic_message(&*payload),
+        Ok(()) => "it ended before starting the workers".to_owned(),
+    };
+    Error::Panicked {
+        pid: std::process::id() as i32,
+        message: format!("the pool's supervisor thread panicked: {message}"),
+    }
+}
+
+/// `submit` hands its chunks to the supervisor whenever this many bytes of
+/// them are encoded (and as soon as there is one per worker).
+const SUBMIT_BYTES: usize = 32 * 1024;

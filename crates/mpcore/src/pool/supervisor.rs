@@ -1,0 +1,615 @@
+//! The supervisor thread: it forks the workers, hands out chunks, collects
+//! results, notices a worker's death, fails only the chunk that worker was
+//! running, and forks a replacement.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use super::chunk::{Chunk, Lost, batch_packet, fail_all};
+use super::worker::{ToWorker, worker_loop};
+use crate::channel;
+use crate::error::{Error, Result};
+use crate::process::{self, Process};
+
+/// What the pool's handle tells its supervisor.
+pub(super) enum Command {
+    Submit(Vec<Chunk>),
+    Close,
+    Terminate,
+}
+
+/// Wakes the supervisor from its `poll` when a command is sent: one packet
+/// on a socket pair, sent only when none is pending, so a burst of
+/// `apply_async` calls never fills the socket.
+pub(super) struct Wake {
+    pub(super) tx: OwnedFd,
+    pub(super) rx: OwnedFd,
+    pub(super) pending: AtomicBool,
+}
+
+impl Wake {
+    pub(super) fn notify(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst)
+            && channel::send_bytes(self.tx.as_fd(), &[]).is_err()
+        {
+            self.pending.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Empties the socket and re-arms `notify`; the commands sent before
+    /// this are then in the channel.
+    pub(super) fn drain(&self) {
+        while let Ok(true) = channel::try_discard(self.rx.as_fd()) {}
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Running,
+    Closed,
+    Terminating,
+}
+
+/// One worker process, as the supervisor sees it.
+pub(super) struct Worker {
+    process: Process<()>,
+    /// The pool's end of the worker's own socket: tasks out, results in.
+    conn: OwnedFd,
+    /// The chunks sent to it and not yet answered, oldest first: the
+    /// first is the one it runs, the others have not started (at most
+    /// [`FAST_IN_FLIGHT`] in all).
+    jobs: VecDeque<Chunk>,
+    tasks_done: usize,
+    /// `Stop` was sent: it takes no more tasks and is about to exit.
+    stopping: bool,
+    /// Its socket reported end of file or an error: nothing more to read.
+    hung_up: bool,
+    /// A send to it failed: it gets nothing more, but what it sent before
+    /// is still read (its exit fails only the chunk it was running).
+    unreachable: bool,
+    /// Reaped; removed at the end of the round.
+    dead: bool,
+    /// When its last result came in.
+    last_result: Instant,
+}
+
+impl Worker {
+    fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
+    /// It holds one chunk, sent a moment ago, of a call whose chunks are
+    /// not known to take longer than [`ANSWER_LOOK`].
+    fn may_answer_soon(&self) -> bool {
+        match (&self.jobs.front(), self.jobs.len()) {
+            (Some(chunk), 1) if !self.hung_up && !self.dead => {
+                chunk.sent.is_some_and(|sent| sent.elapsed() < ANSWER_LOOK)
+                    && chunk
+                        .speed
+                        .chunk_time()
+                        .is_none_or(|time| time < ANSWER_LOOK)
+            }
+            _ => false,
+        }
+    }
+
+    /// The chunk it runs belongs to a call whose chunks are known to be
+    /// fast, and it holds more: worth collecting from in batches.
+    fn batch_wait(&self) -> Option<Duration> {
+        let time = self.jobs.front()?.speed.chunk_time()?;
+        (time < FAST_CHUNK && self.jobs.len() >= 2 && !self.hung_up)
+            .then(|| (time * (self.jobs.len() as u32 / 2)).clamp(BATCH_MIN, BATCH_MAX))
+    }
+
+    /// How many chunks it may hold, with `next` the chunk to give.
+    fn depth(&self, next: &Chunk, max_tasks: Option<usize>) -> usize {
+        let depth = match next.speed.chunk_time() {
+            Some(time) if time < FAST_CHUNK => FAST_IN_FLIGHT,
+            _ => 1,
+        };
+        match max_tasks {
+            Some(max) => depth.min(max.saturating_sub(self.tasks_done)),
+            None => depth,
+        }
+    }
+
+    /// Takes the worker out of service: `Stop`, then it exits on its own.
+    fn stop(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            let stop = channel::encode(&ToWorker::Stop).unwrap_or_default();
+            if channel::send_bytes(self.conn.as_fd(), &stop).is_err() {
+                self.hung_up = true;
+            }
+        }
+    }
+}
+
+/// Which descriptor a poll slot watches.
+#[derive(Clone, Copy)]
+pub(super) enum Slot {
+    Wake,
+    Conn(usize),
+    Exit(usize),
+}
+
+/// How many chunks a worker may hold once the chunks of the call are known
+/// to be fast (under [`FAST_CHUNK`] each); until then, and for slower
+/// ones, it holds one at a time: enough that it never waits for the
+/// supervisor, few enough that uneven chunks cannot pile up behind it for
+/// more than a couple of milliseconds.
+const FAST_IN_FLIGHT: usize = 64;
+/// The chunks of a call that take less than this each are fed to the
+/// workers [`FAST_IN_FLIGHT`] at a time, and their results collected in
+/// batches.
+const FAST_CHUNK: Duration = Duration::from_micros(100);
+/// How long the supervisor lets a well-fed worker's results pile up, at
+/// most and at least.
+const BATCH_MAX: Duration = Duration::from_micros(400);
+const BATCH_MIN: Duration = Duration::from_micros(20);
+/// The most bytes of chunks a worker is sent in one packet: well under
+/// the size that would go through a memfd.
+const BATCH_BYTES: usize = 16 * 1024;
+/// How long the supervisor looks for the answer to a chunk it has just
+/// handed to an idle worker before it sleeps
+/// ([`Supervisor::look_for_answers`]).
+const ANSWER_LOOK: Duration = Duration::from_micros(50);
+/// How long to wait before trying again to fork a worker after a failure.
+const FORK_RETRY: Duration = Duration::from_millis(100);
+/// How often to look at workers that have no pidfd (kernels before 5.3).
+const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
+
+pub(super) struct Supervisor {
+    pub(super) size: usize,
+    pub(super) max_tasks: Option<usize>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) wake: Arc<Wake>,
+    pub(super) pids: Arc<Mutex<Vec<i32>>>,
+    pub(super) workers: Vec<Worker>,
+    pub(super) queue: VecDeque<Chunk>,
+    pub(super) state: State,
+    pub(super) forked: usize,
+    pub(super) retry_fork_at: Option<Instant>,
+}
+
+impl Supervisor {
+    pub(super) fn run(mut self, started: mpsc::Sender<Result<()>>) {
+        // Batched waits are tens of microseconds: ask the kernel not to
+        // stretch them by its default 50 µs of timer slack.
+        let _ = nix::sys::prctl::set_timerslack(1_000);
+        for _ in 0..self.size {
+            if let Err(e) = self.fork_worker() {
+                let _ = started.send(Err(e));
+                self.kill_all();
+                return;
+            }
+        }
+        let _ = started.send(Ok(()));
+        drop(started);
+
+        loop {
+            self.take_commands();
+            if self.state == State::Terminating {
+                self.kill_all();
+                self.fail_late_commands(Lost::Terminated);
+                return;
+            }
+            self.keep_workers();
+            self.dispatch();
+            if self.state == State::Closed && self.queue.is_empty() {
+                // Every task is done or running: let the idle workers go.
+                for worker in self.workers.iter_mut().filter(|w| w.jobs.is_empty()) {
+                    worker.stop();
+                }
+                if self.workers.is_empty() {
+                    self.fail_late_commands(Lost::Closed);
+                    return;
+                }
+            }
+            if let Err(e) = self.wait_and_handle() {
+                // poll itself failed: nothing can be watched any more, so
+                // end the pool rather than spin or hang.
+                log::error!("mpcore pool: {e}; terminating the pool");
+                self.kill_all();
+                self.fail_late_commands(Lost::Terminated);
+                return;
+            }
+        }
+    }
+
+    fn take_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Submit(chunks) => self.queue.extend(chunks),
+                Command::Close => {
+                    if self.state == State::Running {
+                        self.state = State::Closed;
+                    }
+                }
+                Command::Terminate => self.state = State::Terminating,
+            }
+        }
+    }
+
+    /// Fails the tasks of commands that arrive after the end.
+    fn fail_late_commands(&mut self, why: Lost) {
+        self.take_commands();
+        for chunk in self.queue.drain(..) {
+            chunk.finish(Err(why.clone()));
+        }
+    }
+
+    /// Forks replacements until `size` workers are in service, while
+    /// there is work to do or may come.
+    fn keep_workers(&mut self) {
+        let wanted = if self.state == State::Running || !self.queue.is_empty() {
+            self.size
+        } else {
+            0
+        };
+        if self.retry_fork_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        self.retry_fork_at = None;
+        while self.in_service() < wanted {
+            if let Err(e) = self.fork_worker() {
+                log::warn!("mpcore pool: could not start a worker: {e}");
+                self.retry_fork_at = Some(Instant::now() + FORK_RETRY);
+                if self.in_service() == 0 {
+                    // No worker to run the queue: fail it rather than let
+                    // its callers wait for ever.
+                    let why = Lost::from_error(e, "fork");
+                    for chunk in self.queue.drain(..) {
+                        chunk.finish(Err(why.clone()));
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn in_service(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| !w.stopping && !w.hung_up && !w.unreachable && !w.dead)
+            .count()
+    }
+
+    fn fork_worker(&mut self) -> Result<()> {
+        let (here, there) = channel::pair()?;
+        self.forked += 1;
+        // The closure owns the worker's end of the socket; `spawn` drops
+        // this process's copy of it before returning, so the worker holds
+        // the only one.
+        let process = process::Builder::new()
+            .name(format!("ForkPoolWorker-{}", self.forked))
+            .daemon(true)
+            .spawn(move || worker_loop(there))?;
+        self.workers.push(Worker {
+            process,
+            conn: here,
+            jobs: VecDeque::new(),
+            last_result: Instant::now(),
+            tasks_done: 0,
+            stopping: false,
+            hung_up: false,
+            unreachable: false,
+            dead: false,
+        });
+        self.publish_pids();
+        Ok(())
+    }
+
+    fn publish_pids(&self) {
+        let pids = self.workers.iter().filter(|w| !w.dead).map(Worker::pid);
+        let mut shared = self.pids.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.clear();
+        shared.extend(pids);
+    }
+
+    /// Hands out queued chunks: first one to every idle worker, then,
+    /// when the chunks are known to be fast, more to the busy ones, round
+    /// by round, up to [`FAST_IN_FLIGHT`], so that a worker that finishes
+    /// a chunk finds the next one already in its socket instead of waiting
+    /// for the supervisor to wake up and send it. Chunks of unknown or
+    /// slow speed go one at a time to idle workers only, so that a slow
+    /// chunk never holds up another that an idle worker could run. What a
+    /// worker gets in one go travels in one packet ([`ToWorker::Batch`]).
+    fn dispatch(&mut self) {
+        let max_tasks = self.max_tasks;
+        let mut batches: Vec<Vec<Chunk>> = self.workers.iter().map(|_| Vec::new()).collect();
+        let mut batch_bytes = vec![0; self.workers.len()];
+        'rounds: for round in 1..=FAST_IN_FLIGHT {
+            let mut gave = false;
+            for (i, worker) in self.workers.iter().enumerate() {
+                let Some(next) = self.queue.front() else {
+                    break 'rounds;
+                };
+                let held = worker.jobs.len() + batches[i].len();
+                let full =
+                    !batches[i].is_empty() && batch_bytes[i] + next.packet.len() > BATCH_BYTES;
+                if held >= round.min(worker.depth(next, max_tasks))
+                    || full
+                    || worker.stopping
+                    || worker.hung_up
+                    || worker.unreachable
+                    || worker.dead
+                {
+                    continue;
+                }
+                let chunk = self.queue.pop_front().expect("the queue is not empty");
+                batch_bytes[i] += chunk.packet.len();
+                batches[i].push(chunk);
+                gave = true;
+            }
+            if !gave {
+                break;
+            }
+        }
+        for (i, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                self.send_batch(i, batch);
+            }
+        }
+    }
+
+    /// Sends `batch` to worker `i` in one packet, or puts it back in the
+    /// queue when the worker cannot take it now.
+    fn send_batch(&mut self, i: usize, batch: Vec<Chunk>) {
+        let worker = &mut self.workers[i];
+        let joined;
+        let packet = match &batch[..] {
+            [chunk] => &chunk.packet,
+            chunks => match batch_packet(chunks) {
+                Ok(packet) => {
+                    joined = packet;
+                    &joined
+                }
+                Err(e) => return fail_all(batch, Lost::from_error(e, "encode")),
+            },
+        };
+        // An idle worker is reading: a send to it may wait. A busy one may
+        // itself be waiting to send us results, so a send to it must not
+        // wait: with its socket full, it simply gets no more chunks now.
+        let sent = if worker.jobs.is_empty() {
+            channel::send_bytes(worker.conn.as_fd(), packet).map(|()| true)
+        } else {
+            channel::try_send_bytes(worker.conn.as_fd(), packet)
+        };
+        match sent {
+            Ok(true) => {
+                // Keep the packets: if the worker dies before it starts
+                // them, another worker gets them.
+                let now = Instant::now();
+                for mut chunk in batch {
+                    chunk.sent = Some(now);
+                    worker.jobs.push_back(chunk);
+                }
+            }
+            Ok(false) => self.requeue(batch),
+            Err(Error::Disconnected) => {
+                // Not delivered: the worker is gone or going. Its exit is
+                // handled when its pidfd fires; the chunks never reached
+                // it, so another worker may run them.
+                worker.unreachable = true;
+                self.requeue(batch);
+            }
+            // A failure on our side (no memfd for a large packet, say):
+            // these chunks fail, the worker stays in service.
+            Err(e) => fail_all(batch, Lost::from_error(e, "sendmsg")),
+        }
+    }
+
+    /// Puts chunks back at the front of the queue, in their order.
+    fn requeue(&mut self, chunks: Vec<Chunk>) {
+        for chunk in chunks.into_iter().rev() {
+            self.queue.push_front(chunk);
+        }
+    }
+
+    /// One `poll` over the wake socket, every worker's socket and every
+    /// worker's exit; then handles what it reported.
+    fn wait_and_handle(&mut self) -> Result<()> {
+        let answered = self.look_for_answers();
+        let mut slots = vec![Slot::Wake];
+        let mut fds = vec![self.wake.rx.as_fd()];
+        let mut deadline = self.retry_fork_at;
+        let mut batched = Vec::new();
+        for (i, worker) in self.workers.iter().enumerate() {
+            // A worker with fast chunks and more to run would wake us for
+            // every result: leave its socket alone for a while and take
+            // its results in one batch. Its exit still wakes us at once,
+            // and every result is read before a dead worker's chunks fail.
+            if let Some(wait) = worker.batch_wait() {
+                batched.push(i);
+                let at = Instant::now() + wait;
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            } else if !worker.hung_up {
+                slots.push(Slot::Conn(i));
+                fds.push(worker.conn.as_fd());
+            }
+            match worker.process.pidfd() {
+                Some(pidfd) => {
+                    slots.push(Slot::Exit(i));
+                    fds.push(pidfd);
+                }
+                None => {
+                    let tick = Instant::now() + NO_PIDFD_TICK;
+                    deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+                }
+            }
+        }
+        // After an answer, only look at the rest (an exit, a command)
+        // without sleeping.
+        let readable = if answered {
+            channel::ready_now(&fds)?
+        } else {
+            channel::wait_readable_any(&fds, deadline)?
+        };
+        drop(fds);
+
+        for i in batched {
+            self.read_results(i);
+        }
+        let mut exits = Vec::new();
+        for (slot, ready) in slots.into_iter().zip(readable) {
+            match (slot, ready) {
+                (Slot::Wake, true) => self.wake.drain(),
+                (Slot::Conn(i), true) => {
+                    self.read_results(i);
+                }
+                (Slot::Exit(i), true) => exits.push(i),
+                _ => {}
+            }
+        }
+        // Without pidfds, look at every worker each tick.
+        for (i, worker) in self.workers.iter().enumerate() {
+            if worker.process.pidfd().is_none() {
+                exits.push(i);
+            }
+        }
+        for i in exits {
+            self.reap_if_exited(i);
+        }
+        if self.workers.iter().any(|w| w.dead) {
+            self.workers.retain(|w| !w.dead);
+            self.publish_pids();
+        }
+        Ok(())
+    }
+
+    /// A chunk just handed to an idle worker, of a call whose chunks are
+    /// quick or not timed yet (an `apply_async`, the first chunks of a
+    /// `map`), is often answered within tens of microseconds, and sleeping
+    /// in `poll` and being woken costs about as much again: look for the
+    /// answer for up to [`ANSWER_LOOK`] first. Returns whether an answer
+    /// (or a command) came meanwhile.
+    fn look_for_answers(&mut self) -> bool {
+        let waiting: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].may_answer_soon())
+            .collect();
+        if waiting.is_empty() {
+            return false;
+        }
+        let until = Instant::now() + ANSWER_LOOK;
+        loop {
+            for &i in &waiting {
+                if self.read_results(i) > 0 {
+                    return true;
+                }
+            }
+            if self.wake.pending.load(Ordering::SeqCst) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Reads every result worker `i` has sent.
+    fn read_results(&mut self, i: usize) -> u32 {
+        let max_tasks = self.max_tasks;
+        let worker = &mut self.workers[i];
+        let since = match worker.jobs.front().and_then(|c| c.sent) {
+            Some(sent) => sent.max(worker.last_result),
+            None => worker.last_result,
+        };
+        let mut count = 0u32;
+        let mut speed = None;
+        let mut packets = Vec::new();
+        while !worker.hung_up {
+            let taken = channel::try_recv_many_bytes(worker.conn.as_fd(), &mut packets);
+            for results in packets.drain(..) {
+                count += 1;
+                // A worker answers its chunks in the order it got them.
+                if let Some(chunk) = worker.jobs.pop_front() {
+                    speed = Some(Arc::clone(&chunk.speed));
+                    chunk.finish(Ok((worker.pid(), results)));
+                }
+                worker.tasks_done += 1;
+                if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
+                    worker.stop();
+                }
+            }
+            match taken {
+                // Fewer than a full batch: the socket is empty (or nearly:
+                // a packet arriving now makes the next poll return).
+                Ok(taken) if taken < channel::MANY_SLOTS => break,
+                Ok(_) => {}
+                // End of file: the worker is exiting; its pidfd will say so.
+                Err(Error::Disconnected) => worker.hung_up = true,
+                Err(e) => {
+                    // Its socket is unusable, so is the worker: kill it, so
+                    // that its exit fails the chunk it holds and a
+                    // replacement takes its place.
+                    log::warn!("mpcore pool: worker {}: {e}", worker.pid());
+                    worker.hung_up = true;
+                    let _ = worker.process.kill();
+                }
+            }
+        }
+        if count > 0 {
+            // How long a chunk takes, averaged over this batch, smoothed.
+            let now = Instant::now();
+            if let Some(speed) = speed {
+                speed.record(now.saturating_duration_since(since) / count);
+            }
+            worker.last_result = now;
+        }
+        count
+    }
+
+    /// If worker `i` has exited: collects what it sent before, fails the
+    /// chunk it was running, puts the chunks it never started back at the
+    /// front of the queue, and reaps it.
+    fn reap_if_exited(&mut self, i: usize) {
+        if self.workers[i].dead || self.workers[i].process.is_alive() {
+            return;
+        }
+        self.read_results(i);
+        let worker = &mut self.workers[i];
+        worker.dead = true;
+        // A worker starts its next chunk only after it has sent the
+        // results of the one before, and those are all read by now: so the
+        // first chunk left is the one it was running (or about to), and
+        // the others never started. Only the first is lost.
+        let running = worker.jobs.pop_front();
+        while let Some(not_started) = worker.jobs.pop_back() {
+            self.queue.push_front(not_started);
+        }
+        let worker = &mut self.workers[i];
+        if let Some(chunk) = running {
+            let (pid, status) = (worker.pid(), worker.process.exit_status());
+            let error = Lost::WorkerDied { pid, status }.to_error();
+            log::warn!("mpcore pool: {error}; starting a replacement");
+            chunk.finish(Err(Lost::WorkerDied { pid, status }));
+        }
+    }
+
+    /// Kills every worker, fails every task not finished, reaps them all.
+    fn kill_all(&mut self) {
+        // Signal all first, so they die together, then reap one by one.
+        for worker in &self.workers {
+            let _ = worker.process.kill();
+        }
+        for mut worker in self.workers.drain(..) {
+            for chunk in worker.jobs.drain(..) {
+                chunk.finish(Err(Lost::Terminated));
+            }
+            // A daemon `Process` kills (again, harmlessly) and reaps on drop.
+            drop(worker);
+        }
+        for chunk in self.queue.drain(..) {
+            chunk.finish(Err(Lost::Terminated));
+        }
+        self.publish_pids();
+    }
+}

@@ -1,0 +1,152 @@
+//! The worker's side: what travels between the pool and a worker, and the
+//! loop a worker runs, from its first packet to `Stop`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::channel;
+use crate::error::Error;
+use crate::process::panic_message;
+
+/// Runs one chunk in a worker: the task's address, the encoded arguments
+/// and their number in; the encoded [`Outcome`]s, one per argument, out.
+pub(super) type Trampoline = fn(func: u64, args: &[u8], count: u32) -> Vec<u8>;
+
+/// The header of a packet to a worker. After `Run` come the encoded
+/// arguments; the packet's length tells where they end.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum ToWorker {
+    /// Call the `fn(T) -> R` at `func` through the [`Trampoline`] at
+    /// `trampoline` (instantiated for the same `T` and `R`) on each of the
+    /// `count` arguments that follow. (The count is needed: a `()`
+    /// argument takes no bytes at all.)
+    Run {
+        trampoline: u64,
+        func: u64,
+        count: u32,
+    },
+    /// Leave the loop and exit.
+    Stop,
+    /// Several chunks in one packet, so that one system call carries them
+    /// all: `chunks` byte strings follow, each a whole `Run` packet. The
+    /// worker runs them in order and answers each one before it starts
+    /// the next, exactly as if they had come one by one.
+    Batch { chunks: u32 },
+}
+
+/// One task's result, as a worker sends it.
+#[derive(Serialize, Deserialize)]
+pub(super) enum Outcome<R> {
+    Returned(R),
+    Panicked(String),
+    /// The argument could not be decoded in the worker.
+    BadArgument(String),
+    /// The result could not be encoded in the worker.
+    BadResult(String),
+}
+
+/// The address of a function, as a number that can travel to a worker.
+pub(super) fn fn_addr(f: *const ()) -> u64 {
+    f.expose_provenance() as u64
+}
+
+/// The pointer that [`fn_addr`] made a number of; still to be transmuted
+/// to the right `fn` type by the caller, who knows it.
+pub(super) fn fn_ptr(addr: u64) -> *const () {
+    std::ptr::with_exposed_provenance(addr as usize)
+}
+
+/// The trampoline for tasks `fn(T) -> R`: decodes each argument, calls the
+/// task under `catch_unwind`, encodes each outcome. Runs in the worker.
+pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize>(
+    func: u64,
+    args: &[u8],
+    count: u32,
+) -> Vec<u8> {
+    // SAFETY: `func` was made by `fn_addr(f as *const ())` from an
+    // `f: fn(T) -> R` in `Pool::submit`, in the same packet as the address
+    // of this very instantiation `run_chunk::<T, R>`, so the type is
+    // right. The address is valid here: this worker was forked from the
+    // process that took it, and fork copies the whole address space, the
+    // same executable image at the same place, and nothing execs.
+    let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
+    let mut out = Vec::new();
+    let mut rest = args;
+    let mut bad_argument: Option<String> = None;
+    for _ in 0..count {
+        let outcome: Outcome<R> = match &bad_argument {
+            Some(reason) => Outcome::BadArgument(reason.clone()),
+            None => match postcard::take_from_bytes::<T>(rest) {
+                Ok((arg, tail)) => {
+                    rest = tail;
+                    match panic::catch_unwind(AssertUnwindSafe(|| task(arg))) {
+                        Ok(value) => Outcome::Returned(value),
+                        Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+                    }
+                }
+                Err(e) => {
+                    // The arguments after a bad one cannot be found either.
+                    bad_argument = Some(e.to_string());
+                    Outcome::BadArgument(e.to_string())
+                }
+            },
+        };
+        if let Err(Error::Codec { reason, .. }) = channel::encode_into(&mut out, &outcome) {
+            let _ = channel::encode_into(&mut out, &Outcome::<()>::BadResult(reason));
+        }
+    }
+    out
+}
+
+/// A worker's life: wait for a packet, run it, send the results back, until
+/// `Stop` or until the pool is gone.
+pub(super) fn worker_loop(conn: OwnedFd) {
+    let conn = conn.as_fd();
+    // Only this worker reads its socket, so it may sleep in `recvmsg`.
+    while let Ok(packet) = channel::recv_bytes(conn) {
+        let keep_going = match postcard::take_from_bytes::<ToWorker>(&packet) {
+            Ok((ToWorker::Batch { chunks }, mut rest)) => {
+                (0..chunks).all(|_| match postcard::take_from_bytes::<&[u8]>(rest) {
+                    Ok((chunk, tail)) => {
+                        rest = tail;
+                        run_packet(conn, chunk)
+                    }
+                    Err(_) => false,
+                })
+            }
+            _ => run_packet(conn, &packet),
+        };
+        if !keep_going {
+            return;
+        }
+    }
+}
+
+/// Runs one `Run` packet and sends its results; `false` when the worker
+/// should exit (`Stop`, a packet it cannot read, or the pool gone).
+pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8]) -> bool {
+    let Ok((
+        ToWorker::Run {
+            trampoline,
+            func,
+            count,
+        },
+        args,
+    )) = postcard::take_from_bytes::<ToWorker>(packet)
+    else {
+        return false;
+    };
+    // SAFETY: the pool wrote this address with
+    // `fn_addr(run_chunk::<T, R> as Trampoline as *const ())`, so it is
+    // a `Trampoline`. It is valid in this process: we are a fork of the
+    // pool's process, with the same executable mapped at the same
+    // addresses, and we never exec.
+    let trampoline = unsafe { std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline)) };
+    let results = trampoline(func, args, count);
+    // Sent before the next chunk starts: if this worker dies later, the
+    // pool knows that this chunk is done and which one it was running.
+    channel::send_bytes_to_many(conn, &results).is_ok()
+}
