@@ -92,11 +92,59 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -
     let start = buf.len();
     postcard::serialize_with_flavor(value, Append(buf)).map_err(|e| {
         buf.truncate(start);
-        Error::Codec {
-            action: "encode",
-            reason: e.to_string(),
-        }
+        encode_error(value, e)
     })
+}
+
+/// The error for a value that postcard could not encode. A `Serialize`
+/// impl's own error (`S::Error::custom("...")`) reaches postcard only as
+/// "Serde Serialization Error": postcard keeps no text. The value is then
+/// serialized once more, into nothing, by serde_json, which keeps the
+/// text; this happens only on the way to an error.
+fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> Error {
+    let reason = match e {
+        postcard::Error::SerdeSerCustom => match serde_json::to_writer(std::io::sink(), value) {
+            Err(json) if json.is_data() => json.to_string(),
+            _ => e.to_string(),
+        },
+        e => e.to_string(),
+    };
+    Error::Codec {
+        action: "encode",
+        reason,
+    }
+}
+
+/// Checks that `encoded`, the encoding of a `T`, reads back as a `T`.
+///
+/// Postcard is not self-describing: a type whose `Deserialize` must look
+/// at the data to know what comes (`#[serde(untagged)]`, `#[serde(flatten)]`,
+/// `serde_json::Value`) or whose `Serialize` leaves a field out
+/// (`skip_serializing_if`) encodes without complaint and then cannot be
+/// decoded. Found out by the receiver, that would lose a message that was
+/// already accepted; found out here, the sender gets the error and nothing
+/// is sent. Decoding costs about what encoding did.
+pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
+    match postcard::take_from_bytes::<T>(encoded) {
+        Ok((_, [])) => Ok(()),
+        Ok((_, rest)) => Err(unreadable(format_args!(
+            "{} bytes were left over after reading it back",
+            rest.len()
+        ))),
+        Err(e) => Err(unreadable(e)),
+    }
+}
+
+fn unreadable(why: impl std::fmt::Display) -> Error {
+    Error::Codec {
+        action: "encode",
+        reason: format!(
+            "the value serializes but cannot be read back ({why}): mpcore's format, \
+             postcard, is not self-describing, so #[serde(untagged)], #[serde(flatten)], \
+             skip_serializing_if and serde_json::Value cannot travel in it; \
+             encode such a value yourself (serde_json::to_vec, say) and send the bytes"
+        ),
+    }
 }
 
 /// Postcard's output, appended to a `Vec`. Postcard writes a number as a
@@ -275,6 +323,27 @@ pub(crate) fn send<T: Serialize + ?Sized>(tx: BorrowedFd<'_>, value: &T) -> Resu
     match postcard::to_slice(value, &mut small) {
         Ok(encoded) => send_bytes(tx, encoded),
         Err(_) => send_bytes(tx, &encode(value)?),
+    }
+}
+
+/// [`send`], after checking that the receiver can read the message back
+/// as a `D` ([`check_decodes`]); `D` is what `T` decodes as (`T` itself,
+/// or the owned form of a borrowed `T`).
+pub(crate) fn send_as<T: Serialize + ?Sized, D: DeserializeOwned>(
+    tx: BorrowedFd<'_>,
+    value: &T,
+) -> Result<()> {
+    let mut small = [0u8; 256];
+    match postcard::to_slice(value, &mut small) {
+        Ok(encoded) => {
+            check_decodes::<D>(encoded)?;
+            send_bytes(tx, encoded)
+        }
+        Err(_) => {
+            let encoded = encode(value)?;
+            check_decodes::<D>(&encoded)?;
+            send_bytes(tx, &encoded)
+        }
     }
 }
 

@@ -86,10 +86,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Codec`] when `item` cannot be serialized, [`Error::Os`] when
+    /// [`Error::Codec`] when `item` cannot be serialized, or when its
+    /// encoding would not read back as a `T` (a `#[serde(untagged)]` enum,
+    /// `skip_serializing_if`, `serde_json::Value`: postcard, mpcore's format,
+    /// is not self-describing); then nothing is sent. [`Error::Os`] when
     /// the send fails.
     pub fn put(&self, item: T) -> Result<()> {
-        channel::send(self.inner.tx.as_fd(), &item)
+        channel::send_as::<T, T>(self.inner.tx.as_fd(), &item)
     }
 
     /// Removes and returns the item at the front, waiting for one as long as
