@@ -94,6 +94,21 @@ pub enum Error {
     #[error("this thread already holds the lock, so waiting for it would wait for ever")]
     WouldDeadlock,
 
+    /// A fork was refused because another thread (or the caller itself,
+    /// through a pool's thread) held the standard output or error stream's
+    /// lock for longer than `waited`. A child forked then would inherit
+    /// that lock held, and hang at its first `println!`; waiting longer
+    /// could hang the caller, if the holder waits for this very fork.
+    #[error(
+        "could not fork: stdout or stderr stayed locked by another thread for {waited:?} \
+         (a child forked now would hang at its first print); release the lock \
+         (a `stdout().lock()` held across this call, say) and try again"
+    )]
+    StreamLocked {
+        /// How long the fork waited for the lock.
+        waited: Duration,
+    },
+
     /// [`Array::get`](crate::Array::get) or [`Array::set`](crate::Array::set)
     /// with an index past the end.
     #[error("index {index} is out of range for an array of length {len}")]

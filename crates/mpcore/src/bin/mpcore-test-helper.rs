@@ -15,6 +15,10 @@
 //! - `buffered`: with this one thread only, prints half a line, spawns a
 //!   child that prints without a newline, joins it, ends the line: the
 //!   output must hold each piece once, in order.
+//! - `stdout-held`: holds `stdout().lock()` while it makes a pool, spawns
+//!   from a second thread, and iterates `imap` on a pool that must replace
+//!   its workers; each must end (in an error), not hang. Then it lets go
+//!   and checks that all works again.
 
 use std::io::Write;
 use std::thread;
@@ -30,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
         Some("print-storm") => print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
         Some("buffered") => buffered(),
+        Some("stdout-held") => stdout_held(),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -120,4 +125,33 @@ fn print_storm(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     println!("joined {n}");
     std::io::stdout().flush()?;
     std::process::exit(0)
+}
+
+fn stdout_held() -> Result<(), Box<dyn std::error::Error>> {
+    let retiring = mpcore::pool::Builder::new()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()?;
+    let mut out = std::io::stdout().lock();
+    match mpcore::Pool::new(2) {
+        Err(e @ mpcore::Error::StreamLocked { .. }) => writeln!(out, "pool-new: {e}")?,
+        other => writeln!(out, "pool-new: unexpected {other:?}")?,
+    }
+    let from_thread = thread::spawn(|| match Process::spawn(|| 1u8) {
+        Err(e @ mpcore::Error::StreamLocked { .. }) => format!("{e}"),
+        other => format!("unexpected {:?}", other.map(|mut p| p.join())),
+    })
+    .join()
+    .map_err(|_| "the spawning thread panicked")?;
+    writeln!(out, "spawn-from-thread: {from_thread}")?;
+    let results: Vec<_> = retiring.imap(|x: u32| x * 2, 0..4)?.collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    writeln!(out, "imap: {} results, {ok} ok", results.len())?;
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        writeln!(out, "imap error: {e}")?;
+    }
+    drop(out);
+    let pool = mpcore::Pool::new(2)?;
+    println!("released: {:?}", pool.map(|x: u32| x + 1, 0..3)?);
+    Ok(())
 }
