@@ -72,15 +72,6 @@ pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
     .map_err(|e| Error::os("socketpair", e))
 }
 
-/// Asks for a send buffer of 4 MiB, so that a queue holds thousands of
-/// small messages before `put` waits for a reader, not a few hundred. The
-/// kernel caps the request at `net.core.wmem_max` (often 208 KiB, 4 MiB on
-/// some machines): the queue's capacity depends on the machine, and a
-/// refusal is harmless, so the result is ignored.
-pub(crate) fn grow_send_buffer(tx: BorrowedFd<'_>) {
-    let _ = nix::sys::socket::setsockopt(&tx, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
-}
-
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     encode_into(&mut buf, value)?;
@@ -178,7 +169,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Codec {
         action: "decode",
         reason: e.to_string(),
@@ -189,14 +180,6 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// is full.
 pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
     send_message(tx, &[payload], MsgFlags::empty(), INLINE_MAX).map(|_| ())
-}
-
-/// Sends the concatenation of `parts` (at most [`MAX_PARTS`]) as one
-/// message, as [`send_bytes`] would send it joined, without joining it
-/// first: a large message goes straight from the caller's buffers into the
-/// memfd.
-pub(crate) fn send_parts(tx: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
-    send_message(tx, parts, MsgFlags::empty(), INLINE_MAX).map(|_| ())
 }
 
 /// Like [`send_bytes`], but never waits: `Ok(false)` when the socket
@@ -393,53 +376,6 @@ impl Payload<'_> {
                 Ok(payload)
             }
         }
-    }
-}
-
-/// Takes one packet if one is waiting and reads it as a postcard byte
-/// string (a LEB128 length, then the bytes), copying the bytes once.
-pub(crate) fn try_recv_byte_string(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
-    try_recv_payload(rx, |payload| match payload {
-        Payload::Inline(bytes) => {
-            let (len, skip) = read_varint(bytes)?;
-            match bytes.get(skip..) {
-                Some(rest) if rest.len() as u64 == len => Ok(rest.to_vec()),
-                _ => Err(not_a_byte_string()),
-            }
-        }
-        Payload::Memfd(file, size) => {
-            let mut head = [0u8; 10];
-            let head_len = size.min(head.len());
-            file.read_exact_at(&mut head[..head_len], 0)
-                .map_err(|e| io_error("read", e))?;
-            let (len, skip) = read_varint(&head[..head_len])?;
-            if (size - skip) as u64 != len {
-                return Err(not_a_byte_string());
-            }
-            let mut bytes = vec![0; size - skip];
-            file.read_exact_at(&mut bytes, skip as u64)
-                .map_err(|e| io_error("read", e))?;
-            Ok(bytes)
-        }
-    })
-}
-
-/// A LEB128 number at the start of `bytes`, and how many bytes it took.
-fn read_varint(bytes: &[u8]) -> Result<(u64, usize)> {
-    let mut n = 0u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        n |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((n, i + 1));
-        }
-    }
-    Err(not_a_byte_string())
-}
-
-fn not_a_byte_string() -> Error {
-    Error::Codec {
-        action: "decode",
-        reason: "the message is not a byte string".to_owned(),
     }
 }
 

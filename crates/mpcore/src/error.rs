@@ -52,6 +52,24 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 
+    /// [`Queue::try_put`](crate::Queue::try_put) found the queue full
+    /// (Python's `queue.Full`): a [`Queue::bounded`](crate::Queue::bounded)
+    /// queue holds its most messages, or any queue holds 2 GiB of them.
+    #[error("the queue is full")]
+    Full,
+
+    /// A message larger than a [`Queue`](crate::Queue) takes.
+    #[error(
+        "a message of {len} bytes is larger than a queue takes ({max} bytes); \
+         send it in parts, or write it to a file and send the file's name"
+    )]
+    MessageTooLarge {
+        /// The message's size in bytes.
+        len: usize,
+        /// The most a queue takes.
+        max: usize,
+    },
+
     /// [`Queue::try_get`](crate::Queue::try_get) found nothing waiting.
     #[error("the queue is empty")]
     Empty,

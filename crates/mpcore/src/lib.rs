@@ -69,11 +69,13 @@
 mod channel;
 mod error;
 pub mod floor;
+mod futex;
 pub mod job;
 pub mod logging;
 pub mod pool;
 pub mod process;
 mod queue;
+mod ring;
 mod shared;
 mod shm;
 mod sync;

@@ -180,7 +180,7 @@ impl Builder {
 fn run_child<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> !
 where
     F: FnOnce() -> T,
-    T: Serialize,
+    T: Serialize + DeserializeOwned,
 {
     // Die with the parent, so that no child outlives it as an orphan. The
     // parent may have died before we asked: then we are already an orphan.
@@ -191,7 +191,7 @@ where
 
     let outcome = panic::catch_unwind(AssertUnwindSafe(f));
     let code = match outcome {
-        Ok(value) => match channel::send(tx, &Outcome::Returned(&value)) {
+        Ok(value) => match channel::send_as::<_, Outcome<T>>(tx, &Outcome::Returned(&value)) {
             Ok(()) => 0,
             Err(e) => {
                 let message = format!("could not send the result: {e}");

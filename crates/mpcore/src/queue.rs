@@ -2,15 +2,15 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel;
 use crate::error::{Error, Result};
+use crate::ring::{Ring, Wait};
 
 /// A first-in first-out queue that any number of processes and threads may
 /// `put` to and `get` from at once, Python's `multiprocessing.Queue`.
@@ -30,29 +30,38 @@ use crate::error::{Error, Result};
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 ///
-/// Unlike Python's, whose `put` hands the item to a feeder thread and
-/// returns at once, `put` here writes to the socket itself: it returns when
-/// the message is in the kernel's buffer, and waits while that buffer is
-/// full until some process `get`s. How many messages fit depends on the
-/// machine's `net.core.wmem_max`: about 280 small ones with the common
-/// 208 KiB, about 10,000 with 4 MiB. Messages over 32 KiB travel as a memfd
-/// and take only one small slot each, so a child can put a large result and
-/// exit before anyone reads it.
+/// # What it holds, and where
+///
+/// As in Python, `put` never waits for a reader: fill the queue first and
+/// start the consumers later, if you like. The messages wait in shared
+/// memory (a memfd that every holder of the queue maps), which takes
+/// memory only as messages wait and gives it back as they are read. `put`
+/// waits only when the queue holds 2 GiB of messages (at least 1 GiB of
+/// them unread data, however they are cut), or, for a
+/// [`bounded`](Self::bounded) queue, its most messages. A message may be
+/// up to 256 MiB.
+///
+/// Python's `put` hands the item to a feeder thread, and a child waits at
+/// exit until that thread has written everything into a pipe, which is why
+/// its docs warn against joining a child before draining the queue. Here
+/// `put` has written the message into the shared memory when it returns:
+/// a child may put and exit at once, and its messages stay in the queue
+/// for whoever reads them.
+///
+/// A process killed in the middle of a `put` leaves the whole message or
+/// none of it; one killed in the middle of a `get` takes at most the
+/// message it was taking. Either way the queue goes on working for
+/// everyone else (it is guarded by a robust lock, and every change takes
+/// effect with one store: see the docs of `ring.rs`).
 pub struct Queue<T> {
-    inner: Arc<Ends>,
+    ring: Arc<Ring>,
     _item: PhantomData<fn(T) -> T>,
-}
-
-/// Both ends of the socket pair: `put` writes to one, `get` reads the other.
-struct Ends {
-    tx: OwnedFd,
-    rx: OwnedFd,
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
-            inner: Arc::clone(&self.inner),
+            ring: Arc::clone(&self.ring),
             _item: PhantomData,
         }
     }
@@ -61,9 +70,8 @@ impl<T> Clone for Queue<T> {
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
-            .field("tx", &self.inner.tx)
-            .field("rx", &self.inner.rx)
-            .finish()
+            .field("qsize", &self.ring.count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,27 +80,98 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the socket pair cannot be made (too many open files).
+    /// [`Error::Os`] when its memory cannot be made or mapped (too many
+    /// open files, say).
     pub fn new() -> Result<Self> {
-        let (tx, rx) = channel::pair()?;
-        channel::grow_send_buffer(tx.as_fd());
+        Queue::with_ring(Ring::new(u64::MAX)?)
+    }
+
+    /// An empty queue that holds at most `maxsize` messages (Python's
+    /// `mp.Queue(maxsize)`): when it is full, `put` waits for a `get`.
+    ///
+    /// ```
+    /// use mpcore::{Error, Queue};
+    ///
+    /// let q = Queue::bounded(2)?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert!(matches!(q.try_put(3), Err(Error::Full)));
+    /// assert_eq!(q.get()?, 1);
+    /// q.try_put(3)?;
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for 0 (Python takes 0 for "no bound": use
+    /// [`new`](Self::new)), and as [`new`](Self::new).
+    pub fn bounded(maxsize: usize) -> Result<Self> {
+        if maxsize == 0 {
+            return Err(Error::InvalidArgument(
+                "a bounded queue holds at least one message; Queue::new() has no bound",
+            ));
+        }
+        Queue::with_ring(Ring::new(maxsize as u64)?)
+    }
+
+    fn with_ring(ring: Ring) -> Result<Self> {
         Ok(Queue {
-            inner: Arc::new(Ends { tx, rx }),
+            ring: Arc::new(ring),
             _item: PhantomData,
         })
     }
 
-    /// Adds `item` at the back (Python's `q.put(item)`).
+    /// Adds `item` at the back (Python's `q.put(item)`). Returns as soon
+    /// as the message is in the queue; waits only while the queue is full.
     ///
     /// # Errors
     ///
     /// [`Error::Codec`] when `item` cannot be serialized, or when its
     /// encoding would not read back as a `T` (a `#[serde(untagged)]` enum,
     /// `skip_serializing_if`, `serde_json::Value`: postcard, mpcore's format,
-    /// is not self-describing); then nothing is sent. [`Error::Os`] when
-    /// the send fails.
+    /// is not self-describing); then nothing is sent.
+    /// [`Error::MessageTooLarge`] over 256 MiB.
     pub fn put(&self, item: T) -> Result<()> {
-        channel::send_as::<T, T>(self.inner.tx.as_fd(), &item)
+        self.put_with(&item, Wait::Forever)
+    }
+
+    /// Like [`put`](Self::put), but when the queue stays full for
+    /// `timeout`, gives up with [`Error::Timeout`] (Python's
+    /// `q.put(item, timeout=...)`, which raises `queue.Full`). It looks
+    /// first, so a zero timeout puts into a queue that has room.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put), and [`Error::Timeout`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
+        self.put_with(&item, Wait::from_timeout(timeout))
+    }
+
+    /// Adds `item` if the queue has room, or returns [`Error::Full`] at
+    /// once (Python's `q.put_nowait(item)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put), and [`Error::Full`].
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: T) -> Result<()> {
+        self.put_with(&item, Wait::Never)
+    }
+
+    fn put_with(&self, item: &T, wait: Wait) -> Result<()> {
+        // A small message is encoded on the stack: no allocation, which
+        // in a freshly forked child would also copy the allocator's pages.
+        let mut small = [0u8; 256];
+        let large;
+        let encoded = match postcard::to_slice(item, &mut small) {
+            Ok(encoded) => &*encoded,
+            Err(_) => {
+                large = channel::encode(item)?;
+                &large[..]
+            }
+        };
+        channel::check_decodes::<T>(encoded)?;
+        self.ring.put(&[encoded], wait)
     }
 
     /// Removes and returns the item at the front, waiting for one as long as
@@ -101,68 +180,94 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// On an empty queue it looks again for up to 20 µs before it sleeps:
     /// a producer that is running is seldom further behind than that, and
     /// falling asleep and being woken costs more.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] if the message cannot be decoded as a `T` (its
+    /// `Deserialize` refused it).
     pub fn get(&self) -> Result<T> {
-        self.recv_until(None, Duration::MAX, channel::try_recv)
+        self.get_with(Wait::Forever)
     }
 
     /// Like [`get`](Self::get), but after `timeout` with nothing to take,
     /// returns [`Error::Timeout`] (Python's `q.get(timeout=...)`, which
-    /// raises `queue.Empty`). Never earlier, for any duration.
+    /// raises `queue.Empty`). Never earlier, for any duration; and it looks
+    /// first, so a zero timeout takes what is there.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`Error::Timeout`].
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.recv_until(channel::deadline_after(timeout), timeout, channel::try_recv)
+        self.get_with(Wait::from_timeout(timeout))
     }
 
     /// Takes an item if one is waiting, or returns [`Error::Empty`] at once
     /// (Python's `q.get_nowait()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`Error::Empty`].
+    #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
-        channel::try_recv(self.inner.rx.as_fd())?.ok_or(Error::Empty)
+        self.get_with(Wait::Never)
+    }
+
+    fn get_with(&self, wait: Wait) -> Result<T> {
+        let message = self.ring.get(wait, Message::copy)?;
+        channel::decode(message.bytes())
+    }
+
+    /// How many messages the queue holds now (Python's `q.qsize()`). Exact
+    /// at the instant it is read, which may be out of date by the time
+    /// you look at it, as in Python.
+    pub fn qsize(&self) -> usize {
+        self.ring.count() as usize
+    }
+
+    /// Whether the queue holds nothing now (Python's `q.empty()`); as
+    /// [`qsize`](Self::qsize), true only at that instant.
+    pub fn empty(&self) -> bool {
+        self.ring.count() == 0
+    }
+
+    /// Whether a [`bounded`](Self::bounded) queue holds its most messages
+    /// now (Python's `q.full()`).
+    pub fn full(&self) -> bool {
+        self.ring.count() >= self.ring.max_count()
+    }
+
+    /// The bytes of memory that the queue's waiting messages take now:
+    /// it grows as messages wait and shrinks as they are read, down to a
+    /// few MiB kept for the next ones.
+    pub fn memory_used(&self) -> Result<u64> {
+        self.ring.resident_bytes()
     }
 }
 
-/// How long `get` keeps looking at an empty queue before it sleeps, and
-/// how many spin-loop pauses it makes between looks.
-const SPIN: Duration = Duration::from_micros(20);
-const SPIN_PAUSES: u32 = 64;
+/// A message copied out of the ring: on the stack when it is small.
+// The small case is large on purpose: it lives on the stack for one `get`,
+// and boxing it would be the very allocation it is there to save.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Small([u8; 256], usize),
+    Large(Vec<u8>),
+}
 
-impl<T> Queue<T> {
-    /// Takes one message with `try_recv`, waiting for one until `deadline`
-    /// (`None`: for ever), then [`Error::Timeout`] with `timeout`.
-    fn recv_until<R>(
-        &self,
-        deadline: Option<Instant>,
-        timeout: Duration,
-        try_recv: impl Fn(BorrowedFd<'_>) -> Result<Option<R>>,
-    ) -> Result<R> {
-        let rx = self.inner.rx.as_fd();
-        if let Some(item) = try_recv(rx)? {
-            return Ok(item);
+impl Message {
+    fn copy(bytes: &[u8]) -> Message {
+        if bytes.len() <= 256 {
+            let mut small = [0u8; 256];
+            small[..bytes.len()].copy_from_slice(bytes);
+            Message::Small(small, bytes.len())
+        } else {
+            Message::Large(bytes.to_vec())
         }
-        // A producer that is running sends its next item within a few
-        // microseconds, and going to sleep and being woken costs more than
-        // that (on a virtual machine, far more): look again for a little
-        // while first.
-        let spin_until = Instant::now() + SPIN;
-        let spin_until = deadline.map_or(spin_until, |d| d.min(spin_until));
-        while Instant::now() < spin_until {
-            for _ in 0..SPIN_PAUSES {
-                std::hint::spin_loop();
-            }
-            if let Some(item) = try_recv(rx)? {
-                return Ok(item);
-            }
-        }
-        loop {
-            // Another reader may take the packet between the poll and the
-            // recv; then we simply wait again.
-            if let Some(item) = try_recv(rx)? {
-                return Ok(item);
-            }
-            if channel::wait_readable([rx], deadline)? == [false] {
-                return match try_recv(rx)? {
-                    Some(item) => Ok(item),
-                    None => Err(Error::Timeout(timeout)),
-                };
-            }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Message::Small(bytes, len) => &bytes[..*len],
+            Message::Large(bytes) => bytes,
         }
     }
 }
@@ -185,23 +290,52 @@ impl Queue<Vec<u8>> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the send fails.
+    /// [`Error::MessageTooLarge`] over 256 MiB.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         let mut prefix = [0u8; 10];
         let prefix = varint(bytes.len() as u64, &mut prefix);
-        channel::send_parts(self.inner.tx.as_fd(), &[prefix, bytes])
+        self.ring.put(&[prefix, bytes], Wait::Forever)
     }
 
     /// Like [`get`](Self::get), but reads the bytes as bytes (one copy out
-    /// of the kernel, no serde call per byte). Takes messages put by
+    /// of the shared memory, no serde call per byte). Takes messages put by
     /// [`put_bytes`](Self::put_bytes) or by `put`.
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get), and [`Error::Codec`] for a message that is
-    /// not a byte string.
+    /// [`Error::Codec`] for a message that is not a byte string.
     pub fn get_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_until(None, Duration::MAX, channel::try_recv_byte_string)
+        self.ring.get(Wait::Forever, |message| {
+            byte_string(message).map(<[u8]>::to_vec)
+        })?
+    }
+}
+
+/// The bytes of a postcard byte string: a LEB128 length, then the bytes.
+fn byte_string(message: &[u8]) -> Result<&[u8]> {
+    let (len, skip) = read_varint(message)?;
+    match message.get(skip..) {
+        Some(rest) if rest.len() as u64 == len => Ok(rest),
+        _ => Err(not_a_byte_string()),
+    }
+}
+
+/// A LEB128 number at the start of `bytes`, and how many bytes it took.
+fn read_varint(bytes: &[u8]) -> Result<(u64, usize)> {
+    let mut n = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((n, i + 1));
+        }
+    }
+    Err(not_a_byte_string())
+}
+
+fn not_a_byte_string() -> Error {
+    Error::Codec {
+        action: "decode",
+        reason: "the message is not a byte string".to_owned(),
     }
 }
 

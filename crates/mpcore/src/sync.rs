@@ -102,7 +102,7 @@ impl Deadline {
             .map(|sec| Deadline { sec, nsec }))
     }
 
-    fn has_passed(self) -> Result<bool> {
+    pub(crate) fn has_passed(self) -> Result<bool> {
         Ok(Deadline::now()? >= self)
     }
 
@@ -119,7 +119,7 @@ impl Deadline {
         }
     }
 
-    fn timespec(self) -> libc::timespec {
+    pub(crate) fn timespec(self) -> libc::timespec {
         libc::timespec {
             tv_sec: self.sec,
             tv_nsec: self.nsec,
@@ -181,12 +181,38 @@ impl RawMutex {
     /// step (`*v.lock()? += 1`) is usually free again within a microsecond,
     /// far sooner than a sleep in the kernel and a wake-up would take.
     pub(crate) fn lock(self) -> Result<()> {
+        let (call, rc) = self.acquire();
+        self.locked(call, rc)
+    }
+
+    /// Locks, waiting as long as it takes; when the last holder died
+    /// holding it, runs `repair` (holding the lock) to put right what it
+    /// may have left half-done, and goes on holding it. For data whose
+    /// every change is committed by one store, so that `repair` can always
+    /// rebuild the rest from it (the [`Queue`](crate::Queue)'s ring).
+    pub(crate) fn lock_repairing(self, repair: impl FnOnce()) -> Result<()> {
+        match self.acquire() {
+            (_, 0) => Ok(()),
+            (_, libc::EOWNERDEAD) => {
+                repair();
+                // SAFETY: as in `acquire`; we hold the mutex, which is what
+                // `pthread_mutex_consistent` asks for.
+                let rc = unsafe { libc::pthread_mutex_consistent(self.0) };
+                check("pthread_mutex_consistent", rc)
+            }
+            (call, rc) => self.locked(call, rc),
+        }
+    }
+
+    /// `pthread_mutex_lock`, after a few tries without sleeping: the name
+    /// of the call that answered, and its answer.
+    fn acquire(self) -> (&'static str, libc::c_int) {
         for _ in 0..SPIN_TRIES {
             // SAFETY: as below.
             let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
             if rc != libc::EBUSY {
                 // Taken (0), or a dead owner's lock is ours to repair.
-                return self.locked("pthread_mutex_trylock", rc);
+                return ("pthread_mutex_trylock", rc);
             }
             for _ in 0..SPIN_PAUSES {
                 std::hint::spin_loop();
@@ -195,7 +221,7 @@ impl RawMutex {
         // SAFETY: `self.0` is an initialised mutex in live shared memory
         // (the invariant of `RawMutex`).
         let rc = unsafe { libc::pthread_mutex_lock(self.0) };
-        self.locked("pthread_mutex_lock", rc)
+        ("pthread_mutex_lock", rc)
     }
 
     /// Locks if nobody holds the mutex; `Ok(false)` if somebody (this

@@ -1,0 +1,290 @@
+//! What a Queue holds, as Python's does: a million messages with no reader,
+//! children that put and exit before anyone reads, a bound when asked for
+//! one, memory given back as it is read, and no torn or doubled message
+//! when producers and consumers are killed at random moments.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use mpcore::{Error, Process, Queue, Signal};
+use serde::{Deserialize, Serialize};
+use testkit::within;
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// The memory a drained queue may keep: its warm first 8 MiB, the page of
+/// its lock and counters, and the page where the last message ended.
+const KEPT: u64 = (8 << 20) + 2 * 4096;
+
+#[test]
+fn a_million_puts_with_no_reader_then_a_million_gets() {
+    within(LIMIT, || {
+        const N: u64 = 1_000_000;
+        let q: Queue<u64> = Queue::new().unwrap();
+        for i in 0..N {
+            // try_put: with no reader, not one of them may need to wait.
+            q.try_put(i).unwrap();
+        }
+        assert_eq!(q.qsize(), N as usize);
+        let held = q.memory_used().unwrap();
+        assert!(held >= N * 8, "{held} bytes for {N} messages");
+        for i in 0..N {
+            assert_eq!(q.try_get().unwrap(), i);
+        }
+        assert!(q.empty());
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+        let kept = q.memory_used().unwrap();
+        assert!(kept <= KEPT, "{kept} bytes kept after draining");
+    });
+}
+
+#[test]
+fn a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read() {
+    within(LIMIT, || {
+        const BLOCK: usize = 16 << 20;
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        for i in 0..64u8 {
+            q.put_bytes(&vec![i; BLOCK]).unwrap();
+        }
+        let held = q.memory_used().unwrap();
+        assert!(held >= 1 << 30, "{held} bytes while holding 1 GiB");
+        for i in 0..32u8 {
+            let block = q.get_bytes().unwrap();
+            assert!(block.len() == BLOCK && block.iter().all(|&b| b == i));
+        }
+        let half = q.memory_used().unwrap();
+        assert!(
+            half <= (512 << 20) + 2 * (16 << 20) + KEPT,
+            "{half} bytes with half of it read"
+        );
+        for i in 32..64u8 {
+            assert_eq!(q.get_bytes().unwrap()[0], i);
+        }
+        let kept = q.memory_used().unwrap();
+        assert!(kept <= KEPT, "{kept} bytes kept after draining");
+    });
+}
+
+#[test]
+fn children_put_and_exit_before_anyone_reads() {
+    within(LIMIT, || {
+        const CHILDREN: u32 = 4;
+        const EACH: u32 = 50_000;
+        let q: Queue<(u32, u32)> = Queue::new().unwrap();
+        for child in 0..CHILDREN {
+            let q = q.clone();
+            let mut p = Process::spawn(move || {
+                for i in 0..EACH {
+                    q.put((child, i)).unwrap();
+                }
+            })
+            .unwrap();
+            // Joined before a single get: Python's "join before you drain"
+            // deadlock cannot happen here.
+            p.join().unwrap();
+        }
+        assert_eq!(q.qsize(), (CHILDREN * EACH) as usize);
+        let mut next = [0u32; CHILDREN as usize];
+        for _ in 0..CHILDREN * EACH {
+            let (child, i) = q.try_get().unwrap();
+            assert_eq!(i, next[child as usize], "each child's messages in order");
+            next[child as usize] += 1;
+        }
+        assert!(q.empty());
+    });
+}
+
+#[test]
+fn a_bounded_queue_waits_when_full() {
+    within(LIMIT, || {
+        let q: Queue<u32> = Queue::bounded(3).unwrap();
+        for i in 0..3 {
+            q.put(i).unwrap();
+        }
+        assert!(q.full());
+        assert!(matches!(q.try_put(9), Err(Error::Full)));
+        let waited = std::time::Instant::now();
+        assert!(matches!(
+            q.put_timeout(9, Duration::from_millis(100)),
+            Err(Error::Timeout(d)) if d == Duration::from_millis(100)
+        ));
+        assert!(waited.elapsed() >= Duration::from_millis(100));
+        // A put that waits is let in by a get in another process.
+        let consumer = q.clone();
+        let mut p = Process::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            consumer.get().unwrap()
+        })
+        .unwrap();
+        q.put(3).unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+        assert_eq!(
+            (0..3).map(|_| q.try_get().unwrap()).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(matches!(
+            Queue::<u32>::bounded(0),
+            Err(Error::InvalidArgument(_))
+        ));
+    });
+}
+
+#[test]
+fn a_zero_timeout_takes_or_puts_what_is_there() {
+    let q: Queue<u32> = Queue::bounded(1).unwrap();
+    q.put_timeout(1, Duration::ZERO).unwrap();
+    assert!(matches!(
+        q.put_timeout(2, Duration::ZERO),
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 1);
+    assert!(matches!(
+        q.get_timeout(Duration::ZERO),
+        Err(Error::Timeout(_))
+    ));
+}
+
+#[test]
+fn a_message_over_256_mib_is_refused_with_its_size() {
+    let q: Queue<Vec<u8>> = Queue::new().unwrap();
+    let big = vec![0u8; (256 << 20) + 1];
+    match q.put_bytes(&big) {
+        Err(Error::MessageTooLarge { len, max }) => {
+            // The message is the bytes and their length, as put encodes it.
+            assert_eq!(max, 256 << 20);
+            assert!(len > big.len(), "{len}");
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert!(q.empty());
+}
+
+/// A message whose body is derived from its header, so that a torn one
+/// cannot pass for whole.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checked {
+    producer: u32,
+    seq: u32,
+    body: Vec<u32>,
+}
+
+impl Checked {
+    fn new(producer: u32, seq: u32) -> Checked {
+        let len = (seq % 64) as usize;
+        Checked {
+            producer,
+            seq,
+            body: (0..len as u32).map(|i| producer ^ seq ^ i).collect(),
+        }
+    }
+
+    fn is_whole(&self) -> bool {
+        self.body.len() == (self.seq % 64) as usize
+            && self
+                .body
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == self.producer ^ self.seq ^ i as u32)
+    }
+}
+
+#[test]
+fn producers_and_consumers_killed_at_random_lose_at_most_what_they_held() {
+    within(LIMIT, || {
+        const PRODUCERS: u32 = 4;
+        const CONSUMERS: u32 = 3;
+        const EACH: u32 = 50_000;
+        let work: Queue<Checked> = Queue::new().unwrap();
+        // Each consumer hands on at once what it took, so that a killed
+        // consumer loses at most the message it was holding.
+        let taken: Queue<(u32, u32, bool)> = Queue::new().unwrap();
+
+        let producers: Vec<Process<()>> = (0..PRODUCERS)
+            .map(|producer| {
+                let work = work.clone();
+                Process::spawn(move || {
+                    for seq in 0..EACH {
+                        work.put(Checked::new(producer, seq)).unwrap();
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        let consumers: Vec<Process<()>> = (0..CONSUMERS)
+            .map(|_| {
+                let (work, taken) = (work.clone(), taken.clone());
+                Process::spawn(move || {
+                    while let Ok(m) = work.get() {
+                        if m.producer == u32::MAX {
+                            return;
+                        }
+                        taken.put((m.producer, m.seq, m.is_whole())).unwrap();
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+
+        // Kill one producer and one consumer at moments that differ from
+        // run to run, while everyone is busy.
+        let pause = |n: u64| std::thread::sleep(Duration::from_micros(n));
+        let seed = std::process::id() as u64;
+        let mut producers = producers;
+        let mut consumers = consumers;
+        pause(1_000 + seed % 3_000);
+        producers[0].kill().unwrap();
+        pause(1_000 + seed % 3_000);
+        consumers[0].kill().unwrap();
+        assert_eq!(
+            producers[0].join().unwrap_err().signal(),
+            Some(Signal::SIGKILL)
+        );
+        assert_eq!(
+            consumers[0].join().unwrap_err().signal(),
+            Some(Signal::SIGKILL)
+        );
+        for p in &mut producers[1..] {
+            p.join().unwrap();
+        }
+        for _ in 1..CONSUMERS {
+            work.put(Checked {
+                producer: u32::MAX,
+                seq: 0,
+                body: Vec::new(),
+            })
+            .unwrap();
+        }
+        for c in &mut consumers[1..] {
+            c.join().unwrap();
+        }
+
+        let mut seen: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+        while let Ok((producer, seq, whole)) = taken.try_get() {
+            assert!(whole, "message {seq} of producer {producer} was torn");
+            assert!(
+                seen.entry(producer).or_default().insert(seq),
+                "message {seq} of producer {producer} arrived twice"
+            );
+        }
+        // What is still in the work queue was never taken: count it too.
+        while let Ok(m) = work.try_get() {
+            assert!(m.is_whole());
+            assert!(seen.entry(m.producer).or_default().insert(m.seq));
+        }
+        // The survivors' messages all arrived, but for at most the one the
+        // killed consumer held; the killed producer's are a prefix of its
+        // sequence (whole messages only), less at most that one too.
+        let mut missing = 0;
+        for producer in 1..PRODUCERS {
+            missing += EACH as usize - seen.get(&producer).map_or(0, BTreeSet::len);
+        }
+        let killed = seen.get(&0).cloned().unwrap_or_default();
+        if let Some(&last) = killed.iter().next_back() {
+            missing += last as usize + 1 - killed.len();
+        }
+        assert!(missing <= 1, "{missing} messages lost, at most 1 allowed");
+
+        // And the queue goes on working for everyone else.
+        work.put(Checked::new(7, 7)).unwrap();
+        assert!(work.get_timeout(Duration::from_secs(5)).unwrap().is_whole());
+    });
+}
