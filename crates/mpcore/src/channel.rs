@@ -480,23 +480,19 @@ fn poll_readable<'fd>(fds: &[BorrowedFd<'fd>]) -> Vec<PollFd<'fd>> {
 }
 
 /// `ppoll` until something is ready or the deadline passes; on return each
-/// entry's `revents` says which (none, after a timeout). Only the clock
-/// decides a timeout, so an early wake-up never ends the wait.
+/// entry's `revents` says which (none, after a timeout). Every wait looks
+/// at least once, even when the deadline has already passed, so that a
+/// zero timeout reports what is already there (Python's `p.join(0)` in a
+/// polling loop). Only the clock decides a timeout, so an early wake-up
+/// never ends the wait.
 fn poll_until(polls: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<()> {
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    // No ppoll has reported anything: every revents is empty.
-                    return Ok(());
-                }
-                Some(TimeSpec::from_duration(d - now))
-            }
-        };
+        let timeout =
+            deadline.map(|d| TimeSpec::from_duration(d.saturating_duration_since(Instant::now())));
         match ppoll(polls, timeout, None) {
-            Ok(0) => continue, // re-check the clock: only it decides a timeout
+            // Nothing ready: every revents is empty. Re-check the clock.
+            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(()),
+            Ok(0) => continue,
             Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::os("ppoll", e)),

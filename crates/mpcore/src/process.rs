@@ -331,6 +331,9 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
 
     /// Like [`join`](Self::join), but gives up after `timeout` with
     /// [`Error::Timeout`]; the child keeps running and may be joined again.
+    /// Every timeout, zero included, first looks at what is already there:
+    /// `join_timeout(Duration::ZERO)` on a child that has finished returns
+    /// its value, as Python's `p.join(0)` in a polling loop expects.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<T> {
         match channel::deadline_after(timeout) {
             Some(deadline) => self.wait(Some(deadline)).map_err(|e| match e {

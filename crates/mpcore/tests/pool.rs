@@ -269,6 +269,25 @@ fn apply_async_get_get_timeout_and_ready() {
 }
 
 #[test]
+fn get_timeout_zero_returns_a_result_that_is_already_there() {
+    within(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let mut quick = pool.apply_async(square, 6).unwrap();
+        // A later task on the only worker ends after this one has.
+        pool.apply_async(square, 7).unwrap().get().unwrap();
+        assert_eq!(quick.get_timeout(Duration::ZERO).unwrap(), 36);
+
+        let gate = marker("zero-gate");
+        let mut slow = pool.apply_async(wait_for_file, gate.clone()).unwrap();
+        let err = slow.get_timeout(Duration::ZERO).unwrap_err();
+        assert_eq!(err.to_string(), "timed out after 0ns");
+        touch(&gate);
+        assert_eq!(slow.get_timeout(Duration::from_secs(60)).unwrap(), gate);
+        std::fs::remove_file(gate).unwrap();
+    });
+}
+
+#[test]
 fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
     within(LIMIT, || {
         let pool = Pool::new(2).unwrap();

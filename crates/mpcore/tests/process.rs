@@ -221,6 +221,32 @@ fn join_timeout_times_out_then_join_still_works() {
     });
 }
 
+/// Waits until `pid` is a zombie: it has exited and is not reaped yet.
+fn wait_until_exited(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proc_state(pid) != Some('Z') {
+        assert!(Instant::now() < deadline, "child {pid} never exited");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn join_timeout_zero_returns_a_result_that_is_already_there() {
+    within(LIMIT, || {
+        // Python's polling loop `while p.exitcode is None: p.join(0)`: a
+        // zero timeout must look at the child before it gives up.
+        let mut p = Process::spawn(|| 42u32).unwrap();
+        wait_until_exited(p.pid());
+        assert_eq!(p.join_timeout(Duration::ZERO).unwrap(), 42);
+        assert_eq!(p.exitcode(), Some(0));
+
+        let mut running = Process::spawn(|| std::thread::sleep(Duration::from_secs(300))).unwrap();
+        let err = running.join_timeout(Duration::ZERO).unwrap_err();
+        assert_eq!(err.to_string(), "timed out after 0ns");
+        running.kill().unwrap();
+    });
+}
+
 #[test]
 fn a_second_join_is_an_error_not_a_hang() {
     within(LIMIT, || {
