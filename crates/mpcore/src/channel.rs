@@ -13,6 +13,7 @@
 //! waiting for that exit. A memfd has no name, so it cannot leak into
 //! `/dev/shm`; the kernel frees it when the last descriptor closes.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Write};
@@ -272,9 +273,18 @@ fn sent(
 /// allocator's pages (copy-on-write).
 pub(crate) fn send<T: Serialize + ?Sized>(tx: BorrowedFd<'_>, value: &T) -> Result<()> {
     let mut small = [0u8; 256];
-    match postcard::to_slice(value, &mut small) {
-        Ok(encoded) => send_bytes(tx, encoded),
-        Err(_) => send_bytes(tx, &encode(value)?),
+    send_bytes(tx, &encode_in(value, &mut small)?)
+}
+
+/// Encodes `value` into `buf` if it fits there, or else into a new `Vec`:
+/// a small message costs no allocation.
+pub(crate) fn encode_in<'buf, T: Serialize + ?Sized>(
+    value: &T,
+    buf: &'buf mut [u8],
+) -> Result<Cow<'buf, [u8]>> {
+    match postcard::to_slice(value, buf) {
+        Ok(encoded) => Ok(Cow::Borrowed(encoded)),
+        Err(_) => encode(value).map(Cow::Owned),
     }
 }
 
