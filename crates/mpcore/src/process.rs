@@ -219,10 +219,7 @@ where
     }
 
     let mut small = [0u8; 256];
-    let encoded = match panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(value) => encode_result(value, &mut small),
-        Err(payload) => Err(message_of(payload)),
-    };
+    let encoded = catch(f).and_then(|value| encode_result(value, &mut small));
     let failure = match encoded {
         Ok(bytes) => match channel::send_bytes(tx, &bytes) {
             Ok(()) => return 0,
@@ -239,36 +236,32 @@ where
 /// the message for the parent when either step fails or panics.
 fn encode_result<T: Serialize>(value: T, buf: &mut [u8]) -> Result<Cow<'_, [u8]>, String> {
     let returned = Outcome::Returned(&value);
-    let encoded = panic::catch_unwind(AssertUnwindSafe(move || {
+    let encoded = catch(move || {
         let buf = buf; // moved in, so that the bytes may borrow it
         channel::encode_in(&returned, buf)
-    }));
-    let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+    });
+    let dropped = catch(move || drop(value));
     match (encoded, dropped) {
-        (Err(payload), dropped) => {
-            if let Err(second) = dropped {
-                mem::forget(second);
-            }
-            Err(format!(
-                "the result panicked while it was being serialized: {}",
-                message_of(payload)
-            ))
-        }
+        (Err(message), _) => Err(format!(
+            "the result panicked while it was being serialized: {message}"
+        )),
         (Ok(Err(e)), _) => Err(format!("could not send the result: {e}")),
-        (Ok(Ok(_)), Err(payload)) => Err(format!(
-            "the result's destructor panicked after it was serialized: {}",
-            message_of(payload)
+        (Ok(Ok(_)), Err(message)) => Err(format!(
+            "the result's destructor panicked after it was serialized: {message}"
         )),
         (Ok(Ok(bytes)), Ok(())) => Ok(bytes),
     }
 }
 
-/// The message of a caught panic. The payload is forgotten, not dropped:
-/// its destructor could panic in turn, and nothing would catch that.
-fn message_of(payload: Box<dyn Any + Send>) -> String {
-    let message = panic_message(&*payload);
-    mem::forget(payload);
-    message
+/// Runs `f`, catching a panic as its message. The payload is forgotten,
+/// not dropped: its destructor could panic in turn, and nothing would
+/// catch that. For the child's side of things, where nothing may unwind.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = panic_message(&*payload);
+        mem::forget(payload);
+        message
+    })
 }
 
 /// Whether this process has only one thread, the caller. glibc (2.32 and

@@ -24,6 +24,8 @@
 //! - `sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, so that the kernel
 //!   reaps children itself, checks what `join`, `is_alive`, `exitcode` and
 //!   `kill` say, and prints each answer.
+//! - `pool-panic`: a pool of one worker runs a task that panics; prints the
+//!   panic message `join` returned (the worker prints its own on stderr).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("buffered") => buffered(),
         Some("unwind") => unwind_after_fork(args.get(1).map(String::as_str)),
         Some("sigchld-ignored") => sigchld_ignored(),
+        Some("pool-panic") => pool_panic(),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -228,5 +231,15 @@ fn sigchld_ignored() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut silent = Process::spawn(|| -> u8 { std::process::exit(0) })?;
     println!("join: {:?}", silent.join());
+    Ok(())
+}
+
+fn pool_panic() -> Result<(), Box<dyn std::error::Error>> {
+    fn fails(x: u32) -> u32 {
+        panic!("task {x} failed on purpose")
+    }
+    let pool = mpcore::Pool::new(1)?;
+    let err = pool.apply(fails, 4).err().ok_or("the task did not fail")?;
+    println!("{}", err.panic_message().ok_or("not a panic")?);
     Ok(())
 }
