@@ -610,19 +610,22 @@ impl<T> Process<T> {
         if self.has_ended() {
             return Ok(());
         }
-        let sent = match &self.pidfd {
+        let (call, sent) = match &self.pidfd {
             // A pidfd names this very process, never a later one with the
             // same pid: if the child is gone, the kernel says ESRCH.
-            Some(pidfd) => pidfd_send_signal(pidfd.as_fd(), signal),
+            Some(pidfd) => (
+                "pidfd_send_signal",
+                pidfd_send_signal(pidfd.as_fd(), signal),
+            ),
             // Without one, the pid is still our child's (a zombie at worst)
             // until it is reaped, by us or, if `SIGCHLD` is ignored, by the
             // kernel: look first (without reaping) whether it still is.
             None if !self.still_ours() => return Ok(()),
-            None => kill(self.pid, signal),
+            None => ("kill", kill(self.pid, signal)),
         };
         match sent {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::os("kill", e)),
+            Err(e) => Err(Error::os(call, e)),
         }
     }
 
