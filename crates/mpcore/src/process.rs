@@ -715,12 +715,15 @@ impl<T> Process<T> {
                 // No pidfd: nothing wakes us on exit, so look every few ms.
                 let slice = Instant::now() + Duration::from_millis(5);
                 let until = deadline.map_or(slice, |d| d.min(slice));
-                if watch_socket {
-                    channel::wait_readable([self.results.as_fd()], Some(until))?;
+                let news = if watch_socket {
+                    channel::wait_readable([self.results.as_fd()], Some(until))? == [true]
                 } else {
                     std::thread::sleep(until.saturating_duration_since(Instant::now()));
-                }
-                deadline.is_some_and(|d| Instant::now() >= d)
+                    false
+                };
+                // News that came as the time ran out is still news: a
+                // zero timeout must report a result that is there.
+                !news && deadline.is_some_and(|d| Instant::now() >= d)
             }
         };
         if timed_out {
