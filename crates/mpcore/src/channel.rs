@@ -13,6 +13,7 @@
 //! waiting for that exit. A memfd has no name, so it cannot leak into
 //! `/dev/shm`; the kernel frees it when the last descriptor closes.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Write};
@@ -303,30 +304,18 @@ fn sent(
 /// allocator's pages (copy-on-write).
 pub(crate) fn send<T: Serialize + ?Sized>(tx: BorrowedFd<'_>, value: &T) -> Result<()> {
     let mut small = [0u8; 256];
-    match postcard::to_slice(value, &mut small) {
-        Ok(encoded) => send_bytes(tx, encoded),
-        Err(_) => send_bytes(tx, &encode(value)?),
-    }
+    send_bytes(tx, &encode_in(value, &mut small)?)
 }
 
-/// [`send`], after checking that the receiver can read the message back
-/// as a `D` ([`check_decodes`]); `D` is what `T` decodes as (`T` itself,
-/// or the owned form of a borrowed `T`).
-pub(crate) fn send_as<T: Serialize + ?Sized, D: DeserializeOwned>(
-    tx: BorrowedFd<'_>,
+/// Encodes `value` into `buf` if it fits there, or else into a new `Vec`:
+/// a small message costs no allocation.
+pub(crate) fn encode_in<'buf, T: Serialize + ?Sized>(
     value: &T,
-) -> Result<()> {
-    let mut small = [0u8; 256];
-    match postcard::to_slice(value, &mut small) {
-        Ok(encoded) => {
-            check_decodes::<D>(encoded)?;
-            send_bytes(tx, encoded)
-        }
-        Err(_) => {
-            let encoded = encode(value)?;
-            check_decodes::<D>(&encoded)?;
-            send_bytes(tx, &encoded)
-        }
+    buf: &'buf mut [u8],
+) -> Result<Cow<'buf, [u8]>> {
+    match postcard::to_slice(value, buf) {
+        Ok(encoded) => Ok(Cow::Borrowed(encoded)),
+        Err(_) => encode(value).map(Cow::Owned),
     }
 }
 
@@ -485,23 +474,19 @@ fn poll_readable<'fd>(fds: &[BorrowedFd<'fd>]) -> Vec<PollFd<'fd>> {
 }
 
 /// `ppoll` until something is ready or the deadline passes; on return each
-/// entry's `revents` says which (none, after a timeout). Only the clock
-/// decides a timeout, so an early wake-up never ends the wait.
+/// entry's `revents` says which (none, after a timeout). Every wait looks
+/// at least once, even when the deadline has already passed, so that a
+/// zero timeout reports what is already there (Python's `p.join(0)` in a
+/// polling loop). Only the clock decides a timeout, so an early wake-up
+/// never ends the wait.
 fn poll_until(polls: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<()> {
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    // No ppoll has reported anything: every revents is empty.
-                    return Ok(());
-                }
-                Some(TimeSpec::from_duration(d - now))
-            }
-        };
+        let timeout =
+            deadline.map(|d| TimeSpec::from_duration(d.saturating_duration_since(Instant::now())));
         match ppoll(polls, timeout, None) {
-            Ok(0) => continue, // re-check the clock: only it decides a timeout
+            // Nothing ready: every revents is empty. Re-check the clock.
+            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(()),
+            Ok(0) => continue,
             Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::os("ppoll", e)),

@@ -30,13 +30,44 @@ pub enum Error {
     },
 
     /// The child exited (e.g. through `std::process::exit`) without sending a
-    /// result.
+    /// result. Code 0 is an error only when there was a value to send: for
+    /// a `Process<()>`, `exit(0)` is success, as in Python.
     #[error("child process {pid} exited with code {code} without sending a result")]
     Exited {
         /// The child's process id.
         pid: i32,
         /// Its exit code.
         code: i32,
+    },
+
+    /// The child ended without sending a result, and something else reaped
+    /// it, so how it ended is unknown: with `SIGCHLD` set to `SIG_IGN` the
+    /// kernel reaps children itself, and a `waitpid(-1)` elsewhere takes
+    /// any child. A result the child did send is still returned.
+    #[error(
+        "child process {pid} ended without sending a result, and something else reaped it \
+         (is SIGCHLD ignored?), so how it ended is unknown"
+    )]
+    ReapedElsewhere {
+        /// The child's process id.
+        pid: i32,
+    },
+
+    /// A [`Process`](crate::Process) handle was used in a process that did
+    /// not start the child: a forked child holding a copy of its parent's
+    /// handle. Only the starter may signal or wait for the child (the
+    /// copy's `Drop` does nothing).
+    #[error(
+        "child process {pid} was started by process {owner}; this copy of its handle is in \
+         another process (a fork), which cannot {action} it: do that in process {owner}"
+    )]
+    NotOwner {
+        /// The child's process id.
+        pid: i32,
+        /// The process that started it.
+        owner: i32,
+        /// What was asked: `"join"`, `"kill"` or `"terminate"`.
+        action: &'static str,
     },
 
     /// A system call failed.

@@ -1,10 +1,12 @@
 //! `Process`: Python's `multiprocessing.Process`, on `fork`.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -158,12 +160,14 @@ impl Builder {
                 let pidfd = pidfd_open(child);
                 Ok(Process {
                     pid: child,
+                    owner: parent,
                     name,
                     number,
                     daemon: self.daemon,
                     results: rx,
                     pidfd,
                     status: None,
+                    reaped_elsewhere: false,
                     outcome: None,
                     hung_up: false,
                     joined: false,
@@ -175,9 +179,37 @@ impl Builder {
 }
 
 /// The child's side of `spawn`: run, send, flush, `_exit`. It never
-/// returns: unwinding into the parent's stack (a test harness, say) or
-/// running the parent's destructors in the child would be a bug.
+/// returns and never unwinds: below this frame is the parent's stack (a
+/// test harness, its `main`), and a child that went on there would run the
+/// parent's code and drop the parent's handles (killing a daemon sibling).
+/// So everything the child does runs under `catch_unwind`, and the one
+/// thing a catch cannot make safe, a panic payload whose own destructor
+/// panics, is forgotten instead of dropped: the process ends a moment
+/// later anyway.
 fn run_child<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> !
+where
+    F: FnOnce() -> T,
+    T: Serialize + DeserializeOwned,
+{
+    let code = match panic::catch_unwind(AssertUnwindSafe(|| child_main(f, tx, parent))) {
+        Ok(code) => code,
+        Err(payload) => {
+            mem::forget(payload);
+            UNCAUGHT_PANIC_CODE
+        }
+    };
+    exit_now(code)
+}
+
+/// The exit code of a child that panicked where even its report to the
+/// parent could not be made. The parent sees no message and reports this
+/// code ([`Error::Exited`]); nothing else in mpcore exits with it.
+const UNCAUGHT_PANIC_CODE: i32 = 70;
+
+/// Runs `f` and sends its outcome: the encoded value, or the message of
+/// whatever panicked, in `f`, in the value's `Serialize` or in its `Drop`.
+/// Returns the exit code: 0 when the value went out, 1 otherwise.
+fn child_main<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> i32
 where
     F: FnOnce() -> T,
     T: Serialize + DeserializeOwned,
@@ -186,25 +218,63 @@ where
     // parent may have died before we asked: then we are already an orphan.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if getppid() != parent {
-        exit_now(1);
+        return 1;
     }
 
-    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-    let code = match outcome {
-        Ok(value) => match channel::send_as::<_, Outcome<T>>(tx, &Outcome::Returned(&value)) {
-            Ok(()) => 0,
-            Err(e) => {
-                let message = format!("could not send the result: {e}");
-                let _ = channel::send(tx, &Outcome::<()>::Panicked(message));
-                1
-            }
+    let mut small = [0u8; 256];
+    let encoded = catch(f).and_then(|value| encode_result(value, &mut small));
+    let failure = match encoded {
+        Ok(bytes) => match channel::send_bytes(tx, &bytes) {
+            Ok(()) => return 0,
+            Err(e) => format!("could not send the result: {e}"),
         },
-        Err(payload) => {
-            let _ = channel::send(tx, &Outcome::<()>::Panicked(panic_message(&*payload)));
-            1
-        }
+        Err(message) => message,
     };
-    exit_now(code)
+    let _ = channel::send(tx, &Outcome::<()>::Panicked(failure));
+    1
+}
+
+/// Encodes `Outcome::Returned(value)`, then drops `value` (before it is
+/// sent, so that a panic in its destructor is still reported), then checks
+/// that the parent will be able to decode it ([`channel::check_decodes`]).
+/// `Err` holds the message for the parent when a step fails or panics.
+fn encode_result<T: Serialize + DeserializeOwned>(
+    value: T,
+    buf: &mut [u8],
+) -> Result<Cow<'_, [u8]>, String> {
+    let returned = Outcome::Returned(&value);
+    let encoded = catch(move || {
+        let buf = buf; // moved in, so that the bytes may borrow it
+        channel::encode_in(&returned, buf)
+    });
+    let dropped = catch(move || drop(value));
+    match (encoded, dropped) {
+        (Err(message), _) => Err(format!(
+            "the result panicked while it was being serialized: {message}"
+        )),
+        (Ok(Err(e)), _) => Err(format!("could not send the result: {e}")),
+        (Ok(Ok(_)), Err(message)) => Err(format!(
+            "the result's destructor panicked after it was serialized: {message}"
+        )),
+        (Ok(Ok(bytes)), Ok(())) => match catch(|| channel::check_decodes::<Outcome<T>>(&bytes)) {
+            Ok(Ok(())) => Ok(bytes),
+            Ok(Err(e)) => Err(format!("could not send the result: {e}")),
+            Err(message) => Err(format!(
+                "the result panicked while it was read back to check it: {message}"
+            )),
+        },
+    }
+}
+
+/// Runs `f`, catching a panic as its message. The payload is forgotten,
+/// not dropped: its destructor could panic in turn, and nothing would
+/// catch that. For the child's side of things, where nothing may unwind.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = panic_message(&*payload);
+        mem::forget(payload);
+        message
+    })
 }
 
 /// How long a fork waits for another thread to let go of stdout and
@@ -276,6 +346,24 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// `pidfd_send_signal(pidfd, signal, NULL, 0)`: signals exactly the
+/// process the pidfd was opened for.
+fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> nix::Result<()> {
+    // SAFETY: the call takes a descriptor we hold open, a signal number, a
+    // null `siginfo` (the kernel then fills one in as `kill` would) and no
+    // flags; it touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
 /// A pidfd becomes readable when the child exits, so a wait can watch the
 /// child's exit and its result socket at once. `None` on kernels before 5.3:
 /// then waits fall back to short polls of `waitpid`.
@@ -315,8 +403,21 @@ fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
 /// Either way the child is reaped: no zombie is left. If the parent is
 /// already unwinding from a panic, a non-daemon child is killed too, so a
 /// failing test cannot hang in a destructor.
+///
+/// # In a forked child
+///
+/// A child forked later holds a copy of every handle its parent had. The
+/// child process belongs to the process that started it: in any other,
+/// dropping the copy does nothing, and [`join`](Self::join),
+/// [`kill`](Self::kill) and [`terminate`](Self::terminate) return
+/// [`Error::NotOwner`] rather than wait for or signal a process that is
+/// not theirs.
 pub struct Process<T> {
     pid: Pid,
+    /// The process that forked the child, the only one that may wait for
+    /// it or signal it: a process forked later holds a copy of this handle
+    /// too, and must do neither.
+    owner: Pid,
     /// Set by [`Builder::name`], or `Process-{number}` on first use.
     name: OnceLock<String>,
     number: usize,
@@ -326,6 +427,10 @@ pub struct Process<T> {
     /// Set once the child is reaped; from then on its pid may belong to
     /// another process, so no signal is sent to it any more.
     status: Option<ExitStatus>,
+    /// The child has exited, but something else reaped it (`SIGCHLD` set
+    /// to `SIG_IGN`, or a `waitpid(-1)` elsewhere), so its exit status is
+    /// lost; from then on, too, no signal is sent to its pid.
+    reaped_elsewhere: bool,
     outcome: Option<Outcome<T>>,
     /// The result socket reported end of file: nothing more will arrive.
     hung_up: bool,
@@ -357,17 +462,29 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
 
     /// Waits for the child to finish and returns the closure's value.
     ///
+    /// A child that calls `std::process::exit(0)` sends no value. For a
+    /// `Process<()>` (or any `T` with a single value, which needs no bytes
+    /// to send) that is success, as in Python: `join` returns `Ok(())`. For
+    /// any other `T` there is no value to return: [`Error::Exited`] with
+    /// code 0.
+    ///
     /// # Errors
     ///
-    /// [`Error::Panicked`] with the panic message, [`Error::Signaled`] when a
-    /// signal killed it, [`Error::Exited`] when it exited without a result,
-    /// [`Error::AlreadyJoined`] on a second call.
+    /// [`Error::Panicked`] with the panic message (also when the value's
+    /// `Serialize` or `Drop` panicked in the child), [`Error::Signaled`]
+    /// when a signal killed it, [`Error::Exited`] when it exited without a
+    /// result, [`Error::ReapedElsewhere`] when something else reaped it
+    /// before it sent one, [`Error::AlreadyJoined`] on a second call,
+    /// [`Error::NotOwner`] in a process other than the one that started it.
     pub fn join(&mut self) -> Result<T> {
         self.wait(None)
     }
 
     /// Like [`join`](Self::join), but gives up after `timeout` with
     /// [`Error::Timeout`]; the child keeps running and may be joined again.
+    /// Every timeout, zero included, first looks at what is already there:
+    /// `join_timeout(Duration::ZERO)` on a child that has finished returns
+    /// its value, as Python's `p.join(0)` in a polling loop expects.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<T> {
         match channel::deadline_after(timeout) {
             Some(deadline) => self.wait(Some(deadline)).map_err(|e| match e {
@@ -379,6 +496,9 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     }
 
     fn wait(&mut self, deadline: Option<Instant>) -> Result<T> {
+        // Before anything else: in a copy of the handle, even reading the
+        // socket would steal the result from the parent.
+        self.check_owner("join")?;
         if self.joined {
             return Err(Error::AlreadyJoined {
                 pid: self.pid.as_raw(),
@@ -386,14 +506,14 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
         }
         // A fresh child has neither sent nor exited yet: wait for news
         // first rather than ask for it (two system calls less per join).
-        if self.outcome.is_none() && !self.hung_up && self.status.is_none() {
+        if self.outcome.is_none() && !self.hung_up && !self.has_ended() {
             self.wait_for_event(deadline)?;
         }
         loop {
             // Read first: a child with a large result must never wait for a
             // parent that waits for its exit.
             self.read_outcome()?;
-            if self.status.is_none() {
+            if !self.has_ended() {
                 if deadline.is_none() && (self.outcome.is_some() || self.hung_up) {
                     // Nothing more can come from the child, and we wait
                     // for as long as it takes: one blocking `waitpid`
@@ -403,11 +523,11 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
                     self.poll_exit()?;
                 }
             }
-            if let Some(status) = self.status {
+            if self.has_ended() {
                 // It exited: whatever it sent is in the socket by now.
                 self.read_outcome()?;
                 self.joined = true;
-                return self.finish(status);
+                return self.finish();
             }
             self.wait_for_event(deadline)?;
         }
@@ -427,13 +547,22 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
         Ok(())
     }
 
-    fn finish(&mut self, status: ExitStatus) -> Result<T> {
+    /// What `join` returns once the child has ended: what it sent, or
+    /// else what its exit says.
+    fn finish(&mut self) -> Result<T> {
         let pid = self.pid.as_raw();
-        match (self.outcome.take(), status) {
+        match (self.outcome.take(), self.status) {
             (Some(Outcome::Returned(value)), _) => Ok(value),
             (Some(Outcome::Panicked(message)), _) => Err(Error::Panicked { pid, message }),
-            (None, ExitStatus::Signal(signal)) => Err(Error::Signaled { pid, signal }),
-            (None, ExitStatus::Code(code)) => Err(Error::Exited { pid, code }),
+            (None, Some(ExitStatus::Signal(signal))) => Err(Error::Signaled { pid, signal }),
+            (None, Some(ExitStatus::Code(0))) => {
+                // `exit(0)` before returning. A `T` that encodes to no
+                // bytes at all, `()`, has just one value: that is the
+                // value, and the exit a success, as in Python.
+                postcard::from_bytes::<T>(&[]).map_err(|_| Error::Exited { pid, code: 0 })
+            }
+            (None, Some(ExitStatus::Code(code))) => Err(Error::Exited { pid, code }),
+            (None, None) => Err(Error::ReapedElsewhere { pid }),
         }
     }
 }
@@ -457,49 +586,129 @@ impl<T> Process<T> {
 
     /// Whether the child is still running (Python's `p.is_alive()`). When it
     /// has exited, this reaps it and records its status.
+    ///
+    /// In a process other than the one that started the child (a fork
+    /// holding a copy of the handle), it only looks, through the pidfd:
+    /// reaping is the starter's business.
     pub fn is_alive(&mut self) -> bool {
-        if self.status.is_none() {
+        if !self.is_owner() {
+            return match &self.pidfd {
+                Some(pidfd) => channel::ready_now(&[pidfd.as_fd()]).is_ok_and(|r| r == [false]),
+                None => kill(self.pid, None).is_ok(),
+            };
+        }
+        if !self.has_ended() {
             // An error here means the child is no longer ours to wait for.
             if self.poll_exit().is_err() {
                 return false;
             }
         }
-        self.status.is_none()
+        !self.has_ended()
     }
 
     /// How the child ended, once it has been reaped (by `join`, `is_alive`
     /// or a wait); `None` while it runs.
+    ///
+    /// Also `None` for good when something other than this handle reaped
+    /// the child: with `SIGCHLD` set to `SIG_IGN` (common in daemons) the
+    /// kernel reaps children itself and keeps no status, and a
+    /// `waitpid(-1)` elsewhere takes it. Then [`is_alive`](Self::is_alive)
+    /// says `false`, `exit_status` and [`exitcode`](Self::exitcode) say
+    /// `None` (unknown), and [`join`](Self::join) still returns the value
+    /// the child sent, or [`Error::ReapedElsewhere`] if it sent none.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.status
     }
 
     /// Python's `p.exitcode`: `None` while running, the exit code, or minus
     /// the number of the signal that ended it (`-9` after [`kill`](Self::kill)).
+    /// `None` too when the status was lost to another reaper (see
+    /// [`exit_status`](Self::exit_status)).
     pub fn exitcode(&self) -> Option<i32> {
         self.status.map(ExitStatus::exitcode)
     }
 
     /// Asks the child to stop with `SIGTERM` (Python's `p.terminate()`).
-    /// Does nothing once the child has been reaped. Follow with `join`.
+    /// Does nothing once the child has ended. Follow with `join`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwner`] in a process other than the one that started
+    /// the child; [`Error::Os`] if the kernel refuses the signal.
     pub fn terminate(&self) -> Result<()> {
+        self.check_owner("terminate")?;
         self.signal(Signal::SIGTERM)
     }
 
     /// Ends the child with `SIGKILL` (Python's `p.kill()`). Does nothing
-    /// once the child has been reaped. Follow with `join`.
+    /// once the child has ended. Follow with `join`.
+    ///
+    /// # Errors
+    ///
+    /// As [`terminate`](Self::terminate).
     pub fn kill(&self) -> Result<()> {
+        self.check_owner("kill")?;
         self.signal(Signal::SIGKILL)
     }
 
+    /// Sends `signal` to the child, never to another process that has
+    /// since been given its pid.
     fn signal(&self, signal: Signal) -> Result<()> {
-        if self.status.is_some() {
+        if self.has_ended() {
             return Ok(());
         }
-        // Until we reap it, the pid is still our child's (a zombie at
-        // worst), so this cannot hit an unrelated process.
-        match kill(self.pid, signal) {
+        let (call, sent) = match &self.pidfd {
+            // A pidfd names this very process, never a later one with the
+            // same pid: if the child is gone, the kernel says ESRCH.
+            Some(pidfd) => (
+                "pidfd_send_signal",
+                pidfd_send_signal(pidfd.as_fd(), signal),
+            ),
+            // Without one, the pid is still our child's (a zombie at worst)
+            // until it is reaped, by us or, if `SIGCHLD` is ignored, by the
+            // kernel: look first (without reaping) whether it still is.
+            None if !self.still_ours() => return Ok(()),
+            None => ("kill", kill(self.pid, signal)),
+        };
+        match sent {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::os("kill", e)),
+            Err(e) => Err(Error::os(call, e)),
+        }
+    }
+
+    /// Whether the child's pid still names our child, alive or a zombie,
+    /// asked without reaping it (`waitid` with `WNOWAIT`).
+    fn still_ours(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::Pid(self.pid), flags) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return false,
+                _ => return true,
+            }
+        }
+    }
+
+    /// Whether the child has ended and been reaped, by us or by another.
+    fn has_ended(&self) -> bool {
+        self.status.is_some() || self.reaped_elsewhere
+    }
+
+    fn is_owner(&self) -> bool {
+        getpid() == self.owner
+    }
+
+    /// [`Error::NotOwner`] in a process that holds a copy of the handle but
+    /// did not start the child.
+    fn check_owner(&self, action: &'static str) -> Result<()> {
+        if self.is_owner() {
+            Ok(())
+        } else {
+            Err(Error::NotOwner {
+                pid: self.pid.as_raw(),
+                owner: self.owner.as_raw(),
+                action,
+            })
         }
     }
 
@@ -526,6 +735,10 @@ impl<T> Process<T> {
                 Ok(_) if flags.is_none() => continue,
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
+                // It was our child, not yet reaped by us: someone else
+                // reaped it (the kernel, when SIGCHLD is ignored). It has
+                // ended; how, nobody can tell us any more.
+                Err(Errno::ECHILD) => self.reaped_elsewhere = true,
                 Err(e) => return Err(Error::os("waitpid", e)),
             }
             return Ok(());
@@ -549,12 +762,15 @@ impl<T> Process<T> {
                 // No pidfd: nothing wakes us on exit, so look every few ms.
                 let slice = Instant::now() + Duration::from_millis(5);
                 let until = deadline.map_or(slice, |d| d.min(slice));
-                if watch_socket {
-                    channel::wait_readable([self.results.as_fd()], Some(until))?;
+                let news = if watch_socket {
+                    channel::wait_readable([self.results.as_fd()], Some(until))? == [true]
                 } else {
                     std::thread::sleep(until.saturating_duration_since(Instant::now()));
-                }
-                deadline.is_some_and(|d| Instant::now() >= d)
+                    false
+                };
+                // News that came as the time ran out is still news: a
+                // zero timeout must report a result that is there.
+                !news && deadline.is_some_and(|d| Instant::now() >= d)
             }
         };
         if timed_out {
@@ -567,7 +783,7 @@ impl<T> Process<T> {
     /// meanwhile so that a child writing a result is never stuck behind us.
     /// Used by `Drop`, which has no use for the value and no way to fail.
     fn reap_blocking(&mut self) {
-        while self.status.is_none() {
+        while !self.has_ended() {
             while self.outcome.is_none() && !self.hung_up {
                 match channel::try_discard(self.results.as_fd()) {
                     Ok(true) => {}
@@ -575,7 +791,7 @@ impl<T> Process<T> {
                     Err(_) => self.hung_up = true,
                 }
             }
-            if self.poll_exit().is_err() || self.status.is_some() {
+            if self.poll_exit().is_err() || self.has_ended() {
                 return;
             }
             if self.wait_for_event(None).is_err() {
@@ -589,7 +805,9 @@ impl<T> Process<T> {
 
 impl<T> Drop for Process<T> {
     fn drop(&mut self) {
-        if self.status.is_some() {
+        // A copy of the handle in a forked child neither kills nor waits:
+        // the child belongs to the process that started it.
+        if self.has_ended() || !self.is_owner() {
             return;
         }
         if self.daemon || std::thread::panicking() {

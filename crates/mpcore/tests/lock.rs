@@ -58,6 +58,20 @@ fn times_out_after(d: Duration) -> TestResult {
 }
 
 isolated! {
+    fn acquire_timeout_zero_takes_a_free_lock() {
+        let lock = Lock::new()?;
+        drop(lock.acquire_timeout(Duration::ZERO)?);
+        let mut child = holder(&lock)?;
+        let result = lock.acquire_timeout(Duration::ZERO);
+        assert!(
+            matches!(result, Err(Error::Timeout(t)) if t.is_zero()),
+            "{result:?}"
+        );
+        child.kill()?;
+        let _ = child.join();
+        Ok(())
+    }
+
     fn only_one_process_at_a_time_holds_the_lock() {
         let lock = Lock::new()?;
         let inside = Value::new(0u32)?;

@@ -86,6 +86,62 @@ fn exits_with_3(_: ()) -> u32 {
     std::process::exit(3)
 }
 
+/// The test process's pid, so that a value can tell whether it is in a
+/// worker.
+static TEST_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn in_a_worker() -> bool {
+    std::process::id() != TEST_PID.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// An argument whose `Deserialize` panics (only workers decode arguments).
+#[derive(Debug, serde::Serialize)]
+struct PanicsWhenDeserialized;
+
+impl<'de> serde::Deserialize<'de> for PanicsWhenDeserialized {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("this argument refuses to be deserialized")
+    }
+}
+
+/// A result whose `Serialize` panics (only workers encode results).
+#[derive(Debug, serde::Deserialize)]
+struct PanicsWhenSerialized;
+
+impl serde::Serialize for PanicsWhenSerialized {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("this result refuses to be serialized")
+    }
+}
+
+/// A value whose `Drop` panics in a worker, and only there.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PanicsWhenDroppedInAWorker;
+
+impl Drop for PanicsWhenDroppedInAWorker {
+    fn drop(&mut self) {
+        if in_a_worker() {
+            panic!("this value refuses to be dropped in a worker");
+        }
+    }
+}
+
+fn takes_unreadable(_: PanicsWhenDeserialized) -> u32 {
+    0
+}
+
+fn gives_unserializable(_: u32) -> PanicsWhenSerialized {
+    PanicsWhenSerialized
+}
+
+fn gives_undroppable(_: u32) -> PanicsWhenDroppedInAWorker {
+    PanicsWhenDroppedInAWorker
+}
+
+fn panics_with_an_undroppable_payload(_: u32) -> u32 {
+    std::panic::panic_any(PanicsWhenDroppedInAWorker)
+}
+
 /// Fails unless every pid is gone from /proc: not running, not a zombie.
 fn assert_all_gone(pids: &BTreeSet<i32>) {
     for &pid in pids {
@@ -266,6 +322,76 @@ fn apply_async_get_get_timeout_and_ready() {
         }
         assert_eq!(quick.get().unwrap(), 81);
     });
+}
+
+#[test]
+fn get_timeout_zero_returns_a_result_that_is_already_there() {
+    within(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let mut quick = pool.apply_async(square, 6).unwrap();
+        // A later task on the only worker ends after this one has.
+        pool.apply_async(square, 7).unwrap().get().unwrap();
+        assert_eq!(quick.get_timeout(Duration::ZERO).unwrap(), 36);
+
+        let gate = marker("zero-gate");
+        let mut slow = pool.apply_async(wait_for_file, gate.clone()).unwrap();
+        let err = slow.get_timeout(Duration::ZERO).unwrap_err();
+        assert_eq!(err.to_string(), "timed out after 0ns");
+        touch(&gate);
+        assert_eq!(slow.get_timeout(Duration::from_secs(60)).unwrap(), gate);
+        std::fs::remove_file(gate).unwrap();
+    });
+}
+
+#[test]
+fn a_panic_while_a_worker_decodes_or_encodes_fails_that_task_alone() {
+    within(LIMIT, || {
+        TEST_PID.store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
+        let pool = Pool::new(1).unwrap();
+        let workers = pool.pids();
+        let messages = [
+            pool.apply(takes_unreadable, PanicsWhenDeserialized)
+                .map(drop),
+            pool.apply(gives_unserializable, 1).map(drop),
+            pool.apply(gives_undroppable, 2).map(drop),
+            pool.apply(panics_with_an_undroppable_payload, 3).map(drop),
+        ]
+        .map(|result| {
+            let err = result.unwrap_err();
+            assert!(err.is_panic(), "{err:?}");
+            err.panic_message().unwrap().to_owned()
+        });
+        assert_eq!(
+            messages,
+            [
+                "the argument panicked while it was being deserialized: \
+                 this argument refuses to be deserialized",
+                "the result panicked while it was being serialized: \
+                 this result refuses to be serialized",
+                "the result's destructor panicked after it was serialized: \
+                 this value refuses to be dropped in a worker",
+                "a panic with a payload that is not a string",
+            ]
+        );
+        assert_eq!(pool.pids(), workers, "the worker died");
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    });
+}
+
+#[test]
+fn a_task_that_panics_is_named_after_its_worker_on_stderr() {
+    let out = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["pool-panic"],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    assert_eq!(out.stdout, "task 4 failed on purpose\n");
+    assert!(
+        out.stderr.contains("thread 'ForkPoolWorker-1' ("),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

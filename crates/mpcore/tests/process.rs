@@ -221,6 +221,32 @@ fn join_timeout_times_out_then_join_still_works() {
     });
 }
 
+/// Waits until `pid` is a zombie: it has exited and is not reaped yet.
+fn wait_until_exited(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proc_state(pid) != Some('Z') {
+        assert!(Instant::now() < deadline, "child {pid} never exited");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn join_timeout_zero_returns_a_result_that_is_already_there() {
+    within(LIMIT, || {
+        // Python's polling loop `while p.exitcode is None: p.join(0)`: a
+        // zero timeout must look at the child before it gives up.
+        let mut p = Process::spawn(|| 42u32).unwrap();
+        wait_until_exited(p.pid());
+        assert_eq!(p.join_timeout(Duration::ZERO).unwrap(), 42);
+        assert_eq!(p.exitcode(), Some(0));
+
+        let mut running = Process::spawn(|| std::thread::sleep(Duration::from_secs(300))).unwrap();
+        let err = running.join_timeout(Duration::ZERO).unwrap_err();
+        assert_eq!(err.to_string(), "timed out after 0ns");
+        running.kill().unwrap();
+    });
+}
+
 #[test]
 fn a_second_join_is_an_error_not_a_hang() {
     within(LIMIT, || {
@@ -369,4 +395,139 @@ fn forking_while_another_thread_prints_never_deadlocks() {
     out.assert_success();
     let tail = &out.stdout[out.stdout.len().saturating_sub(500)..];
     assert!(tail.contains("joined 200"), "{tail}");
+}
+
+/// Runs the helper's `unwind KIND` scenario and returns its output.
+fn unwind_scenario(kind: &str) -> String {
+    let out = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["unwind", kind],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    out.stdout
+}
+
+#[test]
+fn a_result_whose_serialize_panics_never_unwinds_into_the_parents_code() {
+    // One line from the parent's join, and the daemon sibling untouched:
+    // a child that unwound out of `spawn` would have run the helper's
+    // `main` on, and killed the sibling as it dropped the handle.
+    assert_eq!(
+        unwind_scenario("serialize"),
+        "result: the result panicked while it was being serialized: \
+         this value refuses to be serialized\nsibling: alive\n"
+    );
+}
+
+#[test]
+fn a_result_whose_drop_panics_in_the_child_is_reported_as_a_panic() {
+    assert_eq!(
+        unwind_scenario("drop-result"),
+        "result: the result's destructor panicked after it was serialized: \
+         this value refuses to be dropped in a child\nsibling: alive\n"
+    );
+}
+
+#[test]
+fn a_panic_payload_whose_drop_panics_never_unwinds_into_the_parents_code() {
+    assert_eq!(
+        unwind_scenario("drop-payload"),
+        "result: a panic with a payload that is not a string\nsibling: alive\n"
+    );
+}
+
+#[test]
+fn a_copy_of_a_handle_in_a_forked_child_neither_signals_nor_waits() {
+    within(LIMIT, || {
+        // Leaked, so that the child's closure may refer to it and still be
+        // 'static; the child sees its own copy of the memory.
+        let sibling: &'static std::sync::Mutex<Option<Process<()>>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Some(
+                Builder::new()
+                    .daemon(true)
+                    .spawn(|| std::thread::sleep(Duration::from_secs(300)))
+                    .unwrap(),
+            ))));
+        let sibling_pid = sibling.lock().unwrap().as_ref().unwrap().pid();
+        let mut child = Process::spawn(move || {
+            let mut copy = sibling.lock().unwrap().take().unwrap();
+            let answers = [
+                copy.kill().map_err(|e| e.to_string()),
+                copy.terminate().map_err(|e| e.to_string()),
+                copy.join().map_err(|e| e.to_string()),
+            ];
+            let alive = copy.is_alive();
+            drop(copy); // a daemon's handle: the parent's copy would kill
+            (answers, alive)
+        })
+        .unwrap();
+        let (answers, alive_in_child) = child.join().unwrap();
+        let parent = std::process::id();
+        for (answer, action) in answers.iter().zip(["kill", "terminate", "join"]) {
+            assert_eq!(
+                answer,
+                &Err(format!(
+                    "child process {sibling_pid} was started by process {parent}; this copy of \
+                     its handle is in another process (a fork), which cannot {action} it: \
+                     do that in process {parent}"
+                ))
+            );
+        }
+        assert!(alive_in_child);
+        let mut sibling = sibling.lock().unwrap().take().unwrap();
+        assert!(sibling.is_alive(), "the child's copy signalled the sibling");
+        sibling.kill().unwrap();
+        assert_eq!(
+            sibling.join().unwrap_err().signal(),
+            Some(Signal::SIGKILL),
+            "the child's copy reaped the sibling or took its status"
+        );
+    });
+}
+
+#[test]
+fn when_the_kernel_reaps_children_join_still_returns_what_was_sent() {
+    // SIGCHLD set to SIG_IGN, in a process of its own: the kernel then
+    // reaps every child as it exits, and keeps no exit status.
+    let out = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["sigchld-ignored"],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(
+        lines[..4],
+        [
+            "join: Ok(42)",
+            "ended: is_alive false exitcode None exit_status None",
+            "kill: Ok(()) terminate: Ok(())",
+            "join: Ok(5)",
+        ]
+    );
+    let last = lines[4];
+    assert!(
+        last.starts_with("join: Err(child process ")
+            && last.ends_with(
+                " ended without sending a result, and something else reaped it \
+                 (is SIGCHLD ignored?), so how it ended is unknown)"
+            ),
+        "{last}"
+    );
+    assert_eq!(lines.len(), 5, "{}", out.stdout);
+}
+
+#[test]
+fn exit_zero_in_a_unit_process_is_success_as_in_python() {
+    within(LIMIT, || {
+        let mut p = Process::spawn(|| -> () { std::process::exit(0) }).unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+
+        // With a value to return, exit(0) returned none: still an error.
+        let mut p = Process::spawn(|| -> u32 { std::process::exit(0) }).unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.exit_code(), Some(0), "{err:?}");
+    });
 }

@@ -160,6 +160,21 @@ fn get_timeout_returns_an_item_that_arrives_in_time() {
 }
 
 #[test]
+fn get_timeout_zero_takes_an_item_that_is_already_there() {
+    within(LIMIT, || {
+        let q = Queue::<u32>::new().unwrap();
+        let child_q = q.clone();
+        Process::spawn(move || child_q.put(5).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 5);
+        let err = q.get_timeout(Duration::ZERO).unwrap_err();
+        assert_eq!(err.to_string(), "timed out after 0ns");
+    });
+}
+
+#[test]
 fn try_get_is_empty_then_takes_in_fifo_order() {
     let q = Queue::<u32>::new().unwrap();
     assert!(matches!(q.try_get(), Err(Error::Empty)));

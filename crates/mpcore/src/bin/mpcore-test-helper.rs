@@ -19,12 +19,26 @@
 //!   from a second thread, and iterates `imap` on a pool that must replace
 //!   its workers; each must end (in an error), not hang. Then it lets go
 //!   and checks that all works again.
+//! - `unwind serialize|drop-result|drop-payload`: starts a daemon sibling
+//!   that sleeps, then a child whose result panics when serialized, whose
+//!   result panics when dropped in the child, or whose panic payload panics
+//!   when dropped; prints `result: ...` as the parent's `join` saw it and
+//!   `sibling: alive` or `sibling: dead`. A child that unwound into this
+//!   `main` would print too, or kill the sibling as it dropped the handle.
+//! - `sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, so that the kernel
+//!   reaps children itself, checks what `join`, `is_alive`, `exitcode` and
+//!   `kill` say, and prints each answer.
+//! - `pool-panic`: a pool of one worker runs a task that panics; prints the
+//!   panic message `join` returned (the worker prints its own on stderr).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mpcore::process::Builder;
 use mpcore::{Array, Event, Lock, Process, Value};
+use serde::{Deserialize, Serialize};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("print-storm") => print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
         Some("buffered") => buffered(),
         Some("stdout-held") => stdout_held(),
+        Some("unwind") => unwind_after_fork(args.get(1).map(String::as_str)),
+        Some("sigchld-ignored") => sigchld_ignored(),
+        Some("pool-panic") => pool_panic(),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -153,5 +170,110 @@ fn stdout_held() -> Result<(), Box<dyn std::error::Error>> {
     drop(out);
     let pool = mpcore::Pool::new(2)?;
     println!("released: {:?}", pool.map(|x: u32| x + 1, 0..3)?);
+    Ok(())
+}
+
+/// The helper's own pid, so that a value can tell whether it is being
+/// dropped in the helper or in one of its children.
+static HELPER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// A result whose `Serialize` panics.
+#[derive(Debug, Deserialize)]
+struct PanicsWhenSerialized;
+
+impl Serialize for PanicsWhenSerialized {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("this value refuses to be serialized")
+    }
+}
+
+/// A value whose `Drop` panics in any process but the helper itself.
+#[derive(Debug, Serialize, Deserialize)]
+struct PanicsWhenDroppedInAChild(u32);
+
+impl Drop for PanicsWhenDroppedInAChild {
+    fn drop(&mut self) {
+        if std::process::id() != HELPER_PID.load(Ordering::SeqCst) {
+            panic!("this value refuses to be dropped in a child");
+        }
+    }
+}
+
+fn unwind_after_fork(kind: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    HELPER_PID.store(std::process::id(), Ordering::SeqCst);
+    let mut sibling = Builder::new()
+        .daemon(true)
+        .spawn(|| thread::sleep(Duration::from_secs(120)))?;
+    let result = match kind {
+        Some("serialize") => Process::spawn(|| PanicsWhenSerialized)?
+            .join()
+            .map(|_| "a value".to_owned()),
+        Some("drop-result") => Process::spawn(|| PanicsWhenDroppedInAChild(7))?
+            .join()
+            .map(|v| format!("{v:?}")),
+        Some("drop-payload") => {
+            Process::spawn(|| -> u8 { std::panic::panic_any(PanicsWhenDroppedInAChild(8)) })?
+                .join()
+                .map(|v| v.to_string())
+        }
+        other => return Err(format!("unknown kind {other:?}").into()),
+    };
+    match result {
+        Ok(value) => println!("result: {value}"),
+        Err(e) => println!("result: {}", e.panic_message().unwrap_or(&e.to_string())),
+    }
+    let alive = sibling.is_alive();
+    println!("sibling: {}", if alive { "alive" } else { "dead" });
+    sibling.kill()?;
+    Ok(())
+}
+
+fn sigchld_ignored() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no
+    // handler; nothing else in this helper handles SIGCHLD.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }?;
+
+    // The kernel reaps the child as it exits; the value is already sent.
+    let mut p = Process::spawn(|| 42u32)?;
+    println!("join: {:?}", p.join());
+
+    let mut quick = Process::spawn(|| 5u8)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quick.is_alive() {
+        if Instant::now() > deadline {
+            return Err("the child never ended".into());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    println!(
+        "ended: is_alive {} exitcode {:?} exit_status {:?}",
+        quick.is_alive(),
+        quick.exitcode(),
+        quick.exit_status()
+    );
+    println!(
+        "kill: {:?} terminate: {:?}",
+        quick.kill(),
+        quick.terminate()
+    );
+    println!("join: {:?}", quick.join());
+
+    let mut silent = Process::spawn(|| -> u8 { std::process::exit(0) })?;
+    println!("join: {:?}", silent.join());
+    Ok(())
+}
+
+fn pool_panic() -> Result<(), Box<dyn std::error::Error>> {
+    fn fails(x: u32) -> u32 {
+        panic!("task {x} failed on purpose")
+    }
+    let pool = mpcore::Pool::new(1)?;
+    let err = pool.apply(fails, 4).err().ok_or("the task did not fail")?;
+    println!("{}", err.panic_message().ok_or("not a panic")?);
     Ok(())
 }

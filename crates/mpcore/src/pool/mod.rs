@@ -83,7 +83,11 @@
 //!
 //! A task that panics is caught inside the worker: that task's result is
 //! [`Error::Panicked`] with the message, and the worker goes on with the
-//! next task, as Python's worker catches an exception.
+//! next task, as Python's worker catches an exception. The same holds for
+//! a panic in the argument's `Deserialize` or the result's `Serialize` or
+//! `Drop`, which run in the worker too. Each worker runs its loop on a
+//! thread named like Python's worker process, `ForkPoolWorker-N`, so a
+//! panic message on stderr says which worker it came from.
 //!
 //! # The fork-with-threads hazard, again
 //!
@@ -233,7 +237,8 @@ impl Builder {
             retry_fork_at: None,
         };
         let handle = thread::Builder::new()
-            .name("mpcore-pool".to_owned())
+            // Not a worker's name: the workers name their own threads.
+            .name("pool-supervisor".to_owned())
             .spawn(move || supervisor.run(started_tx))
             .map_err(|e| Error::os("pthread_create", errno_of(&e)))?;
         match started_rx.recv() {

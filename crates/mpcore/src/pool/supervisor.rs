@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
-use super::worker::{ToWorker, worker_loop};
+use super::worker::{ToWorker, worker_main};
 use crate::channel;
 use crate::error::{Error, Result};
 use crate::process::{self, Process};
@@ -285,10 +285,11 @@ impl Supervisor {
         // The closure owns the worker's end of the socket; `spawn` drops
         // this process's copy of it before returning, so the worker holds
         // the only one.
+        let name = format!("ForkPoolWorker-{}", self.forked);
         let process = process::Builder::new()
-            .name(format!("ForkPoolWorker-{}", self.forked))
+            .name(name.clone())
             .daemon(true)
-            .spawn(move || worker_loop(there))?;
+            .spawn(move || worker_main(there, name))?;
         self.workers.push(Worker {
             process,
             conn: here,

@@ -2,14 +2,14 @@
 //! loop a worker runs, from its first packet to `Stop`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::panic::{self, AssertUnwindSafe};
+use std::thread;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::channel;
 use crate::error::Error;
-use crate::process::panic_message;
+use crate::process::catch;
 
 /// Runs one chunk in a worker: the task's address, the encoded arguments
 /// and their number in; the encoded [`Outcome`]s, one per argument, out.
@@ -60,7 +60,10 @@ pub(super) fn fn_ptr(addr: u64) -> *const () {
 }
 
 /// The trampoline for tasks `fn(T) -> R`: decodes each argument, calls the
-/// task under `catch_unwind`, encodes each outcome. Runs in the worker.
+/// task, encodes each outcome. Runs in the worker, where nothing may
+/// unwind: a panic in the task, in an argument's `Deserialize`, in a
+/// result's `Serialize` or `Drop`, fails that one task with its message,
+/// and the worker goes on.
 pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize>(
     func: u64,
     args: &[u8],
@@ -75,36 +78,84 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize>(
     let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
     let mut out = Vec::new();
     let mut rest = args;
-    let mut bad_argument: Option<String> = None;
+    // After an argument that cannot be decoded, where the next one starts
+    // is unknown: the rest of the chunk fails for the same reason.
+    let mut unreadable: Option<String> = None;
     for _ in 0..count {
-        let outcome: Outcome<R> = match &bad_argument {
+        let outcome: Outcome<R> = match &unreadable {
             Some(reason) => Outcome::BadArgument(reason.clone()),
-            None => match postcard::take_from_bytes::<T>(rest) {
-                Ok((arg, tail)) => {
+            None => match catch(|| postcard::take_from_bytes::<T>(rest)) {
+                Ok(Ok((arg, tail))) => {
                     rest = tail;
-                    match panic::catch_unwind(AssertUnwindSafe(|| task(arg))) {
+                    match catch(|| task(arg)) {
                         Ok(value) => Outcome::Returned(value),
-                        Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+                        Err(message) => Outcome::Panicked(message),
                     }
                 }
-                Err(e) => {
-                    // The arguments after a bad one cannot be found either.
-                    bad_argument = Some(e.to_string());
+                Ok(Err(e)) => {
+                    unreadable = Some(e.to_string());
                     Outcome::BadArgument(e.to_string())
+                }
+                Err(message) => {
+                    unreadable = Some(format!(
+                        "an earlier argument of its chunk panicked while it was being \
+                         deserialized: {message}"
+                    ));
+                    Outcome::Panicked(format!(
+                        "the argument panicked while it was being deserialized: {message}"
+                    ))
                 }
             },
         };
-        if let Err(Error::Codec { reason, .. }) = channel::encode_into(&mut out, &outcome) {
-            let _ = channel::encode_into(&mut out, &Outcome::<()>::BadResult(reason));
-        }
+        encode_outcome(&mut out, outcome);
     }
     out
 }
 
-/// A worker's life: wait for a packet, run it, send the results back, until
-/// `Stop` or until the pool is gone.
-pub(super) fn worker_loop(conn: OwnedFd) {
+/// Appends `outcome`'s encoding to `out`, then drops it; if either step
+/// fails or panics, what was appended is taken back and the failure
+/// encoded in its place, so that the task fails alone.
+fn encode_outcome<R: Serialize>(out: &mut Vec<u8>, outcome: Outcome<R>) {
+    let start = out.len();
+    let encoded = catch(|| channel::encode_into(out, &outcome));
+    let dropped = catch(move || drop(outcome));
+    let failure = match (encoded, dropped) {
+        (Ok(Ok(())), Ok(())) => return,
+        (Err(message), _) => Outcome::<()>::Panicked(format!(
+            "the result panicked while it was being serialized: {message}"
+        )),
+        (Ok(Err(Error::Codec { reason, .. })), _) => Outcome::BadResult(reason),
+        (Ok(Err(e)), _) => Outcome::BadResult(e.to_string()),
+        (Ok(Ok(())), Err(message)) => Outcome::Panicked(format!(
+            "the result's destructor panicked after it was serialized: {message}"
+        )),
+    };
+    out.truncate(start);
+    let _ = channel::encode_into(out, &failure);
+}
+
+/// A worker's life, on a thread named after the worker
+/// (`ForkPoolWorker-3`, as Python names its worker processes), so that a
+/// task's panic message says where it happened. The thread that forked
+/// the worker is the pool's supervisor, and the worker's copy of it keeps
+/// that thread's name.
+pub(super) fn worker_main(conn: OwnedFd, name: String) {
     let conn = conn.as_fd();
+    thread::scope(|scope| {
+        let named = thread::Builder::new()
+            .name(name)
+            .spawn_scoped(scope, || worker_loop(conn));
+        if named.is_err() {
+            // No thread to be had: the loop runs here, under the
+            // supervisor's name, which is only a worse name.
+            worker_loop(conn);
+        }
+    });
+}
+
+/// Waits for a packet, runs it, sends the results back, until `Stop` or
+/// until the pool is gone.
+fn worker_loop(conn: BorrowedFd<'_>) {
     // Only this worker reads its socket, so it may sleep in `recvmsg`.
     while let Ok(packet) = channel::recv_bytes(conn) {
         let keep_going = match postcard::take_from_bytes::<ToWorker>(&packet) {
