@@ -235,11 +235,17 @@ impl RawMutex {
         }
     }
 
-    /// Unlocks. Only the thread that locked may call this.
-    pub(crate) fn unlock(self) {
-        // SAFETY: as in `lock`. It fails only if this thread does not own
-        // the mutex (`EPERM`), which leaves it untouched.
-        unsafe { libc::pthread_mutex_unlock(self.0) };
+    /// Unlocks. Only the thread that locked may: for any other thread the
+    /// mutex (an error-checking one) stays as it is, and the answer is
+    /// [`Error::NotOwner`].
+    pub(crate) fn unlock(self) -> Result<()> {
+        // SAFETY: as in `lock`. A thread that does not own the mutex gets
+        // `EPERM`, and the mutex is left untouched.
+        match unsafe { libc::pthread_mutex_unlock(self.0) } {
+            0 => Ok(()),
+            libc::EPERM => Err(Error::NotOwner),
+            rc => Err(Error::os("pthread_mutex_unlock", Errno::from_raw(rc))),
+        }
     }
 
     /// Turns the result of a lock call into ours. On `EOWNERDEAD` we hold
@@ -252,12 +258,59 @@ impl RawMutex {
                 // SAFETY: as in `lock`; we hold the mutex, which is what
                 // `pthread_mutex_consistent` asks for.
                 let rc = unsafe { libc::pthread_mutex_consistent(self.0) };
-                self.unlock();
+                let unlocked = self.unlock();
                 check("pthread_mutex_consistent", rc)?;
+                unlocked?;
                 Err(Error::OwnerDied)
             }
             libc::EDEADLK => Err(Error::WouldDeadlock),
             rc => Err(Error::os(call, Errno::from_raw(rc))),
+        }
+    }
+}
+
+/// A [`RawMutex`] that this thread has locked, and the segment it lives in;
+/// dropping it unlocks. The one part that every guard (of a [`Lock`], a
+/// [`Value`](crate::Value), an [`Array`](crate::Array)) shares.
+///
+/// It is neither `Send` nor `Sync` (it holds a raw pointer), and must stay
+/// so: it says "this thread holds the lock". In another thread it would
+/// unlock a mutex that thread does not own; in a forked child (which
+/// [`Process::spawn`](crate::Process::spawn)'s `Send + 'static` bound
+/// keeps it from reaching) it would let two processes write "under the
+/// lock" at once.
+pub(crate) struct Held {
+    /// `None` once [`release`](Held::release) has unlocked it.
+    mutex: Option<RawMutex>,
+    _segment: Arc<Segment>,
+}
+
+impl Held {
+    /// Takes over a mutex that this thread has just locked.
+    pub(crate) fn new(mutex: RawMutex, segment: &Arc<Segment>) -> Held {
+        Held {
+            mutex: Some(mutex),
+            _segment: Arc::clone(segment),
+        }
+    }
+
+    /// Unlocks now, and says whether that worked.
+    pub(crate) fn release(mut self) -> Result<()> {
+        self.mutex.take().map_or(Ok(()), RawMutex::unlock)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            // A destructor cannot return the error, and a lock that stays
+            // locked must not go unnoticed: the next acquire would wait
+            // for ever without a word.
+            if let Err(e) = mutex.unlock() {
+                log::error!(
+                    "mpcore: a lock's guard was dropped, but the lock was not released: {e}"
+                );
+            }
         }
     }
 }
@@ -272,29 +325,43 @@ fn check(call: &'static str, rc: libc::c_int) -> Result<()> {
 /// A lock that processes (and threads) share, Python's
 /// `multiprocessing.Lock`.
 ///
-/// Make it before [`Process::spawn`](crate::Process::spawn) and use it (or
-/// a clone) in the child: the fork shares it. [`acquire`](Lock::acquire)
-/// returns a guard; the lock is released when the guard is dropped, as at
-/// the end of Python's `with l:` block.
+/// Make it before [`Process::spawn`](crate::Process::spawn) and move a
+/// clone into the child: every clone is the same lock.
+/// [`acquire`](Lock::acquire) returns a guard; the lock is released when
+/// the guard is dropped, as at the end of Python's `with l:` block.
 ///
 /// ```
 /// use mpcore::{Lock, Process, Value};
 ///
-/// let lock = Lock::new()?;
-/// let v = Value::new(0i32)?;
-/// let job = |num: i32| -> mpcore::Result<()> {
+/// fn job(lock: &Lock, v: &Value<i32>, num: i32) -> mpcore::Result<()> {
 ///     let _held = lock.acquire()?;
 ///     for _ in 0..5 {
 ///         v.set(v.get()? + num)?;
 ///     }
 ///     Ok(())
+/// }
+///
+/// let lock = Lock::new()?;
+/// let v = Value::new(0i32)?;
+/// let start = |num| {
+///     let (lock, v) = (lock.clone(), v.clone());
+///     Process::spawn(move || job(&lock, &v, num).is_ok())
 /// };
-/// let mut p1 = Process::spawn(|| job(1).is_ok())?;
-/// let mut p2 = Process::spawn(|| job(3).is_ok())?;
+/// let (mut p1, mut p2) = (start(1)?, start(3)?);
 /// assert!(p1.join()? && p2.join()?);
 /// assert_eq!(v.get()?, 20);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
+///
+/// # Who releases it
+///
+/// The thread that acquired the lock releases it, by dropping the guard
+/// (or calling [`release`](LockGuard::release)). Python lets any process
+/// release a `multiprocessing.Lock`, and a common pattern has the parent
+/// acquire it and a child release it. Here the guard cannot leave its
+/// thread: it is not `Send`, so neither another thread nor a child process
+/// can have it. To let a waiting process go on, set an
+/// [`Event`] it waits for (or a [`Value`](crate::Value) it checks).
 ///
 /// # When the holder dies
 ///
@@ -382,8 +449,7 @@ impl Lock {
 
     fn guard(&self) -> LockGuard<'_> {
         LockGuard {
-            mutex: self.mutex,
-            _segment: Arc::clone(&self.segment),
+            held: Held::new(self.mutex, &self.segment),
             _lock: PhantomData,
         }
     }
@@ -391,31 +457,35 @@ impl Lock {
 
 /// Holds a [`Lock`]; dropping it releases the lock.
 ///
-/// A guard is not `Send`: a pthread mutex must be released by the thread
-/// that took it. It keeps the lock's memory mapped even if the `Lock`
-/// itself is dropped first (or the guard is leaked).
+/// A guard is neither `Send` nor `Sync`, on purpose: a pthread mutex must
+/// be released by the thread that took it, and a guard copied into a
+/// child process would let both processes write "under the lock". So it
+/// stays in its thread ([`Process::spawn`](crate::Process::spawn) takes
+/// only `Send + 'static` closures). It keeps the lock's memory mapped even
+/// if the `Lock` itself is dropped first (or the guard is leaked).
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    mutex: RawMutex,
-    _segment: Arc<Segment>,
+    held: Held,
     _lock: PhantomData<&'a Lock>,
 }
 
 impl LockGuard<'_> {
-    /// Releases the lock now (Python's `l.release()`); the same as
-    /// dropping the guard.
-    pub fn release(self) {}
+    /// Releases the lock now (Python's `l.release()`). Dropping the guard
+    /// does the same, but can only log a failure; this returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwner`] if this thread does not hold the lock after all
+    /// (which safe code cannot bring about: the guard stays in the thread
+    /// that acquired the lock); [`Error::Os`] if the system refuses.
+    pub fn release(self) -> Result<()> {
+        self.held.release()
+    }
 }
 
 impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard").finish_non_exhaustive()
-    }
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        self.mutex.unlock();
     }
 }
 
@@ -427,7 +497,10 @@ impl Drop for LockGuard<'_> {
 /// use mpcore::{Event, Process};
 ///
 /// let ready = Event::new()?;
-/// let mut child = Process::spawn(|| ready.wait_timeout(Duration::from_secs(60)).is_ok())?;
+/// let mut child = Process::spawn({
+///     let ready = ready.clone();
+///     move || ready.wait_timeout(Duration::from_secs(60)).is_ok()
+/// })?;
 /// ready.set();
 /// assert!(child.join()?);
 /// # Ok::<(), mpcore::Error>(())
@@ -603,5 +676,54 @@ fn futex_wake_all(word: &AtomicU32) {
     // its address. It cannot fail for such a word, so the result is unused.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releasing_a_lock_another_thread_holds_is_an_error_and_changes_nothing() {
+        let lock = Lock::new().unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (done, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let lock = lock.clone();
+            move || {
+                let _guard = lock.acquire().unwrap();
+                held_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            }
+        });
+        held.recv().unwrap();
+
+        // Safe code cannot get a guard for a lock it does not hold: build
+        // one the way `acquire` does, minus the acquiring.
+        let err = lock.guard().release().unwrap_err();
+        assert!(matches!(err, Error::NotOwner), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "this thread does not hold the lock, so it cannot release it; \
+             only the thread that acquired a lock can release it"
+        );
+        assert!(
+            lock.try_acquire().unwrap().is_none(),
+            "still held by the other thread"
+        );
+
+        done.send(()).unwrap();
+        holder.join().unwrap();
+        lock.acquire().unwrap().release().unwrap();
+    }
+
+    #[test]
+    fn unlocking_a_free_mutex_is_an_error() {
+        let lock = Lock::new().unwrap();
+        assert!(matches!(lock.mutex.unlock(), Err(Error::NotOwner)));
+        assert!(
+            lock.try_acquire().unwrap().is_some(),
+            "and it is still free"
+        );
     }
 }

@@ -28,7 +28,10 @@ fn times_out_after(d: Duration) -> TestResult {
 isolated! {
     fn a_waiting_child_wakes_when_the_parent_sets() {
         let e = Event::new()?;
-        let mut child = Process::spawn(|| e.wait().is_ok() && e.is_set())?;
+        let mut child = Process::spawn({
+            let e = e.clone();
+            move || e.wait().is_ok() && e.is_set()
+        })?;
         thread::sleep(Duration::from_millis(100));
         assert!(child.is_alive(), "still waiting");
         e.set();
@@ -39,7 +42,10 @@ isolated! {
     fn every_waiter_wakes() {
         let e = Event::new()?;
         let mut children = (0..3)
-            .map(|_| Process::spawn(|| e.wait_timeout(Duration::from_secs(50)).is_ok()))
+            .map(|_| {
+                let e = e.clone();
+                Process::spawn(move || e.wait_timeout(Duration::from_secs(50)).is_ok())
+            })
             .collect::<mpcore::Result<Vec<_>>>()?;
         thread::sleep(Duration::from_millis(100));
         e.set();
@@ -57,9 +63,12 @@ isolated! {
         assert!(e.is_set());
         e.wait()?; // returns at once
         e.wait_timeout(Duration::ZERO)?;
-        let mut child = Process::spawn(|| {
-            e.clear();
-            !e.is_set()
+        let mut child = Process::spawn({
+            let e = e.clone();
+            move || {
+                e.clear();
+                !e.is_set()
+            }
         })?;
         assert!(child.join()?);
         assert!(!e.is_set(), "the child's clear is the parent's");
@@ -69,12 +78,18 @@ isolated! {
 
     fn a_killed_waiter_does_not_break_the_event() {
         let e = Event::new()?;
-        let mut victim = Process::spawn(|| e.wait().is_ok())?;
+        let mut victim = Process::spawn({
+            let e = e.clone();
+            move || e.wait().is_ok()
+        })?;
         thread::sleep(Duration::from_millis(100));
         victim.kill()?;
         assert!(victim.join().is_err());
         e.set();
-        let mut child = Process::spawn(|| e.wait().is_ok())?;
+        let mut child = Process::spawn({
+            let e = e.clone();
+            move || e.wait().is_ok()
+        })?;
         assert!(child.join()?);
         Ok(())
     }
@@ -82,9 +97,12 @@ isolated! {
     fn a_huge_timeout_waits_like_no_timeout() {
         for huge in [Duration::MAX, Duration::from_secs(1 << 62), Duration::from_secs(i64::MAX as u64)] {
             let e = Event::new()?;
-            let mut child = Process::spawn(|| {
-                thread::sleep(Duration::from_millis(100));
-                e.set();
+            let mut child = Process::spawn({
+                let e = e.clone();
+                move || {
+                    thread::sleep(Duration::from_millis(100));
+                    e.set();
+                }
             })?;
             e.wait_timeout(huge)?;
             child.join()?;
