@@ -33,6 +33,9 @@
 //!   waiters in user memory, so a killed waiter leaves nothing behind, and
 //!   with no lock there is nothing a `fork` could copy in a locked state.
 //!   `FUTEX_WAIT_BITSET` takes an absolute `CLOCK_MONOTONIC` deadline.
+//!   Besides the flag, the word counts the `set`s, so that a waiter can
+//!   tell that one happened while it slept, even if a `clear` came at
+//!   once.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -508,9 +511,49 @@ impl fmt::Debug for LockGuard<'_> {
 ///
 /// An `Event` holds no lock, so a process killed while it waits or sets
 /// leaves nothing behind, and it is as safe in a thread as in a process.
+///
+/// A `set` ends every wait that is under way, as Python's does, even if
+/// the event is cleared again before a waiter gets to look at it.
 #[derive(Clone)]
 pub struct Event {
     segment: Arc<Segment>,
+}
+
+// The event's one word, which is also the futex that waiters sleep on:
+//
+// - bit 0, `FLAG`: the event is set;
+// - bit 1, `SLEEPERS`: a waiter may be asleep on the futex, so a `set`
+//   must wake it (without it, a `set` makes no system call);
+// - bits 2 to 31: how many times a `set` found the flag clear, wrapping.
+//
+// A waiter notes the count when it starts and returns when the flag is
+// set or the count has moved: a `set` followed at once by a `clear` still
+// moves the count. The count wraps after 2^30 sets; a waiter misses one
+// only if exactly that many happen while it does not look (it is woken
+// by each of them).
+const FLAG: u32 = 1;
+const SLEEPERS: u32 = 2;
+/// What one `set` adds to the word.
+const ONE_SET: u32 = 4;
+
+/// Whether a wait that began when the word read `start` (flag clear) is
+/// over now that it reads `now`.
+fn wait_is_over(start: u32, now: u32) -> bool {
+    now & FLAG != 0 || (now ^ start) & !(FLAG | SLEEPERS) != 0
+}
+
+/// Sets the flag, counts the set and wakes the sleepers, if there are any.
+/// Only atomics and one system call: safe in a signal handler.
+fn set_word(word: &AtomicU32) {
+    let was = word.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+        // Already set: nothing changes, and nobody waits for this flag.
+        (w & FLAG == 0).then(|| ((w | FLAG) & !SLEEPERS).wrapping_add(ONE_SET))
+    });
+    // Every sleeper wakes, sees the count moved and leaves, so the
+    // sleepers bit is cleared with this one wake-up.
+    if was.is_ok_and(|w| w & SLEEPERS != 0) {
+        futex_wake_all(word);
+    }
 }
 
 impl fmt::Debug for Event {
@@ -540,23 +583,24 @@ impl Event {
     }
 
     /// Sets the flag and wakes every process and thread that waits for it.
+    /// With nobody waiting, it makes no system call.
     pub fn set(&self) {
-        if self.word().swap(1, Ordering::SeqCst) == 0 {
-            futex_wake_all(self.word());
-        }
+        set_word(self.word());
     }
 
-    /// Clears the flag: `wait` blocks again until the next `set`.
+    /// Clears the flag: `wait` blocks again until the next `set`. A wait
+    /// that was under way when the flag was set still ends.
     pub fn clear(&self) {
-        self.word().store(0, Ordering::SeqCst);
+        self.word().fetch_and(!FLAG, Ordering::SeqCst);
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.word().load(Ordering::SeqCst) == 1
+        self.word().load(Ordering::SeqCst) & FLAG != 0
     }
 
-    /// Waits until the flag is set (returns at once if it is).
+    /// Waits until the flag is set (returns at once if it is). A `set`
+    /// from anywhere ends the wait, even if a `clear` follows at once.
     ///
     /// # Errors
     ///
@@ -576,17 +620,38 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Option<Deadline>, timeout: Duration) -> Result<()> {
+        let word = self.word();
+        let start = word.load(Ordering::SeqCst);
+        if start & FLAG != 0 {
+            return Ok(());
+        }
         loop {
-            if self.is_set() {
+            let mut now = word.load(Ordering::SeqCst);
+            if wait_is_over(start, now) {
                 return Ok(());
             }
-            match futex_wait(self.word(), 0, deadline) {
+            if now & SLEEPERS == 0 {
+                // Say that a sleeper is coming before sleeping, so that the
+                // next `set` wakes us. If the word changed meanwhile, look
+                // again: it may have been that `set`.
+                let asleep = now | SLEEPERS;
+                if word
+                    .compare_exchange(now, asleep, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    continue;
+                }
+                now = asleep;
+            }
+            // Sleeps only while the word still reads `now`: a `set` (or a
+            // `clear`) after our last look returns at once.
+            match futex_wait(word, now, deadline) {
                 Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
                 Err(Errno::ETIMEDOUT) => {}
                 Err(e) => return Err(Error::os("futex", e)),
             }
             if let Some(deadline) = deadline {
-                if !self.is_set() && deadline.has_passed()? {
+                if !wait_is_over(start, word.load(Ordering::SeqCst)) && deadline.has_passed()? {
                     return Err(Error::Timeout(timeout));
                 }
             }
@@ -618,7 +683,8 @@ impl Event {
         );
         for signal in [Signal::SIGINT, Signal::SIGTERM] {
             // SAFETY: `on_interrupt` does only what a signal handler may:
-            // an atomic load and store, and one `futex` system call.
+            // atomic loads and compare-exchanges, and one `futex` system
+            // call.
             unsafe { sigaction(signal, &action) }.map_err(|e| Error::os("sigaction", e))?;
         }
         Ok(())
@@ -637,10 +703,7 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
     let saved = Errno::last_raw();
     // SAFETY: a non-null pointer here is the word of an event whose
     // mapping was leaked on purpose, so it is valid for the whole process.
-    let word = unsafe { &*word };
-    if word.swap(1, Ordering::SeqCst) == 0 {
-        futex_wake_all(word);
-    }
+    set_word(unsafe { &*word });
     Errno::set_raw(saved);
 }
 
