@@ -56,30 +56,43 @@ fn job(v: &Value<i32>, num: i32, lock: Option<&Lock>) -> Result<(), Box<dyn std:
 /// The tutorial's `multicore()`: p1 adds 1, p2 adds 3.
 fn multicore(lock: Option<&Lock>) -> Result<(), Box<dyn std::error::Error>> {
     let v = Value::new(0i32)?;
-    let mut p1 = Process::spawn(|| job(&v, 1, lock).map_err(|e| e.to_string()))?;
-    let mut p2 = Process::spawn(|| job(&v, 3, lock).map_err(|e| e.to_string()))?;
+    // Like Python's args=(v, num, l), each process gets the handles it
+    // needs: clones, which share the one value and the one lock.
+    let start = |num| {
+        let (v, lock) = (v.clone(), lock.cloned());
+        Process::spawn(move || job(&v, num, lock.as_ref()).map_err(|e| e.to_string()))
+    };
+    let mut p1 = start(1)?;
+    let mut p2 = start(3)?;
     p1.join()??;
     p2.join()??;
     println!();
     Ok(())
 }
 
-/// Two processes each add 1 to a shared counter `n` times, with
-/// `v.set(v.get() + 1)`, under `lock` if there is one. Returns the total.
+/// Once `go` is set, adds 1 to `v` `n` times with `v.set(v.get() + 1)`,
+/// under `lock` if there is one.
+fn count(v: &Value<u32>, go: &Event, n: u32, lock: Option<&Lock>) -> mpcore::Result<()> {
+    go.wait()?;
+    for _ in 0..n {
+        let _held = lock.map(Lock::acquire).transpose()?;
+        v.set(v.get()? + 1)?;
+    }
+    Ok(())
+}
+
+/// Two processes each `count` to `n` on one shared counter, under `lock`
+/// if there is one. Returns the total.
 fn increments(n: u32, lock: Option<&Lock>) -> Result<u32, Box<dyn std::error::Error>> {
     let v = Value::new(0u32)?;
     // A starting gun, so that the two run at the same time.
     let go = Event::new()?;
-    let count = || -> mpcore::Result<()> {
-        go.wait()?;
-        for _ in 0..n {
-            let _held = lock.map(Lock::acquire).transpose()?;
-            v.set(v.get()? + 1)?;
-        }
-        Ok(())
+    let start = || {
+        let (v, go, lock) = (v.clone(), go.clone(), lock.cloned());
+        Process::spawn(move || count(&v, &go, n, lock.as_ref()).map_err(|e| e.to_string()))
     };
-    let mut p1 = Process::spawn(|| count().map_err(|e| e.to_string()))?;
-    let mut p2 = Process::spawn(|| count().map_err(|e| e.to_string()))?;
+    let mut p1 = start()?;
+    let mut p2 = start()?;
     go.set();
     p1.join()??;
     p2.join()??;

@@ -158,6 +158,14 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// This thread tried to release a lock that it does not hold. The lock
+    /// is left as it was: only the thread that acquired it can release it.
+    #[error(
+        "this thread does not hold the lock, so it cannot release it; \
+         only the thread that acquired a lock can release it"
+    )]
+    NotLockHolder,
+
     /// [`Array::get`](crate::Array::get) or [`Array::set`](crate::Array::set)
     /// with an index past the end.
     #[error("index {index} is out of range for an array of length {len}")]

@@ -62,8 +62,9 @@
 //! std's panic-output lock. Where that can happen, join with
 //! [`Process::join_timeout`]. Python 3.12 warns about forking a process that
 //! has threads, and Python 3.14 no longer forks by default on Linux.
-//! [`Queue`] holds no lock at all (see its docs), so it is safe to use from
-//! threads and children at once.
+//! [`Queue`] is safe to use from threads and children at once: its lock
+//! lives in the shared memory itself, so a holder in another thread of
+//! the parent releases it for the child too.
 #![deny(missing_docs)]
 
 mod channel;

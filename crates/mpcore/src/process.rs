@@ -99,16 +99,17 @@ impl Builder {
 
     /// Forks a child process that runs `f` and sends back what it returns.
     ///
-    /// Because the child is a copy of this process (fork), `f` may use
-    /// anything the parent had, borrowed or moved; the parent's own copy of
-    /// what `f` captured is dropped here, in the parent, as usual.
+    /// `f` must own what it uses (`Send + 'static`, as for
+    /// [`std::thread::spawn`]): see [`Process::spawn`] for why. The
+    /// parent's own copy of what `f` captured is dropped here, in the
+    /// parent, as usual.
     ///
     /// # Errors
     ///
     /// [`Error::Os`] when the socket, the fork or the pidfd cannot be made.
     pub fn spawn<T, F>(self, f: F) -> Result<Process<T>>
     where
-        F: FnOnce() -> T,
+        F: FnOnce() -> T + Send + 'static,
         T: Serialize + DeserializeOwned,
     {
         // The default name is numbered now, as Python numbers it, but
@@ -453,10 +454,82 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// Forks a child that runs `f`; [`join`](Self::join) returns what `f`
     /// returned. The same as `Builder::new().spawn(f)`.
     ///
+    /// # What the child may use
+    ///
+    /// The rule is [`std::thread::spawn`]'s: `f` is `Send + 'static`, so it
+    /// owns what it uses. Write a `move` closure and give it the handles it
+    /// needs; a [`Value`](crate::Value), [`Array`](crate::Array),
+    /// [`Lock`](crate::Lock), [`Event`](crate::Event) or
+    /// [`Queue`](crate::Queue) clone is a cheap second handle on the same
+    /// shared object.
+    ///
+    /// ```
+    /// use mpcore::{Process, Value};
+    ///
+    /// let v = Value::new(0i32)?;
+    /// let mut child = Process::spawn({
+    ///     let v = v.clone();
+    ///     move || v.set(42).is_ok()
+    /// })?;
+    /// assert!(child.join()?);
+    /// assert_eq!(v.get()?, 42);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// A fork would copy a borrowed value just as well; what must never be
+    /// copied is a held lock. The guard of a [`Lock`](crate::Lock), or of a `Value`'s or
+    /// `Array`'s lock, and every `&mut` taken from one, says "this thread
+    /// holds the lock": copied into a child, it would say so in two
+    /// processes at once, and both would write "under the lock". So the
+    /// compiler refuses to let one in. A guard is not `Send` (nor is a
+    /// reference to one), so it can be neither moved in nor borrowed
+    /// (error E0277, "cannot be sent between threads safely"):
+    ///
+    /// ```compile_fail,E0277
+    /// let v = mpcore::Value::new(0i32)?;
+    /// let mut guard = v.lock()?;
+    /// let child = mpcore::Process::spawn(move || *guard += 1)?;
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// ```compile_fail,E0277
+    /// let v = mpcore::Value::new(0i32)?;
+    /// let mut guard = v.lock()?;
+    /// let child = mpcore::Process::spawn(|| *guard += 1)?;
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// A `&mut` taken from a guard lives no longer than the guard, not for
+    /// `'static` (error E0597, "does not live long enough"):
+    ///
+    /// ```compile_fail,E0597
+    /// let a = mpcore::Array::new(&[1i32, 2, 3])?;
+    /// let mut guard = a.lock()?;
+    /// let items: &mut [i32] = &mut guard;
+    /// let child = mpcore::Process::spawn(move || items[0] = 10)?;
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// And a [`LockGuard`](crate::LockGuard) is no more `Send` than the
+    /// others (E0277 again):
+    ///
+    /// ```compile_fail,E0277
+    /// let lock = mpcore::Lock::new()?;
+    /// let held = lock.acquire()?;
+    /// let child = mpcore::Process::spawn(move || held.release().is_ok())?;
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// That is Python's "the parent acquires, the child releases",
+    /// which cannot work with a lock that knows its owner: the child's
+    /// copy of the guard would release a lock its process does not hold.
+    /// To hand work over, set an [`Event`](crate::Event) (or a `Value`
+    /// flag) instead; a lock is released by the thread that took it.
+    ///
     /// # Errors
     ///
     /// [`Error::Os`] when the fork or its plumbing fails.
-    pub fn spawn<F: FnOnce() -> T>(f: F) -> Result<Self> {
+    pub fn spawn<F: FnOnce() -> T + Send + 'static>(f: F) -> Result<Self> {
         Builder::new().spawn(f)
     }
 

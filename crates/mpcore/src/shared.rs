@@ -26,7 +26,7 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::shm::{Segment, align_up};
-use crate::sync::RawMutex;
+use crate::sync::{Held, RawMutex};
 
 /// A mutex first, then the data, aligned for `T`: the size of the mapping
 /// and the data's offset in it.
@@ -71,14 +71,17 @@ fn segment_for<T>(len: usize) -> Result<(Arc<Segment>, RawMutex, *mut T)> {
 /// use mpcore::{Process, Value};
 ///
 /// let v = Value::new(0i32)?;
-/// let mut child = Process::spawn(|| v.set(42).is_ok())?;
+/// let mut child = Process::spawn({
+///     let v = v.clone();
+///     move || v.set(42).is_ok()
+/// })?;
 /// assert!(child.join()?);
 /// assert_eq!(v.get()?, 42);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 ///
-/// Make it before [`Process::spawn`](crate::Process::spawn); the child
-/// uses it by reference or through a clone. Clones share the one value.
+/// Make it before [`Process::spawn`](crate::Process::spawn) and move a
+/// clone into the child: clones share the one value.
 ///
 /// # Errors
 ///
@@ -144,7 +147,7 @@ impl<T: Pod> Value<T> {
         self.mutex.lock()?;
         // SAFETY: we hold the mutex, so no process writes while we read.
         let value = unsafe { self.data.read() };
-        self.mutex.unlock();
+        self.mutex.unlock()?;
         Ok(value)
     }
 
@@ -153,8 +156,7 @@ impl<T: Pod> Value<T> {
         self.mutex.lock()?;
         // SAFETY: we hold the mutex, so nobody else reads or writes.
         unsafe { self.data.write(value) };
-        self.mutex.unlock();
-        Ok(())
+        self.mutex.unlock()
     }
 
     /// Takes the value's lock and returns a guard that reads and writes the
@@ -163,21 +165,25 @@ impl<T: Pod> Value<T> {
     pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
         self.mutex.lock()?;
         Ok(ValueGuard {
-            mutex: self.mutex,
+            _held: Held::new(self.mutex, &self.segment),
             data: self.data,
-            _segment: Arc::clone(&self.segment),
             _value: PhantomData,
         })
     }
 }
 
 /// The value's lock, held; derefs to the value. Dropping it releases the
-/// lock. Not `Send`: the thread that locked must unlock.
+/// lock.
+///
+/// Neither `Send` nor `Sync`, on purpose: the thread that locked must
+/// unlock, and a guard (or a `&mut` from it) in a child process would let
+/// two processes write the value "under the lock" at once.
+/// [`Process::spawn`](crate::Process::spawn) takes only `Send + 'static`
+/// closures, so neither can get there.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T> {
-    mutex: RawMutex,
+    _held: Held,
     data: *mut T,
-    _segment: Arc<Segment>,
     _value: PhantomData<&'a mut T>,
 }
 
@@ -204,12 +210,6 @@ impl<T: fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     }
 }
 
-impl<T> Drop for ValueGuard<'_, T> {
-    fn drop(&mut self) {
-        self.mutex.unlock();
-    }
-}
-
 /// A fixed-length array of plain data that processes share, Python's
 /// `multiprocessing.Array`.
 ///
@@ -226,9 +226,12 @@ impl<T> Drop for ValueGuard<'_, T> {
 /// use mpcore::{Array, Process};
 ///
 /// let a = Array::new(&[1i32, 2, 3, 4])?;
-/// let mut child = Process::spawn(|| {
-///     let mut items = a.lock().unwrap();
-///     items.iter_mut().for_each(|x| *x *= 10);
+/// let mut child = Process::spawn({
+///     let a = a.clone();
+///     move || {
+///         let mut items = a.lock().unwrap();
+///         items.iter_mut().for_each(|x| *x *= 10);
+///     }
 /// })?;
 /// child.join()?;
 /// assert_eq!(a.to_vec()?, [10, 20, 30, 40]);
@@ -324,7 +327,7 @@ impl<T: Pod> Array<T> {
         self.mutex.lock()?;
         // SAFETY: `index < len`, and we hold the mutex.
         let item = unsafe { self.data.add(index).read() };
-        self.mutex.unlock();
+        self.mutex.unlock()?;
         Ok(item)
     }
 
@@ -335,8 +338,7 @@ impl<T: Pod> Array<T> {
         self.mutex.lock()?;
         // SAFETY: `index < len`, and we hold the mutex.
         unsafe { self.data.add(index).write(item) };
-        self.mutex.unlock();
-        Ok(())
+        self.mutex.unlock()
     }
 
     /// A copy of every item, taken under the lock (Python's `a[:]`).
@@ -349,10 +351,9 @@ impl<T: Pod> Array<T> {
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
         self.mutex.lock()?;
         Ok(ArrayGuard {
-            mutex: self.mutex,
+            _held: Held::new(self.mutex, &self.segment),
             data: self.data,
             len: self.len,
-            _segment: Arc::clone(&self.segment),
             _array: PhantomData,
         })
     }
@@ -370,13 +371,16 @@ impl<T: Pod> Array<T> {
 }
 
 /// The array's lock, held; derefs to the items as a slice. Dropping it
-/// releases the lock. Not `Send`: the thread that locked must unlock.
+/// releases the lock.
+///
+/// Neither `Send` nor `Sync`, on purpose, for the reasons given at
+/// [`ValueGuard`]: the guard, and every `&mut` slice from it, stays in the
+/// thread that took the lock.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T> {
-    mutex: RawMutex,
+    _held: Held,
     data: *mut T,
     len: usize,
-    _segment: Arc<Segment>,
     _array: PhantomData<&'a mut [T]>,
 }
 
@@ -400,11 +404,5 @@ impl<T> DerefMut for ArrayGuard<'_, T> {
 impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T> Drop for ArrayGuard<'_, T> {
-    fn drop(&mut self) {
-        self.mutex.unlock();
     }
 }

@@ -33,6 +33,9 @@
 //!   waiters in user memory, so a killed waiter leaves nothing behind, and
 //!   with no lock there is nothing a `fork` could copy in a locked state.
 //!   `FUTEX_WAIT_BITSET` takes an absolute `CLOCK_MONOTONIC` deadline.
+//!   Besides the flag, the word counts the `set`s, so that a waiter can
+//!   tell that one happened while it slept, even if a `clear` came at
+//!   once.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -47,6 +50,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use nix::time::{ClockId, clock_gettime};
 
 use crate::error::{Error, Result};
+use crate::futex;
 use crate::shm::Segment;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -261,11 +265,17 @@ impl RawMutex {
         }
     }
 
-    /// Unlocks. Only the thread that locked may call this.
-    pub(crate) fn unlock(self) {
-        // SAFETY: as in `lock`. It fails only if this thread does not own
-        // the mutex (`EPERM`), which leaves it untouched.
-        unsafe { libc::pthread_mutex_unlock(self.0) };
+    /// Unlocks. Only the thread that locked may: for any other thread the
+    /// mutex (an error-checking one) stays as it is, and the answer is
+    /// [`Error::NotLockHolder`].
+    pub(crate) fn unlock(self) -> Result<()> {
+        // SAFETY: as in `lock`. A thread that does not own the mutex gets
+        // `EPERM`, and the mutex is left untouched.
+        match unsafe { libc::pthread_mutex_unlock(self.0) } {
+            0 => Ok(()),
+            libc::EPERM => Err(Error::NotLockHolder),
+            rc => Err(Error::os("pthread_mutex_unlock", Errno::from_raw(rc))),
+        }
     }
 
     /// Turns the result of a lock call into ours. On `EOWNERDEAD` we hold
@@ -278,12 +288,59 @@ impl RawMutex {
                 // SAFETY: as in `lock`; we hold the mutex, which is what
                 // `pthread_mutex_consistent` asks for.
                 let rc = unsafe { libc::pthread_mutex_consistent(self.0) };
-                self.unlock();
+                let unlocked = self.unlock();
                 check("pthread_mutex_consistent", rc)?;
+                unlocked?;
                 Err(Error::OwnerDied)
             }
             libc::EDEADLK => Err(Error::WouldDeadlock),
             rc => Err(Error::os(call, Errno::from_raw(rc))),
+        }
+    }
+}
+
+/// A [`RawMutex`] that this thread has locked, and the segment it lives in;
+/// dropping it unlocks. The one part that every guard (of a [`Lock`], a
+/// [`Value`](crate::Value), an [`Array`](crate::Array)) shares.
+///
+/// It is neither `Send` nor `Sync` (it holds a raw pointer), and must stay
+/// so: it says "this thread holds the lock". In another thread it would
+/// unlock a mutex that thread does not own; in a forked child (which
+/// [`Process::spawn`](crate::Process::spawn)'s `Send + 'static` bound
+/// keeps it from reaching) it would let two processes write "under the
+/// lock" at once.
+pub(crate) struct Held {
+    /// `None` once [`release`](Held::release) has unlocked it.
+    mutex: Option<RawMutex>,
+    _segment: Arc<Segment>,
+}
+
+impl Held {
+    /// Takes over a mutex that this thread has just locked.
+    pub(crate) fn new(mutex: RawMutex, segment: &Arc<Segment>) -> Held {
+        Held {
+            mutex: Some(mutex),
+            _segment: Arc::clone(segment),
+        }
+    }
+
+    /// Unlocks now, and says whether that worked.
+    pub(crate) fn release(mut self) -> Result<()> {
+        self.mutex.take().map_or(Ok(()), RawMutex::unlock)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            // A destructor cannot return the error, and a lock that stays
+            // locked must not go unnoticed: the next acquire would wait
+            // for ever without a word.
+            if let Err(e) = mutex.unlock() {
+                log::error!(
+                    "mpcore: a lock's guard was dropped, but the lock was not released: {e}"
+                );
+            }
         }
     }
 }
@@ -298,29 +355,43 @@ fn check(call: &'static str, rc: libc::c_int) -> Result<()> {
 /// A lock that processes (and threads) share, Python's
 /// `multiprocessing.Lock`.
 ///
-/// Make it before [`Process::spawn`](crate::Process::spawn) and use it (or
-/// a clone) in the child: the fork shares it. [`acquire`](Lock::acquire)
-/// returns a guard; the lock is released when the guard is dropped, as at
-/// the end of Python's `with l:` block.
+/// Make it before [`Process::spawn`](crate::Process::spawn) and move a
+/// clone into the child: every clone is the same lock.
+/// [`acquire`](Lock::acquire) returns a guard; the lock is released when
+/// the guard is dropped, as at the end of Python's `with l:` block.
 ///
 /// ```
 /// use mpcore::{Lock, Process, Value};
 ///
-/// let lock = Lock::new()?;
-/// let v = Value::new(0i32)?;
-/// let job = |num: i32| -> mpcore::Result<()> {
+/// fn job(lock: &Lock, v: &Value<i32>, num: i32) -> mpcore::Result<()> {
 ///     let _held = lock.acquire()?;
 ///     for _ in 0..5 {
 ///         v.set(v.get()? + num)?;
 ///     }
 ///     Ok(())
+/// }
+///
+/// let lock = Lock::new()?;
+/// let v = Value::new(0i32)?;
+/// let start = |num| {
+///     let (lock, v) = (lock.clone(), v.clone());
+///     Process::spawn(move || job(&lock, &v, num).is_ok())
 /// };
-/// let mut p1 = Process::spawn(|| job(1).is_ok())?;
-/// let mut p2 = Process::spawn(|| job(3).is_ok())?;
+/// let (mut p1, mut p2) = (start(1)?, start(3)?);
 /// assert!(p1.join()? && p2.join()?);
 /// assert_eq!(v.get()?, 20);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
+///
+/// # Who releases it
+///
+/// The thread that acquired the lock releases it, by dropping the guard
+/// (or calling [`release`](LockGuard::release)). Python lets any process
+/// release a `multiprocessing.Lock`, and a common pattern has the parent
+/// acquire it and a child release it. Here the guard cannot leave its
+/// thread: it is not `Send`, so neither another thread nor a child process
+/// can have it. To let a waiting process go on, set an
+/// [`Event`] it waits for (or a [`Value`](crate::Value) it checks).
 ///
 /// # When the holder dies
 ///
@@ -408,8 +479,7 @@ impl Lock {
 
     fn guard(&self) -> LockGuard<'_> {
         LockGuard {
-            mutex: self.mutex,
-            _segment: Arc::clone(&self.segment),
+            held: Held::new(self.mutex, &self.segment),
             _lock: PhantomData,
         }
     }
@@ -417,31 +487,35 @@ impl Lock {
 
 /// Holds a [`Lock`]; dropping it releases the lock.
 ///
-/// A guard is not `Send`: a pthread mutex must be released by the thread
-/// that took it. It keeps the lock's memory mapped even if the `Lock`
-/// itself is dropped first (or the guard is leaked).
+/// A guard is neither `Send` nor `Sync`, on purpose: a pthread mutex must
+/// be released by the thread that took it, and a guard copied into a
+/// child process would let both processes write "under the lock". So it
+/// stays in its thread ([`Process::spawn`](crate::Process::spawn) takes
+/// only `Send + 'static` closures). It keeps the lock's memory mapped even
+/// if the `Lock` itself is dropped first (or the guard is leaked).
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    mutex: RawMutex,
-    _segment: Arc<Segment>,
+    held: Held,
     _lock: PhantomData<&'a Lock>,
 }
 
 impl LockGuard<'_> {
-    /// Releases the lock now (Python's `l.release()`); the same as
-    /// dropping the guard.
-    pub fn release(self) {}
+    /// Releases the lock now (Python's `l.release()`). Dropping the guard
+    /// does the same, but can only log a failure; this returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLockHolder`] if this thread does not hold the lock after all
+    /// (which safe code cannot bring about: the guard stays in the thread
+    /// that acquired the lock); [`Error::Os`] if the system refuses.
+    pub fn release(self) -> Result<()> {
+        self.held.release()
+    }
 }
 
 impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard").finish_non_exhaustive()
-    }
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        self.mutex.unlock();
     }
 }
 
@@ -453,7 +527,10 @@ impl Drop for LockGuard<'_> {
 /// use mpcore::{Event, Process};
 ///
 /// let ready = Event::new()?;
-/// let mut child = Process::spawn(|| ready.wait_timeout(Duration::from_secs(60)).is_ok())?;
+/// let mut child = Process::spawn({
+///     let ready = ready.clone();
+///     move || ready.wait_timeout(Duration::from_secs(60)).is_ok()
+/// })?;
 /// ready.set();
 /// assert!(child.join()?);
 /// # Ok::<(), mpcore::Error>(())
@@ -461,9 +538,49 @@ impl Drop for LockGuard<'_> {
 ///
 /// An `Event` holds no lock, so a process killed while it waits or sets
 /// leaves nothing behind, and it is as safe in a thread as in a process.
+///
+/// A `set` ends every wait that is under way, as Python's does, even if
+/// the event is cleared again before a waiter gets to look at it.
 #[derive(Clone)]
 pub struct Event {
     segment: Arc<Segment>,
+}
+
+// The event's one word, which is also the futex that waiters sleep on:
+//
+// - bit 0, `FLAG`: the event is set;
+// - bit 1, `SLEEPERS`: a waiter may be asleep on the futex, so a `set`
+//   must wake it (without it, a `set` makes no system call);
+// - bits 2 to 31: how many times a `set` found the flag clear, wrapping.
+//
+// A waiter notes the count when it starts and returns when the flag is
+// set or the count has moved: a `set` followed at once by a `clear` still
+// moves the count. The count wraps after 2^30 sets; a waiter misses one
+// only if exactly that many happen while it does not look (it is woken
+// by each of them).
+const FLAG: u32 = 1;
+const SLEEPERS: u32 = 2;
+/// What one `set` adds to the word.
+const ONE_SET: u32 = 4;
+
+/// Whether a wait that began when the word read `start` (flag clear) is
+/// over now that it reads `now`.
+fn wait_is_over(start: u32, now: u32) -> bool {
+    now & FLAG != 0 || (now ^ start) & !(FLAG | SLEEPERS) != 0
+}
+
+/// Sets the flag, counts the set and wakes the sleepers, if there are any.
+/// Only atomics and one system call: safe in a signal handler.
+fn set_word(word: &AtomicU32) {
+    let was = word.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+        // Already set: nothing changes, and nobody waits for this flag.
+        (w & FLAG == 0).then(|| ((w | FLAG) & !SLEEPERS).wrapping_add(ONE_SET))
+    });
+    // Every sleeper wakes, sees the count moved and leaves, so the
+    // sleepers bit is cleared with this one wake-up.
+    if was.is_ok_and(|w| w & SLEEPERS != 0) {
+        futex::wake(word, i32::MAX);
+    }
 }
 
 impl fmt::Debug for Event {
@@ -493,23 +610,24 @@ impl Event {
     }
 
     /// Sets the flag and wakes every process and thread that waits for it.
+    /// With nobody waiting, it makes no system call.
     pub fn set(&self) {
-        if self.word().swap(1, Ordering::SeqCst) == 0 {
-            futex_wake_all(self.word());
-        }
+        set_word(self.word());
     }
 
-    /// Clears the flag: `wait` blocks again until the next `set`.
+    /// Clears the flag: `wait` blocks again until the next `set`. A wait
+    /// that was under way when the flag was set still ends.
     pub fn clear(&self) {
-        self.word().store(0, Ordering::SeqCst);
+        self.word().fetch_and(!FLAG, Ordering::SeqCst);
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.word().load(Ordering::SeqCst) == 1
+        self.word().load(Ordering::SeqCst) & FLAG != 0
     }
 
-    /// Waits until the flag is set (returns at once if it is).
+    /// Waits until the flag is set (returns at once if it is). A `set`
+    /// from anywhere ends the wait, even if a `clear` follows at once.
     ///
     /// # Errors
     ///
@@ -529,17 +647,38 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Option<Deadline>, timeout: Duration) -> Result<()> {
+        let word = self.word();
+        let start = word.load(Ordering::SeqCst);
+        if start & FLAG != 0 {
+            return Ok(());
+        }
         loop {
-            if self.is_set() {
+            let mut now = word.load(Ordering::SeqCst);
+            if wait_is_over(start, now) {
                 return Ok(());
             }
-            match futex_wait(self.word(), 0, deadline) {
+            if now & SLEEPERS == 0 {
+                // Say that a sleeper is coming before sleeping, so that the
+                // next `set` wakes us. If the word changed meanwhile, look
+                // again: it may have been that `set`.
+                let asleep = now | SLEEPERS;
+                if word
+                    .compare_exchange(now, asleep, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    continue;
+                }
+                now = asleep;
+            }
+            // Sleeps only while the word still reads `now`: a `set` (or a
+            // `clear`) after our last look returns at once.
+            match futex::wait(word, now, deadline) {
                 Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
                 Err(Errno::ETIMEDOUT) => {}
                 Err(e) => return Err(Error::os("futex", e)),
             }
             if let Some(deadline) = deadline {
-                if !self.is_set() && deadline.has_passed()? {
+                if !wait_is_over(start, word.load(Ordering::SeqCst)) && deadline.has_passed()? {
                     return Err(Error::Timeout(timeout));
                 }
             }
@@ -571,7 +710,8 @@ impl Event {
         );
         for signal in [Signal::SIGINT, Signal::SIGTERM] {
             // SAFETY: `on_interrupt` does only what a signal handler may:
-            // an atomic load and store, and one `futex` system call.
+            // atomic loads and compare-exchanges, and one `futex` system
+            // call.
             unsafe { sigaction(signal, &action) }.map_err(|e| Error::os("sigaction", e))?;
         }
         Ok(())
@@ -590,44 +730,55 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
     let saved = Errno::last_raw();
     // SAFETY: a non-null pointer here is the word of an event whose
     // mapping was leaked on purpose, so it is valid for the whole process.
-    let word = unsafe { &*word };
-    if word.swap(1, Ordering::SeqCst) == 0 {
-        futex_wake_all(word);
-    }
+    set_word(unsafe { &*word });
     Errno::set_raw(saved);
 }
 
-/// Sleeps while `*word == expected`, until woken or past `deadline`
-/// (absolute, `CLOCK_MONOTONIC`). Spurious returns are possible: callers
-/// loop.
-fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> Result<(), Errno> {
-    let abstime = deadline.map(Deadline::timespec);
-    let timeout = abstime
-        .as_ref()
-        .map_or(ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a live, aligned 32-bit word; `timeout` is null or a
-    // valid absolute timespec that outlives the call. Without
-    // FUTEX_PRIVATE_FLAG the kernel keys the wait on the shared page, so a
-    // `set` in another process finds us.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT_BITSET,
-            expected,
-            timeout,
-            ptr::null::<u32>(),
-            libc::FUTEX_BITSET_MATCH_ANY,
-        )
-    };
-    if rc == -1 { Err(Errno::last()) } else { Ok(()) }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Wakes every thread, in any process, that waits on `word`.
-fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned 32-bit word; FUTEX_WAKE only reads
-    // its address. It cannot fail for such a word, so the result is unused.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    #[test]
+    fn releasing_a_lock_another_thread_holds_is_an_error_and_changes_nothing() {
+        let lock = Lock::new().unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (done, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let lock = lock.clone();
+            move || {
+                let _guard = lock.acquire().unwrap();
+                held_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            }
+        });
+        held.recv().unwrap();
+
+        // Safe code cannot get a guard for a lock it does not hold: build
+        // one the way `acquire` does, minus the acquiring.
+        let err = lock.guard().release().unwrap_err();
+        assert!(matches!(err, Error::NotLockHolder), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "this thread does not hold the lock, so it cannot release it; \
+             only the thread that acquired a lock can release it"
+        );
+        assert!(
+            lock.try_acquire().unwrap().is_none(),
+            "still held by the other thread"
+        );
+
+        done.send(()).unwrap();
+        holder.join().unwrap();
+        lock.acquire().unwrap().release().unwrap();
+    }
+
+    #[test]
+    fn unlocking_a_free_mutex_is_an_error() {
+        let lock = Lock::new().unwrap();
+        assert!(matches!(lock.mutex.unlock(), Err(Error::NotLockHolder)));
+        assert!(
+            lock.try_acquire().unwrap().is_some(),
+            "and it is still free"
+        );
     }
 }

@@ -16,10 +16,13 @@ use isolate::TestResult;
 /// until it is killed. Returns once the child holds the lock.
 fn holder(lock: &Lock) -> mpcore::Result<Process<()>> {
     let held = Event::new()?;
-    let child = Process::spawn(|| {
-        let _guard = lock.acquire().expect("a free lock");
-        held.set();
-        thread::sleep(Duration::from_secs(120));
+    let child = Process::spawn({
+        let (lock, held) = (lock.clone(), held.clone());
+        move || {
+            let _guard = lock.acquire().expect("a free lock");
+            held.set();
+            thread::sleep(Duration::from_secs(120));
+        }
     })?;
     held.wait()?;
     Ok(child)
@@ -76,19 +79,24 @@ isolated! {
         let lock = Lock::new()?;
         let inside = Value::new(0u32)?;
         let go = Event::new()?;
-        // One step: enter, check that nobody else is inside, leave.
-        let step = || -> mpcore::Result<bool> {
-            let _held = lock.acquire()?;
-            let others = inside.get()?;
-            inside.set(others + 1)?;
-            // Stay inside a while, so that an intruder would be seen.
-            thread::sleep(Duration::from_micros(50));
-            inside.set(inside.get()? - 1)?;
-            Ok(others == 0)
+        let job = || {
+            let (lock, inside, go) = (lock.clone(), inside.clone(), go.clone());
+            move || {
+                // One step: enter, check that nobody else is inside, leave.
+                let step = || -> mpcore::Result<bool> {
+                    let _held = lock.acquire()?;
+                    let others = inside.get()?;
+                    inside.set(others + 1)?;
+                    // Stay inside a while, so that an intruder would be seen.
+                    thread::sleep(Duration::from_micros(50));
+                    inside.set(inside.get()? - 1)?;
+                    Ok(others == 0)
+                };
+                go.wait().is_ok() && (0..2_000).all(|_| step().unwrap_or(false))
+            }
         };
-        let job = || go.wait().is_ok() && (0..2_000).all(|_| step().unwrap_or(false));
-        let mut p1 = Process::spawn(job)?;
-        let mut p2 = Process::spawn(job)?;
+        let mut p1 = Process::spawn(job())?;
+        let mut p2 = Process::spawn(job())?;
         go.set();
         assert!(p1.join()? && p2.join()?, "never two inside at once");
         assert_eq!(inside.get()?, 0);
@@ -99,10 +107,16 @@ isolated! {
         let lock = Lock::new()?;
         let guard = lock.try_acquire()?.expect("a free lock");
         assert!(lock.try_acquire()?.is_none(), "held by this thread");
-        let mut child = Process::spawn(|| matches!(lock.try_acquire(), Ok(None)))?;
+        let mut child = Process::spawn({
+            let lock = lock.clone();
+            move || matches!(lock.try_acquire(), Ok(None))
+        })?;
         assert!(child.join()?, "held by the parent, seen from the child");
-        guard.release();
-        let mut child = Process::spawn(|| matches!(lock.try_acquire(), Ok(Some(_))))?;
+        guard.release()?;
+        let mut child = Process::spawn({
+            let lock = lock.clone();
+            move || matches!(lock.try_acquire(), Ok(Some(_)))
+        })?;
         assert!(child.join()?);
         assert!(lock.acquire().is_ok());
         Ok(())
@@ -118,11 +132,14 @@ isolated! {
     fn a_holder_killed_by_sigkill_does_not_block_everyone() {
         let lock = Lock::new()?;
         let held = Event::new()?;
-        let mut child = Process::spawn(|| {
-            let _guard = lock.acquire().expect("a free lock");
-            held.set();
-            // Die holding it: no destructor, no unlock.
-            let _ = raise(Signal::SIGKILL);
+        let mut child = Process::spawn({
+            let (lock, held) = (lock.clone(), held.clone());
+            move || {
+                let _guard = lock.acquire().expect("a free lock");
+                held.set();
+                // Die holding it: no destructor, no unlock.
+                let _ = raise(Signal::SIGKILL);
+            }
         })?;
         held.wait()?;
         let died = child.join().unwrap_err();
@@ -133,7 +150,10 @@ isolated! {
         println!("after the holder's death: {err}");
         // Reported once; from then on the lock works, here and in children.
         drop(lock.acquire()?);
-        let mut child = Process::spawn(|| lock.acquire().is_ok())?;
+        let mut child = Process::spawn({
+            let lock = lock.clone();
+            move || lock.acquire().is_ok()
+        })?;
         assert!(child.join()?);
         assert!(lock.try_acquire()?.is_some());
         Ok(())
@@ -143,9 +163,12 @@ isolated! {
         let lock = Lock::new()?;
         let mut holder = holder(&lock)?;
         // A second process is blocked in acquire() when the holder dies.
-        let mut waiter = Process::spawn(|| match lock.acquire() {
-            Err(Error::OwnerDied) => "owner died".to_owned(),
-            other => format!("{other:?}"),
+        let mut waiter = Process::spawn({
+            let lock = lock.clone();
+            move || match lock.acquire() {
+                Err(Error::OwnerDied) => "owner died".to_owned(),
+                other => format!("{other:?}"),
+            }
         })?;
         thread::sleep(Duration::from_millis(200));
         holder.kill()?;
@@ -167,10 +190,13 @@ isolated! {
     fn acquire_timeout_succeeds_when_the_lock_comes_free_in_time() {
         let lock = Lock::new()?;
         let held = Event::new()?;
-        let mut child = Process::spawn(|| {
-            let _guard = lock.acquire().expect("a free lock");
-            held.set();
-            thread::sleep(Duration::from_millis(200));
+        let mut child = Process::spawn({
+            let (lock, held) = (lock.clone(), held.clone());
+            move || {
+                let _guard = lock.acquire().expect("a free lock");
+                held.set();
+                thread::sleep(Duration::from_millis(200));
+            }
         })?;
         held.wait()?;
         let _guard = lock.acquire_timeout(Duration::from_secs(30))?;
@@ -207,10 +233,13 @@ isolated! {
         for huge in [Duration::MAX, Duration::from_secs(1 << 62), Duration::from_secs(i64::MAX as u64)] {
             let lock = Lock::new()?;
             let held = Event::new()?;
-            let mut child = Process::spawn(|| {
-                let _guard = lock.acquire().expect("a free lock");
-                held.set();
-                thread::sleep(Duration::from_millis(100));
+            let mut child = Process::spawn({
+                let (lock, held) = (lock.clone(), held.clone());
+                move || {
+                    let _guard = lock.acquire().expect("a free lock");
+                    held.set();
+                    thread::sleep(Duration::from_millis(100));
+                }
             })?;
             held.wait()?;
             drop(lock.acquire_timeout(huge)?);

@@ -2,6 +2,7 @@
 //! behind. Every test runs under a deadline: a hang fails, it never blocks CI.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -715,15 +716,19 @@ fn a_pool_and_its_results_may_move_between_threads() {
 #[test]
 fn a_forked_child_cannot_use_its_copy_of_the_pool_and_does_not_hang() {
     within(LIMIT, || {
-        let pool = Pool::new(1).unwrap();
+        let pool = Arc::new(Pool::new(1).unwrap());
         let workers = pool.pids();
-        // The child borrows the pool: its copy has no supervisor thread.
-        let mut child = mpcore::Process::spawn(|| match pool.apply(square, 2) {
-            Err(Error::InvalidArgument(_)) => "refused".to_owned(),
-            other => format!("{other:?}"),
+        // The child's copy of the pool has no supervisor thread.
+        let mut child = mpcore::Process::spawn({
+            let pool = Arc::clone(&pool);
+            move || match pool.apply(square, 2) {
+                Err(Error::InvalidArgument(_)) => "refused".to_owned(),
+                other => format!("{other:?}"),
+            }
         })
         .unwrap();
         assert_eq!(child.join().unwrap(), "refused");
+        let pool = Arc::into_inner(pool).expect("the parent's only handle");
         // Dropping the copy in the child neither hangs nor kills our workers.
         let mut child = mpcore::Process::spawn(move || drop(pool)).unwrap();
         child.join().unwrap();

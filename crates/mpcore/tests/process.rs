@@ -79,10 +79,17 @@ fn a_result_of_tens_of_mib_comes_back_whole() {
 }
 
 #[test]
-fn the_closure_may_borrow_what_the_parent_has() {
+fn the_child_changes_its_own_copy_of_what_it_was_given() {
     within(LIMIT, || {
         let words = String::from("fork copies memory");
-        let mut p = Process::spawn(|| words.to_uppercase()).unwrap();
+        let mut p = Process::spawn({
+            let mut words = words.clone();
+            move || {
+                words.make_ascii_uppercase();
+                words
+            }
+        })
+        .unwrap();
         assert_eq!(p.join().unwrap(), "FORK COPIES MEMORY");
         assert_eq!(
             words, "fork copies memory",

@@ -142,8 +142,13 @@ fn a_process_result_that_would_not_read_back_is_reported_as_such() {
     testkit::within(Duration::from_secs(60), || {
         let mut p = mpcore::Process::spawn(|| Untagged::Number(7)).unwrap();
         let err = p.join().unwrap_err();
-        let message = err.panic_message().expect("reported as the child's failure");
-        assert!(message.starts_with("could not send the result: "), "{message}");
+        let message = err
+            .panic_message()
+            .expect("reported as the child's failure");
+        assert!(
+            message.starts_with("could not send the result: "),
+            "{message}"
+        );
         says_cannot_be_read_back(message);
     });
 }

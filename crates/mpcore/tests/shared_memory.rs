@@ -21,12 +21,18 @@ where
 {
     let v = Value::new(first)?;
     assert_eq!(v.get()?, first);
-    let mut child = Process::spawn(|| v.get().ok() == Some(first) && v.set(second).is_ok())?;
+    let mut child = Process::spawn({
+        let v = v.clone();
+        move || v.get().ok() == Some(first) && v.set(second).is_ok()
+    })?;
     assert!(child.join()?, "the child saw {first:?} and set {second:?}");
     assert_eq!(v.get()?, second);
 
     let a = Array::new(&[first, first, first])?;
-    let mut child = Process::spawn(|| a.set(0, second).is_ok() && a.set(2, second).is_ok())?;
+    let mut child = Process::spawn({
+        let a = a.clone();
+        move || a.set(0, second).is_ok() && a.set(2, second).is_ok()
+    })?;
     assert!(child.join()?);
     assert_eq!(a.to_vec()?, [second, first, second]);
     assert_eq!(a.get(1)?, first);
@@ -36,15 +42,19 @@ where
 /// How many of `2 * n` increments survive when two processes each run
 /// `step` `n` times. Both start at once (an Event is the starting gun), so
 /// that their steps overlap.
-fn two_processes_increment(
-    n: u32,
-    step: impl Fn(&Value<u32>) -> mpcore::Result<()>,
-) -> mpcore::Result<u32> {
+fn two_processes_increment<F>(n: u32, step: F) -> mpcore::Result<u32>
+where
+    F: Fn(&Value<u32>) -> mpcore::Result<()> + Clone + Send + 'static,
+{
     let v = Value::new(0u32)?;
     let go = Event::new()?;
-    let job = || -> bool { go.wait().is_ok() && (0..n).all(|_| step(&v).is_ok()) };
-    let mut p1 = Process::spawn(job)?;
-    let mut p2 = Process::spawn(job)?;
+    // Each child gets its own handles: clones of the same shared objects.
+    let job = |step: F| {
+        let (v, go) = (v.clone(), go.clone());
+        move || go.wait().is_ok() && (0..n).all(|_| step(&v).is_ok())
+    };
+    let mut p1 = Process::spawn(job(step.clone()))?;
+    let mut p2 = Process::spawn(job(step))?;
     go.set();
     assert!(p1.join()? && p2.join()?, "every step succeeded");
     v.get()
@@ -97,9 +107,9 @@ isolated! {
         *v.lock()? *= 2.0;
         assert_eq!(v.get()?, 3.0);
         let a = Array::new(&[1u8, 2, 3])?;
-        let mut child = Process::spawn(|| {
-            let mut items = a.lock().expect("the array's lock");
-            items.reverse();
+        let mut child = Process::spawn({
+            let a = a.clone();
+            move || a.lock().expect("the array's lock").reverse()
         })?;
         child.join()?;
         assert_eq!(a.to_vec()?, [3, 2, 1]);
@@ -137,7 +147,7 @@ isolated! {
 
     fn get_then_set_under_a_lock_loses_nothing() {
         let lock = Lock::new()?;
-        let total = two_processes_increment(100_000, |v| {
+        let total = two_processes_increment(100_000, move |v| {
             let _held = lock.acquire()?;
             v.set(v.get()? + 1)
         })?;
@@ -154,14 +164,42 @@ isolated! {
         Ok(())
     }
 
+    fn children_wait_for_the_lock_the_parent_holds_and_lose_nothing() {
+        // Python's "the parent acquires, the children wait", with the
+        // value's own lock. The parent's guard stays in the parent (a
+        // child cannot be given it), so each child takes the lock itself.
+        const CHILDREN: u32 = 3;
+        const EACH: u32 = 20_000;
+        let v = Value::new(0u32)?;
+        let mut held = v.lock()?;
+        let mut children = (0..CHILDREN)
+            .map(|_| {
+                let v = v.clone();
+                Process::spawn(move || (0..EACH).all(|_| v.lock().map(|mut n| *n += 1).is_ok()))
+            })
+            .collect::<mpcore::Result<Vec<_>>>()?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(*held, 0, "no child got in while the parent held the lock");
+        *held = 1_000_000;
+        drop(held);
+        for child in &mut children {
+            assert!(child.join_timeout(isolate::LIMIT)?, "every increment took the lock");
+        }
+        assert_eq!(v.get()?, 1_000_000 + CHILDREN * EACH);
+        Ok(())
+    }
+
     fn a_value_whose_lock_holder_died_reports_it_once() {
         let v = Value::new(5i64)?;
         let held = Event::new()?;
-        let mut child = Process::spawn(|| {
-            let mut guard = v.lock().expect("the value's lock");
-            *guard = 6;
-            held.set();
-            std::thread::sleep(std::time::Duration::from_secs(60));
+        let mut child = Process::spawn({
+            let (v, held) = (v.clone(), held.clone());
+            move || {
+                let mut guard = v.lock().expect("the value's lock");
+                *guard = 6;
+                held.set();
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
         })?;
         held.wait()?;
         child.kill()?;

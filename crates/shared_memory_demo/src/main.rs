@@ -78,8 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let array = Array::new(&[1i32, 2, 3, 4])?;
     print_all("before the child", &value1, &value2, &array)?;
 
-    // The child is a fork: it uses the very same shared memory, by reference.
-    let mut child = Process::spawn(|| change(&value1, &value2, &array).map_err(|e| e.to_string()))?;
+    // The child gets handles of its own: clones, which share the very same
+    // memory, as Python's args=(value1, value2, array) would.
+    let mut child = Process::spawn({
+        let (value1, value2, array) = (value1.clone(), value2.clone(), array.clone());
+        move || change(&value1, &value2, &array).map_err(|e| e.to_string())
+    })?;
     child.join()??;
     print_all("after the child ", &value1, &value2, &array)?;
 

@@ -80,11 +80,14 @@ fn shared_objects(ending: Option<&str>) -> Result<(), Box<dyn std::error::Error>
     let a = Array::new(&[1.0f64, 2.0])?;
     let lock = Lock::new()?;
     let e = Event::new()?;
-    let mut child = Process::spawn(|| {
-        let _held = lock.acquire().is_ok();
-        let wrote = v.set(1).is_ok() && a.set(1, 3.0).is_ok();
-        e.set();
-        wrote
+    let mut child = Process::spawn({
+        let (v, a, lock, e) = (v.clone(), a.clone(), lock.clone(), e.clone());
+        move || {
+            let _held = lock.acquire().is_ok();
+            let wrote = v.set(1).is_ok() && a.set(1, 3.0).is_ok();
+            e.set();
+            wrote
+        }
     })?;
     if !(child.join()? && e.is_set() && v.get()? == 1 && a.to_vec()? == [1.0, 3.0]) {
         return Err("the child's changes did not reach the parent".into());
@@ -102,7 +105,10 @@ fn shared_objects(ending: Option<&str>) -> Result<(), Box<dyn std::error::Error>
             let _held = lock.acquire()?;
             let _value_held = v.lock()?;
             // The child waits for an event nobody sets; it dies with us.
-            let child = Process::spawn(|| e.wait().is_ok())?;
+            let child = Process::spawn({
+                let e = e.clone();
+                move || e.wait().is_ok()
+            })?;
             println!("ready {}", child.pid());
             std::io::stdout().flush()?;
             thread::sleep(Duration::from_secs(120));
