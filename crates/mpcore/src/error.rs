@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 /// What went wrong. Every message reads as a sentence, and `Debug` prints
 /// that same sentence, so a `main` that returns `Result<(), mpcore::Error>`
 /// shows the reader what happened, not a struct dump.
-#[derive(thiserror::Error)]
+#[derive(thiserror::Error, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The child's closure panicked; `message` is the panic's payload.
@@ -46,6 +46,38 @@ pub enum Error {
         call: &'static str,
         /// What the kernel said.
         errno: Errno,
+    },
+
+    /// A call failed with an error that has no errno (one of the standard
+    /// library's own, such as an unexpected end of file).
+    #[error("{call} failed: {reason}")]
+    Io {
+        /// The call, e.g. `"read"`.
+        call: &'static str,
+        /// What the error said.
+        reason: String,
+    },
+
+    /// A large message (its bytes travel in a memfd, whose descriptor the
+    /// packet carries) arrived while this process had no free file
+    /// descriptor to receive that descriptor with: its open-file limit
+    /// (`ulimit -n`) was reached (`EMFILE`).
+    #[error(
+        "a message of {bytes} bytes arrived, but this process has no free file descriptor \
+         to receive its memory with (too many open files, EMFILE); {}",
+        if *kept {
+            "the message is kept: close some files or raise the limit (ulimit -n), then try again"
+        } else {
+            "the kernel dropped its memory, so the message is lost: \
+             close some files or raise the limit (ulimit -n)"
+        }
+    )]
+    NoFreeDescriptor {
+        /// The message's size.
+        bytes: u64,
+        /// Whether the message is still waiting to be received (`true`),
+        /// or was lost (`false`).
+        kept: bool,
     },
 
     /// The wait ran out before anything arrived.
@@ -113,6 +145,20 @@ pub enum Error {
         pid: i32,
         /// How it ended (`None` if it could not be learnt).
         status: Option<crate::ExitStatus>,
+    },
+
+    /// A [`Pool`](crate::Pool) had no worker left and could not start one
+    /// for a while, so this task did not run.
+    #[error(
+        "the pool has no worker left and could not start one for {tried:?} ({reason}), \
+         so this task did not run: free what is short (processes, open files, memory) \
+         and submit it again"
+    )]
+    NoWorker {
+        /// How long the pool kept trying.
+        tried: Duration,
+        /// Why the last start failed.
+        reason: String,
     },
 
     /// The [`Pool`](crate::Pool) was closed or terminated, so it runs no
@@ -200,3 +246,32 @@ fn exit_text(status: &Option<crate::ExitStatus>) -> String {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_with_no_worker_says_for_how_long_it_tried_and_why() {
+        let e = Error::NoWorker {
+            tried: Duration::from_secs(2),
+            reason: "socketpair failed: EMFILE: Too many open files".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the pool has no worker left and could not start one for 2s (socketpair failed: \
+             EMFILE: Too many open files), so this task did not run: free what is short \
+             (processes, open files, memory) and submit it again"
+        );
+    }
+
+    #[test]
+    fn an_error_without_an_errno_keeps_its_own_words() {
+        let e = Error::Io {
+            call: "read",
+            reason: std::io::Error::from(std::io::ErrorKind::UnexpectedEof).to_string(),
+        };
+        assert_eq!(e.to_string(), "read failed: unexpected end of file");
+        assert_eq!(format!("{e:?}"), e.to_string());
+    }
+}

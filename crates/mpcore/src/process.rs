@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 enum Outcome<T> {
     Returned(T),
     Panicked(String),
+    /// Only in the parent: the message came but could not be read.
+    #[serde(skip)]
+    Lost(Error),
 }
 
 /// How a child process ended, as `waitpid` reported it.
@@ -325,6 +328,9 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// [`Error::Panicked`] with the panic message, [`Error::Signaled`] when a
     /// signal killed it, [`Error::Exited`] when it exited without a result,
     /// [`Error::AlreadyJoined`] on a second call.
+    /// [`Error::NoFreeDescriptor`] when a large result waits but this
+    /// process has no file descriptor free to receive it: the result stays
+    /// there, and a `join` once descriptors are free returns it.
     pub fn join(&mut self) -> Result<T> {
         self.wait(None)
     }
@@ -381,10 +387,17 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// exit status is left to wait for.
     fn read_outcome(&mut self) -> Result<()> {
         if self.outcome.is_none() && !self.hung_up {
-            match channel::try_recv(self.results.as_fd()) {
+            match channel::try_recv_keeping(self.results.as_fd()) {
                 Ok(outcome) => self.outcome = outcome,
                 Err(Error::Disconnected) => self.hung_up = true,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A message taken but unreadable is gone: every later
+                    // join must say so, not that none was sent.
+                    if !matches!(e, Error::NoFreeDescriptor { kept: true, .. }) {
+                        self.outcome = Some(Outcome::Lost(e.clone()));
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -395,6 +408,7 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
         match (self.outcome.take(), status) {
             (Some(Outcome::Returned(value)), _) => Ok(value),
             (Some(Outcome::Panicked(message)), _) => Err(Error::Panicked { pid, message }),
+            (Some(Outcome::Lost(e)), _) => Err(e),
             (None, ExitStatus::Signal(signal)) => Err(Error::Signaled { pid, signal }),
             (None, ExitStatus::Code(code)) => Err(Error::Exited { pid, code }),
         }

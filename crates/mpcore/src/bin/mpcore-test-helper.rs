@@ -15,12 +15,19 @@
 //! - `buffered`: with this one thread only, prints half a line, spawns a
 //!   child that prints without a newline, joins it, ends the line: the
 //!   output must hold each piece once, in order.
+//! - `no-free-fd`: fills its descriptor table, then takes a 1 MiB result
+//!   from a `Process` (twice) and from a `Pool` task, printing each error;
+//!   frees the table, takes both again, and prints whether the pool kept
+//!   its workers.
+//! - `fork-retry`: a pool whose one worker retires after each task, run
+//!   with a full descriptor table, so that the replacement's fork fails
+//!   until the table is freed 300 ms later; prints both tasks' results.
 
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
-use mpcore::{Array, Event, Lock, Process, Value};
+use mpcore::{Array, Event, Lock, Pool, Process, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
         Some("print-storm") => print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
         Some("buffered") => buffered(),
+        Some("no-free-fd") => no_free_descriptor(),
+        Some("fork-retry") => fork_retry(),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -120,4 +129,70 @@ fn print_storm(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     println!("joined {n}");
     std::io::stdout().flush()?;
     std::process::exit(0)
+}
+
+/// More than a message carries inline: it travels in a memfd.
+const BIG: usize = 1 << 20;
+
+fn big(fill: u8) -> Vec<u8> {
+    vec![fill; BIG]
+}
+
+fn small(x: u32) -> u32 {
+    x + 1
+}
+
+/// Opens `/dev/null` until the descriptor table is full; the files free
+/// their slots when dropped. The limit is lowered first, so that this
+/// takes a few hundred files, not a million.
+fn fill_descriptor_table() -> Result<Vec<std::fs::File>, Box<dyn std::error::Error>> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard)?;
+    let mut files = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => files.push(file),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return Ok(files),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn no_free_descriptor() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::new(2)?;
+    let pids = pool.pids();
+    let mut child = Process::spawn(|| big(7))?;
+    let files = fill_descriptor_table()?;
+    println!("process: {}", error_text(child.join()));
+    println!("process again: {}", error_text(child.join()));
+    println!("pool: {}", error_text(pool.apply(big, 1)));
+    drop(files);
+    println!("process after: {}", child.join()? == big(7));
+    println!("pool after: {}", pool.apply(big, 2)? == big(2));
+    println!("same workers: {}", pool.pids() == pids);
+    Ok(())
+}
+
+fn fork_retry() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpcore::pool::Builder::new()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()?;
+    let files = fill_descriptor_table()?;
+    let first = pool.apply_async(small, 1)?;
+    let second = pool.apply_async(small, 2)?;
+    thread::sleep(Duration::from_millis(300));
+    drop(files);
+    println!("first: {:?}", first.get());
+    println!("second: {:?}", second.get());
+    Ok(())
+}
+
+/// The error's text, or what came instead of an error.
+fn error_text<T>(result: mpcore::Result<T>) -> String {
+    match result {
+        Ok(_) => "no error".to_owned(),
+        Err(e) => e.to_string(),
+    }
 }

@@ -231,6 +231,7 @@ impl Builder {
             state: State::Running,
             forked: 0,
             retry_fork_at: None,
+            fork_failing_since: None,
         };
         let handle = thread::Builder::new()
             .name("mpcore-pool".to_owned())
