@@ -22,10 +22,20 @@
 //! - `fork-retry`: a pool whose one worker retires after each task, run
 //!   with a full descriptor table, so that the replacement's fork fails
 //!   until the table is freed 300 ms later; prints both tasks' results.
+//! - `pingpong`: plays `floor::fork_pipe_pingpong` for ever, until the
+//!   test kills it.
+//! - `as-nobody nproc|in-flight`: drops root for user `nobody` (the
+//!   kernel exempts root from the limits below), then either lets a third
+//!   fork fail under `RLIMIT_NPROC` inside `floor::shared_atomic_increments`
+//!   and prints whether any child of it is left, or keeps putting 64 KiB
+//!   items on a `Queue` nobody reads under an open-file limit of 32, and
+//!   prints the error that stops it.
 
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
+
+use nix::sys::wait::WaitPidFlag;
 
 use mpcore::{Array, Event, Lock, Pool, Process, Value};
 
@@ -39,6 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("buffered") => buffered(),
         Some("no-free-fd") => no_free_descriptor(),
         Some("fork-retry") => fork_retry(),
+        Some("pingpong") => {
+            mpcore::floor::fork_pipe_pingpong(u64::MAX)?;
+            Err("the test should have killed this process".into())
+        }
+        Some("as-nobody") => as_nobody(args.get(1).map(String::as_str)),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -195,4 +210,62 @@ fn error_text<T>(result: mpcore::Result<T>) -> String {
         Ok(_) => "no error".to_owned(),
         Err(e) => e.to_string(),
     }
+}
+
+/// The user the `as-nobody` scenarios run as.
+const NOBODY: u32 = 65534;
+
+fn as_nobody(what: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::unistd::{Uid, setuid};
+    if Uid::effective().is_root() {
+        setuid(Uid::from_raw(NOBODY))?;
+    }
+    match what {
+        Some("nproc") => {
+            // Room for this process, whatever else runs as this user, and
+            // two children: the third fork fails.
+            let running = processes_of(Uid::current().as_raw())?;
+            setrlimit(Resource::RLIMIT_NPROC, running + 2, running + 2)?;
+            let result = mpcore::floor::shared_atomic_increments(5, 1 << 24);
+            println!("result: {}", error_text(result));
+            let left = match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Err(nix::errno::Errno::ECHILD) => "none".to_owned(),
+                other => format!("{other:?}"),
+            };
+            println!("children left: {left}");
+            Ok(())
+        }
+        Some("in-flight") => {
+            setrlimit(Resource::RLIMIT_NOFILE, 32, 32)?;
+            let queue = mpcore::Queue::new()?;
+            for i in 0..1000 {
+                if let Err(e) = queue.put(vec![0u8; 64 * 1024]) {
+                    println!("put {i}: {e}");
+                    return Ok(());
+                }
+            }
+            Err("1000 large items in flight, and no error".into())
+        }
+        other => Err(format!("unknown as-nobody scenario {other:?}").into()),
+    }
+}
+
+/// How many processes user `uid` runs, by its real id.
+fn processes_of(uid: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok());
+        if real == Some(uid) {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
