@@ -262,6 +262,9 @@ fn sent(
             // A peer that closed with packets of ours unread resets the
             // connection: it is gone all the same.
             Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
+            // Each memfd message in flight holds a descriptor, and the
+            // kernel caps them per user (at the open-file limit).
+            Err(Errno::ETOOMANYREFS) => return Err(Error::TooManyInFlight),
             Err(e) => return Err(Error::os(name, e)),
         }
     }

@@ -80,6 +80,61 @@ pub enum Error {
         kept: bool,
     },
 
+    /// A large message could not be sent: too many are in flight, sent
+    /// but not yet received (`ETOOMANYREFS`).
+    #[error(
+        "could not send a large message: too many large messages are in flight, sent but not \
+         yet received (ETOOMANYREFS); each holds a file descriptor, and the kernel lets a user \
+         have no more of them in flight than the open-file limit: receive some before sending \
+         more, or raise the limit (ulimit -n)"
+    )]
+    TooManyInFlight,
+
+    /// A type's alignment is more than shared memory can promise.
+    #[error(
+        "a type aligned to {align} bytes cannot live in shared memory, whose mappings are \
+         aligned to the page (4096 bytes): use a type aligned to 4096 bytes or less"
+    )]
+    AlignmentTooLarge {
+        /// The type's alignment.
+        align: usize,
+    },
+
+    /// A [`Pool`](crate::Pool)'s supervisor thread panicked (a bug in
+    /// mpcore): the pool runs no more tasks.
+    #[error(
+        "the pool's supervisor thread panicked: {message}; the pool runs no more tasks, \
+         so make a new one (and please report this bug in mpcore)"
+    )]
+    SupervisorPanicked {
+        /// The panic message.
+        message: String,
+    },
+
+    /// A [`Pool`](crate::Pool) task's answer never came: its pool's
+    /// supervisor ended without sending one (it panicked, or the pool was
+    /// ended as the task came in), so the task may or may not have run.
+    #[error(
+        "the pool ended without an answer for this task, so it may or may not have run: \
+         submit it again to a new pool"
+    )]
+    TaskLost,
+
+    /// A [`Pool`](crate::Pool) worker ran this task but could not send
+    /// its result back (no memory, no free file descriptor for a large
+    /// result, ...). The worker stays in service.
+    #[error(
+        "pool worker {pid} ran this task but could not send its result back ({reason}); \
+         the task may have had effects: if its result was large, free what is short \
+         (memory, open files in the worker) and run it again"
+    )]
+    ResultNotSent {
+        /// The worker's process id.
+        pid: i32,
+        /// Why the send failed.
+        reason: String,
+    },
+
     /// The wait ran out before anything arrived.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -262,6 +317,28 @@ mod tests {
             "the pool has no worker left and could not start one for 2s (socketpair failed: \
              EMFILE: Too many open files), so this task did not run: free what is short \
              (processes, open files, memory) and submit it again"
+        );
+    }
+
+    #[test]
+    fn a_supervisor_panic_is_not_blamed_on_a_child_process() {
+        let e = Error::SupervisorPanicked {
+            message: "index out of bounds".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the pool's supervisor thread panicked: index out of bounds; the pool runs no \
+             more tasks, so make a new one (and please report this bug in mpcore)"
+        );
+        assert!(!e.is_panic(), "no child process panicked");
+    }
+
+    #[test]
+    fn a_lost_task_is_not_called_a_closed_pool() {
+        assert_eq!(
+            Error::TaskLost.to_string(),
+            "the pool ended without an answer for this task, so it may or may not have run: \
+             submit it again to a new pool"
         );
     }
 

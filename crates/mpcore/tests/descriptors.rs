@@ -42,3 +42,61 @@ fn a_pool_waits_out_a_moment_when_no_worker_can_be_forked() {
     run.assert_success();
     assert_eq!(run.lines(), ["first: Ok(2)", "second: Ok(3)"]);
 }
+
+#[test]
+fn too_many_large_messages_in_flight_say_so_and_what_to_do() {
+    let run = testkit::run(HELPER, &["as-nobody", "in-flight"], Duration::from_secs(60));
+    run.assert_success();
+    let line = run.stdout.trim();
+    let (_, error) = line
+        .split_once(": ")
+        .unwrap_or_else(|| panic!("unexpected helper output {line:?}"));
+    assert_eq!(
+        error,
+        "could not send a large message: too many large messages are in flight, sent but \
+         not yet received (ETOOMANYREFS); each holds a file descriptor, and the kernel lets \
+         a user have no more of them in flight than the open-file limit: receive some before \
+         sending more, or raise the limit (ulimit -n)"
+    );
+}
+
+/// Fills the worker's descriptor table for good (a leak on purpose), then
+/// returns more than a packet carries: the worker has no descriptor left
+/// for the memfd its result needs.
+fn fill_the_worker_and_return_1_mib(_: ()) -> Vec<u8> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 64.min(hard), hard).unwrap();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        std::mem::forget(file);
+    }
+    vec![1; 1 << 20]
+}
+
+fn plus_one(x: u32) -> u32 {
+    x + 1
+}
+
+#[test]
+fn a_worker_that_cannot_send_a_result_says_so_and_stays() {
+    testkit::within(LIMIT, || {
+        let pool = mpcore::Pool::new(1).unwrap();
+        let pids = pool.pids();
+        let e = pool
+            .apply(fill_the_worker_and_return_1_mib, ())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "pool worker {} ran this task but could not send its result back \
+                 (memfd_create failed: EMFILE: Too many open files); the task may have had \
+                 effects: if its result was large, free what is short (memory, open files in \
+                 the worker) and run it again",
+                pids[0]
+            )
+        );
+        // The worker goes on with small results, which need no descriptor.
+        assert_eq!(pool.apply(plus_one, 41).unwrap(), 42);
+        assert_eq!(pool.pids(), pids);
+    });
+}

@@ -520,8 +520,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Panicked`] if the pool's own supervisor thread panicked (a
-    /// bug in mpcore).
+    /// [`Error::SupervisorPanicked`] if the pool's own supervisor thread
+    /// panicked (a bug in mpcore).
     pub fn join(&self) -> Result<()> {
         self.close();
         self.wait_for_supervisor()
@@ -565,12 +565,8 @@ impl Pool {
         match handle {
             Some(handle) => match handle.join() {
                 Ok(()) => Ok(()),
-                Err(payload) => Err(Error::Panicked {
-                    pid: std::process::id() as i32,
-                    message: format!(
-                        "the pool's supervisor thread panicked: {}",
-                        panic_message(&*payload)
-                    ),
+                Err(payload) => Err(Error::SupervisorPanicked {
+                    message: panic_message(&*payload),
                 }),
             },
             None => Ok(()),
@@ -698,10 +694,7 @@ fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
         Err(payload) => panic_message(&*payload),
         Ok(()) => "it ended before starting the workers".to_owned(),
     };
-    Error::Panicked {
-        pid: std::process::id() as i32,
-        message: format!("the pool's supervisor thread panicked: {message}"),
-    }
+    Error::SupervisorPanicked { message }
 }
 
 /// `submit` hands its chunks to the supervisor whenever this many bytes of
