@@ -13,13 +13,18 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn a_large_result_with_no_free_descriptor_fails_with_that_cause_and_nothing_else() {
     let run = testkit::run(HELPER, &["no-free-fd"], LIMIT);
     run.assert_success();
-    let kept = "a message of 1048580 bytes arrived, but this process has no free file \
-                descriptor to receive its memory with (too many open files, EMFILE); the \
-                message is kept: close some files or raise the limit (ulimit -n), then try again";
-    let lost = "a message of 1048580 bytes arrived, but this process has no free file \
-                descriptor to receive its memory with (too many open files, EMFILE); the \
-                kernel dropped its memory, so the message is lost: close some files or raise \
-                the limit (ulimit -n)";
+    // 1 MiB, its length (3 bytes) and, for a result, its outcome's tag.
+    let kept = no_room(
+        1048580,
+        "the message is kept: close some files or raise the limit (ulimit -n), then try again",
+    );
+    let lost = |bytes| {
+        no_room(
+            bytes,
+            "the kernel dropped its memory, so the message is lost: close some files or \
+             raise the limit (ulimit -n)",
+        )
+    };
     assert_eq!(
         run.lines(),
         [
@@ -27,13 +32,24 @@ fn a_large_result_with_no_free_descriptor_fails_with_that_cause_and_nothing_else
             format!("process: {kept}").as_str(),
             format!("process again: {kept}").as_str(),
             // The pool's one task fails with the real cause...
-            format!("pool: {lost}").as_str(),
+            format!("pool: {}", lost(1048580)).as_str(),
+            // A queue has many readers, so nobody peeks: the item is lost,
+            // and the error says so.
+            format!("queue: {}", lost(1048579)).as_str(),
             "process after: true",
             // ...and the pool goes on, with the workers it had.
             "pool after: true",
             "same workers: true",
         ]
     );
+}
+
+/// `NoFreeDescriptor`'s text for a message of `bytes` bytes.
+fn no_room(bytes: u64, then: &str) -> String {
+    format!(
+        "a message of {bytes} bytes arrived, but this process has no free file descriptor to \
+         receive its memory with (too many open files, EMFILE); {then}"
+    )
 }
 
 #[test]

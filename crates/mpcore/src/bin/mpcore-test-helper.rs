@@ -16,7 +16,8 @@
 //!   child that prints without a newline, joins it, ends the line: the
 //!   output must hold each piece once, in order.
 //! - `no-free-fd`: fills its descriptor table, then takes a 1 MiB result
-//!   from a `Process` (twice) and from a `Pool` task, printing each error;
+//!   from a `Process` (twice), from a `Pool` task and from a `Queue`,
+//!   printing each error;
 //!   frees the table, takes both again, and prints whether the pool kept
 //!   its workers.
 //! - `fork-retry`: a pool whose one worker retires after each task, run
@@ -178,10 +179,13 @@ fn no_free_descriptor() -> Result<(), Box<dyn std::error::Error>> {
     let pool = Pool::new(2)?;
     let pids = pool.pids();
     let mut child = Process::spawn(|| big(7))?;
+    let queue = mpcore::Queue::new()?;
+    queue.put(big(3))?;
     let files = fill_descriptor_table()?;
     println!("process: {}", error_text(child.join()));
     println!("process again: {}", error_text(child.join()));
     println!("pool: {}", error_text(pool.apply(big, 1)));
+    println!("queue: {}", error_text(queue.get()));
     drop(files);
     println!("process after: {}", child.join()? == big(7));
     println!("pool after: {}", pool.apply(big, 2)? == big(2));
