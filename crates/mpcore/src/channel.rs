@@ -218,7 +218,7 @@ fn send_message(
         .map_err(|e| Error::os("memfd_create", e))?;
     let mut file = File::from(memfd);
     for part in parts {
-        file.write_all(part).map_err(|e| io_error("write", e))?;
+        file.write_all(part).map_err(|e| Error::io("write", e))?;
     }
     let len = (total as u64).to_le_bytes();
     let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
@@ -368,7 +368,7 @@ impl Payload<'_> {
             Payload::Memfd(file, size) => {
                 let mut payload = vec![0; size];
                 file.read_exact_at(&mut payload, 0)
-                    .map_err(|e| io_error("read", e))?;
+                    .map_err(|e| Error::io("read", e))?;
                 Ok(payload)
             }
         }
@@ -390,14 +390,14 @@ pub(crate) fn try_recv_byte_string(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>
             let mut head = [0u8; 10];
             let head_len = size.min(head.len());
             file.read_exact_at(&mut head[..head_len], 0)
-                .map_err(|e| io_error("read", e))?;
+                .map_err(|e| Error::io("read", e))?;
             let (len, skip) = read_varint(&head[..head_len])?;
             if (size - skip) as u64 != len {
                 return Err(not_a_byte_string());
             }
             let mut bytes = vec![0; size - skip];
             file.read_exact_at(&mut bytes, skip as u64)
-                .map_err(|e| io_error("read", e))?;
+                .map_err(|e| Error::io("read", e))?;
             Ok(bytes)
         }
     })
@@ -741,18 +741,6 @@ fn descriptor_refused(rx: BorrowedFd<'_>, bytes: u64, kept: bool) -> Error {
                 ),
             }
         }
-    }
-}
-
-fn io_error(call: &'static str, e: std::io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(errno) => Error::os(call, Errno::from_raw(errno)),
-        // An error of the standard library's own (a memfd shorter than
-        // its packet said: `UnexpectedEof`) has no errno: keep its words.
-        None => Error::Io {
-            call,
-            reason: e.to_string(),
-        },
     }
 }
 

@@ -248,6 +248,19 @@ impl Error {
         Error::Os { call, errno }
     }
 
+    /// Wraps a failed `call` that reported an `io::Error`: its errno when
+    /// it has one, else its own words (an error of the standard library's
+    /// own, such as an unexpected end of file, has no errno).
+    pub(crate) fn io(call: &'static str, e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(errno) => Error::os(call, Errno::from_raw(errno)),
+            None => Error::Io {
+                call,
+                reason: e.to_string(),
+            },
+        }
+    }
+
     /// True when a wait ran out ([`Error::Timeout`]).
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
@@ -344,11 +357,16 @@ mod tests {
 
     #[test]
     fn an_error_without_an_errno_keeps_its_own_words() {
-        let e = Error::Io {
-            call: "read",
-            reason: std::io::Error::from(std::io::ErrorKind::UnexpectedEof).to_string(),
-        };
+        let e = Error::io("read", std::io::ErrorKind::UnexpectedEof.into());
         assert_eq!(e.to_string(), "read failed: unexpected end of file");
         assert_eq!(format!("{e:?}"), e.to_string());
+        let e = Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF));
+        assert!(matches!(
+            e,
+            Error::Os {
+                call: "read",
+                errno: Errno::EBADF
+            }
+        ));
     }
 }

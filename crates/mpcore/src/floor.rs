@@ -200,12 +200,7 @@ fn fork_with_pipe(
                     other => break other.map_err(|e| Error::os("waitpid", e))?,
                 }
             };
-            read_result.map_err(|e| {
-                Error::os(
-                    "read",
-                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                )
-            })?;
+            read_result.map_err(|e| Error::io("read", e))?;
             match status {
                 WaitStatus::Exited(_, 0) => Ok(()),
                 WaitStatus::Exited(pid, code) => Err(Error::Exited {

@@ -114,7 +114,6 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use nix::errno::Errno;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -236,7 +235,7 @@ impl Builder {
         let handle = thread::Builder::new()
             .name("mpcore-pool".to_owned())
             .spawn(move || supervisor.run(started_tx))
-            .map_err(|e| Error::os("pthread_create", errno_of(&e)))?;
+            .map_err(|e| Error::io("pthread_create", e))?;
         match started_rx.recv() {
             Ok(Ok(())) => Ok(Pool {
                 processes,
@@ -683,10 +682,6 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-fn errno_of(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
 fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
