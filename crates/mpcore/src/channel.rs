@@ -250,7 +250,7 @@ fn send_message(
         .map_err(|e| Error::os("memfd_create", e))?;
     let mut file = File::from(memfd);
     for part in parts {
-        file.write_all(part).map_err(|e| io_error("write", e))?;
+        file.write_all(part).map_err(|e| Error::io("write", e))?;
     }
     let len = (total as u64).to_le_bytes();
     let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
@@ -294,6 +294,9 @@ fn sent(
             // A peer that closed with packets of ours unread resets the
             // connection: it is gone all the same.
             Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
+            // Each memfd message in flight holds a descriptor, and the
+            // kernel caps them per user (at the open-file limit).
+            Err(Errno::ETOOMANYREFS) => return Err(Error::TooManyInFlight),
             Err(e) => return Err(Error::os(name, e)),
         }
     }
@@ -323,6 +326,51 @@ pub(crate) fn encode_in<'buf, T: Serialize + ?Sized>(
 /// nothing was there (or another reader took it first).
 pub(crate) fn try_recv<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Result<Option<T>> {
     try_recv_with(rx, decode)
+}
+
+/// [`try_recv`] for a socket with one reader that must not lose its
+/// message (a [`Process`](crate::Process)'s result): a large message's
+/// memory arrives as a descriptor, and a process with no free descriptor
+/// would have the packet taken and the memory dropped by the kernel. So
+/// the packet is first looked at where it lies (`MSG_PEEK`): when there is
+/// no room for its descriptor, it stays in the socket and the caller gets
+/// [`Error::NoFreeDescriptor`], and may try again once it has room. One
+/// system call more than [`try_recv`], which a fork and a `waitpid` dwarf.
+pub(crate) fn try_recv_keeping<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Result<Option<T>> {
+    let peeked = RECV_BUF.with_borrow_mut(|RecvBuf { cmsg, .. }| {
+        // A memfd packet is 9 bytes; the first 9 of an inline one do.
+        let mut head = [0u8; 9];
+        let mut iov = [IoSliceMut::new(&mut head)];
+        loop {
+            match recvmsg::<()>(
+                rx.as_raw_fd(),
+                &mut iov,
+                Some(&mut *cmsg),
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                // A peek hands us a copy of the descriptor, if there is
+                // room for one: closed here, it leaves that room for the
+                // receive that follows.
+                Ok(msg) => {
+                    let refused = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                    drop(received_fd(&msg, "recvmsg")?);
+                    let bytes = msg.bytes;
+                    break Ok(refused.then(|| memfd_size(&head[..bytes])).flatten());
+                }
+                Err(Errno::EINTR | Errno::ECONNRESET) => continue,
+                // Nothing there, or an error that the receive below reports.
+                Err(_) => break Ok(None),
+            }
+        }
+    })?;
+    match peeked {
+        Some(bytes) => match descriptor_refused(rx, bytes, true) {
+            no_room @ Error::NoFreeDescriptor { .. } => Err(no_room),
+            // There is room by now (another thread closed a descriptor).
+            _ => try_recv(rx),
+        },
+        None => try_recv(rx),
+    }
 }
 
 /// Takes one message if one is waiting and throws it away unread.
@@ -361,7 +409,7 @@ impl Payload<'_> {
             Payload::Memfd(file, size) => {
                 let mut payload = vec![0; size];
                 file.read_exact_at(&mut payload, 0)
-                    .map_err(|e| io_error("read", e))?;
+                    .map_err(|e| Error::io("read", e))?;
                 Ok(payload)
             }
         }
@@ -422,7 +470,7 @@ fn recv_payload<R>(
             data[..RECV_STACK].copy_from_slice(&head);
             &data[..len]
         };
-        read(payload_of(packet, msg_flags, memfd)?).map(Some)
+        read(payload_of(rx, packet, msg_flags, memfd)?).map(Some)
     })
 }
 
@@ -517,11 +565,17 @@ thread_local! {
 /// 0 when none was waiting. One system call where `recvmsg` would take
 /// one per packet and one more to learn that none is left.
 ///
-/// Every packet must come from [`send_bytes_to_many`]. `Err` after some
-/// packets leaves those in `out`: [`Error::Disconnected`] when end of file
-/// follows them (every sender is gone), [`Error::Codec`] for a packet too
-/// large for its slot.
-pub(crate) fn try_recv_many_bytes(rx: BorrowedFd<'_>, out: &mut Vec<Vec<u8>>) -> Result<usize> {
+/// Every packet must come from [`send_bytes_to_many`]. A packet that was
+/// taken but cannot be read is an `Err` in its place in `out`:
+/// [`Error::Codec`] for one too large for its slot,
+/// [`Error::NoFreeDescriptor`] for a large one whose memory this process
+/// had no descriptor free to receive. `Err` after some packets leaves
+/// those in `out`: [`Error::Disconnected`] when end of file follows them
+/// (every sender is gone).
+pub(crate) fn try_recv_many_bytes(
+    rx: BorrowedFd<'_>,
+    out: &mut Vec<Result<Vec<u8>>>,
+) -> Result<usize> {
     MANY_BUF.with_borrow_mut(|buf| {
         loop {
             if let Some(taken) = recv_many_once(rx, buf, out)? {
@@ -536,7 +590,7 @@ pub(crate) fn try_recv_many_bytes(rx: BorrowedFd<'_>, out: &mut Vec<Vec<u8>>) ->
 fn recv_many_once(
     rx: BorrowedFd<'_>,
     buf: &mut [u8],
-    out: &mut Vec<Vec<u8>>,
+    out: &mut Vec<Result<Vec<u8>>>,
 ) -> Result<Option<usize>> {
     let mut slots: Vec<[IoSliceMut<'_>; 1]> = buf
         .chunks_mut(MANY_INLINE_MAX + 2)
@@ -563,10 +617,16 @@ fn recv_many_once(
     };
     let mut taken = 0;
     for msg in received {
-        let memfd = received_fd(&msg, "recvmmsg")?;
         let packet = msg.iovs().next().map_or(&[][..], |iov| &iov[..msg.bytes]);
-        let payload = payload_of(packet, msg.flags, memfd)?;
-        out.push(payload.into_vec()?);
+        // Each packet is taken now, whatever happens to the others: one
+        // that cannot be read fails alone, in its place.
+        let payload = received_fd(&msg, "recvmmsg")
+            .and_then(|memfd| payload_of(rx, packet, msg.flags, memfd))
+            .and_then(Payload::into_vec);
+        match payload {
+            Err(Error::Disconnected) => return Err(Error::Disconnected),
+            payload => out.push(payload),
+        }
         taken += 1;
     }
     Ok(Some(taken))
@@ -580,6 +640,12 @@ pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
 /// The descriptor a received packet carries, if any: a memfd message's.
 fn received_fd<S>(msg: &RecvMsg<'_, '_, S>, call: &'static str) -> Result<Option<OwnedFd>> {
     let mut memfd = None;
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        // The kernel could not hand us the descriptor (it installs none
+        // then); nix would call this ENOBUFS. `payload_of` says what it
+        // means for the message.
+        return Ok(memfd);
+    }
     for cmsg in msg.cmsgs().map_err(|e| Error::os(call, e))? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             for fd in fds {
@@ -596,11 +662,22 @@ fn received_fd<S>(msg: &RecvMsg<'_, '_, S>, call: &'static str) -> Result<Option
 /// Where the payload of a received `packet` is, given the `flags` and the
 /// descriptor it came with: end of file when it is empty, an error when
 /// it was truncated or is not one of ours.
-fn payload_of(packet: &[u8], flags: MsgFlags, memfd: Option<OwnedFd>) -> Result<Payload<'_>> {
+fn payload_of<'a>(
+    rx: BorrowedFd<'_>,
+    packet: &'a [u8],
+    flags: MsgFlags,
+    memfd: Option<OwnedFd>,
+) -> Result<Payload<'a>> {
     let len = packet.len();
     if len == 0 {
         // Zero bytes on a packet socket is end of file: every sender is gone.
         return Err(Error::Disconnected);
+    }
+    if flags.contains(MsgFlags::MSG_CTRUNC) && memfd.is_none() {
+        if let Some(bytes) = memfd_size(packet) {
+            // The packet is gone, and the memory with it: say so.
+            return Err(descriptor_refused(rx, bytes, false));
+        }
     }
     if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
         return Err(Error::Codec {
@@ -624,6 +701,63 @@ fn payload_of(packet: &[u8], flags: MsgFlags, memfd: Option<OwnedFd>) -> Result<
     }
 }
 
-fn io_error(call: &'static str, e: std::io::Error) -> Error {
-    Error::os(call, Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+/// The size a memfd packet announces, if `packet` is one.
+fn memfd_size(packet: &[u8]) -> Option<u64> {
+    match packet {
+        [TAG_MEMFD, size @ ..] => Some(u64::from_le_bytes(size.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Why the descriptor of a memfd message of `bytes` bytes did not reach
+/// us; `kept`: the message is still in the socket. The kernel drops the
+/// descriptor when this process has no free slot for it (`EMFILE`), and
+/// says only `MSG_CTRUNC`: a probe on the error path tells whether that
+/// was the cause (a security module may also refuse a descriptor).
+fn descriptor_refused(rx: BorrowedFd<'_>, bytes: u64, kept: bool) -> Error {
+    match nix::fcntl::fcntl(rx, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0)) {
+        Err(Errno::EMFILE) => Error::NoFreeDescriptor { bytes, kept },
+        probe => {
+            if let Ok(fd) = probe {
+                // SAFETY: `fcntl` just made this descriptor for us alone.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            Error::Codec {
+                action: "decode",
+                reason: format!(
+                    "a message of {bytes} bytes came without the descriptor of its memory \
+                     (the kernel refused to pass it on){}",
+                    if kept { "" } else { "; the message is lost" }
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn a_memfd_shorter_than_its_packet_says_is_reported_in_the_read_error_s_own_words() {
+        let (tx, rx) = pair().unwrap();
+        let memfd = memfd_create("short", MFdFlags::MFD_CLOEXEC).unwrap();
+        File::from(memfd.try_clone().unwrap())
+            .write_all(&[1; 10])
+            .unwrap();
+        let len = 100u64.to_le_bytes();
+        let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
+        let fds = [memfd.as_raw_fd()];
+        send_packet(
+            tx.as_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        let e = try_recv::<Vec<u8>>(rx.as_fd()).unwrap_err();
+        assert_eq!(e.to_string(), "read failed: failed to fill whole buffer");
+    }
 }

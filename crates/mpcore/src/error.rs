@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 /// What went wrong. Every message reads as a sentence, and `Debug` prints
 /// that same sentence, so a `main` that returns `Result<(), mpcore::Error>`
 /// shows the reader what happened, not a struct dump.
-#[derive(thiserror::Error)]
+#[derive(thiserror::Error, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The child's closure panicked; `message` is the panic's payload.
@@ -77,6 +77,93 @@ pub enum Error {
         call: &'static str,
         /// What the kernel said.
         errno: Errno,
+    },
+
+    /// A call failed with an error that has no errno (one of the standard
+    /// library's own, such as an unexpected end of file).
+    #[error("{call} failed: {reason}")]
+    Io {
+        /// The call, e.g. `"read"`.
+        call: &'static str,
+        /// What the error said.
+        reason: String,
+    },
+
+    /// A large message (its bytes travel in a memfd, whose descriptor the
+    /// packet carries) arrived while this process had no free file
+    /// descriptor to receive that descriptor with: its open-file limit
+    /// (`ulimit -n`) was reached (`EMFILE`).
+    #[error(
+        "a message of {bytes} bytes arrived, but this process has no free file descriptor \
+         to receive its memory with (too many open files, EMFILE); {}",
+        if *kept {
+            "the message is kept: close some files or raise the limit (ulimit -n), then try again"
+        } else {
+            "the kernel dropped its memory, so the message is lost: \
+             close some files or raise the limit (ulimit -n)"
+        }
+    )]
+    NoFreeDescriptor {
+        /// The message's size.
+        bytes: u64,
+        /// Whether the message is still waiting to be received (`true`),
+        /// or was lost (`false`).
+        kept: bool,
+    },
+
+    /// A large message could not be sent: too many are in flight, sent
+    /// but not yet received (`ETOOMANYREFS`).
+    #[error(
+        "could not send a large message: too many large messages are in flight, sent but not \
+         yet received (ETOOMANYREFS); each holds a file descriptor, and the kernel lets a user \
+         have no more of them in flight than the open-file limit: receive some before sending \
+         more, or raise the limit (ulimit -n)"
+    )]
+    TooManyInFlight,
+
+    /// A type's alignment is more than shared memory can promise.
+    #[error(
+        "a type aligned to {align} bytes cannot live in shared memory, whose mappings are \
+         aligned to the page (4096 bytes): use a type aligned to 4096 bytes or less"
+    )]
+    AlignmentTooLarge {
+        /// The type's alignment.
+        align: usize,
+    },
+
+    /// A [`Pool`](crate::Pool)'s supervisor thread panicked (a bug in
+    /// mpcore): the pool runs no more tasks.
+    #[error(
+        "the pool's supervisor thread panicked: {message}; the pool runs no more tasks, \
+         so make a new one (and please report this bug in mpcore)"
+    )]
+    SupervisorPanicked {
+        /// The panic message.
+        message: String,
+    },
+
+    /// A [`Pool`](crate::Pool) task's answer never came: its pool's
+    /// supervisor ended without sending one (it panicked, or the pool was
+    /// ended as the task came in), so the task may or may not have run.
+    #[error(
+        "the pool ended without an answer for this task, so it may or may not have run: \
+         submit it again to a new pool"
+    )]
+    TaskLost,
+
+    /// A [`Pool`](crate::Pool) worker ran this task but could not send
+    /// its result back (no memory, no free file descriptor for a large
+    /// result, ...). The worker stays in service.
+    #[error(
+        "pool worker {pid} ran this task but could not send its result back ({reason}); \
+         the task may have had effects: if its result was large, free what is short \
+         (memory, open files in the worker) and run it again"
+    )]
+    ResultNotSent {
+        /// The worker's process id.
+        pid: i32,
+        /// Why the send failed.
+        reason: String,
     },
 
     /// The wait ran out before anything arrived.
@@ -187,6 +274,20 @@ pub enum Error {
         status: Option<crate::ExitStatus>,
     },
 
+    /// A [`Pool`](crate::Pool) had no worker left and could not start one
+    /// for a while, so this task did not run.
+    #[error(
+        "the pool has no worker left and could not start one for {tried:?} ({reason}), \
+         so this task did not run: free what is short (processes, open files, memory) \
+         and submit it again"
+    )]
+    NoWorker {
+        /// How long the pool kept trying.
+        tried: Duration,
+        /// Why the last start failed.
+        reason: String,
+    },
+
     /// The [`Pool`](crate::Pool) was closed or terminated, so it runs no
     /// new task (Python's `ValueError: Pool not running`).
     #[error("the pool is closed or terminated, so it runs no new tasks")]
@@ -217,6 +318,19 @@ impl Error {
     /// Wraps a failed system call.
     pub(crate) fn os(call: &'static str, errno: Errno) -> Self {
         Error::Os { call, errno }
+    }
+
+    /// Wraps a failed `call` that reported an `io::Error`: its errno when
+    /// it has one, else its own words (an error of the standard library's
+    /// own, such as an unexpected end of file, has no errno).
+    pub(crate) fn io(call: &'static str, e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(errno) => Error::os(call, Errno::from_raw(errno)),
+            None => Error::Io {
+                call,
+                reason: e.to_string(),
+            },
+        }
     }
 
     /// True when a wait ran out ([`Error::Timeout`]).
@@ -272,3 +386,68 @@ fn exit_text(status: &Option<crate::ExitStatus>) -> String {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_with_no_worker_says_for_how_long_it_tried_and_why() {
+        let e = Error::NoWorker {
+            tried: Duration::from_secs(2),
+            reason: "socketpair failed: EMFILE: Too many open files".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the pool has no worker left and could not start one for 2s (socketpair failed: \
+             EMFILE: Too many open files), so this task did not run: free what is short \
+             (processes, open files, memory) and submit it again"
+        );
+    }
+
+    #[test]
+    fn a_supervisor_panic_is_not_blamed_on_a_child_process() {
+        let e = Error::SupervisorPanicked {
+            message: "index out of bounds".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the pool's supervisor thread panicked: index out of bounds; the pool runs no \
+             more tasks, so make a new one (and please report this bug in mpcore)"
+        );
+        assert!(!e.is_panic(), "no child process panicked");
+    }
+
+    #[test]
+    fn too_many_messages_in_flight_says_what_to_do() {
+        // Since the queue keeps its messages in shared memory, no public
+        // call piles up enough descriptors in flight to provoke this.
+        let text = Error::TooManyInFlight.to_string();
+        assert!(text.contains("ETOOMANYREFS"), "{text}");
+        assert!(text.contains("raise the limit (ulimit -n)"), "{text}");
+    }
+
+    #[test]
+    fn a_lost_task_is_not_called_a_closed_pool() {
+        assert_eq!(
+            Error::TaskLost.to_string(),
+            "the pool ended without an answer for this task, so it may or may not have run: \
+             submit it again to a new pool"
+        );
+    }
+
+    #[test]
+    fn an_error_without_an_errno_keeps_its_own_words() {
+        let e = Error::io("read", std::io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(e.to_string(), "read failed: unexpected end of file");
+        assert_eq!(format!("{e:?}"), e.to_string());
+        let e = Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF));
+        assert!(matches!(
+            e,
+            Error::Os {
+                call: "read",
+                errno: Errno::EBADF
+            }
+        ));
+    }
+}

@@ -10,8 +10,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, fork, pipe2};
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe2};
 
 use crate::error::{Error, Result};
 
@@ -80,8 +82,16 @@ pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))?;
     let (mut to_child_r, mut to_child_w) = (File::from(to_child_r), File::from(to_child_w));
     let mut played = 0;
+    let parent = getpid();
     fork_with_pipe(
         |w| {
+            // The child waits on a pipe whose write end it holds too (fork
+            // copied it), so no end of file would ever wake it if the
+            // parent died: it dies with the parent instead, as a
+            // `Process` does. The parent may be gone already.
+            if set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent {
+                return;
+            }
             let mut byte = [0u8; 1];
             for _ in 0..rounds {
                 if to_child_r.read_exact(&mut byte).is_err() || w.write_all(&byte).is_err() {
@@ -121,7 +131,8 @@ pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
     for _ in 0..procs {
         // SAFETY: the child only does atomic adds and calls `_exit`: it
         // takes no lock and allocates nothing.
-        match unsafe { fork() }.map_err(|e| Error::os("fork", e))? {
+        let forked = unsafe { fork() }.map_err(|e| Error::os("fork", e));
+        match forked.inspect_err(|_| kill_and_reap(&children))? {
             ForkResult::Child => {
                 for _ in 0..per_proc {
                     counter.fetch_add(1, Ordering::Relaxed);
@@ -133,17 +144,30 @@ pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
         }
     }
     for child in children {
-        loop {
-            match waitpid(child, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => {
-                    other.map_err(|e| Error::os("waitpid", e))?;
-                    break;
-                }
-            }
-        }
+        reap(child).map_err(|e| Error::os("waitpid", e))?;
     }
     Ok(counter.load(Ordering::SeqCst))
+}
+
+/// Ends and reaps the children forked so far, when a later fork fails:
+/// none of them is left running without a parent that waits for it.
+fn kill_and_reap(children: &[Pid]) {
+    for &child in children {
+        let _ = kill(child, Signal::SIGKILL);
+    }
+    for &child in children {
+        let _ = reap(child);
+    }
+}
+
+/// `waitpid(child)` until it is not interrupted.
+fn reap(child: Pid) -> nix::Result<WaitStatus> {
+    loop {
+        match waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Forks; the child runs `write` on the pipe's write end and `_exit`s, the
@@ -176,12 +200,7 @@ fn fork_with_pipe(
                     other => break other.map_err(|e| Error::os("waitpid", e))?,
                 }
             };
-            read_result.map_err(|e| {
-                Error::os(
-                    "read",
-                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                )
-            })?;
+            read_result.map_err(|e| Error::io("read", e))?;
             match status {
                 WaitStatus::Exited(_, 0) => Ok(()),
                 WaitStatus::Exited(pid, code) => Err(Error::Exited {

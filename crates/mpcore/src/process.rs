@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 enum Outcome<T> {
     Returned(T),
     Panicked(String),
+    /// Only in the parent: the message came but could not be read.
+    #[serde(skip)]
+    Lost(Error),
 }
 
 /// How a child process ended, as `waitpid` reported it.
@@ -549,6 +552,9 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// result, [`Error::ReapedElsewhere`] when something else reaped it
     /// before it sent one, [`Error::AlreadyJoined`] on a second call,
     /// [`Error::NotOwner`] in a process other than the one that started it.
+    /// [`Error::NoFreeDescriptor`] when a large result waits but this
+    /// process has no file descriptor free to receive it: the result stays
+    /// there, and a `join` once descriptors are free returns it.
     pub fn join(&mut self) -> Result<T> {
         self.wait(None)
     }
@@ -611,10 +617,17 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// exit status is left to wait for.
     fn read_outcome(&mut self) -> Result<()> {
         if self.outcome.is_none() && !self.hung_up {
-            match channel::try_recv(self.results.as_fd()) {
+            match channel::try_recv_keeping(self.results.as_fd()) {
                 Ok(outcome) => self.outcome = outcome,
                 Err(Error::Disconnected) => self.hung_up = true,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A message taken but unreadable is gone: every later
+                    // join must say so, not that none was sent.
+                    if !matches!(e, Error::NoFreeDescriptor { kept: true, .. }) {
+                        self.outcome = Some(Outcome::Lost(e.clone()));
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -627,6 +640,7 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
         match (self.outcome.take(), self.status) {
             (Some(Outcome::Returned(value)), _) => Ok(value),
             (Some(Outcome::Panicked(message)), _) => Err(Error::Panicked { pid, message }),
+            (Some(Outcome::Lost(e)), _) => Err(e),
             (None, Some(ExitStatus::Signal(signal))) => Err(Error::Signaled { pid, signal }),
             (None, Some(ExitStatus::Code(0))) => {
                 // `exit(0)` before returning. A `T` that encodes to no

@@ -129,7 +129,8 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the shared memory cannot be mapped.
+    /// [`Error::Os`] when the shared memory cannot be mapped,
+    /// [`Error::AlignmentTooLarge`] for a type aligned to more than a page.
     pub fn new(value: T) -> Result<Value<T>> {
         let (segment, mutex, data) = segment_for::<T>(1)?;
         // SAFETY: `data` is valid and aligned for one `T`, and no other
@@ -284,7 +285,8 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the shared memory cannot be mapped.
+    /// [`Error::Os`] when the shared memory cannot be mapped,
+    /// [`Error::AlignmentTooLarge`] for a type aligned to more than a page.
     pub fn new(items: &[T]) -> Result<Array<T>> {
         let array = Array::zeroed(items.len())?;
         // SAFETY: `data` is valid for `len` items and no other process can
@@ -298,7 +300,8 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the shared memory cannot be mapped.
+    /// [`Error::Os`] when the shared memory cannot be mapped,
+    /// [`Error::AlignmentTooLarge`] for a type aligned to more than a page.
     pub fn zeroed(len: usize) -> Result<Array<T>> {
         // A fresh anonymous mapping is zero-filled, and zero bits are a
         // valid `T` for every `Pod` type.

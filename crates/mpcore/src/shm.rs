@@ -17,7 +17,6 @@ use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
 use crate::error::{Error, Result};
@@ -51,7 +50,7 @@ impl Segment {
     pub(crate) fn new(len: usize, align: usize) -> Result<Arc<Segment>> {
         if align > MIN_PAGE {
             // A page-aligned mapping cannot promise more than that.
-            return Err(Error::os("mmap", Errno::EINVAL));
+            return Err(Error::AlignmentTooLarge { align });
         }
         let len = NonZeroUsize::new(len).unwrap_or(NonZeroUsize::MIN);
         // SAFETY: an anonymous mapping at an address of the kernel's choice

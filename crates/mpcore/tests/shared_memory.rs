@@ -212,3 +212,20 @@ isolated! {
         Ok(())
     }
 }
+
+/// Aligned to two pages: more than a shared mapping can promise.
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C, align(8192))]
+struct TwoPages([u64; 1024]);
+
+#[test]
+fn a_type_aligned_above_a_page_is_refused_with_the_reason() {
+    let expected = "a type aligned to 8192 bytes cannot live in shared memory, whose \
+                    mappings are aligned to the page (4096 bytes): use a type aligned to \
+                    4096 bytes or less";
+    let value = Value::new(TwoPages([0; 1024])).unwrap_err();
+    assert!(matches!(value, Error::AlignmentTooLarge { align: 8192 }));
+    assert_eq!(value.to_string(), expected);
+    let array = Array::new(&[TwoPages([0; 1024])]).unwrap_err();
+    assert_eq!(array.to_string(), expected);
+}

@@ -30,14 +30,31 @@
 //!   `kill` say, and prints each answer.
 //! - `pool-panic`: a pool of one worker runs a task that panics; prints the
 //!   panic message `join` returned (the worker prints its own on stderr).
+//! - `no-free-fd`: fills its descriptor table, then takes a 1 MiB result
+//!   from a `Process` (twice), from a `Pool` task and from a `Queue`,
+//!   printing each error (the queue needs no descriptor: it prints its
+//!   item's check);
+//!   frees the table, takes both again, and prints whether the pool kept
+//!   its workers.
+//! - `fork-retry`: a pool whose one worker retires after each task, run
+//!   with a full descriptor table, so that the replacement's fork fails
+//!   until the table is freed 300 ms later; prints both tasks' results.
+//! - `pingpong`: plays `floor::fork_pipe_pingpong` for ever, until the
+//!   test kills it.
+//! - `as-nobody nproc`: drops root for user `nobody` (the kernel exempts
+//!   root from the limit below), then lets a third fork fail under
+//!   `RLIMIT_NPROC` inside `floor::shared_atomic_increments` and prints
+//!   whether any child of it is left.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::WaitPidFlag;
+
 use mpcore::process::Builder;
-use mpcore::{Array, Event, Lock, Process, Value};
+use mpcore::{Array, Event, Lock, Pool, Process, Value};
 use serde::{Deserialize, Serialize};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +69,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("unwind") => unwind_after_fork(args.get(1).map(String::as_str)),
         Some("sigchld-ignored") => sigchld_ignored(),
         Some("pool-panic") => pool_panic(),
+        Some("no-free-fd") => no_free_descriptor(),
+        Some("fork-retry") => fork_retry(),
+        Some("pingpong") => {
+            mpcore::floor::fork_pipe_pingpong(u64::MAX)?;
+            Err("the test should have killed this process".into())
+        }
+        Some("as-nobody") => as_nobody(args.get(1).map(String::as_str)),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -282,4 +306,120 @@ fn pool_panic() -> Result<(), Box<dyn std::error::Error>> {
     let err = pool.apply(fails, 4).err().ok_or("the task did not fail")?;
     println!("{}", err.panic_message().ok_or("not a panic")?);
     Ok(())
+}
+
+/// More than a message carries inline: it travels in a memfd.
+const BIG: usize = 1 << 20;
+
+fn big(fill: u8) -> Vec<u8> {
+    vec![fill; BIG]
+}
+
+fn small(x: u32) -> u32 {
+    x + 1
+}
+
+/// Opens `/dev/null` until the descriptor table is full; the files free
+/// their slots when dropped. The limit is lowered first, so that this
+/// takes a few hundred files, not a million.
+fn fill_descriptor_table() -> Result<Vec<std::fs::File>, Box<dyn std::error::Error>> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard)?;
+    let mut files = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => files.push(file),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return Ok(files),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn no_free_descriptor() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = Pool::new(2)?;
+    let pids = pool.pids();
+    let mut child = Process::spawn(|| big(7))?;
+    let queue = mpcore::Queue::new()?;
+    queue.put(big(3))?;
+    let files = fill_descriptor_table()?;
+    println!("process: {}", error_text(child.join()));
+    println!("process again: {}", error_text(child.join()));
+    println!("pool: {}", error_text(pool.apply(big, 1)));
+    println!("queue: {:?}", queue.get().map(|item| item == big(3)));
+    drop(files);
+    println!("process after: {}", child.join()? == big(7));
+    println!("pool after: {}", pool.apply(big, 2)? == big(2));
+    println!("same workers: {}", pool.pids() == pids);
+    Ok(())
+}
+
+fn fork_retry() -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpcore::pool::Builder::new()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()?;
+    let files = fill_descriptor_table()?;
+    let first = pool.apply_async(small, 1)?;
+    let second = pool.apply_async(small, 2)?;
+    thread::sleep(Duration::from_millis(300));
+    drop(files);
+    println!("first: {:?}", first.get());
+    println!("second: {:?}", second.get());
+    Ok(())
+}
+
+/// The error's text, or what came instead of an error.
+fn error_text<T>(result: mpcore::Result<T>) -> String {
+    match result {
+        Ok(_) => "no error".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The user the `as-nobody` scenarios run as.
+const NOBODY: u32 = 65534;
+
+fn as_nobody(what: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::unistd::{Uid, setuid};
+    if Uid::effective().is_root() {
+        setuid(Uid::from_raw(NOBODY))?;
+    }
+    match what {
+        Some("nproc") => {
+            // Room for this process, whatever else runs as this user, and
+            // two children: the third fork fails.
+            let running = processes_of(Uid::current().as_raw())?;
+            setrlimit(Resource::RLIMIT_NPROC, running + 2, running + 2)?;
+            let result = mpcore::floor::shared_atomic_increments(5, 1 << 24);
+            println!("result: {}", error_text(result));
+            let left = match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Err(nix::errno::Errno::ECHILD) => "none".to_owned(),
+                other => format!("{other:?}"),
+            };
+            println!("children left: {left}");
+            Ok(())
+        }
+        other => Err(format!("unknown as-nobody scenario {other:?}").into()),
+    }
+}
+
+/// How many processes user `uid` runs, by its real id.
+fn processes_of(uid: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok());
+        if real == Some(uid) {
+            count += 1;
+        }
+    }
+    Ok(count)
 }

@@ -8,8 +8,6 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-
 use super::worker::ToWorker;
 use crate::channel;
 use crate::error::{Error, Result};
@@ -108,30 +106,21 @@ pub(super) enum Lost {
     },
     Terminated,
     Closed,
-    Os {
-        call: &'static str,
-        errno: Errno,
-    },
+    /// It could not be sent, or its results could not be received: the
+    /// error says why, in its own words.
+    Failed(Error),
 }
 
 impl Lost {
-    /// `Lost::Os` for an OS error, the call's name otherwise.
-    pub(super) fn from_error(e: Error, call: &'static str) -> Lost {
-        match e {
-            Error::Os { call, errno } => Lost::Os { call, errno },
-            _ => Lost::Os {
-                call,
-                errno: Errno::UnknownErrno,
-            },
-        }
-    }
-
     pub(super) fn to_error(&self) -> Error {
-        match *self {
-            Lost::WorkerDied { pid, status } => Error::WorkerDied { pid, status },
+        match self {
+            Lost::WorkerDied { pid, status } => Error::WorkerDied {
+                pid: *pid,
+                status: *status,
+            },
             Lost::Terminated => Error::PoolTerminated,
             Lost::Closed => Error::PoolClosed,
-            Lost::Os { call, errno } => Error::os(call, errno),
+            Lost::Failed(e) => e.clone(),
         }
     }
 }

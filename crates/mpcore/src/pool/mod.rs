@@ -118,7 +118,6 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use nix::errno::Errno;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -235,12 +234,13 @@ impl Builder {
             state: State::Running,
             forked: 0,
             retry_fork_at: None,
+            fork_failing_since: None,
         };
         let handle = thread::Builder::new()
             // Not a worker's name: the workers name their own threads.
             .name("pool-supervisor".to_owned())
             .spawn(move || supervisor.run(started_tx))
-            .map_err(|e| Error::os("pthread_create", errno_of(&e)))?;
+            .map_err(|e| Error::io("pthread_create", e))?;
         match started_rx.recv() {
             Ok(Ok(())) => Ok(Pool {
                 processes,
@@ -524,8 +524,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Panicked`] if the pool's own supervisor thread panicked (a
-    /// bug in mpcore).
+    /// [`Error::SupervisorPanicked`] if the pool's own supervisor thread
+    /// panicked (a bug in mpcore).
     pub fn join(&self) -> Result<()> {
         self.close();
         self.wait_for_supervisor()
@@ -569,12 +569,8 @@ impl Pool {
         match handle {
             Some(handle) => match handle.join() {
                 Ok(()) => Ok(()),
-                Err(payload) => Err(Error::Panicked {
-                    pid: std::process::id() as i32,
-                    message: format!(
-                        "the pool's supervisor thread panicked: {}",
-                        panic_message(&*payload)
-                    ),
+                Err(payload) => Err(Error::SupervisorPanicked {
+                    message: panic_message(&*payload),
                 }),
             },
             None => Ok(()),
@@ -693,19 +689,12 @@ impl Drop for Pool {
     }
 }
 
-fn errno_of(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
-}
-
 fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
     let message = match handle.join() {
         Err(payload) => panic_message(&*payload),
         Ok(()) => "it ended before starting the workers".to_owned(),
     };
-    Error::Panicked {
-        pid: std::process::id() as i32,
-        message: format!("the pool's supervisor thread panicked: {message}"),
-    }
+    Error::SupervisorPanicked { message }
 }
 
 /// `submit` hands its chunks to the supervisor whenever this many bytes of

@@ -93,7 +93,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         self.taken = true;
         // `fetch` without a deadline leaves an outcome: the iterator yields
         // exactly one item per input.
-        self.outcome.take().unwrap_or(Err(Error::PoolClosed))
+        self.outcome.take().unwrap_or(Err(Error::TaskLost))
     }
 }
 
@@ -169,7 +169,7 @@ impl<R: DeserializeOwned> Imap<R> {
                     for index in 0..self.counts.len() {
                         if !self.received.get(index).copied().unwrap_or(false) {
                             let count = self.counts[index];
-                            let items = (0..count).map(|_| Err(Error::PoolClosed)).collect();
+                            let items = (0..count).map(|_| Err(Error::TaskLost)).collect();
                             self.file(index, items);
                         }
                     }
@@ -271,7 +271,7 @@ impl<R: DeserializeOwned> Imap<R> {
         }
         let mut values = Vec::with_capacity(self.remaining);
         for done in chunks {
-            for result in ChunkResults::<R>::new(done.ok_or(Error::PoolClosed)?) {
+            for result in ChunkResults::<R>::new(done.ok_or(Error::TaskLost)?) {
                 values.push(result?);
             }
         }
@@ -353,6 +353,7 @@ impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
                         action: "encode",
                         reason,
                     }),
+                    Outcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
                 }
             }
             Err(e) => {

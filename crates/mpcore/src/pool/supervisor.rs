@@ -75,6 +75,9 @@ pub(super) struct Worker {
     dead: bool,
     /// When its last result came in.
     last_result: Instant,
+    /// Why its socket could not be read, if it could not: the chunk it
+    /// held fails with this, not as a death.
+    read_error: Option<Error>,
 }
 
 impl Worker {
@@ -160,6 +163,9 @@ const BATCH_BYTES: usize = 16 * 1024;
 const ANSWER_LOOK: Duration = Duration::from_micros(50);
 /// How long to wait before trying again to fork a worker after a failure.
 const FORK_RETRY: Duration = Duration::from_millis(100);
+/// How long forks may keep failing, with no worker in service, before
+/// the queued tasks fail.
+const FORK_GIVE_UP: Duration = Duration::from_secs(2);
 /// How often to look at workers that have no pidfd (kernels before 5.3).
 const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
 
@@ -174,6 +180,8 @@ pub(super) struct Supervisor {
     pub(super) state: State,
     pub(super) forked: usize,
     pub(super) retry_fork_at: Option<Instant>,
+    /// Since when forks have failed with no worker in service.
+    pub(super) fork_failing_since: Option<Instant>,
 }
 
 impl Supervisor {
@@ -256,19 +264,35 @@ impl Supervisor {
         }
         self.retry_fork_at = None;
         while self.in_service() < wanted {
-            if let Err(e) = self.fork_worker() {
-                log::warn!("mpcore pool: could not start a worker: {e}");
-                self.retry_fork_at = Some(Instant::now() + FORK_RETRY);
-                if self.in_service() == 0 {
-                    // No worker to run the queue: fail it rather than let
-                    // its callers wait for ever.
-                    let why = Lost::from_error(e, "fork");
-                    for chunk in self.queue.drain(..) {
-                        chunk.finish(Err(why.clone()));
-                    }
-                }
+            let Err(e) = self.fork_worker() else {
+                self.fork_failing_since = None;
+                continue;
+            };
+            log::warn!("mpcore pool: could not start a worker: {e}");
+            let now = Instant::now();
+            self.retry_fork_at = Some(now + FORK_RETRY);
+            // While some worker is in service, the queue just waits for
+            // it or for the retry. With none, a shortage that passes (a
+            // moment without a free descriptor or process slot) must
+            // cost nothing: only when forks have failed for
+            // FORK_GIVE_UP does the queue fail, rather than let its
+            // callers wait for ever.
+            if self.in_service() > 0 || self.queue.is_empty() {
                 return;
             }
+            let since = *self.fork_failing_since.get_or_insert(now);
+            if now.duration_since(since) >= FORK_GIVE_UP {
+                let why = Lost::Failed(Error::NoWorker {
+                    tried: FORK_GIVE_UP,
+                    reason: e.to_string(),
+                });
+                for chunk in self.queue.drain(..) {
+                    chunk.finish(Err(why.clone()));
+                }
+                // Tasks that come later get the same grace.
+                self.fork_failing_since = None;
+            }
+            return;
         }
     }
 
@@ -300,6 +324,7 @@ impl Supervisor {
             hung_up: false,
             unreachable: false,
             dead: false,
+            read_error: None,
         });
         self.publish_pids();
         Ok(())
@@ -370,7 +395,7 @@ impl Supervisor {
                     joined = packet;
                     &joined
                 }
-                Err(e) => return fail_all(batch, Lost::from_error(e, "encode")),
+                Err(e) => return fail_all(batch, Lost::Failed(e)),
             },
         };
         // An idle worker is reading: a send to it may wait. A busy one may
@@ -401,7 +426,7 @@ impl Supervisor {
             }
             // A failure on our side (no memfd for a large packet, say):
             // these chunks fail, the worker stays in service.
-            Err(e) => fail_all(batch, Lost::from_error(e, "sendmsg")),
+            Err(e) => fail_all(batch, Lost::Failed(e)),
         }
     }
 
@@ -531,9 +556,12 @@ impl Supervisor {
             for results in packets.drain(..) {
                 count += 1;
                 // A worker answers its chunks in the order it got them.
+                // Results that came but could not be read (no descriptor
+                // free for their memory, say) fail their chunk alone: the
+                // worker did its part and stays.
                 if let Some(chunk) = worker.jobs.pop_front() {
                     speed = Some(Arc::clone(&chunk.speed));
-                    chunk.finish(Ok((worker.pid(), results)));
+                    chunk.finish(results.map(|r| (worker.pid(), r)).map_err(Lost::Failed));
                 }
                 worker.tasks_done += 1;
                 if max_tasks.is_some_and(|max| worker.tasks_done >= max) {
@@ -548,11 +576,13 @@ impl Supervisor {
                 // End of file: the worker is exiting; its pidfd will say so.
                 Err(Error::Disconnected) => worker.hung_up = true,
                 Err(e) => {
-                    // Its socket is unusable, so is the worker: kill it, so
-                    // that its exit fails the chunk it holds and a
-                    // replacement takes its place.
+                    // Its socket itself is unusable (a packet that could
+                    // not be read fails alone, above), so is the worker:
+                    // kill it, so that a replacement takes its place; the
+                    // chunk it holds fails with this error, not as a death.
                     log::warn!("mpcore pool: worker {}: {e}", worker.pid());
                     worker.hung_up = true;
+                    worker.read_error = Some(e);
                     let _ = worker.process.kill();
                 }
             }
@@ -589,9 +619,12 @@ impl Supervisor {
         let worker = &mut self.workers[i];
         if let Some(chunk) = running {
             let (pid, status) = (worker.pid(), worker.process.exit_status());
-            let error = Lost::WorkerDied { pid, status }.to_error();
-            log::warn!("mpcore pool: {error}; starting a replacement");
-            chunk.finish(Err(Lost::WorkerDied { pid, status }));
+            let why = match worker.read_error.take() {
+                Some(e) => Lost::Failed(e),
+                None => Lost::WorkerDied { pid, status },
+            };
+            log::warn!("mpcore pool: {}; starting a replacement", why.to_error());
+            chunk.finish(Err(why));
         }
     }
 

@@ -46,6 +46,8 @@ pub(super) enum Outcome<R> {
     BadArgument(String),
     /// The result could not be encoded in the worker.
     BadResult(String),
+    /// The results were encoded but could not be sent (this says why).
+    NotSent(String),
 }
 
 /// The address of a function, as a number that can travel to a worker.
@@ -199,5 +201,19 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8]) -> bool {
     let results = trampoline(func, args, count);
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.
-    channel::send_bytes_to_many(conn, &results).is_ok()
+    match channel::send_bytes_to_many(conn, &results) {
+        Ok(()) => true,
+        Err(Error::Disconnected) => false,
+        // The results could not go (no memfd for a large one, say): say
+        // so, in a few bytes that fit a packet, and go on. Leaving would
+        // make the pool report a death that did not happen.
+        Err(e) => {
+            let mut why = Vec::new();
+            let reason = e.to_string();
+            for _ in 0..count {
+                let _ = channel::encode_into(&mut why, &Outcome::<()>::NotSent(reason.clone()));
+            }
+            channel::send_bytes_to_many(conn, &why).is_ok()
+        }
+    }
 }
