@@ -56,6 +56,11 @@ pub enum Error {
     #[error("the queue is empty")]
     Empty,
 
+    /// [`Queue::put_nowait`](crate::Queue::put_nowait) found no room: the
+    /// socket's buffer is full until some process takes a message.
+    #[error("the queue is full: wait for a reader to take a message, or use put, which waits")]
+    Full,
+
     /// A channel reported end of file: every copy of its sending end is
     /// closed, so nothing more can arrive. (A [`Queue`](crate::Queue) never
     /// reports this: like Python's, every handle holds both ends, so a `get`

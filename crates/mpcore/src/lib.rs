@@ -9,6 +9,7 @@
 //! | `mp.cpu_count()` | [`cpu_count()`] |
 //! | `q = mp.Queue(); q.put(x); q.get()` | [`Queue::new`], [`Queue::put`], [`Queue::get`] |
 //! | `q.get(timeout=1)`, `q.get_nowait()` | [`Queue::get_timeout`], [`Queue::try_get`] |
+//! | `q.put_nowait(x)`, `q.qsize()`, `q.empty()` | [`Queue::put_nowait`], [`Queue::qsize`], [`Queue::empty`] |
 //! | `q.put(b"...")` of bytes, `q.get()` | [`Queue::put_bytes`], [`Queue::get_bytes`] (bytes as bytes, not byte by byte through serde) |
 //! | `mp.Value('i', 0)`, `v.value`, `v.value = x` | [`Value::new`]`(0i32)`, [`Value::get`], [`Value::set`] |
 //! | `mp.Array('i', [1, 2, 3, 4])`, `a[i]`, `a[i] = x` | [`Array::new`]`(&[1i32, 2, 3, 4])`, [`Array::get`], [`Array::set`] |

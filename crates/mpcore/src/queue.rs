@@ -4,6 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::channel;
 use crate::error::{Error, Result};
+use crate::shm::Segment;
 
 /// A first-in first-out queue that any number of processes and threads may
 /// `put` to and `get` from at once, Python's `multiprocessing.Queue`.
@@ -43,10 +45,42 @@ pub struct Queue<T> {
     _item: PhantomData<fn(T) -> T>,
 }
 
-/// Both ends of the socket pair: `put` writes to one, `get` reads the other.
+/// Both ends of the socket pair: `put` writes to one, `get` reads the
+/// other; and the count of messages in between, for `qsize`.
 struct Ends {
     tx: OwnedFd,
     rx: OwnedFd,
+    count: Count,
+}
+
+/// How many messages have been put and not yet taken, in a shared mapping
+/// (an [`AtomicI64`] at its start) that every forked copy of the queue
+/// sees. The socket cannot say it: for a `SOCK_SEQPACKET` socket,
+/// `ioctl(SIOCINQ)` gives the size of the next packet, not the number of
+/// packets.
+struct Count(Arc<Segment>);
+
+impl Count {
+    fn new() -> Result<Count> {
+        Segment::new(size_of::<AtomicI64>(), align_of::<AtomicI64>()).map(Count)
+    }
+
+    fn get(&self) -> &AtomicI64 {
+        // SAFETY: the segment is at least `size_of::<AtomicI64>()` bytes,
+        // aligned for it, zero-filled at first (a valid `AtomicI64` of 0),
+        // and lives as long as `self`. Every process that shares it only
+        // ever touches it through this atomic, which is exactly what an
+        // atomic in shared memory allows.
+        unsafe { &*self.0.base().cast::<AtomicI64>() }
+    }
+
+    fn added(&self) {
+        self.get().fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn taken(&self) {
+        self.get().fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl<T> Clone for Queue<T> {
@@ -76,8 +110,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn new() -> Result<Self> {
         let (tx, rx) = channel::pair()?;
         channel::grow_send_buffer(tx.as_fd());
+        let count = Count::new()?;
         Ok(Queue {
-            inner: Arc::new(Ends { tx, rx }),
+            inner: Arc::new(Ends { tx, rx, count }),
             _item: PhantomData,
         })
     }
@@ -89,7 +124,46 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`Error::Codec`] when `item` cannot be serialized, [`Error::Os`] when
     /// the send fails.
     pub fn put(&self, item: T) -> Result<()> {
-        channel::send(self.inner.tx.as_fd(), &item)
+        channel::send(self.inner.tx.as_fd(), &item)?;
+        self.inner.count.added();
+        Ok(())
+    }
+
+    /// Adds `item` at the back if there is room now, or returns
+    /// [`Error::Full`] at once (Python's `q.put_nowait(item)`, which raises
+    /// `queue.Full`). Room means room in the socket's buffer (see above):
+    /// a queue that no one reads fills after some hundreds of small
+    /// messages.
+    ///
+    /// ```
+    /// use mpcore::{Error, Queue};
+    ///
+    /// let q = Queue::new()?;
+    /// let mut put = 0;
+    /// loop {
+    ///     match q.put_nowait(put) {
+    ///         Ok(()) => put += 1,
+    ///         Err(Error::Full) => break,
+    ///         Err(other) => return Err(other),
+    ///     }
+    /// }
+    /// assert_eq!(q.qsize(), put);
+    /// assert_eq!(q.get()?, 0); // taking one makes room again
+    /// q.put_nowait(put)?;
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`], [`Error::Codec`] when `item` cannot be serialized,
+    /// [`Error::Os`] when the send fails.
+    pub fn put_nowait(&self, item: T) -> Result<()> {
+        let message = channel::encode(&item)?;
+        if !channel::try_send_bytes(self.inner.tx.as_fd(), &message)? {
+            return Err(Error::Full);
+        }
+        self.inner.count.added();
+        Ok(())
     }
 
     /// Removes and returns the item at the front, waiting for one as long as
@@ -112,7 +186,56 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes an item if one is waiting, or returns [`Error::Empty`] at once
     /// (Python's `q.get_nowait()`).
     pub fn try_get(&self) -> Result<T> {
-        channel::try_recv(self.inner.rx.as_fd())?.ok_or(Error::Empty)
+        let item = channel::try_recv(self.inner.rx.as_fd())?.ok_or(Error::Empty)?;
+        self.inner.count.taken();
+        Ok(item)
+    }
+}
+
+impl<T> Queue<T> {
+    /// How many messages are in the queue: put and not yet taken, by any
+    /// process (Python's `q.qsize()`).
+    ///
+    /// ```
+    /// let q = mpcore::Queue::new()?;
+    /// assert_eq!(q.qsize(), 0);
+    /// q.put(String::from("a"))?;
+    /// q.put(String::from("b"))?;
+    /// assert_eq!(q.qsize(), 2);
+    /// q.get()?;
+    /// assert_eq!(q.qsize(), 1);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// Exact when no `put` or `get` is under way; one that is may or may
+    /// not be counted yet, so with other processes at work it is a
+    /// snapshot, as Python's is. A process killed between sending a
+    /// message and counting it (or taking one and counting that) leaves
+    /// the count off by one for good. Unlike Python's, it works on every
+    /// system: the count lives in memory the processes share, not in a
+    /// semaphore that macOS cannot read.
+    pub fn qsize(&self) -> usize {
+        // A `get` may count its message before the `put` that sent it
+        // does: the count is then briefly -1.
+        self.inner.count.get().load(Ordering::SeqCst).max(0) as usize
+    }
+
+    /// Whether no message is waiting right now (Python's `q.empty()`).
+    /// Exact at the instant it looks (it asks the socket itself), and as
+    /// in Python only a snapshot: another process may put or take a
+    /// message the next moment.
+    ///
+    /// ```
+    /// let q = mpcore::Queue::new()?;
+    /// assert!(q.empty());
+    /// q.put(1u8)?;
+    /// assert!(!q.empty());
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        // Should the poll itself fail, the queue is unusable: say there is
+        // nothing to take, which every `get` will then confirm with the error.
+        !channel::ready_now(&[self.inner.rx.as_fd()]).is_ok_and(|ready| ready == [true])
     }
 }
 
@@ -125,6 +248,18 @@ impl<T> Queue<T> {
     /// Takes one message with `try_recv`, waiting for one until `deadline`
     /// (`None`: for ever), then [`Error::Timeout`] with `timeout`.
     fn recv_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Duration,
+        try_recv: impl Fn(BorrowedFd<'_>) -> Result<Option<R>>,
+    ) -> Result<R> {
+        let item = self.wait_for_message(deadline, timeout, try_recv)?;
+        self.inner.count.taken();
+        Ok(item)
+    }
+
+    /// [`recv_until`](Self::recv_until), without the count.
+    fn wait_for_message<R>(
         &self,
         deadline: Option<Instant>,
         timeout: Duration,
@@ -186,7 +321,9 @@ impl Queue<Vec<u8>> {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         let mut prefix = [0u8; 10];
         let prefix = varint(bytes.len() as u64, &mut prefix);
-        channel::send_parts(self.inner.tx.as_fd(), &[prefix, bytes])
+        channel::send_parts(self.inner.tx.as_fd(), &[prefix, bytes])?;
+        self.inner.count.added();
+        Ok(())
     }
 
     /// Like [`get`](Self::get), but reads the bytes as bytes (one copy out

@@ -229,3 +229,63 @@ fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
         assert_eq!(child.join().unwrap(), "y".repeat(10_000));
     });
 }
+
+#[test]
+fn qsize_and_empty_count_what_every_process_put_and_took() {
+    within(LIMIT, || {
+        let q: Queue<u32> = Queue::new().unwrap();
+        assert_eq!((q.qsize(), q.empty()), (0, true));
+        for x in 0..3 {
+            q.put(x).unwrap();
+        }
+        assert_eq!((q.qsize(), q.empty()), (3, false));
+        let child_q = q.clone();
+        let mut child = Process::spawn(move || {
+            let first = child_q.get().unwrap();
+            child_q.put(10).unwrap();
+            child_q.put(11).unwrap();
+            (first, child_q.qsize())
+        })
+        .unwrap();
+        // The child took one and put two: the count is shared.
+        assert_eq!(child.join().unwrap(), (0, 4));
+        assert_eq!(q.qsize(), 4);
+        let rest: Vec<u32> = (0..4).map(|_| q.get().unwrap()).collect();
+        assert_eq!(rest, [1, 2, 10, 11]);
+        assert_eq!((q.qsize(), q.empty()), (0, true));
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+        assert_eq!(q.qsize(), 0, "a failed try_get counts nothing");
+    });
+}
+
+#[test]
+fn put_nowait_fills_the_queue_then_says_full() {
+    within(LIMIT, || {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let mut put = 0u64;
+        loop {
+            match q.put_nowait(put) {
+                Ok(()) => put += 1,
+                Err(Error::Full) => break,
+                Err(other) => panic!("after {put}: {other}"),
+            }
+            assert!(put < 10_000_000, "put_nowait never found the queue full");
+        }
+        assert!(put > 0);
+        assert_eq!(q.qsize(), put as usize);
+        let full = Error::Full.to_string();
+        assert!(full.starts_with("the queue is full"), "{full}");
+        // Taking one makes room for one more, and order is kept.
+        assert_eq!(q.get().unwrap(), 0);
+        q.put_nowait(put).unwrap();
+        let all: Vec<u64> = (0..put).map(|_| q.get().unwrap()).collect();
+        assert_eq!(all, (1..=put).collect::<Vec<_>>());
+        assert!(q.empty());
+        // Bytes count as messages too.
+        let bytes: Queue<Vec<u8>> = Queue::new().unwrap();
+        bytes.put_bytes(b"abc").unwrap();
+        assert_eq!(bytes.qsize(), 1);
+        assert_eq!(bytes.get_bytes().unwrap(), b"abc");
+        assert_eq!(bytes.qsize(), 0);
+    });
+}
