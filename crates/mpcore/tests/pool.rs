@@ -905,3 +905,78 @@ fn closing_the_pool_ends_an_endless_imap_with_one_error() {
         pool.join().unwrap();
     });
 }
+
+/// Set by `init_worker` in each worker: how often it ran there, and with
+/// what argument.
+static INIT_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static INIT_ARG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn init_worker((base, _name): (u64, String)) {
+    use std::sync::atomic::Ordering;
+    INIT_RUNS.fetch_add(1, Ordering::SeqCst);
+    INIT_ARG.store(base, Ordering::SeqCst);
+}
+
+/// The worker's pid, how often its initializer ran, and `x` plus its argument.
+fn after_init(x: u64) -> (i32, u64, u64) {
+    use std::sync::atomic::Ordering;
+    let runs = INIT_RUNS.load(Ordering::SeqCst);
+    (
+        std::process::id() as i32,
+        runs,
+        x + INIT_ARG.load(Ordering::SeqCst),
+    )
+}
+
+fn init_panics(_: ()) {
+    panic!("no database today");
+}
+
+#[test]
+fn the_initializer_runs_once_in_each_worker_before_its_tasks() {
+    use std::sync::atomic::Ordering;
+    within(LIMIT, || {
+        let pool = Builder::new()
+            .processes(2)
+            .max_tasks_per_child(5)
+            .initializer(init_worker, (1000, "db".to_owned()))
+            .build()
+            .unwrap();
+        let results = pool.map_chunked(after_init, 0..40, 1).unwrap();
+        let mut workers = BTreeSet::new();
+        for (x, (pid, runs, value)) in results.into_iter().enumerate() {
+            assert_eq!(runs, 1, "task {x} in worker {pid}");
+            assert_eq!(value, 1000 + x as u64);
+            workers.insert(pid);
+        }
+        // Five tasks a worker: the replacements ran it too, once each.
+        assert!(workers.len() >= 8, "only {} workers", workers.len());
+        // It ran in the workers, not here.
+        assert_eq!(INIT_RUNS.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn a_panicking_initializer_fails_every_task_and_does_not_hang() {
+    within(LIMIT, || {
+        let pool = Builder::new()
+            .processes(2)
+            .initializer(init_panics, ())
+            .build()
+            .unwrap();
+        let workers = pool.pids();
+        for result in pool.imap(square, 0..6).unwrap() {
+            match result {
+                Err(e) => assert_eq!(
+                    e.panic_message(),
+                    Some("the pool's initializer panicked in this worker: no database today")
+                ),
+                Ok(y) => panic!("a task ran: {y}"),
+            }
+        }
+        // The workers stayed: no fork storm of replacements.
+        assert_eq!(pool.pids(), workers);
+        pool.close();
+        pool.join().unwrap();
+    });
+}

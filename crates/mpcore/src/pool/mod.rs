@@ -5,8 +5,10 @@
 //! | `pool = mp.Pool()` | [`Pool::with_cpu_count`] |
 //! | `pool = mp.Pool(processes=3)` | [`Pool::new`]`(3)` |
 //! | `mp.Pool(3, maxtasksperchild=10)` | [`Builder::new`]`().processes(3).max_tasks_per_child(10).build()` |
+//! | `mp.Pool(3, initializer=f, initargs=(x,))` | [`Builder::new`]`().processes(3).initializer(f, x).build()` |
 //! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
 //! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
+//! | `pool.starmap(job, [(1, 2), (3, 4)])` | [`Pool::map`]`(\|(a, b): (u32, u32)\| job(a, b), [(1, 2), (3, 4)])` (see [`Pool::map`]) |
 //! | `pool.imap(job, xs)`, `pool.imap_unordered(job, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] (they read `xs` lazily) |
 //! | `pool.imap(job, xs, chunksize=4)`, and `imap_unordered` | [`Pool::imap_chunked`]`(job, xs, 4)`, [`Pool::imap_unordered_chunked`] |
 //! | `res = pool.apply_async(job, (2,)); res.get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
@@ -170,6 +172,24 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
 pub struct Builder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
+    initializer: Option<Initializer>,
+}
+
+/// What a worker runs once when it starts, before its first task: the
+/// `fn` and its argument, bound together ([`Builder::initializer`]).
+#[derive(Clone)]
+pub(super) struct Initializer(Arc<dyn Fn() + Send + Sync>);
+
+impl Initializer {
+    pub(super) fn run(&self) {
+        (self.0)();
+    }
+}
+
+impl fmt::Debug for Initializer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Initializer")
+    }
 }
 
 impl Builder {
@@ -190,6 +210,48 @@ impl Builder {
     /// leaks. As in Python, one chunk of a `map` counts as one task.
     pub fn max_tasks_per_child(mut self, tasks: usize) -> Self {
         self.max_tasks_per_child = Some(tasks);
+        self
+    }
+
+    /// Runs `f(arg)` once in each worker when it starts, before its first
+    /// task (Python's `initializer=f, initargs=(arg,)`), and in each worker
+    /// that replaces one. For several arguments, take a tuple. What it sets
+    /// up (a `static`, a thread-local, a connection) stays for every task
+    /// the worker runs.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// static SCALE: AtomicU64 = AtomicU64::new(1);
+    ///
+    /// fn set_scale(scale: u64) {
+    ///     SCALE.store(scale, Ordering::Relaxed);
+    /// }
+    ///
+    /// fn scaled(x: u64) -> u64 {
+    ///     x * SCALE.load(Ordering::Relaxed)
+    /// }
+    ///
+    /// let pool = mpcore::pool::Builder::new()
+    ///     .processes(2)
+    ///     .initializer(set_scale, 10)
+    ///     .build()?;
+    /// assert_eq!(pool.map(scaled, [1, 2, 3])?, [10, 20, 30]);
+    /// assert_eq!(SCALE.load(Ordering::Relaxed), 1); // set in the workers only
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// The argument is not serialized: the worker is forked from this
+    /// process, so it has its own copy of it, cloned for each worker.
+    /// If `f` panics, that worker runs no task: every task it is given
+    /// fails with [`Error::Panicked`], with the initializer's message.
+    /// (Python's worker dies instead, and the pool starts another, which
+    /// fails the same way, for ever.)
+    pub fn initializer<A>(mut self, f: fn(A), arg: A) -> Self
+    where
+        A: Clone + Send + Sync + 'static,
+    {
+        self.initializer = Some(Initializer(Arc::new(move || f(arg.clone()))));
         self
     }
 
@@ -223,6 +285,7 @@ impl Builder {
         let supervisor = Supervisor {
             size: processes,
             max_tasks: self.max_tasks_per_child,
+            initializer: self.initializer,
             commands: command_rx,
             wake: Arc::clone(&wake),
             pids: Arc::clone(&pids),
@@ -362,6 +425,28 @@ impl Pool {
     /// assert_eq!(pool.map(job, 0..10)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
     /// // A closure that captures nothing is a `fn` too.
     /// assert_eq!(pool.map(|s: String| s.len(), ["a", "bb"].map(String::from))?, [1, 2]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Several arguments: Python's `starmap`
+    ///
+    /// Python's `pool.starmap(f, [(1, 2), (3, 4)])` calls `f(1, 2)` and
+    /// `f(3, 4)`. Here a task takes one argument, a tuple for several, and
+    /// a closure that unpacks the tuple and calls your two-argument `fn`
+    /// captures nothing, so it is a task too: that one line is Rust's
+    /// `starmap`. mpcore has no `starmap` method, because that closure
+    /// works for every number of arguments and with every method
+    /// ([`imap`](Self::imap), [`apply_async`](Self::apply_async), ...),
+    /// where a method would need a version for each number of arguments.
+    ///
+    /// ```
+    /// fn power(base: u64, exp: u32) -> u64 {
+    ///     base.pow(exp)
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let pairs = [(2, 10), (3, 2), (10, 3)];
+    /// assert_eq!(pool.map(|(b, e): (u64, u32)| power(b, e), pairs)?, [1024, 9, 1000]);
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     ///

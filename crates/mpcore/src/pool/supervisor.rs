@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
+use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
 use super::worker::{ToWorker, worker_loop};
 use crate::channel;
@@ -166,6 +167,7 @@ const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
 pub(super) struct Supervisor {
     pub(super) size: usize,
     pub(super) max_tasks: Option<usize>,
+    pub(super) initializer: Option<Initializer>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) wake: Arc<Wake>,
     pub(super) pids: Arc<Mutex<Vec<i32>>>,
@@ -288,7 +290,10 @@ impl Supervisor {
         let process = process::Builder::new()
             .name(format!("ForkPoolWorker-{}", self.forked))
             .daemon(true)
-            .spawn(move || worker_loop(there))?;
+            .spawn({
+                let initializer = self.initializer.clone();
+                move || worker_loop(there, initializer)
+            })?;
         self.workers.push(Worker {
             process,
             conn: here,

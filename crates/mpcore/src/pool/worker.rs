@@ -7,6 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::Initializer;
 use crate::channel;
 use crate::error::Error;
 use crate::process::panic_message;
@@ -101,10 +102,25 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize>(
     out
 }
 
-/// A worker's life: wait for a packet, run it, send the results back, until
-/// `Stop` or until the pool is gone.
-pub(super) fn worker_loop(conn: OwnedFd) {
+/// A worker's life: run the pool's initializer, if any; then wait for a
+/// packet, run it, send the results back, until `Stop` or until the pool
+/// is gone.
+pub(super) fn worker_loop(conn: OwnedFd, initializer: Option<Initializer>) {
     let conn = conn.as_fd();
+    // A worker whose initializer panicked stays, and fails every task it
+    // is given with that panic: were it to exit, its replacement would
+    // panic the same way, and the pool would fork for ever.
+    let broken = initializer.and_then(|init| {
+        panic::catch_unwind(AssertUnwindSafe(|| init.run()))
+            .err()
+            .map(|payload| {
+                format!(
+                    "the pool's initializer panicked in this worker: {}",
+                    panic_message(&*payload)
+                )
+            })
+    });
+    let broken = broken.as_deref();
     // Only this worker reads its socket, so it may sleep in `recvmsg`.
     while let Ok(packet) = channel::recv_bytes(conn) {
         let keep_going = match postcard::take_from_bytes::<ToWorker>(&packet) {
@@ -112,12 +128,12 @@ pub(super) fn worker_loop(conn: OwnedFd) {
                 (0..chunks).all(|_| match postcard::take_from_bytes::<&[u8]>(rest) {
                     Ok((chunk, tail)) => {
                         rest = tail;
-                        run_packet(conn, chunk)
+                        run_packet(conn, chunk, broken)
                     }
                     Err(_) => false,
                 })
             }
-            _ => run_packet(conn, &packet),
+            _ => run_packet(conn, &packet, broken),
         };
         if !keep_going {
             return;
@@ -126,8 +142,9 @@ pub(super) fn worker_loop(conn: OwnedFd) {
 }
 
 /// Runs one `Run` packet and sends its results; `false` when the worker
-/// should exit (`Stop`, a packet it cannot read, or the pool gone).
-pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8]) -> bool {
+/// should exit (`Stop`, a packet it cannot read, or the pool gone). With
+/// `broken`, the initializer's panic, every task fails with it instead.
+pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&str>) -> bool {
     let Ok((
         ToWorker::Run {
             trampoline,
@@ -145,7 +162,18 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8]) -> bool {
     // pool's process, with the same executable mapped at the same
     // addresses, and we never exec.
     let trampoline = unsafe { std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline)) };
-    let results = trampoline(func, args, count);
+    let results = match broken {
+        // A panic's outcome is encoded alike whatever the task returns.
+        Some(message) => {
+            let panicked = Outcome::<()>::Panicked(message.to_owned());
+            let mut results = Vec::new();
+            for _ in 0..count {
+                let _ = channel::encode_into(&mut results, &panicked);
+            }
+            results
+        }
+        None => trampoline(func, args, count),
+    };
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.
     channel::send_bytes_to_many(conn, &results).is_ok()
