@@ -168,6 +168,9 @@ pub(super) struct Supervisor {
     pub(super) size: usize,
     pub(super) max_tasks: Option<usize>,
     pub(super) initializer: Option<Initializer>,
+    /// The only strong handle: it is dropped when the supervisor ends,
+    /// however it ends, which is what the pool's weak ones tell.
+    pub(super) alive: Arc<()>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) wake: Arc<Wake>,
     pub(super) pids: Arc<Mutex<Vec<i32>>>,
