@@ -99,10 +99,12 @@
 //!
 //! # Where each part lives
 //!
-//! - `mod.rs` (this file): the API, [`Pool`] and [`Builder`], and how a
-//!   call's inputs are cut into chunks and handed to the supervisor;
+//! - `mod.rs` (this file): the API, [`Pool`] and [`Builder`], and how
+//!   `map` and `apply_async` cut their inputs into chunks and hand them
+//!   to the supervisor;
 //! - `results.rs`: what the caller holds while its tasks run,
-//!   [`AsyncResult`] and [`Imap`];
+//!   [`AsyncResult`] and [`Imap`], which reads its inputs lazily as the
+//!   results are taken;
 //! - `supervisor.rs`: the supervisor thread, which forks, feeds, watches
 //!   and replaces the workers;
 //! - `worker.rs`: what travels to a worker, and the loop a worker runs;
