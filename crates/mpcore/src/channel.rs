@@ -88,6 +88,18 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -
     })
 }
 
+/// [`encode_into`], then [`check_decodes`] on what it appended: for a
+/// value that travels to another process, which must be able to read it.
+/// On failure `buf` is left as it was.
+pub(crate) fn encode_checked_into<T: Serialize + DeserializeOwned>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<()> {
+    let start = buf.len();
+    encode_into(buf, value)?;
+    check_decodes::<T>(&buf[start..]).inspect_err(|_| buf.truncate(start))
+}
+
 /// The error for a value that postcard could not encode. A `Serialize`
 /// impl's own error (`S::Error::custom("...")`) reaches postcard only as
 /// "Serde Serialization Error": postcard keeps no text. The value is then
@@ -116,15 +128,25 @@ fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> Error {
 /// decoded. Found out by the receiver, that would lose a message that was
 /// already accepted; found out here, the sender gets the error and nothing
 /// is sent. Decoding costs about what encoding did.
+///
+/// The value's own `Deserialize` (and `Drop`) run here, in the sender: a
+/// panic in them is caught and reported as the error, as it would be if
+/// the receiver had met it.
 pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
-    match postcard::take_from_bytes::<T>(encoded) {
+    let read = crate::process::catch(|| match postcard::take_from_bytes::<T>(encoded) {
         Ok((_, [])) => Ok(()),
         Ok((_, rest)) => Err(unreadable(format_args!(
             "{} bytes were left over after reading it back",
             rest.len()
         ))),
         Err(e) => Err(unreadable(e)),
-    }
+    });
+    read.unwrap_or_else(|message| {
+        Err(Error::Codec {
+            action: "encode",
+            reason: format!("the value panicked while it was read back to check it: {message}"),
+        })
+    })
 }
 
 fn unreadable(why: impl std::fmt::Display) -> Error {
@@ -759,5 +781,26 @@ mod tests {
         .unwrap();
         let e = try_recv::<Vec<u8>>(rx.as_fd()).unwrap_err();
         assert_eq!(e.to_string(), "read failed: failed to fill whole buffer");
+    }
+
+    /// Refuses to be read back. (No test in this binary forks, so a panic
+    /// here cannot leave std's panic-output lock held in a child.)
+    #[derive(Debug)]
+    struct PanicsWhenRead;
+
+    impl<'de> serde::Deserialize<'de> for PanicsWhenRead {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            panic!("not today")
+        }
+    }
+
+    #[test]
+    fn a_panic_while_reading_back_is_the_senders_codec_error() {
+        let e = check_decodes::<PanicsWhenRead>(&[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "could not encode a message: the value panicked while it was read back to check \
+             it: not today"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! | `mp.cpu_count()` | [`cpu_count()`] |
 //! | `q = mp.Queue(); q.put(x); q.get()` | [`Queue::new`], [`Queue::put`], [`Queue::get`] |
 //! | `q.get(timeout=1)`, `q.get_nowait()` | [`Queue::get_timeout`], [`Queue::try_get`] |
+//! | `mp.Queue(maxsize=n)`, `q.put_nowait(x)`, `q.put(x, timeout=1)` | [`Queue::bounded`], [`Queue::try_put`], [`Queue::put_timeout`] |
+//! | `q.qsize()`, `q.empty()`, `q.full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] |
 //! | `q.put(b"...")` of bytes, `q.get()` | [`Queue::put_bytes`], [`Queue::get_bytes`] (bytes as bytes, not byte by byte through serde) |
 //! | `mp.Value('i', 0)`, `v.value`, `v.value = x` | [`Value::new`]`(0i32)`, [`Value::get`], [`Value::set`] |
 //! | `mp.Array('i', [1, 2, 3, 4])`, `a[i]`, `a[i] = x` | [`Array::new`]`(&[1i32, 2, 3, 4])`, [`Array::get`], [`Array::set`] |

@@ -95,13 +95,19 @@ fn in_a_worker() -> bool {
     std::process::id() != TEST_PID.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// An argument whose `Deserialize` panics (only workers decode arguments).
+/// An argument whose `Deserialize` panics in a worker. (The caller reads
+/// every argument back too, before it sends it; a panic there, in the test
+/// process, would be printed under std's panic-output lock, which a worker
+/// forked by another test at that instant would inherit held.)
 #[derive(Debug, serde::Serialize)]
 struct PanicsWhenDeserialized;
 
 impl<'de> serde::Deserialize<'de> for PanicsWhenDeserialized {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        panic!("this argument refuses to be deserialized")
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if in_a_worker() {
+            panic!("this argument refuses to be deserialized")
+        }
+        <()>::deserialize(d).map(|()| PanicsWhenDeserialized)
     }
 }
 
@@ -710,7 +716,7 @@ fn a_pool_and_its_results_may_move_between_threads() {
     fn send<T: Send>() {}
     send_sync::<Pool>();
     send::<mpcore::AsyncResult<String>>();
-    send::<mpcore::pool::Imap<String>>();
+    send::<mpcore::pool::Imap<String, std::vec::IntoIter<u64>>>();
 }
 
 #[test]
@@ -844,5 +850,267 @@ fn map_returns_the_first_failure_in_input_order() {
             .unwrap();
         assert_eq!(ok, [1, 2, 3]);
         assert!(pool.map(square, Vec::<u64>::new()).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn imap_of_an_endless_input_returns_at_once_and_yields_what_is_taken() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // An imap that read its whole input first would never return; the
+        // guard makes it fail quickly instead of eating the machine's memory.
+        let endless = (0u64..).inspect(|&x| {
+            assert!(x < 1_000_000, "imap read far ahead of its consumer");
+        });
+        let first: Vec<u64> = pool
+            .imap(square, endless)
+            .unwrap()
+            .take(10)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(first, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+        let mut unordered: Vec<u64> = pool
+            .imap_unordered(square, (0u64..).inspect(|&x| assert!(x < 1_000_000)))
+            .unwrap()
+            .take(10)
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        // Which ten come first is up to the workers; each is a square.
+        assert!(unordered.iter().all(|&y| y.isqrt() * y.isqrt() == y));
+        // The pool is still fine after the iterators were dropped half-read.
+        assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+    });
+}
+
+#[test]
+fn imap_yields_its_first_result_long_before_a_slow_input_is_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    within(LIMIT, || {
+        const TOTAL: usize = 300;
+        let pool = Pool::new(2).unwrap();
+        let read = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&read);
+        let slow = (0..TOTAL as u64).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(1));
+        });
+        let mut results = pool.imap(square, slow).unwrap();
+        assert_eq!(results.next().unwrap().unwrap(), 0);
+        let read_at_first = read.load(Ordering::SeqCst);
+        // A few chunks per worker of look-ahead, not the whole input.
+        assert!(read_at_first < TOTAL / 4, "read {read_at_first} of {TOTAL}");
+        let rest: Vec<u64> = results.map(Result::unwrap).collect();
+        assert_eq!(rest, (1..TOTAL as u64).map(square).collect::<Vec<_>>());
+        assert_eq!(read.load(Ordering::SeqCst), TOTAL);
+    });
+}
+
+#[test]
+fn imap_chunked_sends_chunks_and_loses_a_whole_chunk_with_its_worker() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let squares: Vec<u64> = pool
+            .imap_chunked(square, 0..100, 7)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(squares, (0..100).map(square).collect::<Vec<_>>());
+        // A chunk's results travel together, after its last task: the
+        // worker that dies in task 3 takes tasks 0 to 3 with it, and only
+        // those (chunk size 1 would lose task 3 alone).
+        let results: Vec<_> = pool.imap_chunked(killed_on_3, 0..8, 4).unwrap().collect();
+        assert_eq!(results.len(), 8);
+        for (x, result) in results.iter().enumerate() {
+            match result {
+                Ok(y) => assert!(x >= 4 && *y == x as u32, "{x}: {y}"),
+                Err(Error::WorkerDied { .. }) => assert!(x < 4, "{x} failed"),
+                Err(other) => panic!("{x}: unexpected {other}"),
+            }
+        }
+        let mut unordered: Vec<u32> = pool
+            .imap_unordered_chunked(|x: u32| x + 1, 0..50, 8)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, (1..=50).collect::<Vec<_>>());
+        assert!(matches!(
+            pool.imap_chunked(square, 0..1, 0).unwrap().next(),
+            Some(Ok(0))
+        ));
+    });
+}
+
+/// A number that refuses to be serialized when it is 5.
+#[derive(Debug, serde::Deserialize)]
+struct NoFive(u32);
+
+impl serde::Serialize for NoFive {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 5 {
+            return Err(serde::ser::Error::custom("5 cannot travel"));
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+/// Counts the tasks that ran, in memory the workers share with the test.
+static RAN: std::sync::OnceLock<mpcore::Value<u64>> = std::sync::OnceLock::new();
+
+fn count_and_return(x: NoFive) -> u32 {
+    let ran = RAN.get().expect("set before the pool was made");
+    *ran.lock().unwrap() += 1;
+    x.0
+}
+
+#[test]
+fn map_checks_every_input_before_any_task_runs() {
+    within(LIMIT, || {
+        let ran = RAN.get_or_init(|| mpcore::Value::new(0).unwrap());
+        ran.set(0).unwrap();
+        // Made after the counter: the workers are forked with it.
+        let pool = Pool::new(2).unwrap();
+        let inputs = || (0..10).map(NoFive);
+        for result in [
+            pool.map_chunked(count_and_return, inputs(), 1),
+            pool.map(count_and_return, inputs()),
+        ] {
+            match result {
+                // The Serialize impl's own words.
+                Err(Error::Codec { action, reason }) => {
+                    assert_eq!((action, reason.as_str()), ("encode", "5 cannot travel"));
+                }
+                other => panic!("expected a codec error, got {other:?}"),
+            }
+        }
+        // Anything handed to a worker has run once close and join return.
+        pool.close();
+        pool.join().unwrap();
+        assert_eq!(ran.get().unwrap(), 0, "tasks ran although map failed");
+    });
+}
+
+#[test]
+fn imap_fails_an_input_that_cannot_be_encoded_in_its_place() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let results: Vec<_> = pool
+            .imap_chunked(|x: NoFive| x.0, (0..10).map(NoFive), 3)
+            .unwrap()
+            .collect();
+        assert_eq!(results.len(), 10);
+        for (x, result) in results.into_iter().enumerate() {
+            match (x, result) {
+                (
+                    5,
+                    Err(Error::Codec {
+                        action: "encode", ..
+                    }),
+                ) => {}
+                (x, Ok(y)) if x != 5 => assert_eq!(y, x as u32),
+                (x, other) => panic!("{x}: unexpected {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn closing_the_pool_ends_an_endless_imap_with_one_error() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let mut squares = pool.imap(square, 0u64..).unwrap();
+        assert_eq!(squares.next().unwrap().unwrap(), 0);
+        pool.close();
+        // What was handed over before the close still runs, in order; then
+        // one error says why the rest was never read, and the end.
+        let mut x = 1;
+        loop {
+            match squares.next() {
+                Some(Ok(y)) => assert_eq!(y, square(x)),
+                Some(Err(Error::PoolClosed)) => break,
+                other => panic!("after {x}: unexpected {other:?}"),
+            }
+            x += 1;
+        }
+        assert!(x < 1_000, "read {x} inputs after the close");
+        assert!(squares.next().is_none());
+        pool.join().unwrap();
+    });
+}
+
+/// Set by `init_worker` in each worker: how often it ran there, and with
+/// what argument.
+static INIT_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static INIT_ARG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn init_worker((base, _name): (u64, String)) {
+    use std::sync::atomic::Ordering;
+    INIT_RUNS.fetch_add(1, Ordering::SeqCst);
+    INIT_ARG.store(base, Ordering::SeqCst);
+}
+
+/// The worker's pid, how often its initializer ran, and `x` plus its argument.
+fn after_init(x: u64) -> (i32, u64, u64) {
+    use std::sync::atomic::Ordering;
+    let runs = INIT_RUNS.load(Ordering::SeqCst);
+    (
+        std::process::id() as i32,
+        runs,
+        x + INIT_ARG.load(Ordering::SeqCst),
+    )
+}
+
+fn init_panics(_: ()) {
+    panic!("no database today");
+}
+
+#[test]
+fn the_initializer_runs_once_in_each_worker_before_its_tasks() {
+    use std::sync::atomic::Ordering;
+    within(LIMIT, || {
+        let pool = Builder::new()
+            .processes(2)
+            .max_tasks_per_child(5)
+            .initializer(init_worker, (1000, "db".to_owned()))
+            .build()
+            .unwrap();
+        let results = pool.map_chunked(after_init, 0..40, 1).unwrap();
+        let mut workers = BTreeSet::new();
+        for (x, (pid, runs, value)) in results.into_iter().enumerate() {
+            assert_eq!(runs, 1, "task {x} in worker {pid}");
+            assert_eq!(value, 1000 + x as u64);
+            workers.insert(pid);
+        }
+        // Five tasks a worker: the replacements ran it too, once each.
+        assert!(workers.len() >= 8, "only {} workers", workers.len());
+        // It ran in the workers, not here.
+        assert_eq!(INIT_RUNS.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn a_panicking_initializer_fails_every_task_and_does_not_hang() {
+    within(LIMIT, || {
+        let pool = Builder::new()
+            .processes(2)
+            .initializer(init_panics, ())
+            .build()
+            .unwrap();
+        let workers = pool.pids();
+        for result in pool.imap(square, 0..6).unwrap() {
+            match result {
+                Err(e) => assert_eq!(
+                    e.panic_message(),
+                    Some("the pool's initializer panicked in this worker: no database today")
+                ),
+                Ok(y) => panic!("a task ran: {y}"),
+            }
+        }
+        // The workers stayed: no fork storm of replacements.
+        assert_eq!(pool.pids(), workers);
+        pool.close();
+        pool.join().unwrap();
     });
 }

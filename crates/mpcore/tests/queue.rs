@@ -244,3 +244,67 @@ fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
         assert_eq!(child.join().unwrap(), "y".repeat(10_000));
     });
 }
+
+#[test]
+fn qsize_and_empty_count_what_every_process_put_and_took() {
+    within(LIMIT, || {
+        let q: Queue<u32> = Queue::new().unwrap();
+        assert_eq!((q.qsize(), q.empty()), (0, true));
+        for x in 0..3 {
+            q.put(x).unwrap();
+        }
+        assert_eq!((q.qsize(), q.empty()), (3, false));
+        let child_q = q.clone();
+        let mut child = Process::spawn(move || {
+            let first = child_q.get().unwrap();
+            child_q.put(10).unwrap();
+            child_q.put(11).unwrap();
+            (first, child_q.qsize())
+        })
+        .unwrap();
+        // The child took one and put two: the count is shared.
+        assert_eq!(child.join().unwrap(), (0, 4));
+        assert_eq!(q.qsize(), 4);
+        let rest: Vec<u32> = (0..4).map(|_| q.get().unwrap()).collect();
+        assert_eq!(rest, [1, 2, 10, 11]);
+        assert_eq!((q.qsize(), q.empty()), (0, true));
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+        assert_eq!(q.qsize(), 0, "a failed try_get counts nothing");
+    });
+}
+
+#[test]
+fn try_put_fills_a_bounded_queue_then_says_full() {
+    within(LIMIT, || {
+        // Python's put_nowait is try_put; an unbounded queue is full only
+        // at 2 GiB, so a bound of 1,000 stands in for "full".
+        const BOUND: u64 = 1_000;
+        let q: Queue<u64> = Queue::bounded(BOUND as usize).unwrap();
+        let mut put = 0u64;
+        loop {
+            match q.try_put(put) {
+                Ok(()) => put += 1,
+                Err(Error::Full) => break,
+                Err(other) => panic!("after {put}: {other}"),
+            }
+            assert!(put <= BOUND, "try_put never found the queue full");
+        }
+        assert_eq!(put, BOUND);
+        assert_eq!(q.qsize(), put as usize);
+        assert!(q.full());
+        let full = Error::Full.to_string();
+        assert!(full.starts_with("the queue is full"), "{full}");
+        // Taking one makes room for one more, and order is kept.
+        assert_eq!(q.get().unwrap(), 0);
+        q.try_put(put).unwrap();
+        let all: Vec<u64> = (0..put).map(|_| q.get().unwrap()).collect();
+        assert_eq!(all, (1..=put).collect::<Vec<_>>());
+        assert!(q.empty());
+        // Bytes count as messages too.
+        let bytes: Queue<Vec<u8>> = Queue::new().unwrap();
+        bytes.put_bytes(b"abc").unwrap();
+        assert_eq!(bytes.qsize(), 1);
+        assert_eq!(bytes.get_bytes().unwrap(), b"abc");
+        assert_eq!(bytes.qsize(), 0);
+    });
+}

@@ -152,3 +152,42 @@ fn a_process_result_that_would_not_read_back_is_reported_as_such() {
         says_cannot_be_read_back(message);
     });
 }
+
+fn number_of(x: u32) -> Untagged {
+    Untagged::Number(x)
+}
+
+fn echo(u: Untagged) -> u32 {
+    match u {
+        Untagged::Number(n) => n,
+        Untagged::Text(t) => t.len() as u32,
+    }
+}
+
+#[test]
+fn a_pool_refuses_arguments_and_results_that_would_not_read_back() {
+    testkit::within(Duration::from_secs(60), || {
+        let pool = mpcore::Pool::new(2).unwrap();
+        match pool.map(echo, [Untagged::Number(1)]) {
+            Err(Error::Codec { action, reason }) => {
+                assert_eq!(action, "encode");
+                says_cannot_be_read_back(&reason);
+            }
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+        // A result that would not read back fails its own task, in the
+        // worker, and the pool goes on.
+        let results: Vec<_> = pool.imap(number_of, 0..3).unwrap().collect();
+        assert_eq!(results.len(), 3);
+        for result in results {
+            match result {
+                Err(Error::Codec { action, reason }) => {
+                    assert_eq!(action, "encode");
+                    says_cannot_be_read_back(&reason);
+                }
+                other => panic!("expected a codec error, got {other:?}"),
+            }
+        }
+        assert_eq!(pool.map(|x: u32| x + 1, 0..3).unwrap(), [1, 2, 3]);
+    });
+}

@@ -39,6 +39,37 @@ pub(super) fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
     Ok(packet)
 }
 
+/// What every chunk of one call shares, and how a chunk of it is made.
+pub(super) struct Call {
+    /// The addresses of the task and of the trampoline that runs it.
+    pub(super) trampoline: u64,
+    pub(super) func: u64,
+    pub(super) reply: mpsc::Sender<ChunkDone>,
+    pub(super) speed: Arc<Speed>,
+    pub(super) all: Option<Arc<CallDone>>,
+}
+
+impl Call {
+    /// Chunk `index` of the call: the `count` arguments encoded in `args`.
+    pub(super) fn chunk(&self, index: usize, count: u32, args: &[u8]) -> Result<Chunk> {
+        let mut packet = channel::encode(&ToWorker::Run {
+            trampoline: self.trampoline,
+            func: self.func,
+            count,
+        })?;
+        packet.extend_from_slice(args);
+        Ok(Chunk {
+            index,
+            count,
+            packet,
+            reply: self.reply.clone(),
+            sent: None,
+            speed: Arc::clone(&self.speed),
+            all: self.all.clone(),
+        })
+    }
+}
+
 /// Some tasks of one `map`/`imap`/`apply_async` call, in one packet.
 pub(super) struct Chunk {
     /// Its place among the chunks of its call.

@@ -5,9 +5,12 @@
 //! | `pool = mp.Pool()` | [`Pool::with_cpu_count`] |
 //! | `pool = mp.Pool(processes=3)` | [`Pool::new`]`(3)` |
 //! | `mp.Pool(3, maxtasksperchild=10)` | [`Builder::new`]`().processes(3).max_tasks_per_child(10).build()` |
+//! | `mp.Pool(3, initializer=f, initargs=(x,))` | [`Builder::new`]`().processes(3).initializer(f, x).build()` |
 //! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
 //! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
-//! | `pool.imap(job, xs)`, `pool.imap_unordered(job, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] |
+//! | `pool.starmap(job, [(1, 2), (3, 4)])` | [`Pool::map`]`(\|(a, b): (u32, u32)\| job(a, b), [(1, 2), (3, 4)])` (see [`Pool::map`]) |
+//! | `pool.imap(job, xs)`, `pool.imap_unordered(job, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] (they read `xs` lazily) |
+//! | `pool.imap(job, xs, chunksize=4)`, and `imap_unordered` | [`Pool::imap_chunked`]`(job, xs, 4)`, [`Pool::imap_unordered_chunked`] |
 //! | `res = pool.apply_async(job, (2,)); res.get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `res.get(timeout=1)`, `res.ready()` | [`AsyncResult::get_timeout`], [`AsyncResult::ready`] |
 //! | `pool.close(); pool.join()` | [`Pool::close`], [`Pool::join`] |
@@ -100,23 +103,23 @@
 //!
 //! # Where each part lives
 //!
-//! - `mod.rs` (this file): the API, [`Pool`] and [`Builder`], and how a
-//!   call's inputs are cut into chunks and handed to the supervisor;
+//! - `mod.rs` (this file): the API, [`Pool`] and [`Builder`], and how
+//!   `map` and `apply_async` cut their inputs into chunks and hand them
+//!   to the supervisor;
 //! - `results.rs`: what the caller holds while its tasks run,
-//!   [`AsyncResult`] and [`Imap`];
+//!   [`AsyncResult`] and [`Imap`], which reads its inputs lazily as the
+//!   results are taken;
 //! - `supervisor.rs`: the supervisor thread, which forks, feeds, watches
 //!   and replaces the workers;
 //! - `worker.rs`: what travels to a worker, and the loop a worker runs;
 //! - `chunk.rs`: the bookkeeping of the tasks in flight, and why a chunk
 //!   can come back without results.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -132,9 +135,10 @@ mod worker;
 
 pub use results::{AsyncResult, Imap};
 
-use chunk::{CallDone, Chunk, Speed};
+use chunk::{Call, CallDone, Chunk, ChunkDone, Speed};
+use results::{Feed, Results};
 use supervisor::{Command, State, Supervisor, Wake};
-use worker::{ToWorker, Trampoline, fn_addr, run_chunk};
+use worker::{Trampoline, fn_addr, run_chunk};
 
 /// Python's rule for `map`'s default chunk size: cut the input into about
 /// four chunks per worker, so that each worker fetches a few large chunks
@@ -173,6 +177,24 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
 pub struct Builder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
+    initializer: Option<Initializer>,
+}
+
+/// What a worker runs once when it starts, before its first task: the
+/// `fn` and its argument, bound together ([`Builder::initializer`]).
+#[derive(Clone)]
+pub(super) struct Initializer(Arc<dyn Fn() + Send + Sync>);
+
+impl Initializer {
+    pub(super) fn run(&self) {
+        (self.0)();
+    }
+}
+
+impl fmt::Debug for Initializer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Initializer")
+    }
 }
 
 impl Builder {
@@ -193,6 +215,48 @@ impl Builder {
     /// leaks. As in Python, one chunk of a `map` counts as one task.
     pub fn max_tasks_per_child(mut self, tasks: usize) -> Self {
         self.max_tasks_per_child = Some(tasks);
+        self
+    }
+
+    /// Runs `f(arg)` once in each worker when it starts, before its first
+    /// task (Python's `initializer=f, initargs=(arg,)`), and in each worker
+    /// that replaces one. For several arguments, take a tuple. What it sets
+    /// up (a `static`, a thread-local, a connection) stays for every task
+    /// the worker runs.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// static SCALE: AtomicU64 = AtomicU64::new(1);
+    ///
+    /// fn set_scale(scale: u64) {
+    ///     SCALE.store(scale, Ordering::Relaxed);
+    /// }
+    ///
+    /// fn scaled(x: u64) -> u64 {
+    ///     x * SCALE.load(Ordering::Relaxed)
+    /// }
+    ///
+    /// let pool = mpcore::pool::Builder::new()
+    ///     .processes(2)
+    ///     .initializer(set_scale, 10)
+    ///     .build()?;
+    /// assert_eq!(pool.map(scaled, [1, 2, 3])?, [10, 20, 30]);
+    /// assert_eq!(SCALE.load(Ordering::Relaxed), 1); // set in the workers only
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// The argument is not serialized: the worker is forked from this
+    /// process, so it has its own copy of it, cloned for each worker.
+    /// If `f` panics, that worker runs no task: every task it is given
+    /// fails with [`Error::Panicked`], with the initializer's message.
+    /// (Python's worker dies instead, and the pool starts another, which
+    /// fails the same way, for ever.)
+    pub fn initializer<A>(mut self, f: fn(A), arg: A) -> Self
+    where
+        A: Clone + Send + Sync + 'static,
+    {
+        self.initializer = Some(Initializer(Arc::new(move || f(arg.clone()))));
         self
     }
 
@@ -226,6 +290,8 @@ impl Builder {
         let supervisor = Supervisor {
             size: processes,
             max_tasks: self.max_tasks_per_child,
+            initializer: self.initializer,
+            alive: Arc::new(()),
             commands: command_rx,
             wake: Arc::clone(&wake),
             pids: Arc::clone(&pids),
@@ -236,6 +302,7 @@ impl Builder {
             retry_fork_at: None,
             fork_failing_since: None,
         };
+        let alive = Arc::downgrade(&supervisor.alive);
         let handle = thread::Builder::new()
             // Not a worker's name: the workers name their own threads.
             .name("pool-supervisor".to_owned())
@@ -247,7 +314,9 @@ impl Builder {
                 commands,
                 wake,
                 pids,
-                closed: AtomicBool::new(false),
+                closed: Arc::new(AtomicBool::new(false)),
+                terminated: Arc::new(AtomicBool::new(false)),
+                alive,
                 answer_time: Arc::new(AtomicU64::new(0)),
                 supervisor: Mutex::new(Some(handle)),
                 owner: std::process::id(),
@@ -295,7 +364,10 @@ pub struct Pool {
     commands: mpsc::Sender<Command>,
     wake: Arc<Wake>,
     pids: Arc<Mutex<Vec<i32>>>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
+    terminated: Arc<AtomicBool>,
+    /// Whether the supervisor thread still runs.
+    alive: Weak<()>,
     /// How long the last call waited for its first result, in ns (0:
     /// none yet): how long a caller may look for a result before it sleeps.
     answer_time: Arc<AtomicU64>,
@@ -368,6 +440,28 @@ impl Pool {
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     ///
+    /// # Several arguments: Python's `starmap`
+    ///
+    /// Python's `pool.starmap(f, [(1, 2), (3, 4)])` calls `f(1, 2)` and
+    /// `f(3, 4)`. Here a task takes one argument, a tuple for several, and
+    /// a closure that unpacks the tuple and calls your two-argument `fn`
+    /// captures nothing, so it is a task too: that one line is Rust's
+    /// `starmap`. mpcore has no `starmap` method, because that closure
+    /// works for every number of arguments and with every method
+    /// ([`imap`](Self::imap), [`apply_async`](Self::apply_async), ...),
+    /// where a method would need a version for each number of arguments.
+    ///
+    /// ```
+    /// fn power(base: u64, exp: u32) -> u64 {
+    ///     base.pow(exp)
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let pairs = [(2, 10), (3, 2), (10, 3)];
+    /// assert_eq!(pool.map(|(b, e): (u64, u32)| power(b, e), pairs)?, [1024, 9, 1000]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// The first failed task's error, in input order: [`Error::Panicked`],
@@ -389,6 +483,10 @@ impl Pool {
     /// `chunksize=`): each worker fetches `chunksize` inputs at a time.
     /// Larger chunks cost fewer messages; smaller ones spread uneven work
     /// better. A chunk size of 0 is taken as 1.
+    ///
+    /// Every input is encoded before any task starts: an input that cannot
+    /// be serialized fails the whole call with [`Error::Codec`], and then
+    /// no task of it has run, not even for the inputs before it.
     pub fn map_chunked<T, R>(
         &self,
         f: fn(T) -> R,
@@ -399,16 +497,40 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let inputs: Vec<T> = inputs.into_iter().collect();
-        let calls = inputs.len().div_ceil(chunksize.clamp(1, u32::MAX as usize));
+        let link = self.link()?;
+        let (call, done) = call(f);
+        let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
+        let chunksize = chunksize.clamp(1, u32::MAX as usize);
+        let mut chunks = Vec::new();
+        let mut tasks = 0;
+        let mut args = Vec::new();
+        let mut inputs = inputs.into_iter().peekable();
+        while inputs.peek().is_some() {
+            args.clear();
+            let mut count = 0u32;
+            for input in inputs.by_ref().take(chunksize) {
+                channel::encode_checked_into(&mut args, &input)?;
+                count += 1;
+            }
+            chunks.push(call.chunk(chunks.len(), count, &args)?);
+            tasks += count as usize;
+        }
         // `map` wants every result before it returns: wake this thread
         // once, when the last chunk is in, not once per chunk.
         let all = Arc::new(CallDone {
-            left: AtomicUsize::new(calls),
+            left: AtomicUsize::new(chunks.len()),
             thread: thread::current(),
         });
-        self.submit_with(f, inputs, chunksize, true, Some(all))?
-            .collect_all()
+        for chunk in &mut chunks {
+            chunk.all = Some(Arc::clone(&all));
+        }
+        results.wait_for_all(all);
+        let count = chunks.len();
+        // Dropped unsent when the supervisor has ended: then the channel
+        // closes and every task fails with `PoolClosed`.
+        drop(call);
+        let _ = link.submit(chunks);
+        results.collect_all(count, tasks)
     }
 
     /// Like [`map`](Self::map), but returns at once with an iterator that
@@ -425,17 +547,74 @@ impl Pool {
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     ///
+    /// # Reading the inputs lazily
+    ///
+    /// The inputs are read as the results are taken, on the thread that
+    /// takes them: `imap` hands the first chunk to each worker and
+    /// returns, and each `next` then reads and hands over more, up to
+    /// [`LOOK_AHEAD`] chunks per worker ahead of the results taken. So an
+    /// endless input works, memory stays bounded, and a slow input does
+    /// not hold back results that are ready. (Python's `imap` reads the
+    /// whole input on a thread of the pool instead.)
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let first: Vec<u64> = pool
+    ///     .imap(|x: u64| x * x, 1..)? // never ends
+    ///     .take(3)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [1, 4, 9]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// If the pool is closed or terminated while inputs are left to read,
+    /// the iterator reads no more: it yields the results of the inputs it
+    /// read, then one [`Error::PoolClosed`] (or [`Error::PoolTerminated`])
+    /// in place of the rest, and ends.
+    ///
     /// # Errors
     ///
-    /// [`Error::PoolClosed`] after [`close`](Self::close), [`Error::Codec`]
-    /// when an input cannot be serialized. Failures of single tasks come
-    /// through the iterator.
-    pub fn imap<T, R>(&self, f: fn(T) -> R, inputs: impl IntoIterator<Item = T>) -> Result<Imap<R>>
+    /// [`Error::PoolClosed`] after [`close`](Self::close). Failures of
+    /// single tasks come through the iterator, and so does
+    /// [`Error::Codec`] in place of an input that cannot be serialized.
+    pub fn imap<T, R, I>(&self, f: fn(T) -> R, inputs: I) -> Result<Imap<R, I::IntoIter>>
     where
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
     {
-        self.submit(f, inputs, 1, true)
+        self.imap_with(f, inputs, 1, true)
+    }
+
+    /// [`imap`](Self::imap) with a chunk size of your choice (Python's
+    /// `pool.imap(f, iterable, chunksize)`): each worker fetches
+    /// `chunksize` inputs at a time, and their results come back together,
+    /// when the last of them is done. A chunk size of 0 is taken as 1.
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let squares: Vec<u64> = pool
+    ///     .imap_chunked(|x: u64| x * x, 0..1000, 50)?
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(squares[999], 998_001);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_chunked<T, R, I>(
+        &self,
+        f: fn(T) -> R,
+        inputs: I,
+        chunksize: usize,
+    ) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_with(f, inputs, chunksize, true)
     }
 
     /// Like [`imap`](Self::imap), but yields the results in the order they
@@ -444,16 +623,43 @@ impl Pool {
     /// # Errors
     ///
     /// As [`imap`](Self::imap).
-    pub fn imap_unordered<T, R>(
-        &self,
-        f: fn(T) -> R,
-        inputs: impl IntoIterator<Item = T>,
-    ) -> Result<Imap<R>>
+    pub fn imap_unordered<T, R, I>(&self, f: fn(T) -> R, inputs: I) -> Result<Imap<R, I::IntoIter>>
     where
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
     {
-        self.submit(f, inputs, 1, false)
+        self.imap_with(f, inputs, 1, false)
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with a chunk size of your
+    /// choice (Python's `pool.imap_unordered(f, iterable, chunksize)`).
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let mut lengths: Vec<usize> = pool
+    ///     .imap_unordered_chunked(|s: String| s.len(), ["a", "bb", "ccc"].map(String::from), 2)?
+    ///     .collect::<Result<_, _>>()?;
+    /// lengths.sort();
+    /// assert_eq!(lengths, [1, 2, 3]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_unordered_chunked<T, R, I>(
+        &self,
+        f: fn(T) -> R,
+        inputs: I,
+        chunksize: usize,
+    ) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_with(f, inputs, chunksize, false)
     }
 
     /// Starts `f(arg)` in a worker and returns at once with a handle to its
@@ -487,9 +693,19 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let imap = self.submit(f, [arg], 1, true)?;
+        let link = self.link()?;
+        let (call, done) = call(f);
+        let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
+        let mut args = Vec::new();
+        channel::encode_checked_into(&mut args, &arg)?;
+        let chunk = call.chunk(0, 1, &args)?;
+        results.handed_over(0, 1);
+        // Dropped unsent when the supervisor has ended: then the channel
+        // closes and `get` returns `PoolClosed`.
+        drop(call);
+        let _ = link.submit(vec![chunk]);
         Ok(AsyncResult {
-            imap,
+            results,
             outcome: None,
             taken: false,
         })
@@ -537,6 +753,7 @@ impl Pool {
     /// Python sends `SIGTERM`; a task could catch or block that, and
     /// `terminate` must not hang.
     pub fn terminate(&self) {
+        self.terminated.store(true, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);
         self.command(Command::Terminate);
         let _ = self.wait_for_supervisor();
@@ -577,37 +794,9 @@ impl Pool {
         }
     }
 
-    /// Encodes the inputs in chunks, hands them to the supervisor, and
-    /// returns the iterator that will collect their results.
-    fn submit<T, R>(
-        &self,
-        f: fn(T) -> R,
-        inputs: impl IntoIterator<Item = T>,
-        chunksize: usize,
-        ordered: bool,
-    ) -> Result<Imap<R>>
-    where
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        self.submit_with(f, inputs, chunksize, ordered, None)
-    }
-
-    /// [`submit`](Self::submit); with `all`, the caller waits for every
-    /// result at once and is woken (unparked) only when the last chunk is
-    /// done. `all.left` must be the number of chunks.
-    fn submit_with<T, R>(
-        &self,
-        f: fn(T) -> R,
-        inputs: impl IntoIterator<Item = T>,
-        chunksize: usize,
-        ordered: bool,
-        all: Option<Arc<CallDone>>,
-    ) -> Result<Imap<R>>
-    where
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
+    /// What a call needs to hand chunks to the supervisor, once it is
+    /// sure the pool takes them.
+    fn link(&self) -> Result<Link> {
         if self.in_child() {
             return Err(Error::InvalidArgument(
                 "a pool belongs to the process that made it; a forked child cannot use it",
@@ -616,70 +805,104 @@ impl Pool {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::PoolClosed);
         }
-        let submitted = Instant::now();
-        let chunksize = chunksize.clamp(1, u32::MAX as usize);
-        let trampoline = fn_addr(run_chunk::<T, R> as Trampoline as *const ());
-        let func = fn_addr(f as *const ());
-        let (reply, done) = mpsc::channel();
-        let speed = Arc::new(Speed::default());
-        // Chunks go to the supervisor in batches as they are encoded, so
-        // the workers start on the first ones while the rest are encoded.
-        let mut pending = Vec::new();
-        let mut pending_bytes = 0;
-        let mut started = false;
-        let mut counts = Vec::new();
-        let mut inputs = inputs.into_iter().peekable();
-        let mut args = Vec::new();
-        while inputs.peek().is_some() {
-            args.clear();
-            let mut count = 0u32;
-            for input in inputs.by_ref().take(chunksize) {
-                channel::encode_into(&mut args, &input)?;
-                count += 1;
-            }
-            let mut packet = channel::encode(&ToWorker::Run {
-                trampoline,
-                func,
-                count,
-            })?;
-            packet.extend_from_slice(&args);
-            pending_bytes += packet.len();
-            pending.push(Chunk {
-                index: counts.len(),
-                count,
-                packet,
-                reply: reply.clone(),
-                sent: None,
-                speed: Arc::clone(&speed),
-                all: all.clone(),
-            });
-            counts.push(count);
-            if (!started && pending.len() >= self.processes) || pending_bytes >= SUBMIT_BYTES {
-                self.command(Command::Submit(std::mem::take(&mut pending)));
-                started = true;
-                pending_bytes = 0;
-            }
-        }
-        drop(reply);
-        let total = counts.iter().map(|&c| c as usize).sum();
-        if !pending.is_empty() {
-            self.command(Command::Submit(pending));
-        }
-        Ok(Imap {
-            done,
-            answer_time: Arc::clone(&self.answer_time),
-            submitted,
-            timed: false,
-            all,
-            ordered,
-            counts,
-            received: Vec::new(),
-            next_chunk: 0,
-            waiting: BTreeMap::new(),
-            ready: VecDeque::new(),
-            remaining: total,
-            _result: PhantomData,
+        Ok(Link {
+            commands: self.commands.clone(),
+            wake: Arc::clone(&self.wake),
+            closed: Arc::clone(&self.closed),
+            terminated: Arc::clone(&self.terminated),
+            alive: Weak::clone(&self.alive),
+            processes: self.processes,
         })
+    }
+
+    fn imap_with<T, R, I>(
+        &self,
+        f: fn(T) -> R,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        let link = self.link()?;
+        let (call, done) = call(f);
+        let results = Results::new(done, Arc::clone(&self.answer_time), ordered);
+        let chunksize = chunksize.clamp(1, u32::MAX as usize);
+        let feed = Feed {
+            inputs: Some(inputs.into_iter()),
+            call: Some(call),
+            link,
+            chunksize,
+            next_index: 0,
+            window: self
+                .processes
+                .saturating_mul(LOOK_AHEAD)
+                .saturating_mul(chunksize),
+            args: Vec::new(),
+        };
+        Ok(Imap::start(results, feed))
+    }
+}
+
+/// A new call of `f`: what its chunks share, and where their results come.
+fn call<T, R>(f: fn(T) -> R) -> (Call, mpsc::Receiver<ChunkDone>)
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let (reply, done) = mpsc::channel();
+    let call = Call {
+        trampoline: fn_addr(run_chunk::<T, R> as Trampoline as *const ()),
+        func: fn_addr(f as *const ()),
+        reply,
+        speed: Arc::new(Speed::default()),
+        all: None,
+    };
+    (call, done)
+}
+
+/// What a call needs of the pool to hand chunks to its supervisor. An
+/// [`Imap`] keeps one, to hand over its inputs as it reads them.
+#[derive(Clone)]
+struct Link {
+    commands: mpsc::Sender<Command>,
+    wake: Arc<Wake>,
+    closed: Arc<AtomicBool>,
+    terminated: Arc<AtomicBool>,
+    alive: Weak<()>,
+    processes: usize,
+}
+
+impl Link {
+    /// Hands `chunks` to the supervisor; gives them back if it has ended.
+    fn submit(&self, chunks: Vec<Chunk>) -> std::result::Result<(), Vec<Chunk>> {
+        match self.commands.send(Command::Submit(chunks)) {
+            Ok(()) => {
+                self.wake.notify();
+                Ok(())
+            }
+            Err(mpsc::SendError(Command::Submit(chunks))) => Err(chunks),
+            Err(mpsc::SendError(_)) => Err(Vec::new()),
+        }
+    }
+
+    /// Why the pool takes no new tasks, if it takes none.
+    fn refusal(&self) -> Option<Error> {
+        if self.terminated.load(Ordering::SeqCst) {
+            Some(Error::PoolTerminated)
+        } else if self.closed.load(Ordering::SeqCst) {
+            Some(Error::PoolClosed)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the supervisor thread still runs.
+    fn is_alive(&self) -> bool {
+        self.alive.strong_count() > 0
     }
 }
 
@@ -697,6 +920,11 @@ fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
     Error::SupervisorPanicked { message }
 }
 
-/// `submit` hands its chunks to the supervisor whenever this many bytes of
-/// them are encoded (and as soon as there is one per worker).
-const SUBMIT_BYTES: usize = 32 * 1024;
+/// How many chunks per worker an [`Imap`] hands over ahead of the results
+/// taken: few enough that an endless input costs bounded memory, enough
+/// that a worker with fast tasks always finds the next chunk waiting (the
+/// supervisor gives such a worker many chunks at once, and collects their
+/// results in batches). With 4, an `imap` of 20,000 tiny tasks on two
+/// workers took four times as long as with its whole input handed over
+/// at once; with 16, about as long.
+pub const LOOK_AHEAD: usize = 16;

@@ -1,6 +1,7 @@
 //! What a caller holds while its tasks run: [`AsyncResult`] for one task,
-//! [`Imap`] for many, and [`ChunkResults`], which turns a chunk's encoded
-//! reply into one `Result` per task.
+//! [`Imap`] for many (it also reads their inputs, lazily), [`Results`]
+//! under both, and [`ChunkResults`], which turns a chunk's encoded reply
+//! into one `Result` per task.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -11,16 +12,18 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chunk::{CallDone, ChunkDone, Lost};
+use super::Link;
+use super::chunk::{Call, CallDone, Chunk, ChunkDone, Lost};
 use super::worker::Outcome;
 use crate::channel;
 use crate::error::{Error, Result};
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's `AsyncResult`.
 pub struct AsyncResult<R> {
-    pub(super) imap: Imap<R>,
+    pub(super) results: Results<R>,
     pub(super) outcome: Option<Result<R>>,
     pub(super) taken: bool,
 }
@@ -81,7 +84,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     fn fetch(&mut self, deadline: Option<Instant>) -> Result<()> {
         if self.outcome.is_none() && !self.taken {
-            self.outcome = self.imap.next_until(deadline)?;
+            self.outcome = self.results.next_until(deadline)?;
         }
         Ok(())
     }
@@ -97,85 +100,144 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 }
 
-/// The results of [`Pool::imap`](super::Pool::imap) or
-/// [`Pool::imap_unordered`](super::Pool::imap_unordered), yielded as
-/// they arrive: exactly one `Result` per input.
-///
-/// Dropping it early does not stop the tasks (as in Python): they run to
-/// the end and their results are thrown away.
-pub struct Imap<R> {
-    pub(super) done: mpsc::Receiver<ChunkDone>,
+/// The results of a call as they come back, in input order or as they
+/// finish: what [`Imap`] and [`AsyncResult`] read, and what `map` collects.
+pub(super) struct Results<R> {
+    done: mpsc::Receiver<ChunkDone>,
     /// The pool's [`Pool::answer_time`], read and written by every call.
-    pub(super) answer_time: Arc<AtomicU64>,
+    answer_time: Arc<AtomicU64>,
     /// When the call was made, and whether its first result has come.
-    pub(super) submitted: Instant,
-    pub(super) timed: bool,
+    submitted: Instant,
+    timed: bool,
     /// Set for `map`: park until every chunk is done instead of waking
     /// for each small one.
-    pub(super) all: Option<Arc<CallDone>>,
-    pub(super) ordered: bool,
-    /// How many tasks each chunk holds, by chunk index.
-    pub(super) counts: Vec<u32>,
-    /// Which chunks have come back, by chunk index.
-    pub(super) received: Vec<bool>,
+    all: Option<Arc<CallDone>>,
+    ordered: bool,
+    /// The chunks handed to the supervisor that have not come back yet,
+    /// and how many tasks each holds, by chunk index. (`map` leaves it
+    /// empty: it counts its chunks itself.)
+    in_flight: BTreeMap<usize, u32>,
     /// Ordered only: the chunk whose results are due next.
-    pub(super) next_chunk: usize,
+    next_chunk: usize,
     /// Ordered only: chunks that came back before their turn.
-    pub(super) waiting: BTreeMap<usize, VecDeque<Result<R>>>,
-    pub(super) ready: VecDeque<Result<R>>,
-    pub(super) remaining: usize,
-    pub(super) _result: PhantomData<fn() -> R>,
+    waiting: BTreeMap<usize, VecDeque<Result<R>>>,
+    ready: VecDeque<Result<R>>,
+    /// Tasks handed over whose results have not been yielded yet.
+    remaining: usize,
 }
 
-impl<R> fmt::Debug for Imap<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Imap")
-            .field("ordered", &self.ordered)
-            .field("remaining", &self.remaining)
-            .finish()
+impl<R> Results<R> {
+    /// The results of a call made now.
+    pub(super) fn new(
+        done: mpsc::Receiver<ChunkDone>,
+        answer_time: Arc<AtomicU64>,
+        ordered: bool,
+    ) -> Self {
+        Results {
+            done,
+            answer_time,
+            submitted: Instant::now(),
+            timed: false,
+            all: None,
+            ordered,
+            in_flight: BTreeMap::new(),
+            next_chunk: 0,
+            waiting: BTreeMap::new(),
+            ready: VecDeque::new(),
+            remaining: 0,
+        }
+    }
+
+    /// For `map`: sleep until `all` says every chunk is in.
+    pub(super) fn wait_for_all(&mut self, all: Arc<CallDone>) {
+        self.all = Some(all);
+    }
+
+    /// Chunk `index`, of `count` tasks, is on its way to a worker.
+    pub(super) fn handed_over(&mut self, index: usize, count: u32) {
+        self.in_flight.insert(index, count);
+        self.remaining += count as usize;
+    }
+
+    /// Chunk `index` never left this thread: `items` are its results.
+    fn failed_here(&mut self, index: usize, items: VecDeque<Result<R>>) {
+        self.remaining += items.len();
+        self.file(index, items);
+    }
+
+    /// How many chunks are with the supervisor or the workers.
+    fn chunks_out(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Puts a chunk's results where they are due.
+    fn file(&mut self, index: usize, items: VecDeque<Result<R>>) {
+        self.in_flight.remove(&index);
+        if self.ordered {
+            self.waiting.insert(index, items);
+        } else {
+            self.ready.extend(items);
+        }
+    }
+
+    /// Fails every chunk still out with `error()`: the supervisor ended
+    /// without sending them (it can only happen if it panicked, or a task
+    /// came in as it closed), and nothing may wait for them.
+    fn fail_in_flight(&mut self, error: fn() -> Error) {
+        for (index, count) in std::mem::take(&mut self.in_flight) {
+            let items = (0..count).map(|_| Err(error())).collect();
+            self.file(index, items);
+        }
     }
 }
 
-impl<R: DeserializeOwned> Imap<R> {
+impl<R: DeserializeOwned> Results<R> {
     /// The next result, waiting until `deadline` at most (`None`: for
-    /// ever). `Ok(None)` when every result has been yielded.
-    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<Result<R>>> {
+    /// ever). `Ok(None)` when every result handed over has been yielded.
+    pub(super) fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<Result<R>>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                self.remaining -= 1;
+            if let Some(item) = self.pop_due() {
                 return Ok(Some(item));
             }
             if self.remaining == 0 {
                 return Ok(None);
             }
-            if self.ordered {
-                if let Some(items) = self.waiting.remove(&self.next_chunk) {
-                    self.ready = items;
-                    self.next_chunk += 1;
-                    continue;
-                }
-            }
-            let arrived = self.recv_done(deadline)?;
-            match arrived {
-                Some(done) => {
-                    let index = done.index;
-                    let items = ChunkResults::new(done).collect();
-                    self.file(index, items);
-                }
-                // The supervisor ended without sending these (it can only
-                // happen if it panicked, or a task came in as it closed):
-                // every missing task gets an error, so nothing waits.
-                None => {
-                    for index in 0..self.counts.len() {
-                        if !self.received.get(index).copied().unwrap_or(false) {
-                            let count = self.counts[index];
-                            let items = (0..count).map(|_| Err(Error::TaskLost)).collect();
-                            self.file(index, items);
-                        }
-                    }
-                }
+            match self.recv_done(deadline)? {
+                Some(done) => self.file_done(done),
+                None => self.fail_in_flight(|| Error::TaskLost),
             }
         }
+    }
+
+    /// The result due next, if it is here.
+    fn pop_due(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                self.remaining -= 1;
+                return Some(item);
+            }
+            if !self.ordered {
+                return None;
+            }
+            self.ready = self.waiting.remove(&self.next_chunk)?;
+            self.next_chunk += 1;
+        }
+    }
+
+    /// Whether the result due next is here; files whatever has come back
+    /// meanwhile, and never waits.
+    fn due_now(&mut self) -> bool {
+        while let Ok(done) = self.done.try_recv() {
+            self.note_answer();
+            self.file_done(done);
+        }
+        !self.ready.is_empty() || (self.ordered && self.waiting.contains_key(&self.next_chunk))
+    }
+
+    fn file_done(&mut self, done: ChunkDone) {
+        let index = done.index;
+        let items = ChunkResults::new(done).collect();
+        self.file(index, items);
     }
 
     /// The next chunk to come back, waiting until `deadline` at most
@@ -183,7 +245,15 @@ impl<R: DeserializeOwned> Imap<R> {
     /// `Ok(None)`: the supervisor has ended and nothing more will come.
     fn recv_done(&mut self, deadline: Option<Instant>) -> Result<Option<ChunkDone>> {
         let done = self.wait_done(deadline);
-        if !self.timed && matches!(done, Ok(Some(_))) {
+        if matches!(done, Ok(Some(_))) {
+            self.note_answer();
+        }
+        done
+    }
+
+    /// Records how long the call waited for its first result.
+    fn note_answer(&mut self) {
+        if !self.timed {
             self.timed = true;
             let waited = self.submitted.elapsed().as_nanos();
             self.answer_time.store(
@@ -191,7 +261,6 @@ impl<R: DeserializeOwned> Imap<R> {
                 Ordering::Relaxed,
             );
         }
-        done
     }
 
     /// [`recv_done`](Self::recv_done), without the bookkeeping.
@@ -252,60 +321,276 @@ impl<R: DeserializeOwned> Imap<R> {
         None
     }
 
-    /// What `map` returns: waits for every chunk, then decodes them in
-    /// input order straight into one `Vec` of the right size, so that the
-    /// first failure it meets is the first in input order. (Going through
-    /// the iterator would move every result several times and grow the
-    /// `Vec` by doubling.)
-    pub(super) fn collect_all(mut self) -> Result<Vec<R>> {
-        let mut chunks: Vec<Option<ChunkDone>> = self.counts.iter().map(|_| None).collect();
-        let mut missing = chunks.len();
+    /// What `map` returns: waits for its `chunks` chunks of `tasks` tasks
+    /// in all, then decodes them in input order straight into one `Vec` of
+    /// the right size, so that the first failure it meets is the first in
+    /// input order. (Going through the iterator would move every result
+    /// several times and grow the `Vec` by doubling.)
+    pub(super) fn collect_all(mut self, chunks: usize, tasks: usize) -> Result<Vec<R>> {
+        let mut arrived: Vec<Option<ChunkDone>> = (0..chunks).map(|_| None).collect();
+        let mut missing = chunks;
         while missing > 0 {
             let Some(done) = self.recv_done(None)? else {
                 break; // the supervisor is gone: the missing chunks fail below
             };
             let index = done.index;
-            if chunks[index].replace(done).is_none() {
+            if arrived[index].replace(done).is_none() {
                 missing -= 1;
             }
         }
-        let mut values = Vec::with_capacity(self.remaining);
-        for done in chunks {
+        let mut values = Vec::with_capacity(tasks);
+        for done in arrived {
             for result in ChunkResults::<R>::new(done.ok_or(Error::TaskLost)?) {
                 values.push(result?);
             }
         }
         Ok(values)
     }
+}
 
-    /// Puts a chunk's results where they are due.
-    fn file(&mut self, index: usize, items: VecDeque<Result<R>>) {
-        if self.received.len() < self.counts.len() {
-            self.received.resize(self.counts.len(), false);
+/// The results of [`Pool::imap`](super::Pool::imap) and its kin, yielded
+/// as they arrive: exactly one `Result` per input, in input order or, for
+/// the `_unordered` ones, in the order the tasks finish.
+///
+/// It reads its inputs lazily, on the caller's thread, as results are
+/// taken: each call to `next` first hands over more inputs, up to a few
+/// chunks per worker ahead of the results taken (see
+/// [`Pool::imap`](super::Pool::imap)). So an endless input works, memory
+/// stays bounded, and the first result comes as soon as its task is done.
+/// It is `Send` when the input iterator is.
+///
+/// Dropping it early does not stop the tasks already handed over (as in
+/// Python): they run to the end and their results are thrown away. The
+/// inputs not read yet are never read.
+pub struct Imap<R, I> {
+    results: Results<R>,
+    feed: Feed<I>,
+}
+
+/// The inputs of an [`Imap`] not read yet, and what it needs to hand them
+/// over.
+pub(super) struct Feed<I> {
+    /// `None` once they ran out, or once the pool closed.
+    pub(super) inputs: Option<I>,
+    /// `None` with `inputs`: then no sender of the results channel is left
+    /// on this side, so the channel tells when the supervisor is gone.
+    pub(super) call: Option<Call>,
+    pub(super) link: Link,
+    pub(super) chunksize: usize,
+    /// The index of the next chunk.
+    pub(super) next_index: usize,
+    /// How many tasks may be handed over and not yet yielded.
+    pub(super) window: usize,
+    /// The arguments of the chunk being made; kept to reuse its buffer.
+    pub(super) args: Vec<u8>,
+}
+
+impl<R, I> fmt::Debug for Imap<R, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Imap")
+            .field("ordered", &self.results.ordered)
+            .field("in_flight", &self.results.remaining)
+            .field("reading", &self.feed.inputs.is_some())
+            .finish()
+    }
+}
+
+impl<R, I> Imap<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize + DeserializeOwned,
+{
+    /// Hands over the first chunks, one per worker, so that the workers
+    /// start at once, before the first `next`.
+    pub(super) fn start(results: Results<R>, feed: Feed<I>) -> Self {
+        let mut imap = Imap { results, feed };
+        let first = imap.feed.link.processes.saturating_mul(imap.feed.chunksize);
+        imap.top_up(first.min(imap.feed.window));
+        imap
+    }
+
+    /// Reads inputs and hands them over, chunk by chunk, until `want`
+    /// tasks are out, the inputs run out, or (after the first chunk) the
+    /// result due next is here: a slow input must not keep back a result
+    /// that is ready.
+    fn top_up(&mut self, want: usize) {
+        let mut batch = Vec::new();
+        while self.results.remaining < want && self.feed.inputs.is_some() {
+            if let Some(why) = self.feed.link.refusal() {
+                self.stop_reading(why);
+                break;
+            }
+            let (count, bad) = self.feed.read_chunk();
+            if count > 0 {
+                let index = self.feed.take_index();
+                match self.feed.make_chunk(index, count) {
+                    Ok(chunk) => {
+                        self.results.handed_over(index, count);
+                        batch.push(chunk);
+                    }
+                    Err(e) => {
+                        let items = (0..count).map(|_| Err(same_error(&e))).collect();
+                        self.results.failed_here(index, items);
+                    }
+                }
+            }
+            if let Some(e) = bad {
+                // In that input's place, so that every other input still
+                // gets its own result.
+                let index = self.feed.take_index();
+                self.results.failed_here(index, VecDeque::from([Err(e)]));
+            }
+            // While a worker may be idle, every chunk goes at once; after
+            // that they go together, one command for many.
+            if self.results.chunks_out() <= self.feed.link.processes {
+                self.hand_over(&mut batch);
+            }
+            if self.results.due_now() {
+                break;
+            }
         }
-        self.received[index] = true;
-        if self.ordered {
-            self.waiting.insert(index, items);
-        } else {
-            self.ready.extend(items);
+        self.hand_over(&mut batch);
+        if self.feed.inputs.is_none() {
+            self.feed.call = None;
+        }
+    }
+
+    fn hand_over(&mut self, batch: &mut Vec<Chunk>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(chunks) = self.feed.link.submit(std::mem::take(batch)) {
+            // The supervisor has ended: these chunks never left.
+            for chunk in chunks {
+                let items = (0..chunk.count).map(|_| Err(Error::PoolClosed)).collect();
+                self.results.file(chunk.index, items);
+            }
+            self.stop_reading(Error::PoolClosed);
+        }
+    }
+
+    /// The pool closed or ended: read no more inputs, and end the results
+    /// with one error, `why`, in place of those never read.
+    fn stop_reading(&mut self, why: Error) {
+        if self.feed.inputs.take().is_some() {
+            self.feed.call = None;
+            let index = self.feed.take_index();
+            self.results.failed_here(index, VecDeque::from([Err(why)]));
         }
     }
 }
 
-impl<R: DeserializeOwned> Iterator for Imap<R> {
+impl<I: Iterator> Feed<I>
+where
+    I::Item: Serialize + DeserializeOwned,
+{
+    /// Reads and encodes up to `chunksize` inputs into `args`: how many it
+    /// encoded, and the error of the input after them if that one could
+    /// not be encoded. Drops the inputs when they run out.
+    fn read_chunk(&mut self) -> (u32, Option<Error>) {
+        self.args.clear();
+        let mut count = 0u32;
+        let Some(inputs) = self.inputs.as_mut() else {
+            return (0, None);
+        };
+        while (count as usize) < self.chunksize {
+            let Some(input) = inputs.next() else {
+                self.inputs = None;
+                break;
+            };
+            match channel::encode_checked_into(&mut self.args, &input) {
+                Ok(()) => count += 1,
+                Err(e) => return (count, Some(e)),
+            }
+        }
+        (count, None)
+    }
+
+    fn take_index(&mut self) -> usize {
+        self.next_index += 1;
+        self.next_index - 1
+    }
+
+    fn make_chunk(&self, index: usize, count: u32) -> Result<Chunk> {
+        match &self.call {
+            Some(call) => call.chunk(index, count, &self.args),
+            None => Err(Error::PoolClosed),
+        }
+    }
+}
+
+/// A copy of an error that is not `Clone`, for each task of a chunk that
+/// could not be made.
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Codec { action, reason } => Error::Codec {
+            action,
+            reason: reason.clone(),
+        },
+        _ => Error::PoolClosed,
+    }
+}
+
+impl<R, I> Iterator for Imap<R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize + DeserializeOwned,
+{
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        // Without a deadline only an item or the end comes back.
-        self.next_until(None).unwrap_or_else(|e| Some(Err(e)))
+        // Topping up only once half the window is taken lets one command
+        // carry many chunks instead of one per result.
+        if self.results.remaining <= self.feed.window / 2 {
+            self.top_up(self.feed.window);
+        }
+        loop {
+            if self.feed.call.is_none() {
+                // Without a deadline only an item or the end comes back.
+                return self
+                    .results
+                    .next_until(None)
+                    .unwrap_or_else(|e| Some(Err(e)));
+            }
+            // This side still holds a sender of the results channel, so
+            // the channel cannot tell that the supervisor is gone: ask the
+            // pool now and then while waiting.
+            match self.results.next_until(Some(Instant::now() + ALIVE_CHECK)) {
+                Ok(item) => return item,
+                Err(Error::Timeout(_)) => {
+                    if !self.feed.link.is_alive() {
+                        self.stop_reading(Error::PoolClosed);
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        // One result per input, whatever the chunk size.
+        let (low, high) = self
+            .feed
+            .inputs
+            .as_ref()
+            .map_or((0, Some(0)), Iterator::size_hint);
+        let out = self.results.remaining;
+        (
+            low.saturating_add(out),
+            high.and_then(|high| high.checked_add(out)),
+        )
     }
 }
 
-impl<R: DeserializeOwned> ExactSizeIterator for Imap<R> {}
+impl<R, I> ExactSizeIterator for Imap<R, I>
+where
+    R: DeserializeOwned,
+    I: ExactSizeIterator,
+    I::Item: Serialize + DeserializeOwned,
+{
+}
 
 /// A chunk's reply, turned into one result per task as it is iterated.
 pub(super) struct ChunkResults<R> {
@@ -373,5 +658,9 @@ impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
 }
 
 /// The longest a caller looks for a result before it sleeps
-/// ([`Imap::look_for_answer`]).
+/// ([`Results::look_for_answer`]).
 const CALLER_LOOK_MAX: Duration = Duration::from_micros(200);
+
+/// How often an [`Imap`] that may still hand over inputs checks, while it
+/// waits, that the pool's supervisor is still there.
+const ALIVE_CHECK: Duration = Duration::from_millis(100);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
+use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
 use super::worker::{ToWorker, worker_main};
 use crate::channel;
@@ -172,6 +173,10 @@ const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
 pub(super) struct Supervisor {
     pub(super) size: usize,
     pub(super) max_tasks: Option<usize>,
+    pub(super) initializer: Option<Initializer>,
+    /// The only strong handle: it is dropped when the supervisor ends,
+    /// however it ends, which is what the pool's weak ones tell.
+    pub(super) alive: Arc<()>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) wake: Arc<Wake>,
     pub(super) pids: Arc<Mutex<Vec<i32>>>,
@@ -313,7 +318,10 @@ impl Supervisor {
         let process = process::Builder::new()
             .name(name.clone())
             .daemon(true)
-            .spawn(move || worker_main(there, name))?;
+            .spawn({
+                let initializer = self.initializer.clone();
+                move || worker_main(there, name, initializer)
+            })?;
         self.workers.push(Worker {
             process,
             conn: here,

@@ -7,6 +7,7 @@ use std::thread;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::Initializer;
 use crate::channel;
 use crate::error::Error;
 use crate::process::catch;
@@ -66,7 +67,7 @@ pub(super) fn fn_ptr(addr: u64) -> *const () {
 /// unwind: a panic in the task, in an argument's `Deserialize`, in a
 /// result's `Serialize` or `Drop`, fails that one task with its message,
 /// and the worker goes on.
-pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize>(
+pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     func: u64,
     args: &[u8],
     count: u32,
@@ -117,12 +118,18 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize>(
 /// Appends `outcome`'s encoding to `out`, then drops it; if either step
 /// fails or panics, what was appended is taken back and the failure
 /// encoded in its place, so that the task fails alone.
-fn encode_outcome<R: Serialize>(out: &mut Vec<u8>, outcome: Outcome<R>) {
+fn encode_outcome<R: Serialize + DeserializeOwned>(out: &mut Vec<u8>, outcome: Outcome<R>) {
     let start = out.len();
     let encoded = catch(|| channel::encode_into(out, &outcome));
     let dropped = catch(move || drop(outcome));
     let failure = match (encoded, dropped) {
-        (Ok(Ok(())), Ok(())) => return,
+        // Checked to read back, so that the caller gets this task's
+        // error rather than a result it cannot decode.
+        (Ok(Ok(())), Ok(())) => match channel::check_decodes::<Outcome<R>>(&out[start..]) {
+            Ok(()) => return,
+            Err(Error::Codec { reason, .. }) => Outcome::BadResult(reason),
+            Err(e) => Outcome::BadResult(e.to_string()),
+        },
         (Err(message), _) => Outcome::<()>::Panicked(format!(
             "the result panicked while it was being serialized: {message}"
         )),
@@ -141,23 +148,33 @@ fn encode_outcome<R: Serialize>(out: &mut Vec<u8>, outcome: Outcome<R>) {
 /// task's panic message says where it happened. The thread that forked
 /// the worker is the pool's supervisor, and the worker's copy of it keeps
 /// that thread's name.
-pub(super) fn worker_main(conn: OwnedFd, name: String) {
+pub(super) fn worker_main(conn: OwnedFd, name: String, initializer: Option<Initializer>) {
     let conn = conn.as_fd();
+    let initializer = initializer.as_ref();
     thread::scope(|scope| {
         let named = thread::Builder::new()
             .name(name)
-            .spawn_scoped(scope, || worker_loop(conn));
+            .spawn_scoped(scope, || worker_loop(conn, initializer));
         if named.is_err() {
             // No thread to be had: the loop runs here, under the
             // supervisor's name, which is only a worse name.
-            worker_loop(conn);
+            worker_loop(conn, initializer);
         }
     });
 }
 
-/// Waits for a packet, runs it, sends the results back, until `Stop` or
-/// until the pool is gone.
-fn worker_loop(conn: BorrowedFd<'_>) {
+/// Runs the pool's initializer, if any; then waits for a packet, runs it,
+/// sends the results back, until `Stop` or until the pool is gone.
+fn worker_loop(conn: BorrowedFd<'_>, initializer: Option<&Initializer>) {
+    // A worker whose initializer panicked stays, and fails every task it
+    // is given with that panic: were it to exit, its replacement would
+    // panic the same way, and the pool would fork for ever.
+    let broken = initializer.and_then(|init| {
+        catch(|| init.run())
+            .err()
+            .map(|message| format!("the pool's initializer panicked in this worker: {message}"))
+    });
+    let broken = broken.as_deref();
     // Only this worker reads its socket, so it may sleep in `recvmsg`.
     while let Ok(packet) = channel::recv_bytes(conn) {
         let keep_going = match postcard::take_from_bytes::<ToWorker>(&packet) {
@@ -165,12 +182,12 @@ fn worker_loop(conn: BorrowedFd<'_>) {
                 (0..chunks).all(|_| match postcard::take_from_bytes::<&[u8]>(rest) {
                     Ok((chunk, tail)) => {
                         rest = tail;
-                        run_packet(conn, chunk)
+                        run_packet(conn, chunk, broken)
                     }
                     Err(_) => false,
                 })
             }
-            _ => run_packet(conn, &packet),
+            _ => run_packet(conn, &packet, broken),
         };
         if !keep_going {
             return;
@@ -179,8 +196,9 @@ fn worker_loop(conn: BorrowedFd<'_>) {
 }
 
 /// Runs one `Run` packet and sends its results; `false` when the worker
-/// should exit (`Stop`, a packet it cannot read, or the pool gone).
-pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8]) -> bool {
+/// should exit (`Stop`, a packet it cannot read, or the pool gone). With
+/// `broken`, the initializer's panic, every task fails with it instead.
+pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&str>) -> bool {
     let Ok((
         ToWorker::Run {
             trampoline,
@@ -198,7 +216,18 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8]) -> bool {
     // pool's process, with the same executable mapped at the same
     // addresses, and we never exec.
     let trampoline = unsafe { std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline)) };
-    let results = trampoline(func, args, count);
+    let results = match broken {
+        // A panic's outcome is encoded alike whatever the task returns.
+        Some(message) => {
+            let panicked = Outcome::<()>::Panicked(message.to_owned());
+            let mut results = Vec::new();
+            for _ in 0..count {
+                let _ = channel::encode_into(&mut results, &panicked);
+            }
+            results
+        }
+        None => trampoline(func, args, count),
+    };
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.
     match channel::send_bytes_to_many(conn, &results) {
