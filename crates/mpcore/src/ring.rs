@@ -1,6 +1,6 @@
 //! The memory under a [`Queue`](crate::Queue): a ring of messages in one
-//! memfd that every process holding the queue maps, a robust lock, and two
-//! words to sleep on.
+//! memfd that every process holding the queue maps, a robust lock for the
+//! producers and one for the consumers, and words to sleep on.
 //!
 //! # Where the bytes live
 //!
@@ -8,21 +8,32 @@
 //! once a message is written to it. A queue that holds a few small
 //! messages uses a page or two; one that holds 1 GiB uses 1 GiB, and gives
 //! it back as it is read (`fallocate(PUNCH_HOLE)`), keeping only the first
-//! [`KEEP`] bytes warm for the next messages. Whenever the queue becomes
-//! empty, the next message starts at the beginning again, in pages that
-//! are already there.
+//! [`KEEP`] bytes warm for the next messages. A `put` into an empty queue
+//! whose tail has gone past [`EARLY_WRAP`] starts again at the beginning,
+//! in pages that are already there.
+//!
+//! # Two sides that rarely meet
+//!
+//! Producers and consumers each have a lock and an *end* of their own, on
+//! cache lines of their own: a `put` takes the producers' lock and moves
+//! the tail, a `get` takes the consumers' lock and moves the head. So a
+//! producer and a consumer never wait for each other's lock, and each
+//! message moves about two cache lines between the cores (the tail and
+//! the message itself). A producer remembers where it last saw the head,
+//! and looks again only when that says the ring is full, or may be empty.
 //!
 //! # Why a killed process cannot tear a message
 //!
-//! A message is a length and its bytes, written into free space behind
-//! the tail. The positions of head and tail are two 32-bit numbers in one
-//! 64-bit word, and a `put` or `get` takes effect with one store to that
-//! word, after the bytes are in place. A producer killed before that store
-//! leaves no message; one killed after it left a whole one. A consumer
-//! killed before its store leaves the message for the next `get`; one
-//! killed after it took the message with it, as in Python. The count of
-//! messages is kept beside, and rebuilt from head and tail by whoever next
-//! takes the lock after such a death ([`RawMutex::lock_repairing`]).
+//! Each end is one 64-bit word: a position in the ring (low 32 bits) and
+//! how many messages have passed it (high 32 bits). A `put` writes the
+//! message into free space behind the tail, then moves the tail with one
+//! store; a `get` copies the message at the head out, then moves the head
+//! with one store. A producer killed before its store leaves no message;
+//! one killed after it left a whole one. A consumer killed before its
+//! store leaves the message for the next `get`; one killed after it took
+//! the message with it, as in Python. Either way the words are never
+//! half-written, so the next process to take the (robust) lock is told
+//! its holder died, and simply goes on ([`RawMutex::lock_recovering`]).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
@@ -45,10 +56,13 @@ pub(crate) const MAX_MESSAGE: usize = 256 << 20;
 /// The bytes at the start of the ring that stay in memory once written,
 /// for the next messages: everything beyond is given back as it is read.
 const KEEP: usize = 8 << 20;
-/// While the queue is drained, what was read beyond [`KEEP`] is given back
-/// in steps of this much.
+/// While a long queue is read, what was read beyond [`KEEP`] is given
+/// back in steps of this much.
 const STEP: usize = 16 << 20;
-/// The page before the ring: the lock, the positions, the wait words.
+/// A `put` into an empty queue whose tail is past this starts again at the
+/// beginning of the ring.
+const EARLY_WRAP: usize = 1 << 20;
+/// The page before the ring: the locks, the ends, the wait words.
 const HEADER: usize = 4096;
 /// A message's length, before its bytes; this value instead says that the
 /// rest of the ring is unused and the next message is at the start.
@@ -56,36 +70,52 @@ const WRAP: u64 = u64::MAX;
 /// How long a sleeper sleeps at most before it looks again: a waker that
 /// was killed between its change and its wake-up costs no more than this.
 const SLICE: Duration = Duration::from_millis(100);
+/// How long a `get` looks again at an empty queue before it sleeps: a
+/// producer that is running puts its next message within microseconds,
+/// and falling asleep and being woken costs more than that.
+const SPIN: Duration = Duration::from_micros(20);
 
-/// The shared page before the ring. Every field but the wait words is
-/// read and written under `mutex`.
+/// One side of the ring, on a cache line of its own.
+#[repr(C, align(64))]
+struct Side {
+    mutex: libc::pthread_mutex_t,
+    /// This side's end: its position and how many messages have passed it.
+    /// Written only under `mutex`, with one store.
+    end: AtomicU64,
+    /// Producers: the consumers' end as last seen (never ahead of it).
+    /// Consumers: the position up to which what was read went back.
+    seen: AtomicU64,
+}
+
+/// A word to sleep on, and how many sleep on it, on a cache line of its own.
+#[repr(C, align(64))]
+struct Sleepers {
+    word: AtomicU32,
+    count: AtomicU32,
+}
+
+/// The shared page before the ring.
 #[repr(C)]
 struct Header {
-    mutex: libc::pthread_mutex_t,
-    /// The head's position (low 32 bits) and the tail's (high 32 bits).
-    /// Equal: empty. One store of this word commits a `put` or a `get`.
-    ends: AtomicU64,
-    /// How many messages lie between head and tail.
-    count: AtomicU64,
+    tail: Side,
+    head: Side,
+    /// Consumers sleep here for messages.
+    items: Sleepers,
+    /// Producers sleep here for room.
+    space: Sleepers,
     /// The most messages the queue holds (`u64::MAX`: as many as fit).
     max_count: AtomicU64,
-    /// The furthest position written since memory was last given back.
-    high: AtomicU64,
-    /// Below this position, what was read has been given back already.
-    freed_to: AtomicU64,
-    _line: [u8; 64],
-    /// Bumped by every `put`; a `get` that finds nothing sleeps on it.
-    items: AtomicU32,
-    /// How many `get`s sleep on `items`.
-    getters: AtomicU32,
-    _line2: [u8; 64],
-    /// Bumped by every `get`; a `put` that finds no room sleeps on it.
-    space: AtomicU32,
-    /// How many `put`s sleep on `space`.
-    putters: AtomicU32,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER);
+
+fn pack(position: usize, passed: u32) -> u64 {
+    position as u64 | u64::from(passed) << 32
+}
+
+fn unpack(end: u64) -> (usize, u32) {
+    ((end & 0xffff_ffff) as usize, (end >> 32) as u32)
+}
 
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
@@ -104,17 +134,28 @@ impl Wait {
             None => Wait::Forever,
         }
     }
+
+    /// `Err` when it is time to give up: at once for `Never`, after the
+    /// deadline for `Until`.
+    fn give_up(self, nothing: Error) -> Result<()> {
+        match self {
+            Wait::Never => Err(nothing),
+            Wait::Until(at, timeout) if Instant::now() >= at => Err(Error::Timeout(timeout)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One queue's ring, mapped in this process.
 pub(crate) struct Ring {
     memfd: OwnedFd,
     base: NonNull<u8>,
-    mutex: RawMutex,
+    producers: RawMutex,
+    consumers: RawMutex,
 }
 
 // SAFETY: the mapping is shared memory meant for many processes; every
-// access to it goes through atomics or under the process-shared mutex.
+// access to it goes through atomics or under the process-shared mutexes.
 unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
@@ -140,27 +181,39 @@ impl Ring {
                 0,
             )
         }
-        .map_err(|e| Error::os("mmap", e))?;
-        let base = base.cast::<u8>();
-        // SAFETY: the header page is fresh, zeroed and page-aligned, nobody
-        // else maps it yet, and it lives as long as the `Ring`, which
-        // unmaps it only when dropped.
-        let mutex = match unsafe { RawMutex::init(base.as_ptr()) } {
-            Ok(mutex) => mutex,
+        .map_err(|e| Error::os("mmap", e))?
+        .cast::<u8>();
+        let header = base.as_ptr().cast::<Header>();
+        // SAFETY: the header page is fresh, zeroed and page-aligned, so
+        // both mutexes are aligned; nobody else maps it yet, and it lives as
+        // long as the `Ring`, which unmaps it only when dropped.
+        let mutexes = unsafe {
+            RawMutex::init((&raw mut (*header).tail.mutex).cast()).and_then(|producers| {
+                RawMutex::init((&raw mut (*header).head.mutex).cast())
+                    .map(|consumers| (producers, consumers))
+            })
+        };
+        let (producers, consumers) = match mutexes {
+            Ok(mutexes) => mutexes,
             Err(e) => {
                 // SAFETY: we mapped it just above and hand it out nowhere.
                 let _ = unsafe { munmap(base.cast(), HEADER + CAP) };
                 return Err(e);
             }
         };
-        let ring = Ring { memfd, base, mutex };
+        let ring = Ring {
+            memfd,
+            base,
+            producers,
+            consumers,
+        };
         ring.header().max_count.store(max_count, Ordering::Relaxed);
         Ok(ring)
     }
 
     fn header(&self) -> &Header {
         // SAFETY: the header page lives as long as `self`; its fields are
-        // atomics, or the mutex, which is only used through `RawMutex`.
+        // atomics, or the mutexes, which are only used through `RawMutex`.
         unsafe { &*self.base.as_ptr().cast::<Header>() }
     }
 
@@ -177,7 +230,11 @@ impl Ring {
 
     /// How many messages it holds now (exact at the instant it is read).
     pub(crate) fn count(&self) -> u64 {
-        self.header().count.load(Ordering::Acquire)
+        // The head first: it never passes the tail, so read in this order
+        // the difference is never negative.
+        let (_, taken) = unpack(self.header().head.end.load(Ordering::Acquire));
+        let (_, put) = unpack(self.header().tail.end.load(Ordering::Acquire));
+        u64::from(put.wrapping_sub(taken))
     }
 
     /// The pages of the ring that hold memory now, in bytes.
@@ -186,60 +243,15 @@ impl Ring {
         Ok(stat.st_blocks as u64 * 512)
     }
 
-    /// Takes the lock; after a holder's death, rebuilds the count first.
-    fn lock(&self) -> Result<Locked<'_>> {
-        self.mutex.lock_repairing(|| self.recount())?;
-        Ok(Locked(self))
-    }
-
-    /// Counts the messages between head and tail again (under the lock).
-    fn recount(&self) {
-        let (head, tail) = self.ends();
-        let mut at = head;
-        let mut count = 0;
-        while at != tail {
-            match self.length_at(at) {
-                WRAP => at = 0,
-                len => {
-                    at = (at + record(len as usize)) % CAP;
-                    count += 1;
-                }
-            }
-        }
-        self.header().count.store(count, Ordering::Release);
-    }
-
-    fn ends(&self) -> (usize, usize) {
-        let ends = self.header().ends.load(Ordering::Acquire);
-        ((ends & 0xffff_ffff) as usize, (ends >> 32) as usize)
-    }
-
-    fn set_ends(&self, head: usize, tail: usize) {
-        let ends = head as u64 | (tail as u64) << 32;
-        self.header().ends.store(ends, Ordering::Release);
+    fn lock(&self, mutex: RawMutex) -> Result<Locked> {
+        mutex.lock_recovering()?;
+        Ok(Locked(mutex))
     }
 
     fn length_at(&self, at: usize) -> u64 {
-        // SAFETY: `at` is a position of a record (8-aligned, below CAP),
-        // within the mapping; read under the lock.
+        // SAFETY: `at` is the position of a record (8-aligned, below CAP),
+        // within the mapping, and committed: nobody writes it now.
         unsafe { self.data().add(at).cast::<u64>().read() }
-    }
-
-    /// Where a record of `rec` bytes can go, with head and tail as they
-    /// are; `None` when there is no room. Head and tail must never become
-    /// equal by a `put`: that would read as empty.
-    fn place(head: usize, tail: usize, rec: usize) -> Option<usize> {
-        if head == tail {
-            return Some(0).filter(|_| rec < CAP);
-        }
-        if tail > head {
-            if rec < CAP - tail || (rec == CAP - tail && head != 0) {
-                return Some(tail);
-            }
-            // Skip the end of the ring; start again at 0.
-            return (rec < head).then_some(0);
-        }
-        (rec < head - tail).then_some(tail)
     }
 
     /// Adds a message made of `parts`, waiting for room as `wait` says.
@@ -253,21 +265,39 @@ impl Ring {
         }
         let rec = record(len);
         let header = self.header();
+        let max_count = self.max_count();
         loop {
-            let locked = self.lock()?;
-            let (head, tail) = self.ends();
-            let room = (header.count.load(Ordering::Relaxed) < self.max_count())
-                .then(|| Ring::place(head, tail, rec))
-                .flatten();
+            let locked = self.lock(self.producers)?;
+            let (tail, put) = unpack(header.tail.end.load(Ordering::Relaxed));
+            let mut seen = header.tail.seen.load(Ordering::Relaxed);
+            let mut fresh = false;
+            let room = loop {
+                let (head, taken) = unpack(seen);
+                let count = put.wrapping_sub(taken);
+                let room = (u64::from(count) < max_count)
+                    .then(|| place(head, tail, rec, count == 0))
+                    .flatten();
+                // The head seen last may be out of date: look again before
+                // calling the ring full, and before writing far from its
+                // start into a ring that may have emptied meanwhile.
+                if !fresh && (room.is_none() || (count > 0 && tail > EARLY_WRAP)) {
+                    seen = header.head.end.load(Ordering::SeqCst);
+                    header.tail.seen.store(seen, Ordering::Relaxed);
+                    fresh = true;
+                    continue;
+                }
+                break room;
+            };
             if let Some(at) = room {
-                // SAFETY: `place` found `rec` free bytes at `at`, within
-                // the ring and behind the tail: no reader looks there, and
-                // we hold the lock, so no writer either.
+                // SAFETY: `place` found `rec` free bytes at `at` (and, if
+                // it wrapped, 8 at `tail`), within the ring, beyond every
+                // committed message: no consumer reads there, and we hold
+                // the producers' lock, so no producer writes there.
                 unsafe {
-                    let mut to = self.data().add(at);
                     if at != tail {
                         self.data().add(tail).cast::<u64>().write(WRAP);
                     }
+                    let mut to = self.data().add(at);
                     to.cast::<u64>().write(len as u64);
                     to = to.add(8);
                     for part in parts {
@@ -275,137 +305,138 @@ impl Ring {
                         to = to.add(part.len());
                     }
                 }
-                // The message is whole: now it counts. (Into an empty ring
-                // it went to the start, which is then the head too.)
-                let head = if head == tail { 0 } else { head };
-                self.set_ends(head, (at + rec) % CAP);
-                header.count.fetch_add(1, Ordering::Release);
-                header.high.fetch_max((at + rec) as u64, Ordering::Relaxed);
-                header.items.fetch_add(1, Ordering::Release);
-                let sleeping = header.getters.load(Ordering::Acquire) > 0;
+                // The message is whole: now it counts.
+                header.tail.end.store(
+                    pack((at + rec) % CAP, put.wrapping_add(1)),
+                    Ordering::SeqCst,
+                );
                 drop(locked);
-                if sleeping {
-                    futex::wake(&header.items, 1);
+                if header.items.count.load(Ordering::SeqCst) > 0 {
+                    header.items.word.fetch_add(1, Ordering::SeqCst);
+                    futex::wake(&header.items.word, 1);
                 }
                 return Ok(());
             }
-            let seen = header.space.load(Ordering::Acquire);
-            match wait {
-                Wait::Never => return Err(Error::Full),
-                Wait::Until(at, timeout) if Instant::now() >= at => {
-                    return Err(Error::Timeout(timeout));
-                }
-                _ => {}
+            wait.give_up(Error::Full)?;
+            // Announce the sleep, then look once more: a `get` that moved
+            // the head before it could see us is seen here.
+            let word = header.space.word.load(Ordering::SeqCst);
+            header.space.count.fetch_add(1, Ordering::SeqCst);
+            if header.head.end.load(Ordering::SeqCst) != seen {
+                header.space.count.fetch_sub(1, Ordering::SeqCst);
+                continue;
             }
-            header.putters.fetch_add(1, Ordering::AcqRel);
             drop(locked);
-            let slept = sleep(&header.space, seen, wait);
-            header.putters.fetch_sub(1, Ordering::AcqRel);
+            let slept = sleep(&header.space.word, word, wait);
+            header.space.count.fetch_sub(1, Ordering::SeqCst);
             slept?;
         }
     }
 
     /// Takes the oldest message and hands its bytes to `read` (under the
-    /// lock: `read` should only copy them), waiting for one as `wait` says.
+    /// consumers' lock: `read` should only copy them), waiting for one as
+    /// `wait` says.
     pub(crate) fn get<R>(&self, wait: Wait, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let header = self.header();
         let mut read = Some(read);
         loop {
-            if header.count.load(Ordering::Acquire) == 0 {
-                spin_for_items(header, wait);
+            if self.count() == 0 {
+                self.spin_for_items(wait);
             }
-            let locked = self.lock()?;
-            if header.count.load(Ordering::Relaxed) > 0 {
-                let (mut head, tail) = self.ends();
-                let mut len = self.length_at(head);
-                if len == WRAP {
-                    // The rest of the ring was skipped: what was read up
-                    // to here may go back.
-                    self.give_back_wrapped(head, tail);
-                    head = 0;
+            let locked = self.lock(self.consumers)?;
+            let (head, taken) = unpack(header.head.end.load(Ordering::Relaxed));
+            let (_, put) = unpack(header.tail.end.load(Ordering::Acquire));
+            if put != taken {
+                let mut at = head;
+                let mut len = self.length_at(at);
+                let wrapped = len == WRAP;
+                if wrapped {
+                    at = 0;
                     len = self.length_at(0);
                 }
                 let len = len as usize;
                 // SAFETY: a committed record: `len` bytes after its length,
                 // within the ring (a `put` placed it whole), and nobody
-                // writes there while we hold the lock.
-                let bytes = unsafe { std::slice::from_raw_parts(self.data().add(head + 8), len) };
+                // writes there until the head has passed it.
+                let bytes = unsafe { std::slice::from_raw_parts(self.data().add(at + 8), len) };
                 let value = (read.take().expect("read is called once"))(bytes);
-                let next = (head + record(len)) % CAP;
-                if next == tail {
-                    // Empty now: the next message starts at the beginning,
-                    // in warm pages, and what lies beyond them goes back.
-                    self.set_ends(0, 0);
-                    self.give_back_all();
-                } else {
-                    self.set_ends(next, tail);
-                    self.give_back_read(head, next, tail);
-                }
-                let left = header.count.fetch_sub(1, Ordering::AcqRel) - 1;
-                header.space.fetch_add(1, Ordering::Release);
-                let putters = header.putters.load(Ordering::Acquire) > 0;
-                let getters = left > 0 && header.getters.load(Ordering::Acquire) > 0;
+                let next = (at + record(len)) % CAP;
+                let taken = taken.wrapping_add(1);
+                header.head.end.store(pack(next, taken), Ordering::SeqCst);
+                self.give_back(wrapped.then_some(head), next, put == taken);
                 drop(locked);
-                if putters {
-                    futex::wake(&header.space, i32::MAX);
+                if header.space.count.load(Ordering::SeqCst) > 0 {
+                    header.space.word.fetch_add(1, Ordering::SeqCst);
+                    futex::wake(&header.space.word, i32::MAX);
                 }
-                if getters {
-                    // In case the sleeper woken for the message we took was
-                    // killed before it got here.
-                    futex::wake(&header.items, 1);
+                if put != taken && header.items.count.load(Ordering::SeqCst) > 0 {
+                    // More wait: wake another sleeper, in case the one woken
+                    // for the message just taken was killed on its way.
+                    header.items.word.fetch_add(1, Ordering::SeqCst);
+                    futex::wake(&header.items.word, 1);
                 }
                 return Ok(value);
             }
-            let seen = header.items.load(Ordering::Acquire);
-            match wait {
-                Wait::Never => return Err(Error::Empty),
-                Wait::Until(at, timeout) if Instant::now() >= at => {
-                    return Err(Error::Timeout(timeout));
-                }
-                _ => {}
+            wait.give_up(Error::Empty)?;
+            // Announce the sleep, then look once more: a `put` that moved
+            // the tail before it could see us is seen here.
+            let word = header.items.word.load(Ordering::SeqCst);
+            header.items.count.fetch_add(1, Ordering::SeqCst);
+            if unpack(header.tail.end.load(Ordering::SeqCst)).1 != taken {
+                header.items.count.fetch_sub(1, Ordering::SeqCst);
+                continue;
             }
-            header.getters.fetch_add(1, Ordering::AcqRel);
             drop(locked);
-            let slept = sleep(&header.items, seen, wait);
-            header.getters.fetch_sub(1, Ordering::AcqRel);
+            let slept = sleep(&header.items.word, word, wait);
+            header.items.count.fetch_sub(1, Ordering::SeqCst);
             slept?;
         }
     }
 
-    /// Gives back the pages read before the new head `to` (a record from
-    /// `from` was just taken), in steps of [`STEP`], beyond the first
-    /// [`KEEP`] bytes, and never at or past a `tail` that has come round
-    /// behind the head: from there on, the bytes are messages again.
-    fn give_back_read(&self, from: usize, to: usize, tail: usize) {
-        let header = self.header();
-        let freed = (header.freed_to.load(Ordering::Relaxed) as usize).max(KEEP);
-        if to > from && to >= freed + STEP {
-            let behind_tail = if tail < to { tail } else { 0 };
-            self.punch(freed.max(behind_tail), to);
-            header.freed_to.store(to as u64, Ordering::Relaxed);
+    /// Looks at an empty ring for up to [`SPIN`] before a `get` sleeps.
+    fn spin_for_items(&self, wait: Wait) {
+        let mut until = Instant::now() + SPIN;
+        match wait {
+            Wait::Never => return,
+            Wait::Until(at, _) => until = until.min(at),
+            Wait::Forever => {}
+        }
+        while self.count() == 0 && Instant::now() < until {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
         }
     }
 
-    /// The head reached the end of the ring at `end` and goes on at the
-    /// start, where the messages up to `tail` lie: gives back what was read
-    /// up to `end`.
-    fn give_back_wrapped(&self, end: usize, tail: usize) {
-        let header = self.header();
-        let freed = (header.freed_to.load(Ordering::Relaxed) as usize).max(KEEP);
-        self.punch(freed.max(tail), end);
-        header.freed_to.store(0, Ordering::Relaxed);
-    }
-
-    /// The queue is empty: gives back every page beyond the first [`KEEP`]
-    /// bytes that was written since the last time.
-    fn give_back_all(&self) {
-        let header = self.header();
-        let high = header.high.load(Ordering::Relaxed) as usize;
-        if high > KEEP {
-            self.punch(KEEP, high);
+    /// After a `get` (under the consumers' lock) moved the head to `next`,
+    /// from the end of the ring if it `wrapped_at` a position there: gives
+    /// back the pages read beyond [`KEEP`], at the wrap, in steps of
+    /// [`STEP`], and when the ring is `drained`.
+    fn give_back(&self, wrapped_at: Option<usize>, next: usize, drained: bool) {
+        let freed = &self.header().head.seen;
+        let from = (freed.load(Ordering::Relaxed) as usize).max(KEEP);
+        let to = match wrapped_at {
+            Some(end) => end,
+            None if next >= from + STEP || (drained && next > from) => next,
+            None => return,
+        };
+        // Under the producers' lock, which no producer then holds: nobody
+        // writes the free space meanwhile, and the tail is where it is.
+        // Whatever lies between the tail and `to` (a producer that came
+        // round to the start wrote there) holds messages again: keep it.
+        if let Ok(_producers) = self.lock(self.producers) {
+            let (tail, _) = unpack(self.header().tail.end.load(Ordering::Relaxed));
+            let from = if tail < to { from.max(tail) } else { from };
+            self.punch(from, to);
         }
-        header.high.store(high.min(KEEP) as u64, Ordering::Relaxed);
-        header.freed_to.store(0, Ordering::Relaxed);
+        // `punch` frees whole pages only: the page where `next` falls is
+        // still in use, and is given back with the next step.
+        let reached = if wrapped_at.is_some() {
+            0
+        } else {
+            next / 4096 * 4096
+        };
+        freed.store(reached as u64, Ordering::Relaxed);
     }
 
     /// Frees the whole pages of the ring between positions `from` and `to`.
@@ -433,14 +464,14 @@ impl Drop for Ring {
     }
 }
 
-/// Holds the ring's lock; unlocks when dropped.
-struct Locked<'a>(&'a Ring);
+/// Holds one of the ring's locks; unlocks when dropped.
+struct Locked(RawMutex);
 
-impl Drop for Locked<'_> {
+impl Drop for Locked {
     fn drop(&mut self) {
         // Only this thread took it, within one call: an unlock fails only
         // if memory was corrupted, and then it must not pass unnoticed.
-        if let Err(e) = self.0.mutex.unlock() {
+        if let Err(e) = self.0.unlock() {
             log::error!("mpcore: a queue's lock could not be released: {e}");
         }
     }
@@ -451,23 +482,26 @@ fn record(len: usize) -> usize {
     (8 + len).next_multiple_of(8)
 }
 
-/// How long a `get` looks again at an empty queue before it sleeps: a
-/// producer that is running puts its next message within microseconds,
-/// and falling asleep and being woken costs more than that.
-const SPIN: Duration = Duration::from_micros(20);
-
-fn spin_for_items(header: &Header, wait: Wait) {
-    let mut until = Instant::now() + SPIN;
-    match wait {
-        Wait::Never => return,
-        Wait::Until(at, _) => until = until.min(at),
-        Wait::Forever => {}
+/// Where a record of `rec` bytes can go, with the head and tail at these
+/// positions; `None` when there is no room. `empty` when nothing lies
+/// between them: then the record may start again at 0. A put must never
+/// make the tail catch the head: that would read as empty.
+fn place(head: usize, tail: usize, rec: usize, empty: bool) -> Option<usize> {
+    if empty {
+        return Some(if tail > EARLY_WRAP || rec > CAP - tail {
+            0
+        } else {
+            tail
+        });
     }
-    while header.count.load(Ordering::Acquire) == 0 && Instant::now() < until {
-        for _ in 0..64 {
-            std::hint::spin_loop();
+    if tail > head {
+        if rec < CAP - tail || (rec == CAP - tail && head != 0) {
+            return Some(tail);
         }
+        // Skip the end of the ring; start again at 0.
+        return (rec < head).then_some(0);
     }
+    (rec < head - tail).then_some(tail)
 }
 
 /// Sleeps on `word` while it still reads `seen`, at most [`SLICE`] and
@@ -494,40 +528,55 @@ mod tests {
 
     #[test]
     fn place_never_lets_the_tail_catch_the_head() {
-        assert_eq!(Ring::place(0, 0, 16), Some(0));
-        assert_eq!(Ring::place(0, CAP - 16, 16), None);
-        assert_eq!(Ring::place(8, CAP - 16, 16), Some(CAP - 16));
-        assert_eq!(Ring::place(16, CAP - 8, 16), None);
-        assert_eq!(Ring::place(24, CAP - 8, 16), Some(0));
-        assert_eq!(Ring::place(64, 32, 24), Some(32));
-        assert_eq!(Ring::place(64, 32, 32), None);
+        assert_eq!(place(0, 0, 16, true), Some(0));
+        assert_eq!(place(64, 64, 16, true), Some(64));
+        assert_eq!(place(EARLY_WRAP + 8, EARLY_WRAP + 8, 16, true), Some(0));
+        assert_eq!(place(0, CAP - 16, 16, false), None);
+        assert_eq!(place(8, CAP - 16, 16, false), Some(CAP - 16));
+        assert_eq!(place(16, CAP - 8, 16, false), None);
+        assert_eq!(place(24, CAP - 8, 16, false), Some(0));
+        assert_eq!(place(64, 32, 24, false), Some(32));
+        assert_eq!(place(64, 32, 32, false), None);
     }
 
     #[test]
-    fn a_holder_that_died_mid_put_left_no_message_and_a_working_ring() {
+    fn a_producer_that_died_mid_put_left_no_message_and_a_working_ring() {
         let ring = Ring::new(u64::MAX).unwrap();
         ring.put(&[b"first"], Wait::Never).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
-                // Half a put, then the thread ends holding the lock: bytes
-                // behind the tail and a count bumped, but no commit.
-                let locked = ring.lock().unwrap();
+                // Half a put, then the thread ends holding the lock: a
+                // length behind the tail, but no commit.
+                let locked = ring.lock(ring.producers).unwrap();
                 // SAFETY: position 16 is free space within the ring, and
-                // we hold the lock.
+                // we hold the producers' lock.
                 unsafe { ring.data().add(16).cast::<u64>().write(3) };
-                ring.header().count.fetch_add(1, Ordering::Relaxed);
                 std::mem::forget(locked);
             });
         });
-        // The next locker finds the owner dead and counts again.
-        let first = ring.get(Wait::Never, <[u8]>::to_vec).unwrap();
-        assert_eq!(first, b"first");
-        assert_eq!(ring.count(), 0);
-        assert!(matches!(
-            ring.get(Wait::Never, <[u8]>::to_vec),
-            Err(Error::Empty)
-        ));
+        // The next producer finds the owner dead, and goes on.
         ring.put(&[b"second"], Wait::Never).unwrap();
-        assert_eq!(ring.get(Wait::Never, <[u8]>::to_vec).unwrap(), b"second");
+        assert_eq!(ring.count(), 2);
+        let got = |ring: &Ring| ring.get(Wait::Never, <[u8]>::to_vec);
+        assert_eq!(got(&ring).unwrap(), b"first");
+        assert_eq!(got(&ring).unwrap(), b"second");
+        assert!(matches!(got(&ring), Err(Error::Empty)));
+    }
+
+    #[test]
+    fn a_consumer_that_died_mid_get_left_the_message_in_place() {
+        let ring = Ring::new(u64::MAX).unwrap();
+        ring.put(&[b"kept"], Wait::Never).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // The message read, then the thread ends holding the lock
+                // before it moved the head.
+                let locked = ring.lock(ring.consumers).unwrap();
+                assert_eq!(ring.length_at(0), 4);
+                std::mem::forget(locked);
+            });
+        });
+        assert_eq!(ring.count(), 1);
+        assert_eq!(ring.get(Wait::Never, <[u8]>::to_vec).unwrap(), b"kept");
     }
 }

@@ -42,7 +42,7 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -56,8 +56,8 @@ use crate::shm::Segment;
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// How many times [`RawMutex::lock`] tries a busy lock before it sleeps,
 /// and how many spin-loop pauses it makes between tries (a few µs in all).
-const SPIN_TRIES: u32 = 100;
-const SPIN_PAUSES: u32 = 16;
+const SPIN_TRIES: u32 = 200;
+const SPIN_PAUSES: u32 = 4;
 
 // SAFETY: this is the declaration in glibc's <pthread.h>, which has had the
 // function since 2.30 (2019); the `libc` crate does not bind it yet.
@@ -190,15 +190,13 @@ impl RawMutex {
     }
 
     /// Locks, waiting as long as it takes; when the last holder died
-    /// holding it, runs `repair` (holding the lock) to put right what it
-    /// may have left half-done, and goes on holding it. For data whose
-    /// every change is committed by one store, so that `repair` can always
-    /// rebuild the rest from it (the [`Queue`](crate::Queue)'s ring).
-    pub(crate) fn lock_repairing(self, repair: impl FnOnce()) -> Result<()> {
+    /// holding it, marks it consistent and goes on holding it. Only for
+    /// data that a holder's death cannot leave half-changed: every change
+    /// takes effect with one store (the [`Queue`](crate::Queue)'s ring).
+    pub(crate) fn lock_recovering(self) -> Result<()> {
         match self.acquire() {
             (_, 0) => Ok(()),
             (_, libc::EOWNERDEAD) => {
-                repair();
                 // SAFETY: as in `acquire`; we hold the mutex, which is what
                 // `pthread_mutex_consistent` asks for.
                 let rc = unsafe { libc::pthread_mutex_consistent(self.0) };
@@ -212,11 +210,16 @@ impl RawMutex {
     /// of the call that answered, and its answer.
     fn acquire(self) -> (&'static str, libc::c_int) {
         for _ in 0..SPIN_TRIES {
-            // SAFETY: as below.
-            let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
-            if rc != libc::EBUSY {
-                // Taken (0), or a dead owner's lock is ours to repair.
-                return ("pthread_mutex_trylock", rc);
+            // Look before trying: a failed try is a write to the lock's
+            // cache line, which takes the line away from the holder and
+            // slows it down; a look only shares the line.
+            if self.looks_free() {
+                // SAFETY: as below.
+                let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
+                if rc != libc::EBUSY {
+                    // Taken (0), or a dead owner's lock is ours to repair.
+                    return ("pthread_mutex_trylock", rc);
+                }
             }
             for _ in 0..SPIN_PAUSES {
                 std::hint::spin_loop();
@@ -226,6 +229,18 @@ impl RawMutex {
         // (the invariant of `RawMutex`).
         let rc = unsafe { libc::pthread_mutex_lock(self.0) };
         ("pthread_mutex_lock", rc)
+    }
+
+    /// Whether the mutex looks free right now. Its first word is the
+    /// futex word of the robust-futex protocol (the kernel reads it when a
+    /// holder dies): the owner's thread id, 0 when free, with the kernel's
+    /// `FUTEX_WAITERS` and `FUTEX_OWNER_DIED` bits on top; glibc keeps it
+    /// at the start of the mutex (`__data.__lock`).
+    fn looks_free(self) -> bool {
+        // SAFETY: the mutex is initialised, 4-aligned, in shared memory that
+        // outlives this call (the invariant of `RawMutex`); every locker,
+        // glibc and the kernel included, touches that word atomically.
+        unsafe { (*self.0.cast::<AtomicI32>()).load(Ordering::Relaxed) == 0 }
     }
 
     /// Locks if nobody holds the mutex; `Ok(false)` if somebody (this
