@@ -209,11 +209,13 @@ impl RawMutex {
     /// `pthread_mutex_lock`, after a few tries without sleeping: the name
     /// of the call that answered, and its answer.
     fn acquire(self) -> (&'static str, libc::c_int) {
-        for _ in 0..SPIN_TRIES {
-            // Look before trying: a failed try is a write to the lock's
-            // cache line, which takes the line away from the holder and
-            // slows it down; a look only shares the line.
-            if self.looks_free() {
+        for tries in 0..SPIN_TRIES {
+            // Try at once, then look before each try: a failed try is a
+            // write to the lock's cache line, which takes the line from
+            // the holder and slows it down; a look only shares the line.
+            // (Looking before the first try would cost a second trip for
+            // the line when the lock is free but last used elsewhere.)
+            if tries == 0 || self.looks_free() {
                 // SAFETY: as below.
                 let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
                 if rc != libc::EBUSY {
