@@ -82,9 +82,11 @@ struct Side {
     /// This side's end: its position and how many messages have passed it.
     /// Written only under `mutex`, with one store.
     end: AtomicU64,
-    /// Producers: the consumers' end as last seen (never ahead of it).
-    /// Consumers: the position up to which what was read went back.
+    /// The other side's end as this side last saw it (never ahead of it):
+    /// looking at the real one costs a trip for its cache line.
     seen: AtomicU64,
+    /// Consumers: the position up to which what was read went back.
+    freed: AtomicU64,
 }
 
 /// A word to sleep on, and how many sleep on it, on a cache line of its own.
@@ -92,6 +94,54 @@ struct Side {
 struct Sleepers {
     word: AtomicU32,
     count: AtomicU32,
+    /// 1 while a wake-up is on its way to a sleeper that has not run yet:
+    /// a producer far ahead of a woken consumer that waits for a core
+    /// would otherwise make a system call for every message meanwhile.
+    pending: AtomicU32,
+}
+
+impl Sleepers {
+    /// Wakes up to `n` sleepers, if any sleep and no wake-up is on its way.
+    fn wake(&self, n: i32) {
+        if self.count.load(Ordering::SeqCst) > 0 && self.pending.swap(1, Ordering::SeqCst) == 0 {
+            self.word.fetch_add(1, Ordering::SeqCst);
+            futex::wake(&self.word, n);
+        }
+    }
+
+    /// Wakes one more sleeper, if any, whatever is on its way: in case
+    /// the one woken before was killed before it could take its turn.
+    fn wake_another(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            self.word.fetch_add(1, Ordering::SeqCst);
+            futex::wake(&self.word, 1);
+        }
+    }
+
+    /// Counts the caller in as a sleeper, before it looks a last time;
+    /// returns the word's value to sleep on.
+    fn announce(&self) -> u32 {
+        // A wake-up that found nobody to wake must not hold back the
+        // next one.
+        self.pending.store(0, Ordering::SeqCst);
+        let word = self.word.load(Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        word
+    }
+
+    /// The last look found what it waited for: no sleep after all.
+    fn cancel(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Sleeps while the word reads `seen` (see [`sleep`]), then counts the
+    /// caller out again.
+    fn sleep(&self, seen: u32, wait: Wait) -> Result<()> {
+        let slept = sleep(&self.word, seen, wait);
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.pending.store(0, Ordering::SeqCst);
+        slept
+    }
 }
 
 /// The shared page before the ring.
@@ -311,25 +361,19 @@ impl Ring {
                     Ordering::SeqCst,
                 );
                 drop(locked);
-                if header.items.count.load(Ordering::SeqCst) > 0 {
-                    header.items.word.fetch_add(1, Ordering::SeqCst);
-                    futex::wake(&header.items.word, 1);
-                }
+                header.items.wake(1);
                 return Ok(());
             }
             wait.give_up(Error::Full)?;
             // Announce the sleep, then look once more: a `get` that moved
             // the head before it could see us is seen here.
-            let word = header.space.word.load(Ordering::SeqCst);
-            header.space.count.fetch_add(1, Ordering::SeqCst);
+            let word = header.space.announce();
             if header.head.end.load(Ordering::SeqCst) != seen {
-                header.space.count.fetch_sub(1, Ordering::SeqCst);
+                header.space.cancel();
                 continue;
             }
             drop(locked);
-            let slept = sleep(&header.space.word, word, wait);
-            header.space.count.fetch_sub(1, Ordering::SeqCst);
-            slept?;
+            header.space.sleep(word, wait)?;
         }
     }
 
@@ -339,13 +383,17 @@ impl Ring {
     pub(crate) fn get<R>(&self, wait: Wait, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let header = self.header();
         let mut read = Some(read);
+        let mut spun = false;
         loop {
-            if self.count() == 0 {
-                self.spin_for_items(wait);
-            }
             let locked = self.lock(self.consumers)?;
             let (head, taken) = unpack(header.head.end.load(Ordering::Relaxed));
-            let (_, put) = unpack(header.tail.end.load(Ordering::Acquire));
+            let mut put = unpack(header.head.seen.load(Ordering::Relaxed)).1;
+            if put == taken {
+                // Empty, as last seen: look at the real tail.
+                let tail = header.tail.end.load(Ordering::Acquire);
+                header.head.seen.store(tail, Ordering::Relaxed);
+                put = unpack(tail).1;
+            }
             if put != taken {
                 let mut at = head;
                 let mut len = self.length_at(at);
@@ -363,45 +411,43 @@ impl Ring {
                 let next = (at + record(len)) % CAP;
                 let taken = taken.wrapping_add(1);
                 header.head.end.store(pack(next, taken), Ordering::SeqCst);
-                self.give_back(wrapped.then_some(head), next, put == taken);
+                self.give_back(wrapped.then_some(head), next);
                 drop(locked);
-                if header.space.count.load(Ordering::SeqCst) > 0 {
-                    header.space.word.fetch_add(1, Ordering::SeqCst);
-                    futex::wake(&header.space.word, i32::MAX);
-                }
-                if put != taken && header.items.count.load(Ordering::SeqCst) > 0 {
-                    // More wait: wake another sleeper, in case the one woken
-                    // for the message just taken was killed on its way.
-                    header.items.word.fetch_add(1, Ordering::SeqCst);
-                    futex::wake(&header.items.word, 1);
+                header.space.wake(i32::MAX);
+                if put != taken {
+                    // More wait: wake another sleeper for them.
+                    header.items.wake_another();
                 }
                 return Ok(value);
             }
             wait.give_up(Error::Empty)?;
+            if !spun {
+                drop(locked);
+                self.spin_for_items(taken, wait);
+                spun = true;
+                continue;
+            }
             // Announce the sleep, then look once more: a `put` that moved
             // the tail before it could see us is seen here.
-            let word = header.items.word.load(Ordering::SeqCst);
-            header.items.count.fetch_add(1, Ordering::SeqCst);
+            let word = header.items.announce();
             if unpack(header.tail.end.load(Ordering::SeqCst)).1 != taken {
-                header.items.count.fetch_sub(1, Ordering::SeqCst);
+                header.items.cancel();
                 continue;
             }
             drop(locked);
-            let slept = sleep(&header.items.word, word, wait);
-            header.items.count.fetch_sub(1, Ordering::SeqCst);
-            slept?;
+            header.items.sleep(word, wait)?;
         }
     }
 
-    /// Looks at an empty ring for up to [`SPIN`] before a `get` sleeps.
-    fn spin_for_items(&self, wait: Wait) {
+    /// Looks for up to [`SPIN`] for a message after the `taken`th, before
+    /// a `get` sleeps.
+    fn spin_for_items(&self, taken: u32, wait: Wait) {
         let mut until = Instant::now() + SPIN;
-        match wait {
-            Wait::Never => return,
-            Wait::Until(at, _) => until = until.min(at),
-            Wait::Forever => {}
+        if let Wait::Until(at, _) = wait {
+            until = until.min(at);
         }
-        while self.count() == 0 && Instant::now() < until {
+        let tail = &self.header().tail.end;
+        while unpack(tail.load(Ordering::Relaxed)).1 == taken && Instant::now() < until {
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
@@ -411,13 +457,15 @@ impl Ring {
     /// After a `get` (under the consumers' lock) moved the head to `next`,
     /// from the end of the ring if it `wrapped_at` a position there: gives
     /// back the pages read beyond [`KEEP`], at the wrap, in steps of
-    /// [`STEP`], and when the ring is `drained`.
-    fn give_back(&self, wrapped_at: Option<usize>, next: usize, drained: bool) {
-        let freed = &self.header().head.seen;
+    /// [`STEP`], and when the ring is drained.
+    fn give_back(&self, wrapped_at: Option<usize>, next: usize) {
+        let header = self.header();
+        let freed = &header.head.freed;
         let from = (freed.load(Ordering::Relaxed) as usize).max(KEEP);
+        let drained = || unpack(header.tail.end.load(Ordering::Acquire)).0 == next;
         let to = match wrapped_at {
             Some(end) => end,
-            None if next >= from + STEP || (drained && next > from) => next,
+            None if next >= from + STEP || (next > from + 4096 && drained()) => next,
             None => return,
         };
         // Under the producers' lock, which no producer then holds: nobody
