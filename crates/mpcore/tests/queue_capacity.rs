@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mpcore::{Error, Process, Queue, Signal};
+use mpcore::{Error, Event, Process, Queue, Signal};
 use serde::{Deserialize, Serialize};
 use testkit::within;
 
@@ -192,24 +192,30 @@ fn producers_and_consumers_killed_at_random_lose_at_most_what_they_held() {
     within(LIMIT, || {
         const PRODUCERS: u32 = 4;
         const CONSUMERS: u32 = 3;
-        const EACH: u32 = 50_000;
         let work: Queue<Checked> = Queue::new().unwrap();
         // Each consumer hands on at once what it took, so that a killed
         // consumer loses at most the message it was holding.
         let taken: Queue<(u32, u32, bool)> = Queue::new().unwrap();
+        // Producers put until told to stop, and say how many they put: so
+        // they are all still busy when one of them is killed, however fast
+        // the machine.
+        let stop = Event::new().unwrap();
 
-        let producers: Vec<Process<()>> = (0..PRODUCERS)
+        let mut producers: Vec<Process<u32>> = (0..PRODUCERS)
             .map(|producer| {
-                let work = work.clone();
+                let (work, stop) = (work.clone(), stop.clone());
                 Process::spawn(move || {
-                    for seq in 0..EACH {
+                    let mut seq = 0;
+                    while !stop.is_set() {
                         work.put(Checked::new(producer, seq)).unwrap();
+                        seq += 1;
                     }
+                    seq
                 })
                 .unwrap()
             })
             .collect();
-        let consumers: Vec<Process<()>> = (0..CONSUMERS)
+        let mut consumers: Vec<Process<()>> = (0..CONSUMERS)
             .map(|_| {
                 let (work, taken) = (work.clone(), taken.clone());
                 Process::spawn(move || {
@@ -228,8 +234,6 @@ fn producers_and_consumers_killed_at_random_lose_at_most_what_they_held() {
         // run to run, while everyone is busy.
         let pause = |n: u64| std::thread::sleep(Duration::from_micros(n));
         let seed = std::process::id() as u64;
-        let mut producers = producers;
-        let mut consumers = consumers;
         pause(1_000 + seed % 3_000);
         producers[0].kill().unwrap();
         pause(1_000 + seed % 3_000);
@@ -242,9 +246,12 @@ fn producers_and_consumers_killed_at_random_lose_at_most_what_they_held() {
             consumers[0].join().unwrap_err().signal(),
             Some(Signal::SIGKILL)
         );
-        for p in &mut producers[1..] {
-            p.join().unwrap();
-        }
+        pause(2_000);
+        stop.set();
+        let counts: Vec<u32> = producers[1..]
+            .iter_mut()
+            .map(|p| p.join().unwrap())
+            .collect();
         for _ in 1..CONSUMERS {
             work.put(Checked {
                 producer: u32::MAX,
@@ -274,8 +281,10 @@ fn producers_and_consumers_killed_at_random_lose_at_most_what_they_held() {
         // killed consumer held; the killed producer's are a prefix of its
         // sequence (whole messages only), less at most that one too.
         let mut missing = 0;
-        for producer in 1..PRODUCERS {
-            missing += EACH as usize - seen.get(&producer).map_or(0, BTreeSet::len);
+        for (producer, &count) in (1..PRODUCERS).zip(&counts) {
+            let got = seen.get(&producer).cloned().unwrap_or_default();
+            assert!(got.iter().all(|&seq| seq < count), "producer {producer}");
+            missing += count as usize - got.len();
         }
         let killed = seen.get(&0).cloned().unwrap_or_default();
         if let Some(&last) = killed.iter().next_back() {
@@ -286,5 +295,38 @@ fn producers_and_consumers_killed_at_random_lose_at_most_what_they_held() {
         // And the queue goes on working for everyone else.
         work.put(Checked::new(7, 7)).unwrap();
         assert!(work.get_timeout(Duration::from_secs(5)).unwrap().is_whole());
+    });
+}
+
+#[test]
+fn large_messages_going_round_the_ring_arrive_whole() {
+    within(LIMIT, || {
+        // Sizes that do not divide the ring's pages, so that the ring goes
+        // round at every kind of position while the reader keeps up or not.
+        let sizes = [1 << 20, (1 << 20) + 24, 3 << 19, 700_001, 8, 2 << 20];
+        for round in 0..20u8 {
+            let q: Queue<Vec<u8>> = Queue::new().unwrap();
+            let child_q = q.clone();
+            let mut child = Process::spawn(move || {
+                for (i, &size) in sizes.iter().cycle().take(40).enumerate() {
+                    child_q.put_bytes(&vec![round ^ i as u8; size]).unwrap();
+                }
+            })
+            .unwrap();
+            for (i, &size) in sizes.iter().cycle().take(40).enumerate() {
+                let got = match q.get_bytes() {
+                    Ok(got) => got,
+                    Err(e) => panic!("round {round}, message {i} of {size}: {e}"),
+                };
+                assert_eq!(got.len(), size, "round {round}, message {i}");
+                if let Some(bad) = got.iter().position(|&b| b != round ^ i as u8) {
+                    panic!(
+                        "round {round}, message {i} of {size}: byte {bad} is {}",
+                        got[bad]
+                    );
+                }
+            }
+            child.join().unwrap();
+        }
     });
 }
