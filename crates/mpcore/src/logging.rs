@@ -23,6 +23,12 @@ use time::OffsetDateTime;
 
 /// Installs the logger: level `info` unless `RUST_LOG` says otherwise.
 /// Calling it twice is harmless (the second call does nothing).
+///
+/// ```
+/// mpcore::logging::init();
+/// log::info!("Producer is working...");
+/// // stderr: 2026-11-23 12:52:04,123.123.0:rust_out:4242:INFO:4242:Producer is working...
+/// ```
 pub fn init() {
     let _ = env_logger::Builder::new()
         .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
