@@ -35,11 +35,11 @@ lint:
 ci:
     bash .ci/run
 
-# The criterion benchmarks.
+# The criterion benchmarks; the HTML report lands in target/criterion/report/index.html.
 bench *ARGS:
     cargo bench -p mpbench {{ARGS}}
 
-# CPython's multiprocessing beside mpcore, alternating, in one table (`--quick`: small sizes).
+# CPython's multiprocessing beside mpcore, alternating, in one table (`--quick`: small sizes; `--svg FILE`: the ratios as a chart).
 compare *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
