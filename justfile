@@ -59,6 +59,20 @@ docs:
     cargo test -p docs
     cargo doc --no-deps -p mpcore
 
+# The course as a book (mdbook, from docs/), built to target/book.
+book:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mdbook=mdbook
+    if ! command -v mdbook >/dev/null 2>&1; then
+        echo "just book: mdbook is not installed; installing it first with: cargo install mdbook --locked" >&2
+        cargo install mdbook --locked
+        # cargo installs into its own bin directory, which may not be on PATH.
+        command -v mdbook >/dev/null 2>&1 || mdbook="${CARGO_HOME:-$HOME/.cargo}/bin/mdbook"
+    fi
+    "$mdbook" build docs
+    echo "The book is built: open $(pwd)/target/book/index.html in a browser."
+
 # Chapter 11: the Pool's map on timely workers in N local processes (`just cluster 3 -w2`).
 cluster N="2" *ARGS:
     cargo run -q -p cluster_demo -- --local {{N}} {{ARGS}}
