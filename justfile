@@ -35,11 +35,11 @@ lint:
 ci:
     bash .ci/run
 
-# The criterion benchmarks.
+# The criterion benchmarks; the HTML report lands in target/criterion/report/index.html.
 bench *ARGS:
     cargo bench -p mpbench {{ARGS}}
 
-# CPython's multiprocessing beside mpcore, alternating, in one table (`--quick`: small sizes).
+# CPython's multiprocessing beside mpcore, alternating, in one table (`--quick`: small sizes; `--svg FILE`: the ratios as a chart).
 compare *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -58,6 +58,20 @@ compare *ARGS:
 docs:
     cargo test -p docs
     cargo doc --no-deps -p mpcore
+
+# The course as a book (mdbook, from docs/), built to target/book.
+book:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mdbook=mdbook
+    if ! command -v mdbook >/dev/null 2>&1; then
+        echo "just book: mdbook is not installed; installing it first with: cargo install mdbook --locked" >&2
+        cargo install mdbook --locked
+        # cargo installs into its own bin directory, which may not be on PATH.
+        command -v mdbook >/dev/null 2>&1 || mdbook="${CARGO_HOME:-$HOME/.cargo}/bin/mdbook"
+    fi
+    "$mdbook" build docs
+    echo "The book is built: open $(pwd)/target/book/index.html in a browser."
 
 # Chapter 11: the Pool's map on timely workers in N local processes (`just cluster 3 -w2`).
 cluster N="2" *ARGS:

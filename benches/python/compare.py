@@ -8,6 +8,7 @@ prints one table. Standard library only.
 
     python3 benches/python/compare.py             # what `just compare` runs
     python3 benches/python/compare.py --quick     # small sizes, to check it works
+    python3 benches/python/compare.py --svg docs/img/10-ratios.svg   # and draw the ratios
 
 Every figure is a median: each program prints the median of `--runs` runs,
 and the table takes the median over the rounds.
@@ -16,12 +17,14 @@ and the table takes the median over the rounds.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -103,6 +106,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=None, help="alternations per workload (default 3)")
     parser.add_argument("--runs", type=int, default=None, help="runs per program call (default 5)")
     parser.add_argument("--rust-bin", help="the mpbench `compare` binary (default: build it)")
+    parser.add_argument("--svg", metavar="FILE", help="also draw the mpcore/Python ratios as an SVG chart in FILE")
     parser.add_argument("workloads", nargs="*", help="only these workloads")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
@@ -138,6 +142,7 @@ def main():
     print()
     head = ["workload", "unit", "Python", "mpcore", "mpcore/Python", "floor", "mpcore/floor", "goal"]
     rows = []
+    ratios = []
     normal = medians.get("timing_normal")
     for name, what, unit, goal, floor_goal in ROWS:
         if name not in medians:
@@ -154,6 +159,7 @@ def main():
             py_v, rs_v, fl_v = shown(unit, py), shown(unit, rs), shown(unit, fl)
             ratio = py / rs
             over_floor = rs / fl if fl else None
+        ratios.append((what, ratio))
         verdicts = []
         if goal is not None:
             ok = ratio >= goal[1]
@@ -177,7 +183,69 @@ def main():
     print("| " + " | ".join("-" * w for w in widths) + " |")
     for r in rows:
         print(line(r))
+    if args.svg:
+        heading = f"{command.strip()}  ({now}, {os.cpu_count()} CPUs, Python {platform.python_version()})"
+        Path(args.svg).write_text(ratio_chart(ratios, heading, args.quick), encoding="utf-8")
+        print(f"\nchart written to {args.svg}")
     return 0
+
+
+def ratio_chart(ratios, heading, quick):
+    """An SVG bar chart of how many times faster mpcore is than CPython, one
+    bar per workload, on a log scale around 1x (as fast as CPython): bars to
+    the right are faster, to the left slower. Written by hand, so that the
+    Python side needs nothing beyond the standard library."""
+    label_w, plot_w, right, row_h, top = 330, 420, 60, 26, 96
+    lo = min([0.5] + [r / 1.5 for _, r in ratios if r > 0])
+    hi = max([2.0] + [r * 1.5 for _, r in ratios])
+    span = math.log10(hi) - math.log10(lo)
+
+    def x(ratio):
+        return label_w + plot_w * (math.log10(max(ratio, lo)) - math.log10(lo)) / span
+
+    height = top + row_h * len(ratios) + 50
+    width = label_w + plot_w + right
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        '<text x="10" y="22" font-size="15" font-weight="bold">'
+        "mpcore against CPython's multiprocessing: how many times faster (log scale)</text>",
+    ]
+    # The command, then when and where: two lines, so that a long command fits.
+    for i, part in enumerate(heading.split("  (", 1)):
+        text = part if i == 0 else "(" + part
+        out.append(f'<text x="10" y="{42 + 16 * i}" fill="#555">{escape(text)}</text>')
+    if quick:
+        out.append(
+            '<text x="10" y="78" fill="#b00" font-weight="bold">'
+            "A --quick run: small sizes, one round. Not the figures to quote.</text>"
+        )
+    axis_y = top + row_h * len(ratios) + 4
+    for tick in [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]:
+        if lo <= tick <= hi:
+            tx = x(tick)
+            out.append(f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{axis_y}" stroke="#ddd"/>')
+            out.append(f'<text x="{tx:.1f}" y="{axis_y + 16}" text-anchor="middle" fill="#555">{tick:g}x</text>')
+    one = x(1)
+    for i, (what, ratio) in enumerate(ratios):
+        y = top + i * row_h
+        start, end = sorted((one, x(ratio)))
+        colour = "#2a7ab9" if ratio >= 1 else "#d9822b"
+        out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{escape(what)}</text>')
+        out.append(
+            f'<rect class="bar" x="{start:.1f}" y="{y + 3}" width="{max(end - start, 1):.1f}" '
+            f'height="{row_h - 8}" fill="{colour}"><title>{escape(what)}: {ratio:.2f}x</title></rect>'
+        )
+        out.append(f'<text x="{end + 4 if ratio >= 1 else start - 4:.1f}" y="{y + 15}" '
+                   f'text-anchor="{"start" if ratio >= 1 else "end"}">{ratio:.2f}x</text>')
+    out.append(f'<line x1="{one:.1f}" y1="{top - 6}" x2="{one:.1f}" y2="{axis_y}" stroke="black"/>')
+    out.append(
+        f'<text x="{one:.1f}" y="{axis_y + 32}" text-anchor="middle">'
+        "1x: as fast as CPython; right of it mpcore is faster</text>"
+    )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

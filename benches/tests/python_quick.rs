@@ -59,15 +59,18 @@ fn python_workloads_quick_print_one_json_line_each() {
 }
 
 #[test]
-fn compare_quick_prints_the_table() {
-    let Some(mut python) = python3("compare_quick_prints_the_table") else {
+fn compare_quick_prints_the_table_and_draws_the_ratios() {
+    let Some(mut python) = python3("compare_quick_prints_the_table_and_draws_the_ratios") else {
         return;
     };
+    let svg = std::env::temp_dir().join(format!("mpbench-ratios-{}.svg", std::process::id()));
     let out = python
         .arg(python_dir().join("compare.py"))
         .arg("--quick")
         .arg("--rust-bin")
         .arg(env!("CARGO_BIN_EXE_compare"))
+        .arg("--svg")
+        .arg(&svg)
         .output()
         .expect("run compare.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -86,4 +89,31 @@ fn compare_quick_prints_the_table() {
     ] {
         assert!(stdout.contains(row), "no row {row:?} in\n{stdout}");
     }
+
+    // The chart: one bar per row of the table, each titled with the ratio
+    // the table printed, and a warning that a quick run is not to be quoted.
+    let text = std::fs::read_to_string(&svg).expect("compare.py --svg wrote no file");
+    std::fs::remove_file(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("the chart is well-formed XML");
+    let bars: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("bar"))
+        .map(|bar| {
+            bar.descendants()
+                .filter(|n| n.is_text())
+                .filter_map(|n| n.text())
+                .collect()
+        })
+        .collect();
+    let table_rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload") && !l.starts_with("| -"))
+        .collect();
+    assert_eq!(bars.len(), table_rows.len(), "{bars:?}\n{stdout}");
+    for (bar, row) in bars.iter().zip(&table_rows) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // cells: "", workload, unit, Python, mpcore, mpcore/Python, ...
+        assert_eq!(*bar, format!("{}: {}", cells[1], cells[5]), "{row}");
+    }
+    assert!(text.contains("A --quick run"), "{text}");
 }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p mpbench --bin compare -- spawn_join --runs 5
-//! {"impl": "mpcore", "workload": "spawn_join", "ops": 200, "runs": 5, "median_s": 0.0141, "floor_median_s": 0.0128}
+//! {"floor_median_s":0.0128,"impl":"mpcore","median_s":0.0141,"ops":200,"runs":5,"workload":"spawn_join"}
 //! ```
 //!
 //! Each run does the whole workload (e.g. 200 spawns); the median over
@@ -14,46 +14,55 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
 use mpbench::{MIB, Workload};
 use mpcore::{Pool, floor};
 
+/// Times one workload in mpcore and its floor; prints one JSON line.
+#[derive(Parser)]
+#[command(name = "compare")]
+struct Args {
+    /// The workload to time (`--list` names them).
+    #[arg(required_unless_present = "list")]
+    workload: Option<String>,
+    /// How many runs to take the median of.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// The workload's small size, to check that it runs.
+    #[arg(long)]
+    quick: bool,
+    /// Print the workloads' names, one a line, and nothing else.
+    #[arg(long, exclusive = true)]
+    list: bool,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut name = None;
-    let mut runs = 5usize;
-    let mut quick = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--runs" => match it.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => runs = n,
-                _ => return usage("--runs needs a positive number"),
-            },
-            "--list" => {
-                for w in mpbench::WORKLOADS {
-                    println!("{}", w.name);
-                }
-                return ExitCode::SUCCESS;
-            }
-            other if !other.starts_with('-') && name.is_none() => name = Some(other.to_owned()),
-            other => return usage(&format!("unexpected argument {other:?}")),
+    let args = Args::parse();
+    if args.list {
+        for w in mpbench::WORKLOADS {
+            println!("{}", w.name);
         }
+        return ExitCode::SUCCESS;
     }
-    let Some(name) = name else {
-        return usage("which workload?");
-    };
+    let name = args
+        .workload
+        .expect("clap requires a workload without --list");
     let Some(workload) = mpbench::workload(&name) else {
-        return usage(&format!("no workload named {name:?} (see --list)"));
+        eprintln!("compare: no workload named {name:?}; `compare --list` names them.");
+        return ExitCode::from(2);
     };
-    match measure(workload, quick, runs) {
+    let runs = args.runs as usize;
+    match measure(workload, args.quick, runs) {
         Ok((ops, median, floor)) => {
-            let floor = floor.map_or("null".to_owned(), |f| format!("{f:.9}"));
-            println!(
-                "{{\"impl\": \"mpcore\", \"workload\": \"{}\", \"ops\": {ops}, \"runs\": {runs}, \
-                 \"median_s\": {median:.9}, \"floor_median_s\": {floor}}}",
-                workload.name
-            );
+            let line = serde_json::json!({
+                "impl": "mpcore",
+                "workload": workload.name,
+                "ops": ops,
+                "runs": runs,
+                "median_s": median,
+                "floor_median_s": floor,
+            });
+            println!("{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -63,12 +72,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage(why: &str) -> ExitCode {
-    eprintln!("compare: {why}\nusage: compare WORKLOAD [--runs N] [--quick] | --list");
-    ExitCode::from(2)
-}
-
-/// The median of `runs` timed calls of `f`, whose answers must all be `want`.
 fn median_of<A: PartialEq + std::fmt::Debug>(
     times: &mut Vec<f64>,
     want: &A,

@@ -8,6 +8,23 @@ use nix::sys::signal::Signal;
 /// What went wrong. Every message reads as a sentence, and `Debug` prints
 /// that same sentence, so a `main` that returns `Result<(), mpcore::Error>`
 /// shows the reader what happened, not a struct dump.
+///
+/// Match on the variant, or ask with the `is_*` helpers:
+///
+/// ```
+/// use std::time::Duration;
+/// use mpcore::{Error, Process};
+///
+/// let mut p = Process::spawn(|| -> u32 { panic!("no answer") })?;
+/// let e = p.join().unwrap_err();
+/// assert!(e.is_panic());
+/// assert_eq!(e.panic_message(), Some("no answer"));
+///
+/// let q = mpcore::Queue::<u32>::new()?;
+/// let e = q.get_timeout(Duration::ZERO).unwrap_err();
+/// assert!(matches!(e, Error::Timeout(_)) && e.is_timeout());
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(thiserror::Error, Clone)]
 #[non_exhaustive]
 pub enum Error {

@@ -1,10 +1,12 @@
 //! The physical floors that the benchmarks (`mpbench`) hold mpcore up
 //! against: the bare system calls, with nothing of mpcore's around them.
 //!
-//! They are here, not in the benchmarks, because they need `unsafe` (a raw
-//! `fork`), and mpcore is the one crate that may use it. They are not part
-//! of the Python vocabulary; a course reader meets them in
-//! `docs/10-performance.md`.
+//! Course material, not library: this module is public only so that the
+//! course's benchmarks and demos can call it, and it may change in any
+//! release. It is here, not in the benchmarks, because it needs `unsafe` (a
+//! raw `fork`), and mpcore is the one crate of the course that may use it.
+//! It is not part of the Python vocabulary; a course reader meets it in
+//! chapter 10 of the course (`docs/10-performance.md`).
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -1,6 +1,10 @@
 //! The tutorial's CPU-bound job, kept in one place so that `timing_demo`
 //! and the benchmarks measure exactly the same work.
 //!
+//! Course material, not library: this module is public only so that the
+//! course's demos, chapters and benchmarks share it, and it may change in
+//! any release.
+//!
 //! Seed 001, section 4:
 //!
 //! ```python

@@ -84,6 +84,12 @@ mod shm;
 mod sync;
 
 pub use error::{Error, Result};
+
+// The README's example is compiled and run with the other doc tests, so
+// that what a crates.io reader sees first keeps working.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 /// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
 /// so that callers need not depend on `nix` to name them.
 pub use nix::sys::signal::Signal;

@@ -17,10 +17,18 @@
 //! the module path, where Python prints the logger's name (`root`).
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
 
 /// Installs the logger: level `info` unless `RUST_LOG` says otherwise.
 /// Calling it twice is harmless (the second call does nothing).
+///
+/// ```
+/// mpcore::logging::init();
+/// log::info!("Producer is working...");
+/// // stderr: 2026-11-23 12:52:04,123.123.0:rust_out:4242:INFO:4242:Producer is working...
+/// ```
 pub fn init() {
     let _ = env_logger::Builder::new()
         .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
@@ -46,37 +54,36 @@ pub fn thread_id() -> i32 {
 
 /// Python's default `asctime` (`2026-11-23 12:52:04,123`, here in UTC) and
 /// the milliseconds on their own, as `%(msecs)` prints them.
+///
+/// The date comes from the `time` crate in UTC, which is arithmetic on the
+/// seconds since the epoch and nothing else. Local time would be the wrong
+/// tool here: glibc's `localtime_r` takes its time-zone lock (and may read
+/// `/etc/localtime` under it), and a child forked while another thread of
+/// the parent is inside it would wait for that lock for ever. `time` only
+/// asks the C library for the offset with its `local-offset` feature,
+/// which mpcore leaves off; `tests/logging.rs` forks a child while a
+/// thread holds that very lock, and checks that the child still logs.
 fn asctime(now: SystemTime) -> (String, u32) {
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let millis = since_epoch.subsec_millis();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    let t = OffsetDateTime::from(now);
+    let millis = u32::from(t.millisecond());
     (
-        format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02},{millis:03}"),
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{millis:03}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
         millis,
     )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) date in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn asctime_matches_known_dates() {

@@ -56,3 +56,42 @@ fn lines_follow_the_seeds_format_in_parent_and_child() {
     assert_ne!(child_pid, parent_pid, "the child logs its own pid");
     assert_eq!(child_thread, child_pid, "the child's only thread");
 }
+
+/// Seed 000 logs from a producer thread and a consumer process at once, so
+/// a child may be forked while another thread is formatting a date. A
+/// date formatted through glibc's local time takes its time-zone lock, and
+/// a child forked while another thread holds it waits for ever. The helper
+/// holds that very lock in a thread (`TZ` names a FIFO that glibc blocks
+/// opening, under the lock), shows that a child's `localtime_r` hangs, and
+/// that a child's log line does not.
+#[test]
+fn a_child_logs_while_another_thread_holds_the_time_zone_lock() {
+    let dir = std::env::temp_dir().join(format!("mpcore-tz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("zone");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"));
+    command
+        .arg("log-tz-held")
+        .env("TZ", format!(":{}", fifo.display()));
+    let run = testkit::run_command(&mut command, Duration::from_secs(60));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    run.assert_success();
+    assert_eq!(
+        run.lines(),
+        [
+            "localtime in a child: still waiting after 1 s",
+            "logging in a child: returned"
+        ],
+        "stderr: {}",
+        run.stderr
+    );
+    let logged: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let (.., level, _, message) = fields(logged[0]);
+    assert_eq!(
+        (level, message),
+        ("INFO", "logged with the time-zone lock held")
+    );
+}

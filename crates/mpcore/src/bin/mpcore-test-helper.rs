@@ -10,6 +10,12 @@
 //!   under `/dev/shm`, then ends normally, panics, or (for `killed`) holds
 //!   the locks, starts a child waiting on an event, prints `ready PID` and
 //!   sleeps until the test kills it.
+//! - `log-tz-held`: run with `TZ=:FIFO`, where FIFO is a named pipe that no
+//!   one writes to. A thread calls `localtime_r`, which takes glibc's
+//!   time-zone lock and, under it, blocks opening the zone file. With that
+//!   lock held, forks one child that calls `localtime_r` too (it must
+//!   hang: the proof that the lock is held) and one that logs a line with
+//!   `mpcore::logging` (it must not). Prints what each child did.
 //! - `print-storm N`: one thread prints in a tight loop while the main
 //!   thread spawns and joins N processes that print; prints `joined N`.
 //! - `buffered`: with this one thread only, prints half a line, spawns a
@@ -62,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("orphan") => orphan(),
         Some("log") => log_lines(),
+        Some("log-tz-held") => log_with_time_zone_lock_held(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
         Some("print-storm") => print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
         Some("buffered") => buffered(),
@@ -146,6 +153,61 @@ fn log_lines() -> Result<(), Box<dyn std::error::Error>> {
     mpcore::logging::init();
     log::info!("from the parent");
     Process::spawn(|| log::warn!("from the child"))?.join()?;
+    Ok(())
+}
+
+/// Calls glibc's `localtime_r` for the epoch, for what it does on the way:
+/// it takes the time-zone lock, and reads the zone file `TZ` names.
+fn local_time() {
+    let epoch: libc::time_t = 0;
+    // SAFETY: an all-zero `tm` is a valid value (integers and a null
+    // zone-name pointer), which `localtime_r` overwrites.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the right types;
+    // `localtime_r` is the reentrant form, which keeps no pointer to them.
+    unsafe { libc::localtime_r(&epoch, &mut tm) };
+}
+
+fn log_with_time_zone_lock_held() -> Result<(), Box<dyn std::error::Error>> {
+    mpcore::logging::init();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        tid_tx.send(mpcore::logging::thread_id()).unwrap();
+        // Never returns: opening the FIFO waits for a writer, under the lock.
+        local_time();
+    });
+    let holder = tid_rx.recv()?;
+    // Fork only once the holder is inside openat, with the lock taken.
+    let syscall = format!("/proc/self/task/{holder}/syscall");
+    let in_openat = || {
+        std::fs::read_to_string(&syscall)
+            .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_openat.to_string()))
+    };
+    let start = Instant::now();
+    while !in_openat() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err("the holder thread never blocked opening the TZ file".into());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    let mut control = Process::spawn(local_time)?;
+    match control.join_timeout(Duration::from_secs(1)) {
+        Err(mpcore::Error::Timeout(_)) => println!("localtime in a child: still waiting after 1 s"),
+        other => println!("localtime in a child: {other:?}"),
+    }
+    control.kill()?;
+    let _ = control.join();
+
+    let mut logger = Process::spawn(|| log::info!("logged with the time-zone lock held"))?;
+    match logger.join_timeout(Duration::from_secs(20)) {
+        Ok(()) => println!("logging in a child: returned"),
+        Err(e) => {
+            println!("logging in a child: {e}");
+            logger.kill()?;
+        }
+    }
+    // The holder thread waits for ever; leaving with exit() takes it down.
     Ok(())
 }
 

@@ -338,6 +338,19 @@ impl Builder {
 /// and the pool is `Sync`, so threads may share one pool: one thread may
 /// [`terminate`](Self::terminate) while another waits in `map`.
 ///
+/// ```
+/// use mpcore::Pool;
+///
+/// fn cube(x: u64) -> u64 {
+///     x * x * x
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(cube, 1..=4)?, [1, 8, 27, 64]);
+/// assert_eq!(pool.apply_async(cube, 5)?.get()?, 125);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+///
 /// # Dropping a pool
 ///
 /// Dropping a pool terminates it, like leaving Python's
