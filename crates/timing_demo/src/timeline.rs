@@ -69,7 +69,6 @@ pub fn draw(path: &Path, tables: &[(String, Vec<Way>)]) -> Result<(), Box<dyn Er
                 .x_label_style(("sans-serif", 12))
                 .x_label_formatter(&|s| format!("{:.*} ms", decimals, s * 1000.0))
                 .draw()?;
-            let mut labelled = Vec::new();
             for bar in &way.bars {
                 // Lane 0 at the top; a white edge keeps back-to-back slices
                 // apart, so even a GIL turn of a pixel or two shows.
@@ -80,12 +79,17 @@ pub fn draw(path: &Path, tables: &[(String, Vec<Way>)]) -> Result<(), Box<dyn Er
                     Rectangle::new(corners, color.filled()),
                     Rectangle::new(corners, WHITE.stroke_width(edge)),
                 ])?;
-                // Name each job once, at its first slice; over a slice too
-                // narrow for white text, on a white label of its own.
+            }
+            // Name each job once, at its first slice, after every bar is
+            // drawn so that none covers a name; over a slice too narrow
+            // for white text, on a white label of its own.
+            let mut labelled = Vec::new();
+            for bar in &way.bars {
                 if labelled.contains(&bar.job) {
                     continue;
                 }
                 labelled.push(bar.job);
+                let top = lanes - bar.lane as f64;
                 let (x, y) = chart.backend_coord(&(bar.start, top - 0.5));
                 let (right, _) = chart.backend_coord(&(bar.end, top - 0.5));
                 let label = format!("job {}", bar.job);
