@@ -1,7 +1,9 @@
 //! The chapters of `docs/`, included here so that `cargo test` compiles and
 //! runs every Rust block in them: the docs cannot drift from the code.
 //! Blocks that are not Rust are marked (`text`, `python`, `console`), and
-//! blocks that show what Rust rejects are `compile_fail`.
+//! blocks that show what Rust rejects are `compile_fail`. A block that
+//! shows a demo's code is marked as such, and `tests/snippets.rs` checks
+//! that it is the demo's code, line for line.
 
 #[doc = include_str!("../../../docs/README.md")]
 pub mod index {}

@@ -24,13 +24,14 @@
 //!
 //!     cargo run -p lock_demo
 //!
-//! Without the lock the two processes' additions interleave (`1 4 5 8
-//! ...`); with it one process runs its five steps first (`1 2 3 4 5 8 11
-//! 14 17 20`, or `3 6 9 12 15 16 17 18 19 20` when the other one wins).
+//! It prints the numbers one per line, as the tutorial's output shows them.
+//! Without the lock the two processes' additions interleave (the tutorial
+//! got `1 4 5 8 9 12 13 16 17 20`); with it one process runs its five steps
+//! first (`1 2 3 4 5 8 11 14 17 20`, or `3 6 9 12 15 16 17 18 19 20` when
+//! the other one wins).
 //! Then 2 processes x 100000 increments: without the lock some updates are
 //! lost (it prints how many), with it the total is exactly 200000.
 
-use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
@@ -45,10 +46,9 @@ fn job(v: &Value<i32>, num: i32, lock: Option<&Lock>) -> Result<(), Box<dyn std:
         thread::sleep(Duration::from_millis(100));
         // v.value += num: a read and a write, each atomic, the pair not.
         v.set(v.get()? + num)?;
-        print!("{} ", v.get()?);
-        // Out now, before the lock is released, so the numbers appear in
-        // the order they were made.
-        std::io::stdout().flush()?;
+        // print(v.value): stdout writes each line out at its newline, so
+        // the numbers appear in the order they were made.
+        println!("{}", v.get()?);
     }
     Ok(())
 }
@@ -66,7 +66,6 @@ fn multicore(lock: Option<&Lock>) -> Result<(), Box<dyn std::error::Error>> {
     let mut p2 = start(3)?;
     p1.join()??;
     p2.join()??;
-    println!();
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //!
 //! # Why not `raw_sync`
 //!
-//! `raw_sync` (the crate the design first named) puts a pthread mutex and
+//! `raw_sync` (the crate most Rust code would reach for) puts a pthread mutex and
 //! condition variable in shared memory, but
 //!
 //! - its mutex is not *robust*: when a process is killed while it holds

@@ -18,8 +18,9 @@
 //!
 //! It prints the three objects before and after the child changes them
 //! (`value1 = 1, value2 = 6.28, array = [1, 4, 9, 16]` after), then the
-//! table: each type code, its C type, the Rust type that takes its place,
-//! the tutorial's minimum size and the size measured here with `size_of`.
+//! table: each type code, its C type and Python type as in the tutorial,
+//! the Rust type that takes their place, the tutorial's minimum size and
+//! the size measured here with `size_of`.
 
 use std::any::type_name;
 use std::ffi::{c_long, c_ulong};
@@ -29,8 +30,8 @@ use mpcore::{Array, Process, Value};
 /// The child's work: add 1, double, square each item. Each step takes the
 /// object's lock, so the parent never reads half a write.
 fn change(value1: &Value<i32>, value2: &Value<f64>, array: &Array<i32>) -> mpcore::Result<()> {
-    value1.set(value1.get()? + 1)?;
-    *value2.lock()? *= 2.0;
+    value1.set(value1.get()? + 1)?; // value1.value += 1
+    *value2.lock()? *= 2.0; // with value2.get_lock(): value2.value *= 2
     array.lock()?.iter_mut().for_each(|x| *x *= *x);
     Ok(())
 }
@@ -49,7 +50,7 @@ fn print_all(
 /// One row of the table; the sizes and the real type behind an alias
 /// (`c_long` is `i64` here) come from the compiler, not from the page.
 macro_rules! row {
-    ($code:literal, $c_type:literal, $rust:ty, $tutorial_min:literal) => {{
+    ($code:literal, $c_type:literal, $python:literal, $rust:ty, $tutorial_min:literal) => {{
         let named = stringify!($rust);
         let real = type_name::<$rust>();
         let rust = if named == real {
@@ -58,9 +59,10 @@ macro_rules! row {
             format!("{named} = {real}")
         };
         println!(
-            "{:<6} {:<20} {:<14} {:>18} {:>10}",
+            "{:<6} {:<20} {:<19} {:<14} {:>18} {:>10}",
             concat!("'", $code, "'"),
             $c_type,
+            $python,
             rust,
             $tutorial_min,
             size_of::<$rust>()
@@ -89,23 +91,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!();
     println!(
-        "{:<6} {:<20} {:<14} {:>18} {:>10}",
-        "code", "C type", "Rust type", "tutorial's minimum", "size here"
+        "{:<6} {:<20} {:<19} {:<14} {:>18} {:>10}",
+        "code", "C type", "Python type", "Rust type", "tutorial's minimum", "size here"
     );
-    row!("b", "signed char", i8, 1);
-    row!("B", "unsigned char", u8, 1);
+    row!("b", "signed char", "int", i8, 1);
+    row!("B", "unsigned char", "int", u8, 1);
     // Py_UNICODE is a wchar_t: 4 bytes on Linux. `char` is not plain data
     // (not every u32 is a char), so a u32 holds the character's number.
-    row!("u", "Py_UNICODE", u32, 2);
-    row!("h", "signed short", i16, 2);
-    row!("H", "unsigned short", u16, 2);
-    row!("i", "signed int", i32, 2);
-    row!("I", "unsigned int", u32, 2);
-    row!("l", "signed long", c_long, 4);
-    row!("L", "unsigned long", c_ulong, 4);
-    row!("q", "signed long long", i64, 8);
-    row!("Q", "unsigned long long", u64, 8);
-    row!("f", "float", f32, 4);
-    row!("d", "double", f64, 8);
+    row!("u", "Py_UNICODE", "Unicode character", u32, 2);
+    row!("h", "signed short", "int", i16, 2);
+    row!("H", "unsigned short", "int", u16, 2);
+    row!("i", "signed int", "int", i32, 2);
+    row!("I", "unsigned int", "int", u32, 2);
+    row!("l", "signed long", "int", c_long, 4);
+    row!("L", "unsigned long", "int", c_ulong, 4);
+    row!("q", "signed long long", "int", i64, 8);
+    row!("Q", "unsigned long long", "int", u64, 8);
+    row!("f", "float", "float", f32, 4);
+    row!("d", "double", "float", f64, 8);
     Ok(())
 }

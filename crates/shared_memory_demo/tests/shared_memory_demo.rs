@@ -48,3 +48,44 @@ fn the_type_code_table_has_every_code_with_its_measured_size() {
     assert_eq!(size("u"), 4);
     assert_eq!(size("d"), 8);
 }
+
+#[test]
+fn the_type_code_table_keeps_the_tutorials_python_type_column() {
+    let run = testkit::run(
+        env!("CARGO_BIN_EXE_shared_memory_demo"),
+        &[],
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let lines = run.lines();
+    let header = lines
+        .iter()
+        .find(|l| l.starts_with("code"))
+        .expect("a header row");
+    let column = header.find("Python type").expect("a Python type column");
+    // The cell runs from the column's start to the next run of spaces.
+    let python_types: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with('\''))
+        .map(|l| l[column..].split("  ").next().unwrap())
+        .collect();
+    let int = "int";
+    assert_eq!(
+        python_types,
+        [
+            int,
+            int,
+            "Unicode character",
+            int,
+            int,
+            int,
+            int,
+            int,
+            int,
+            int,
+            int,
+            "float",
+            "float"
+        ]
+    );
+}

@@ -26,13 +26,16 @@
 //!
 //! It prints one table row per way: how many workers, the result (equal
 //! for every way, `499999666667166666000000` with `--n 1000000`, as in the
-//! tutorial), the time, and the speed-up over `normal`. `--gil` adds a row
-//! where the threads share one global lock, a simulated GIL; `--io` adds a
-//! second table for an I/O-bound job; `--svg` draws each way's timeline.
+//! tutorial; `4999999666666716666660000000` with `--n 10000000`, the
+//! tutorial's ten-times run), the time, and the speed-up over `normal`.
+//! `--gil` adds a row where the threads share a simulated GIL that changes
+//! hands every 5 ms, as CPython's does; `--io` adds a second table for an
+//! I/O-bound job; `--svg` draws each way's timeline, with each turn a
+//! thread held the GIL as a slice of its bar.
 
 use std::error::Error;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,14 +43,19 @@ use clap::{CommandFactory, Parser};
 use mpcore::job::cpu_job_range;
 use mpcore::{Process, Queue};
 
+mod gil;
 mod timeline;
+
+use gil::{Gil, Holder, SWITCH_INTERVAL};
 
 /// About 0.22 s per job in release mode on this course's 2-core machine,
 /// so that the whole run (2 + 1 + 1 job-times) takes about a second.
 const DEFAULT_N: u64 = 200_000_000;
 
-/// The simulated GIL is taken for this many loop steps at a time.
-const GIL_STEP: u64 = 100_000;
+/// The thread that holds the simulated GIL checks after this many loop
+/// steps (a few microseconds) whether another thread asked for it, as
+/// CPython checks between bytecodes.
+const GIL_STEP: u64 = 1000;
 
 /// The I/O-bound job: this many requests, each waiting this long for its
 /// reply, like a crawler waiting for web pages.
@@ -65,7 +73,7 @@ struct Args {
     /// How many jobs run, and so how many threads or processes (the tutorial's 2).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Add a row where the threads take one global lock, a simulated GIL.
+    /// Add a row where the threads share a simulated GIL, handed over every 5 ms.
     #[arg(long)]
     gil: bool,
     /// Also compare the three ways on an I/O-bound job.
@@ -88,34 +96,44 @@ enum Job {
 impl Job {
     /// Runs the job; with a `gil`, holds it while computing, never while
     /// waiting, as CPython releases its GIL around blocking I/O.
-    fn run(self, gil: Option<&Mutex<()>>) -> u128 {
-        let hold = || gil.map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
-        match self {
-            Job::Cpu { n } => match gil {
-                None => cpu_job_range(0, n),
-                Some(_) => (0..n)
+    fn run(self, mut gil: Option<&mut Holder>) -> u128 {
+        match (self, gil.as_deref_mut()) {
+            (Job::Cpu { n }, None) => cpu_job_range(0, n),
+            (Job::Cpu { n }, Some(gil)) => {
+                gil.take();
+                let res = (0..n)
                     .step_by(GIL_STEP as usize)
                     .map(|start| {
-                        let _gil = hold();
+                        gil.yield_if_asked();
                         cpu_job_range(start, (start + GIL_STEP).min(n))
                     })
-                    .sum(),
-            },
-            Job::Io => (0..IO_REQUESTS)
+                    .sum();
+                gil.release();
+                res
+            }
+            (Job::Io, _) => (0..IO_REQUESTS)
                 .map(|request| {
                     thread::sleep(IO_WAIT);
-                    let _gil = hold();
                     let start = request * IO_REPLY_WORK;
-                    cpu_job_range(start, start + IO_REPLY_WORK)
+                    match gil.as_deref_mut() {
+                        None => cpu_job_range(start, start + IO_REPLY_WORK),
+                        Some(gil) => {
+                            gil.take();
+                            let res = cpu_job_range(start, start + IO_REPLY_WORK);
+                            gil.release();
+                            res
+                        }
+                    }
                 })
                 .sum(),
         }
     }
 }
 
-/// What one worker sends back: its lane, its result, and when it started
-/// and ended its work, in seconds since the way began.
-type Report = (usize, u128, f64, f64);
+/// What one worker sends back: its lane, its result, and the slices of
+/// time it ran (start, end), in seconds since the way began. A worker runs
+/// in one slice, unless it waited for the simulated GIL.
+type Report = (usize, u128, Vec<(f64, f64)>);
 
 /// One way's measurement: a table row and a timeline panel.
 struct Way {
@@ -124,8 +142,18 @@ struct Way {
     result: u128,
     elapsed: Duration,
     lanes: Vec<String>,
-    /// (lane, start, end) of each job, in seconds since the way began.
-    bars: Vec<(usize, f64, f64)>,
+    /// The slices of time each job ran, in seconds since the way began.
+    bars: Vec<Bar>,
+}
+
+/// One slice of a job in the timeline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bar {
+    lane: usize,
+    /// Which job, counted from 1 across the way.
+    job: usize,
+    start: f64,
+    end: f64,
 }
 
 /// The tutorial's `normal()`: every job in this thread, one after another.
@@ -133,10 +161,16 @@ fn normal(job: Job, jobs: usize) -> Way {
     let t0 = Instant::now();
     let mut result = 0;
     let mut bars = Vec::new();
-    for _ in 0..jobs {
+    for i in 0..jobs {
         let start = t0.elapsed().as_secs_f64();
         result += job.run(None);
-        bars.push((0, start, t0.elapsed().as_secs_f64()));
+        let end = t0.elapsed().as_secs_f64();
+        bars.push(Bar {
+            lane: 0,
+            job: i + 1,
+            start,
+            end,
+        });
     }
     Way {
         name: "normal",
@@ -150,18 +184,29 @@ fn normal(job: Job, jobs: usize) -> Way {
 
 /// The tutorial's `multithread()`: one thread per job, results through a
 /// Queue, as the tutorial does (an mpcore `Queue` works across threads
-/// too). With `gil`, every thread takes the same lock to compute.
-fn multithread(job: Job, workers: usize, gil: bool) -> Result<Way, Box<dyn Error>> {
+/// too). With a switch interval, the threads share a simulated GIL that
+/// changes hands at that interval.
+fn multithread(job: Job, workers: usize, gil: Option<Duration>) -> Result<Way, Box<dyn Error>> {
     let q = Queue::<Report>::new()?;
-    let lock = Arc::new(Mutex::new(()));
+    let shared = gil.map(|interval| Arc::new(Gil::new(interval)));
     let t0 = Instant::now();
     let threads: Vec<_> = (0..workers)
         .map(|lane| {
-            let (q, lock) = (q.clone(), Arc::clone(&lock));
+            let (q, shared) = (q.clone(), shared.clone());
             thread::spawn(move || {
                 let start = t0.elapsed().as_secs_f64();
-                let res = job.run(gil.then_some(&*lock));
-                q.put((lane, res, start, t0.elapsed().as_secs_f64()))
+                let report = match shared.as_deref() {
+                    None => {
+                        let res = job.run(None);
+                        (lane, res, vec![(start, t0.elapsed().as_secs_f64())])
+                    }
+                    Some(gil) => {
+                        let mut holder = Holder::new(gil, t0);
+                        let res = job.run(Some(&mut holder));
+                        (lane, res, holder.slices)
+                    }
+                };
+                q.put(report)
             })
         })
         .collect();
@@ -174,7 +219,7 @@ fn multithread(job: Job, workers: usize, gil: bool) -> Result<Way, Box<dyn Error
         .collect::<Result<Vec<_>, _>>()?;
     let lane_name = |i| format!("thread {}", i + 1);
     Ok(collect(
-        if gil {
+        if gil.is_some() {
             "multithread + GIL"
         } else {
             "multithread"
@@ -199,7 +244,7 @@ fn multicore(job: Job, workers: usize) -> Result<Way, Box<dyn Error>> {
         processes.push(Process::spawn(move || {
             let start = t0.elapsed().as_secs_f64();
             let res = job.run(None);
-            q.put((lane, res, start, t0.elapsed().as_secs_f64()))
+            q.put((lane, res, vec![(start, t0.elapsed().as_secs_f64())]))
                 .is_ok()
         })?);
     }
@@ -230,9 +275,17 @@ fn collect(
         workers: lanes.len(),
         result: reports.iter().map(|r| r.1).sum(),
         elapsed,
+        // One job per lane here.
         bars: reports
             .iter()
-            .map(|&(lane, _, s, e)| (lane, s, e))
+            .flat_map(|&(lane, _, ref slices)| {
+                slices.iter().map(move |&(start, end)| Bar {
+                    lane,
+                    job: lane + 1,
+                    start,
+                    end,
+                })
+            })
             .collect(),
         lanes,
     }
@@ -242,11 +295,11 @@ fn collect(
 fn compare(title: &str, job: Job, args: &Args) -> Result<Vec<Way>, Box<dyn Error>> {
     let mut ways = vec![
         normal(job, args.workers),
-        multithread(job, args.workers, false)?,
+        multithread(job, args.workers, None)?,
         multicore(job, args.workers)?,
     ];
     if args.gil {
-        ways.push(multithread(job, args.workers, true)?);
+        ways.push(multithread(job, args.workers, Some(SWITCH_INTERVAL))?);
     }
     // Check the answers before showing any time.
     for way in &ways[1..] {
@@ -328,4 +381,51 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("timeline written to {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timeline's GIL row: each thread runs in many slices, the slices
+    /// of the two threads never overlap, and the threads take turns. A
+    /// short switch interval gives many turns even to a small job; no
+    /// time is asserted, only the order of the slices.
+    #[test]
+    fn under_the_gil_the_threads_take_turns() {
+        let n = 2_000_000;
+        let way = multithread(Job::Cpu { n }, 2, Some(Duration::from_micros(50))).unwrap();
+        assert_eq!(way.result, 2 * mpcore::job::cpu_job(n));
+        for lane in 0..2 {
+            let slices = way.bars.iter().filter(|b| b.lane == lane).count();
+            assert!(slices > 1, "thread {} ran in one slice", lane + 1);
+        }
+        let mut bars = way.bars.clone();
+        bars.sort_by(|a, b| a.start.total_cmp(&b.start));
+        for pair in bars.windows(2) {
+            assert!(
+                pair[0].end <= pair[1].start,
+                "two threads held the GIL at once: {pair:?}"
+            );
+        }
+        let turns = bars.windows(2).filter(|p| p[0].lane != p[1].lane).count();
+        assert!(turns >= 2, "the threads did not take turns: {bars:?}");
+    }
+
+    #[test]
+    fn without_the_gil_each_thread_is_one_slice() {
+        let way = multithread(Job::Cpu { n: 100_000 }, 2, None).unwrap();
+        let lanes: Vec<usize> = way.bars.iter().map(|b| b.lane).collect();
+        assert_eq!(lanes, [0, 1]);
+    }
+
+    #[test]
+    fn the_io_job_takes_the_gil_only_to_handle_each_reply() {
+        let way = multithread(Job::Io, 2, Some(SWITCH_INTERVAL)).unwrap();
+        // A slice per reply, in each thread.
+        for lane in 0..2 {
+            let slices = way.bars.iter().filter(|b| b.lane == lane).count();
+            assert_eq!(slices, IO_REQUESTS as usize, "thread {}", lane + 1);
+        }
+    }
 }

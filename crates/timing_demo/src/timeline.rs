@@ -8,9 +8,10 @@ use plotters::prelude::*;
 
 use crate::Way;
 
-/// One panel per way: a lane per worker, a bar from the start to the end
-/// of each job. Panels of one table share the time axis, so the bars'
-/// lengths compare directly.
+/// One panel per way: a lane per worker, a bar for each slice of time a
+/// job ran: one from its start to its end, or, under the simulated GIL,
+/// one for each turn the thread held it. Panels of one table share the
+/// time axis, so the bars' lengths compare directly.
 pub fn draw(path: &Path, tables: &[(String, Vec<Way>)]) -> Result<(), Box<dyn Error>> {
     const WIDTH: u32 = 900;
     const PANEL_TOP: u32 = 60;
@@ -68,20 +69,47 @@ pub fn draw(path: &Path, tables: &[(String, Vec<Way>)]) -> Result<(), Box<dyn Er
                 .x_label_style(("sans-serif", 12))
                 .x_label_formatter(&|s| format!("{:.*} ms", decimals, s * 1000.0))
                 .draw()?;
-            for (job, &(lane, start, end)) in way.bars.iter().enumerate() {
-                // Lane 0 at the top; a white edge keeps back-to-back jobs apart.
-                let top = lanes - lane as f64;
-                let corners = [(start, top - 0.2), (end, top - 0.8)];
+            for bar in &way.bars {
+                // Lane 0 at the top; a white edge keeps back-to-back slices
+                // apart, so even a GIL turn of a pixel or two shows.
+                let top = lanes - bar.lane as f64;
+                let corners = [(bar.start, top - 0.2), (bar.end, top - 0.8)];
+                let edge = if way.bars.len() > 8 { 1 } else { 2 };
                 chart.draw_series([
                     Rectangle::new(corners, color.filled()),
-                    Rectangle::new(corners, WHITE.stroke_width(2)),
+                    Rectangle::new(corners, WHITE.stroke_width(edge)),
                 ])?;
-                let (x, y) = chart.backend_coord(&(start, top - 0.5));
-                root.draw(&Text::new(
-                    format!("job {}", job + 1),
-                    (x + 6, y - 6),
-                    ("sans-serif", 12).into_font().color(&WHITE),
-                ))?;
+            }
+            // Name each job once, at its first slice, after every bar is
+            // drawn so that none covers a name; over a slice too narrow
+            // for white text, on a white label of its own.
+            let mut labelled = Vec::new();
+            for bar in &way.bars {
+                if labelled.contains(&bar.job) {
+                    continue;
+                }
+                labelled.push(bar.job);
+                let top = lanes - bar.lane as f64;
+                let (x, y) = chart.backend_coord(&(bar.start, top - 0.5));
+                let (right, _) = chart.backend_coord(&(bar.end, top - 0.5));
+                let label = format!("job {}", bar.job);
+                if right - x >= 44 {
+                    root.draw(&Text::new(
+                        label,
+                        (x + 6, y - 6),
+                        ("sans-serif", 12).into_font().color(&WHITE),
+                    ))?;
+                } else {
+                    root.draw(&Rectangle::new(
+                        [(x + 2, y - 8), (x + 42, y + 7)],
+                        WHITE.mix(0.85).filled(),
+                    ))?;
+                    root.draw(&Text::new(
+                        label,
+                        (x + 6, y - 6),
+                        ("sans-serif", 12).into_font().color(&BLACK),
+                    ))?;
+                }
             }
             for (lane, name) in way.lanes.iter().enumerate() {
                 let (x, y) = chart.backend_coord(&(0.0, lanes - lane as f64 - 0.5));
