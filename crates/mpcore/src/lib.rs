@@ -70,7 +70,9 @@
 #![deny(missing_docs)]
 
 mod channel;
+mod codec;
 mod error;
+mod event;
 pub mod floor;
 mod futex;
 pub mod job;
@@ -90,6 +92,7 @@ pub use error::{Error, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
+pub use event::Event;
 /// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
 /// so that callers need not depend on `nix` to name them.
 pub use nix::sys::signal::Signal;
@@ -97,7 +100,7 @@ pub use pool::{AsyncResult, Pool};
 pub use process::{ExitStatus, Process};
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
-pub use sync::{Event, Lock, LockGuard};
+pub use sync::{Lock, LockGuard};
 
 /// The number of CPUs this process may run on: the cores in its affinity
 /// mask, further limited by a cgroup CPU quota when there is one.

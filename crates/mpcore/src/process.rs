@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::channel;
+use crate::codec;
 use crate::error::{Error, Result};
 
 /// What the child sends back: the closure's value, or its panic.
@@ -240,7 +241,7 @@ where
 
 /// Encodes `Outcome::Returned(value)`, then drops `value` (before it is
 /// sent, so that a panic in its destructor is still reported), then checks
-/// that the parent will be able to decode it ([`channel::check_decodes`]).
+/// that the parent will be able to decode it ([`codec::check_decodes`]).
 /// `Err` holds the message for the parent when a step fails or panics.
 fn encode_result<T: Serialize + DeserializeOwned>(
     value: T,
@@ -249,7 +250,7 @@ fn encode_result<T: Serialize + DeserializeOwned>(
     let returned = Outcome::Returned(&value);
     let encoded = catch(move || {
         let buf = buf; // moved in, so that the bytes may borrow it
-        channel::encode_in(&returned, buf)
+        codec::encode_in(&returned, buf)
     });
     let dropped = catch(move || drop(value));
     match (encoded, dropped) {
@@ -260,7 +261,7 @@ fn encode_result<T: Serialize + DeserializeOwned>(
         (Ok(Ok(_)), Err(message)) => Err(format!(
             "the result's destructor panicked after it was serialized: {message}"
         )),
-        (Ok(Ok(bytes)), Ok(())) => match catch(|| channel::check_decodes::<Outcome<T>>(&bytes)) {
+        (Ok(Ok(bytes)), Ok(())) => match catch(|| codec::check_decodes::<Outcome<T>>(&bytes)) {
             Ok(Ok(())) => Ok(bytes),
             Ok(Err(e)) => Err(format!("could not send the result: {e}")),
             Err(message) => Err(format!(

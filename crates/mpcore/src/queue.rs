@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::channel;
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::ring::{Ring, Wait};
 
@@ -166,11 +166,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let encoded = match postcard::to_slice(item, &mut small) {
             Ok(encoded) => &*encoded,
             Err(_) => {
-                large = channel::encode(item)?;
+                large = codec::encode(item)?;
                 &large[..]
             }
         };
-        channel::check_decodes::<T>(encoded)?;
+        codec::check_decodes::<T>(encoded)?;
         self.ring.put(&[encoded], wait)
     }
 
@@ -214,7 +214,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn get_with(&self, wait: Wait) -> Result<T> {
         let message = self.ring.get(wait, Message::copy)?;
-        channel::decode(message.bytes())
+        codec::decode(message.bytes())
     }
 
     /// How many messages the queue holds now (Python's `q.qsize()`). Exact

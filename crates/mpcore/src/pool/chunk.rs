@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::worker::ToWorker;
-use crate::channel;
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::ExitStatus;
 
@@ -25,7 +25,7 @@ pub(super) fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
     let header = ToWorker::Batch {
         chunks: chunks.len() as u32,
     };
-    let mut packet = channel::encode(&header)?;
+    let mut packet = codec::encode(&header)?;
     for chunk in chunks {
         // A byte string: a LEB128 length, then the bytes.
         let mut len = chunk.packet.len();
@@ -52,7 +52,7 @@ pub(super) struct Call {
 impl Call {
     /// Chunk `index` of the call: the `count` arguments encoded in `args`.
     pub(super) fn chunk(&self, index: usize, count: u32, args: &[u8]) -> Result<Chunk> {
-        let mut packet = channel::encode(&ToWorker::Run {
+        let mut packet = codec::encode(&ToWorker::Run {
             trampoline: self.trampoline,
             func: self.func,
             count,

@@ -115,7 +115,6 @@
 //! - `chunk.rs`: the bookkeeping of the tasks in flight, and why a chunk
 //!   can come back without results.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc};
@@ -124,211 +123,25 @@ use std::thread::{self, JoinHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::channel;
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::panic_message;
 
+mod builder;
 mod chunk;
 mod results;
 mod supervisor;
 mod worker;
 
+pub use builder::{Builder, default_chunksize};
 pub use results::{AsyncResult, Imap};
+
+use builder::Initializer;
 
 use chunk::{Call, CallDone, Chunk, ChunkDone, Speed};
 use results::{Feed, Results};
-use supervisor::{Command, State, Supervisor, Wake};
+use supervisor::{Command, Wake};
 use worker::{Trampoline, fn_addr, run_chunk};
-
-/// Python's rule for `map`'s default chunk size: cut the input into about
-/// four chunks per worker, so that each worker fetches a few large chunks
-/// rather than one message per item, yet the work still spreads evenly.
-///
-/// ```python
-/// chunksize, extra = divmod(len(iterable), len(self._pool) * 4)
-/// if extra:
-///     chunksize += 1
-/// ```
-///
-/// ```
-/// use mpcore::pool::default_chunksize;
-///
-/// assert_eq!(default_chunksize(10, 3), 1); // the tutorial's map(job, range(10))
-/// assert_eq!(default_chunksize(100, 2), 13); // divmod(100, 8) == (12, 4)
-/// assert_eq!(default_chunksize(0, 4), 0); // nothing to cut
-/// ```
-pub fn default_chunksize(len: usize, processes: usize) -> usize {
-    let per = processes.max(1).saturating_mul(4);
-    let (chunksize, extra) = (len / per, len % per);
-    if extra > 0 { chunksize + 1 } else { chunksize }
-}
-
-/// Options for a new pool, Python's `Pool(processes, maxtasksperchild=...)`.
-///
-/// ```
-/// let pool = mpcore::pool::Builder::new()
-///     .processes(2)
-///     .max_tasks_per_child(1)
-///     .build()?;
-/// assert_eq!(pool.processes(), 2);
-/// # Ok::<(), mpcore::Error>(())
-/// ```
-#[derive(Debug, Default, Clone)]
-pub struct Builder {
-    processes: Option<usize>,
-    max_tasks_per_child: Option<usize>,
-    initializer: Option<Initializer>,
-}
-
-/// What a worker runs once when it starts, before its first task: the
-/// `fn` and its argument, bound together ([`Builder::initializer`]).
-#[derive(Clone)]
-pub(super) struct Initializer(Arc<dyn Fn() + Send + Sync>);
-
-impl Initializer {
-    pub(super) fn run(&self) {
-        (self.0)();
-    }
-}
-
-impl fmt::Debug for Initializer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Initializer")
-    }
-}
-
-impl Builder {
-    /// One worker per CPU ([`cpu_count`](crate::cpu_count)), each living
-    /// as long as the pool.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The number of worker processes (Python's `processes=`).
-    pub fn processes(mut self, processes: usize) -> Self {
-        self.processes = Some(processes);
-        self
-    }
-
-    /// Replace a worker with a fresh one after it has run this many tasks
-    /// (Python's `maxtasksperchild=`), e.g. to give back memory that a task
-    /// leaks. As in Python, one chunk of a `map` counts as one task.
-    pub fn max_tasks_per_child(mut self, tasks: usize) -> Self {
-        self.max_tasks_per_child = Some(tasks);
-        self
-    }
-
-    /// Runs `f(arg)` once in each worker when it starts, before its first
-    /// task (Python's `initializer=f, initargs=(arg,)`), and in each worker
-    /// that replaces one. For several arguments, take a tuple. What it sets
-    /// up (a `static`, a thread-local, a connection) stays for every task
-    /// the worker runs.
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicU64, Ordering};
-    ///
-    /// static SCALE: AtomicU64 = AtomicU64::new(1);
-    ///
-    /// fn set_scale(scale: u64) {
-    ///     SCALE.store(scale, Ordering::Relaxed);
-    /// }
-    ///
-    /// fn scaled(x: u64) -> u64 {
-    ///     x * SCALE.load(Ordering::Relaxed)
-    /// }
-    ///
-    /// let pool = mpcore::pool::Builder::new()
-    ///     .processes(2)
-    ///     .initializer(set_scale, 10)
-    ///     .build()?;
-    /// assert_eq!(pool.map(scaled, [1, 2, 3])?, [10, 20, 30]);
-    /// assert_eq!(SCALE.load(Ordering::Relaxed), 1); // set in the workers only
-    /// # Ok::<(), mpcore::Error>(())
-    /// ```
-    ///
-    /// The argument is not serialized: the worker is forked from this
-    /// process, so it has its own copy of it, cloned for each worker.
-    /// If `f` panics, that worker runs no task: every task it is given
-    /// fails with [`Error::Panicked`], with the initializer's message.
-    /// (Python's worker dies instead, and the pool starts another, which
-    /// fails the same way, for ever.)
-    pub fn initializer<A>(mut self, f: fn(A), arg: A) -> Self
-    where
-        A: Clone + Send + Sync + 'static,
-    {
-        self.initializer = Some(Initializer(Arc::new(move || f(arg.clone()))));
-        self
-    }
-
-    /// Starts the supervisor thread, which forks the workers; returns once
-    /// they all run.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for zero processes or zero tasks per
-    /// child (Python's `ValueError`), [`Error::Os`] when the thread or a
-    /// worker cannot be started.
-    pub fn build(self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
-        if processes == 0 {
-            return Err(Error::InvalidArgument("a pool needs at least one process"));
-        }
-        if self.max_tasks_per_child == Some(0) {
-            return Err(Error::InvalidArgument(
-                "max_tasks_per_child must be at least 1",
-            ));
-        }
-        let (wake_tx, wake_rx) = channel::pair()?;
-        let wake = Arc::new(Wake {
-            tx: wake_tx,
-            rx: wake_rx,
-            pending: AtomicBool::new(false),
-        });
-        let pids = Arc::new(Mutex::new(Vec::new()));
-        let (commands, command_rx) = mpsc::channel();
-        let (started_tx, started_rx) = mpsc::channel();
-        let supervisor = Supervisor {
-            size: processes,
-            max_tasks: self.max_tasks_per_child,
-            initializer: self.initializer,
-            alive: Arc::new(()),
-            commands: command_rx,
-            wake: Arc::clone(&wake),
-            pids: Arc::clone(&pids),
-            workers: Vec::new(),
-            queue: VecDeque::new(),
-            state: State::Running,
-            forked: 0,
-            retry_fork_at: None,
-            fork_failing_since: None,
-        };
-        let alive = Arc::downgrade(&supervisor.alive);
-        let handle = thread::Builder::new()
-            // Not a worker's name: the workers name their own threads.
-            .name("pool-supervisor".to_owned())
-            .spawn(move || supervisor.run(started_tx))
-            .map_err(|e| Error::io("pthread_create", e))?;
-        match started_rx.recv() {
-            Ok(Ok(())) => Ok(Pool {
-                processes,
-                commands,
-                wake,
-                pids,
-                closed: Arc::new(AtomicBool::new(false)),
-                terminated: Arc::new(AtomicBool::new(false)),
-                alive,
-                answer_time: Arc::new(AtomicU64::new(0)),
-                supervisor: Mutex::new(Some(handle)),
-                owner: std::process::id(),
-            }),
-            Ok(Err(e)) => {
-                let _ = handle.join();
-                Err(e)
-            }
-            Err(_) => Err(supervisor_panicked(handle)),
-        }
-    }
-}
 
 /// A pool of worker processes that run tasks, Python's
 /// `multiprocessing.Pool`.
@@ -522,7 +335,7 @@ impl Pool {
             args.clear();
             let mut count = 0u32;
             for input in inputs.by_ref().take(chunksize) {
-                channel::encode_checked_into(&mut args, &input)?;
+                codec::encode_checked_into(&mut args, &input)?;
                 count += 1;
             }
             chunks.push(call.chunk(chunks.len(), count, &args)?);
@@ -710,7 +523,7 @@ impl Pool {
         let (call, done) = call(f);
         let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
         let mut args = Vec::new();
-        channel::encode_checked_into(&mut args, &arg)?;
+        codec::encode_checked_into(&mut args, &arg)?;
         let chunk = call.chunk(0, 1, &args)?;
         results.handed_over(0, 1);
         // Dropped unsent when the supervisor has ended: then the channel
@@ -923,14 +736,6 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-fn supervisor_panicked(handle: JoinHandle<()>) -> Error {
-    let message = match handle.join() {
-        Err(payload) => panic_message(&*payload),
-        Ok(()) => "it ended before starting the workers".to_owned(),
-    };
-    Error::SupervisorPanicked { message }
 }
 
 /// How many chunks per worker an [`Imap`] hands over ahead of the results

@@ -19,6 +19,7 @@ use super::Link;
 use super::chunk::{Call, CallDone, Chunk, ChunkDone, Lost};
 use super::worker::Outcome;
 use crate::channel;
+use crate::codec;
 use crate::error::{Error, Result};
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's `AsyncResult`.
@@ -499,7 +500,7 @@ where
                 self.inputs = None;
                 break;
             };
-            match channel::encode_checked_into(&mut self.args, &input) {
+            match codec::encode_checked_into(&mut self.args, &input) {
                 Ok(()) => count += 1,
                 Err(e) => return (count, Some(e)),
             }

@@ -12,6 +12,7 @@ use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
 use super::worker::{ToWorker, worker_main};
 use crate::channel;
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::{self, Process};
 
@@ -125,7 +126,7 @@ impl Worker {
     fn stop(&mut self) {
         if !self.stopping {
             self.stopping = true;
-            let stop = channel::encode(&ToWorker::Stop).unwrap_or_default();
+            let stop = codec::encode(&ToWorker::Stop).unwrap_or_default();
             if channel::send_bytes(self.conn.as_fd(), &stop).is_err() {
                 self.hung_up = true;
             }

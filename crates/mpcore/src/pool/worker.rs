@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Initializer;
 use crate::channel;
+use crate::codec;
 use crate::error::Error;
 use crate::process::catch;
 
@@ -120,12 +121,12 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
 /// encoded in its place, so that the task fails alone.
 fn encode_outcome<R: Serialize + DeserializeOwned>(out: &mut Vec<u8>, outcome: Outcome<R>) {
     let start = out.len();
-    let encoded = catch(|| channel::encode_into(out, &outcome));
+    let encoded = catch(|| codec::encode_into(out, &outcome));
     let dropped = catch(move || drop(outcome));
     let failure = match (encoded, dropped) {
         // Checked to read back, so that the caller gets this task's
         // error rather than a result it cannot decode.
-        (Ok(Ok(())), Ok(())) => match channel::check_decodes::<Outcome<R>>(&out[start..]) {
+        (Ok(Ok(())), Ok(())) => match codec::check_decodes::<Outcome<R>>(&out[start..]) {
             Ok(()) => return,
             Err(Error::Codec { reason, .. }) => Outcome::BadResult(reason),
             Err(e) => Outcome::BadResult(e.to_string()),
@@ -140,7 +141,7 @@ fn encode_outcome<R: Serialize + DeserializeOwned>(out: &mut Vec<u8>, outcome: O
         )),
     };
     out.truncate(start);
-    let _ = channel::encode_into(out, &failure);
+    let _ = codec::encode_into(out, &failure);
 }
 
 /// A worker's life, on a thread named after the worker
@@ -222,7 +223,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
             let panicked = Outcome::<()>::Panicked(message.to_owned());
             let mut results = Vec::new();
             for _ in 0..count {
-                let _ = channel::encode_into(&mut results, &panicked);
+                let _ = codec::encode_into(&mut results, &panicked);
             }
             results
         }
@@ -240,7 +241,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
             let mut why = Vec::new();
             let reason = e.to_string();
             for _ in 0..count {
-                let _ = channel::encode_into(&mut why, &Outcome::<()>::NotSent(reason.clone()));
+                let _ = codec::encode_into(&mut why, &Outcome::<()>::NotSent(reason.clone()));
             }
             channel::send_bytes_to_many(conn, &why).is_ok()
         }

@@ -1,0 +1,173 @@
+//! What travels: values encoded with serde, in postcard, checked to read
+//! back before they leave, with a `Serialize` impl's own error words kept.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    encode_into(&mut buf, value)?;
+    Ok(buf)
+}
+
+/// Appends `value`'s encoding to `buf`; on failure `buf` is left as it was.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    let start = buf.len();
+    postcard::serialize_with_flavor(value, Append(buf)).map_err(|e| {
+        buf.truncate(start);
+        encode_error(value, e)
+    })
+}
+
+/// [`encode_into`], then [`check_decodes`] on what it appended: for a
+/// value that travels to another process, which must be able to read it.
+/// On failure `buf` is left as it was.
+pub(crate) fn encode_checked_into<T: Serialize + DeserializeOwned>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<()> {
+    let start = buf.len();
+    encode_into(buf, value)?;
+    check_decodes::<T>(&buf[start..]).inspect_err(|_| buf.truncate(start))
+}
+
+/// The error for a value that postcard could not encode. A `Serialize`
+/// impl's own error (`S::Error::custom("...")`) reaches postcard only as
+/// "Serde Serialization Error": postcard keeps no text. The value is then
+/// serialized once more, into nothing, by serde_json, which keeps the
+/// text; this happens only on the way to an error.
+fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> Error {
+    let reason = match e {
+        postcard::Error::SerdeSerCustom => match serde_json::to_writer(std::io::sink(), value) {
+            Err(json) if json.is_data() => json.to_string(),
+            _ => e.to_string(),
+        },
+        e => e.to_string(),
+    };
+    Error::Codec {
+        action: "encode",
+        reason,
+    }
+}
+
+/// Checks that `encoded`, the encoding of a `T`, reads back as a `T`.
+///
+/// Postcard is not self-describing: a type whose `Deserialize` must look
+/// at the data to know what comes (`#[serde(untagged)]`, `#[serde(flatten)]`,
+/// `serde_json::Value`) or whose `Serialize` leaves a field out
+/// (`skip_serializing_if`) encodes without complaint and then cannot be
+/// decoded. Found out by the receiver, that would lose a message that was
+/// already accepted; found out here, the sender gets the error and nothing
+/// is sent. Decoding costs about what encoding did.
+///
+/// The value's own `Deserialize` (and `Drop`) run here, in the sender: a
+/// panic in them is caught and reported as the error, as it would be if
+/// the receiver had met it.
+pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
+    let read = crate::process::catch(|| match postcard::take_from_bytes::<T>(encoded) {
+        Ok((_, [])) => Ok(()),
+        Ok((_, rest)) => Err(unreadable(format_args!(
+            "{} bytes were left over after reading it back",
+            rest.len()
+        ))),
+        Err(e) => Err(unreadable(e)),
+    });
+    read.unwrap_or_else(|message| {
+        Err(Error::Codec {
+            action: "encode",
+            reason: format!("the value panicked while it was read back to check it: {message}"),
+        })
+    })
+}
+
+fn unreadable(why: impl std::fmt::Display) -> Error {
+    Error::Codec {
+        action: "encode",
+        reason: format!(
+            "the value serializes but cannot be read back ({why}): mpcore's format, \
+             postcard, is not self-describing, so #[serde(untagged)], #[serde(flatten)], \
+             skip_serializing_if and serde_json::Value cannot travel in it; \
+             encode such a value yourself (serde_json::to_vec, say) and send the bytes"
+        ),
+    }
+}
+
+/// Postcard's output, appended to a `Vec`. Postcard writes a number as a
+/// few bytes at a time; copying them one by one, inline, is faster than a
+/// call to `memcpy` for each (which is what `extend_from_slice` becomes).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= 16 {
+            for &byte in bytes {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Codec {
+        action: "decode",
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes `value` into `buf` if it fits there, or else into a new `Vec`:
+/// a small message costs no allocation.
+pub(crate) fn encode_in<'buf, T: Serialize + ?Sized>(
+    value: &T,
+    buf: &'buf mut [u8],
+) -> Result<Cow<'buf, [u8]>> {
+    match postcard::to_slice(value, buf) {
+        Ok(encoded) => Ok(Cow::Borrowed(encoded)),
+        Err(_) => encode(value).map(Cow::Owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refuses to be read back. (No test in this binary forks, so a panic
+    /// here cannot leave std's panic-output lock held in a child.)
+    #[derive(Debug)]
+    struct PanicsWhenRead;
+
+    impl<'de> serde::Deserialize<'de> for PanicsWhenRead {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            panic!("not today")
+        }
+    }
+
+    #[test]
+    fn a_panic_while_reading_back_is_the_senders_codec_error() {
+        let e = check_decodes::<PanicsWhenRead>(&[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "could not encode a message: the value panicked while it was read back to check \
+             it: not today"
+        );
+    }
+}
