@@ -103,9 +103,11 @@
 //!
 //! # Where each part lives
 //!
-//! - `mod.rs` (this file): the API, [`Pool`] and [`Builder`], and how
-//!   `map` and `apply_async` cut their inputs into chunks and hand them
-//!   to the supervisor;
+//! - `mod.rs` (this file): the API, [`Pool`], and how `map` and
+//!   `apply_async` cut their inputs into chunks and hand them to the
+//!   supervisor;
+//! - `builder.rs`: [`Builder`], how a pool is made, and Python's rule for
+//!   `map`'s default chunk size;
 //! - `results.rs`: what the caller holds while its tasks run,
 //!   [`AsyncResult`] and [`Imap`], which reads its inputs lazily as the
 //!   results are taken;
