@@ -73,6 +73,7 @@ mod channel;
 mod error;
 pub mod floor;
 mod futex;
+mod handles;
 pub mod job;
 pub mod logging;
 pub mod pool;
@@ -81,6 +82,8 @@ mod queue;
 mod ring;
 mod shared;
 mod shm;
+mod spawn;
+mod start;
 mod sync;
 
 pub use error::{Error, Result};
@@ -91,6 +94,7 @@ pub use pool::{AsyncResult, Pool};
 pub use process::{ExitStatus, Process};
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
+pub use start::{StartMethod, get_start_method, set_start_method};
 pub use sync::{Event, Lock, LockGuard};
 
 /// The number of CPUs this process may run on: the cores in its affinity

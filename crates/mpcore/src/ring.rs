@@ -158,6 +158,43 @@ impl Ring {
         Ok(ring)
     }
 
+    /// Maps a ring that another process made and sent as a descriptor
+    /// (a spawned child's queue). Its lock and counts are already there.
+    pub(crate) fn from_memfd(memfd: OwnedFd) -> Result<Ring> {
+        let stat = nix::sys::stat::fstat(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
+        if usize::try_from(stat.st_size).ok() != Some(HEADER + CAP) {
+            return Err(Error::InvalidArgument(
+                "the memory received as a queue is not a queue's ring",
+            ));
+        }
+        // SAFETY: a shared mapping of the memfd, as long as the memfd, at
+        // an address of the kernel's choice, overlaps nothing; checked
+        // before use.
+        let base = unsafe {
+            mmap(
+                None,
+                (HEADER + CAP)
+                    .try_into()
+                    .expect("the ring's size is not zero"),
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                memfd.as_fd(),
+                0,
+            )
+        }
+        .map_err(|e| Error::os("mmap", e))?
+        .cast::<u8>();
+        // SAFETY: the sender's `Ring::new` initialised the mutex at the
+        // start of the header; the mapping lives as long as the `Ring`.
+        let mutex = unsafe { RawMutex::at(base.as_ptr()) };
+        Ok(Ring { memfd, base, mutex })
+    }
+
+    /// The memfd under the ring, to send to a spawned child.
+    pub(crate) fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.memfd.as_fd()
+    }
+
     fn header(&self) -> &Header {
         // SAFETY: the header page lives as long as `self`; its fields are
         // atomics, or the mutex, which is only used through `RawMutex`.

@@ -48,9 +48,11 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::time::{ClockId, clock_gettime};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::futex;
+use crate::handles;
 use crate::shm::Segment;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -177,6 +179,17 @@ impl RawMutex {
         // SAFETY: `attr` is initialised and not used after this.
         unsafe { libc::pthread_mutexattr_destroy(attr) };
         result.map(|()| RawMutex(mutex))
+    }
+
+    /// The mutex that [`init`](Self::init) made at `at`, in memory mapped
+    /// again by another process (a spawned child).
+    ///
+    /// # Safety
+    ///
+    /// As for `init`, except that a mutex must already be initialised
+    /// there, and may be in use.
+    pub(crate) unsafe fn at(at: *mut u8) -> RawMutex {
+        RawMutex(at.cast())
     }
 
     /// Locks, waiting as long as it takes.
@@ -423,6 +436,27 @@ impl fmt::Debug for Lock {
     }
 }
 
+/// A lock travels to a spawned child as its memfd's descriptor (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl Serialize for Lock {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Lock", self.segment.memfd(), 0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, _) = handles::deserialize(deserializer, "Lock")?;
+        let segment = Segment::from_memfd(memfd, size_of::<libc::pthread_mutex_t>())
+            .map_err(|e| handles::map_error("Lock", e))?;
+        // SAFETY: the sender's `Lock::new` initialised the mutex at the
+        // start of the segment, which lives as long as the `Lock`.
+        let mutex = unsafe { RawMutex::at(segment.base()) };
+        Ok(Lock { segment, mutex })
+    }
+}
+
 impl Lock {
     /// A new, unlocked lock (Python's `mp.Lock()`).
     ///
@@ -588,6 +622,24 @@ impl fmt::Debug for Event {
         f.debug_struct("Event")
             .field("is_set", &self.is_set())
             .finish()
+    }
+}
+
+/// An event travels to a spawned child as its memfd's descriptor (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Event", self.segment.memfd(), 0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, _) = handles::deserialize(deserializer, "Event")?;
+        let segment = Segment::from_memfd(memfd, size_of::<AtomicU32>())
+            .map_err(|e| handles::map_error("Event", e))?;
+        Ok(Event { segment })
     }
 }
 
