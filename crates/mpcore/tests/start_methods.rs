@@ -411,3 +411,23 @@ fn spawn_fn_under_the_default_forks() {
         assert_eq!(p.join().unwrap(), 7);
     });
 }
+
+/// Sums the bytes on two threads of its own.
+fn sum_on_threads(bytes: Vec<u8>) -> (u64, usize) {
+    let (left, right) = bytes.split_at(bytes.len() / 2);
+    let (left, right) = (left.to_vec(), right.to_vec());
+    let other = std::thread::spawn(move || right.iter().map(|&b| u64::from(b)).sum::<u64>());
+    let mine: u64 = left.iter().map(|&b| u64::from(b)).sum();
+    (mine + other.join().unwrap(), bytes.len())
+}
+
+#[test]
+fn a_spawned_task_may_start_threads_and_take_a_large_argument() {
+    within(LIMIT, || {
+        // 4 MiB: far more than a packet holds, so it travels in a memfd.
+        let bytes: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+        let expected: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
+        let mut p = spawning().spawn_fn(sum_on_threads, bytes).unwrap();
+        assert_eq!(p.join().unwrap(), (expected, 4 << 20));
+    });
+}
