@@ -182,12 +182,13 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`Error::Codec`] when `arg` cannot be serialized;
+    /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
+    /// that is not of a spawned child's argument, say);
     /// [`Error::StartMethodUnavailable`] for `ForkServer` (not available
-    /// yet) and for an `f` that lives in another shared library than
-    /// mpcore; [`Error::Os`] when the socket or the `exec` fails. A child
-    /// that cannot decode `arg` makes its `join` return
-    /// [`Error::StartFailed`].
+    /// yet); [`Error::InvalidArgument`] for an `f` that lives in another
+    /// shared library than mpcore, or an `arg` with more than 253 handles;
+    /// [`Error::Os`] when the socket or the `exec` fails. A child that
+    /// cannot decode `arg` makes its `join` return [`Error::StartFailed`].
     pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
     where
         A: Serialize + DeserializeOwned + Send + 'static,

@@ -127,12 +127,11 @@ fn start(trampoline: usize, function: usize, arg: &[u8], fds: &[RawFd]) -> Resul
     let anchor = anchor();
     let base = image_base(anchor);
     if image_base(trampoline) != base || image_base(function) != base {
-        return Err(Error::StartMethodUnavailable {
-            method: crate::StartMethod::Spawn,
-            what: "a function outside mpcore's own executable or library",
-            advice: "give spawn_fn a function of the program itself, \
-                     not one from another shared library",
-        });
+        return Err(Error::InvalidArgument(
+            "spawn_fn under StartMethod::Spawn needs a function of the program itself (or of \
+             the library that holds mpcore), not one from another shared library: its address \
+             would mean nothing in the spawned child",
+        ));
     }
     if fds.len() > MAX_HANDLES {
         return Err(Error::InvalidArgument(
@@ -151,9 +150,8 @@ fn start(trampoline: usize, function: usize, arg: &[u8], fds: &[RawFd]) -> Resul
     // Both packets wait in the child's end of the socket until it reads
     // them; the descriptors in flight stay open until then.
     let header = channel::encode(&entry)?;
-    let borrowed: Vec<RawFd> = fds.to_vec();
-    let rights = [ControlMessage::ScmRights(&borrowed)];
-    let control: &[ControlMessage<'_>] = if borrowed.is_empty() { &[] } else { &rights };
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     sendmsg::<()>(
         ours.as_raw_fd(),
         &[IoSlice::new(&header)],
@@ -259,9 +257,9 @@ fn run_spawned_child(value: &OsStr) -> i32 {
 
 /// Whether `fd` is an open socket.
 fn is_socket(fd: RawFd) -> bool {
-    // SAFETY: `fstat` on any number is safe: a closed one gives EBADF.
     let mut stat = std::mem::MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: `stat` is ours and large enough.
+    // SAFETY: `fstat` on any number is safe (a closed one gives EBADF);
+    // `stat` is ours and large enough.
     let rc = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
     // SAFETY: filled in when `fstat` succeeded; zeroed otherwise.
     let stat = unsafe { stat.assume_init() };

@@ -431,3 +431,27 @@ fn a_spawned_task_may_start_threads_and_take_a_large_argument() {
         assert_eq!(p.join().unwrap(), (expected, 4 << 20));
     });
 }
+
+fn count_events(events: Vec<Event>) -> usize {
+    events.len()
+}
+
+#[test]
+fn an_argument_with_more_handles_than_one_message_carries_is_refused() {
+    within(LIMIT, || {
+        let events: Vec<Event> = (0..254).map(|_| Event::new().unwrap()).collect();
+        let e = spawning()
+            .spawn_fn(count_events, events.clone())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "invalid argument: a spawned process's argument may hold at most 253 handles"
+            ),
+            "{e}"
+        );
+        let mut p = spawning()
+            .spawn_fn(count_events, events[..253].to_vec())
+            .unwrap();
+        assert_eq!(p.join().unwrap(), 253);
+    });
+}
