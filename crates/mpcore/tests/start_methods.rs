@@ -455,3 +455,19 @@ fn an_argument_with_more_handles_than_one_message_carries_is_refused() {
         assert_eq!(p.join().unwrap(), 253);
     });
 }
+
+/// Spawns a grandchild that squares `x`; also says whether the variable
+/// that marks a spawned child is still in this child's environment.
+fn spawn_a_grandchild(x: u64) -> (u64, bool) {
+    let marked = std::env::vars_os().any(|(name, _)| name == "MPCORE_SPAWNED_CHILD");
+    let mut grandchild = spawning().spawn_fn(square, x).unwrap();
+    (grandchild.join().unwrap(), marked)
+}
+
+#[test]
+fn a_spawned_child_can_spawn_in_turn_and_leaves_no_mark_in_its_environment() {
+    within(LIMIT, || {
+        let mut p = spawning().spawn_fn(spawn_a_grandchild, 9).unwrap();
+        assert_eq!(p.join().unwrap(), (81, false));
+    });
+}
