@@ -9,7 +9,7 @@ use std::time::Duration;
 use mpcore::process::Builder;
 use mpcore::{Array, Error, Event, Lock, Process, Queue, Signal, StartMethod, Value};
 use serde::{Deserialize, Serialize};
-use testkit::{dev_shm_entries, has_ended, open_fds, wait_until_ended, within};
+use testkit::{has_ended, wait_until_ended, within};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -353,24 +353,6 @@ fn a_handle_outside_a_spawn_argument_does_not_serialize() {
 }
 
 #[test]
-fn spawning_leaves_no_descriptor_and_nothing_in_dev_shm() {
-    within(LIMIT, || {
-        let shm_before = dev_shm_entries();
-        let v = Value::new(0u64).unwrap();
-        let fds_before = open_fds();
-        for _ in 0..5 {
-            let mut p = spawning()
-                .spawn_fn(add_under_the_lock, (v.clone(), 1))
-                .unwrap();
-            p.join().unwrap();
-        }
-        assert_eq!(v.get().unwrap(), 5);
-        assert_eq!(open_fds(), fds_before);
-        assert_eq!(dev_shm_entries(), shm_before);
-    });
-}
-
-#[test]
 fn a_spawned_child_dies_with_its_parent() {
     let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"))
         .args(["orphan", "spawn"])
@@ -469,5 +451,41 @@ fn a_spawned_child_can_spawn_in_turn_and_leaves_no_mark_in_its_environment() {
     within(LIMIT, || {
         let mut p = spawning().spawn_fn(spawn_a_grandchild, 9).unwrap();
         assert_eq!(p.join().unwrap(), (81, false));
+    });
+}
+
+fn print_a_line(line: String) -> usize {
+    println!("{line}");
+    line.len()
+}
+
+#[test]
+fn the_stdout_lock_held_by_a_parents_thread_stops_a_fork_but_not_a_spawn() {
+    within(LIMIT, || {
+        let (taken, take) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = std::io::stdout().lock();
+            taken.send(()).unwrap();
+            let _ = released.recv();
+        });
+        take.recv().unwrap();
+
+        // A fork must not copy the lock held: it gives up, with an error.
+        let forked = Builder::new()
+            .start_method(StartMethod::Fork)
+            .spawn_fn(print_a_line, "forked".to_owned());
+        assert!(
+            matches!(forked, Err(Error::StreamLocked { .. })),
+            "{forked:?}"
+        );
+        // A spawned child has a stdout lock of its own.
+        let mut spawned = spawning()
+            .spawn_fn(print_a_line, "spawned".to_owned())
+            .unwrap();
+        assert_eq!(spawned.join_timeout(Duration::from_secs(10)).unwrap(), 7);
+
+        release.send(()).unwrap();
+        holder.join().unwrap();
     });
 }
