@@ -320,6 +320,55 @@ pub enum Error {
     #[error("this task's result was already taken by an earlier get")]
     AlreadyTaken,
 
+    /// [`set_start_method`](crate::set_start_method) was called again
+    /// with another method: like Python's without `force=True`, the
+    /// program's default is chosen once.
+    #[error(
+        "the start method is already set to {current}, and can be set only once per program; \
+         choose it once, at the top of main, or pick another one for a single process with \
+         process::Builder::start_method({requested:?})"
+    )]
+    StartMethodAlreadySet {
+        /// The method set first.
+        current: crate::StartMethod,
+        /// The method asked for since.
+        requested: crate::StartMethod,
+    },
+
+    /// A closure was given to a child that would not be forked. A fresh
+    /// program (`spawn`) cannot receive what a closure captures, as Python
+    /// cannot pickle a lambda.
+    #[error(
+        "a closure can start a child only by fork, not by {method}: a {method} child is a fresh \
+         run of the program, which cannot receive what a closure captures; pass a plain fn and \
+         its argument to process::Builder::spawn_fn instead"
+    )]
+    ClosureNeedsFork {
+        /// The start method that was asked for.
+        method: crate::StartMethod,
+    },
+
+    /// The start method cannot start this kind of child (yet).
+    #[error("the {method} start method is not available for {what} yet: {advice}")]
+    StartMethodUnavailable {
+        /// The start method that was asked for.
+        method: crate::StartMethod,
+        /// What was to be started, e.g. `"a Process"`.
+        what: &'static str,
+        /// What to use instead.
+        advice: &'static str,
+    },
+
+    /// A spawned child could not get to its task: it could not read the
+    /// argument, or it is not the same program as its parent.
+    #[error("spawned child process {pid} could not start its task: {message}")]
+    StartFailed {
+        /// The child's process id.
+        pid: i32,
+        /// What went wrong, as the child saw it.
+        message: String,
+    },
+
     /// An argument was out of its range, e.g. a pool of zero processes.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::futex;
+use crate::handles;
 use crate::shm::Segment;
 use crate::sync::Deadline;
 
@@ -94,6 +96,24 @@ impl fmt::Debug for Event {
         f.debug_struct("Event")
             .field("is_set", &self.is_set())
             .finish()
+    }
+}
+
+/// An event travels to a spawned child as its memfd's descriptor (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Event", self.segment.memfd(), 0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, _) = handles::deserialize(deserializer, "Event")?;
+        let segment = Segment::from_memfd(memfd, size_of::<AtomicU32>())
+            .map_err(|e| handles::map_error("Event", e))?;
+        Ok(Event { segment })
     }
 }
 

@@ -19,6 +19,8 @@
 //! | `e = mp.Event()`, `e.set()`, `e.wait(1)` | [`Event::new`], [`Event::set`], [`Event::wait_timeout`] |
 //! | `pool = mp.Pool(3)`, `pool.map(job, range(10))` | [`Pool::new`]`(3)`, [`Pool::map`]`(job, 0..10)` (more in [`pool`]) |
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
+//! | `mp.set_start_method("spawn")` | [`set_start_method`]`(StartMethod::Spawn)?` |
+//! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -49,6 +51,13 @@
 //! parent. That signal fires when the *thread* that called `spawn` exits,
 //! not only the process: spawn from a thread that outlives the child.
 //!
+//! [`StartMethod::Spawn`] starts the child as a fresh `exec` of the same
+//! program instead ([`process::Builder::spawn_fn`]): it runs a plain `fn`
+//! with a serde argument, and inherits no threads, no locks and no memory
+//! of the parent's. mpcore's own constructor sends it to its task before
+//! `main` runs, so the program needs no set-up. A [`Queue`], [`Value`],
+//! [`Array`], [`Lock`] or [`Event`] in the argument travels as a descriptor.
+//!
 //! # The fork-with-threads hazard
 //!
 //! `fork` copies the whole memory but only the calling thread. A lock that
@@ -62,8 +71,10 @@
 //! reach: if another thread is in the middle of printing a panic message
 //! at the instant of the fork, a child that then panics waits for ever on
 //! std's panic-output lock. Where that can happen, join with
-//! [`Process::join_timeout`]. Python 3.12 warns about forking a process that
-//! has threads, and Python 3.14 no longer forks by default on Linux.
+//! [`Process::join_timeout`], or start such a child with
+//! [`StartMethod::Spawn`], which has none of those locks to inherit.
+//! Python 3.12 warns about forking a process that has threads, and Python
+//! 3.14 no longer forks by default on Linux.
 //! [`Queue`] is safe to use from threads and children at once: its lock
 //! lives in the shared memory itself, so a holder in another thread of
 //! the parent releases it for the child too.
@@ -75,6 +86,7 @@ mod error;
 mod event;
 pub mod floor;
 mod futex;
+mod handles;
 pub mod job;
 pub mod logging;
 pub mod pool;
@@ -83,6 +95,8 @@ mod queue;
 mod ring;
 mod shared;
 mod shm;
+mod spawn;
+mod start;
 mod sync;
 
 pub use error::{Error, Result};
@@ -100,6 +114,7 @@ pub use pool::{AsyncResult, Pool};
 pub use process::{ExitStatus, Process};
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
+pub use start::{StartMethod, get_start_method, set_start_method};
 pub use sync::{Lock, LockGuard};
 
 /// The number of CPUs this process may run on: the cores in its affinity

@@ -22,12 +22,16 @@ use serde::{Deserialize, Serialize};
 use crate::channel;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::spawn;
+use crate::start::StartMethod;
 
 /// What the child sends back: the closure's value, or its panic.
 #[derive(Serialize, Deserialize)]
-enum Outcome<T> {
+pub(crate) enum Outcome<T> {
     Returned(T),
     Panicked(String),
+    /// A spawned child could not get to its task (`spawn.rs`).
+    Failed(String),
     /// Only in the parent: the message came but could not be read.
     #[serde(skip)]
     Lost(Error),
@@ -63,8 +67,8 @@ impl fmt::Display for ExitStatus {
 
 static PROCESS_COUNTER: AtomicUsize = AtomicUsize::new(1);
 
-/// Options for a new process, like [`std::thread::Builder`]: its name and
-/// whether it is a daemon.
+/// Options for a new process, like [`std::thread::Builder`]: its name,
+/// whether it is a daemon, and how it starts.
 ///
 /// ```
 /// let mut p = mpcore::process::Builder::new()
@@ -79,6 +83,7 @@ static PROCESS_COUNTER: AtomicUsize = AtomicUsize::new(1);
 pub struct Builder {
     name: Option<String>,
     daemon: bool,
+    start_method: Option<StartMethod>,
 }
 
 impl Builder {
@@ -101,6 +106,17 @@ impl Builder {
         self
     }
 
+    /// How this process starts (Python's `mp.get_context(method)`), instead
+    /// of the program's default ([`get_start_method`](crate::get_start_method)).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
+        self
+    }
+
+    fn method(&self) -> StartMethod {
+        self.start_method.unwrap_or_else(crate::get_start_method)
+    }
+
     /// Forks a child process that runs `f` and sends back what it returns.
     ///
     /// `f` must own what it uses (`Send + 'static`, as for
@@ -108,10 +124,105 @@ impl Builder {
     /// parent's own copy of what `f` captured is dropped here, in the
     /// parent, as usual.
     ///
+    /// A closure is for [`StartMethod::Fork`] only: a spawned child is a
+    /// fresh run of the program, which cannot receive what a closure
+    /// captures (Python cannot pickle a lambda either). Under another
+    /// method, give a plain `fn` and its argument to
+    /// [`spawn_fn`](Self::spawn_fn).
+    ///
     /// # Errors
     ///
+    /// [`Error::ClosureNeedsFork`] when the start method is not `Fork`;
     /// [`Error::Os`] when the socket, the fork or the pidfd cannot be made.
     pub fn spawn<T, F>(self, f: F) -> Result<Process<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Serialize + DeserializeOwned,
+    {
+        match self.method() {
+            StartMethod::Fork => self.fork(f),
+            method => Err(Error::ClosureNeedsFork { method }),
+        }
+    }
+
+    /// Starts a child process that runs `f(arg)` and sends back what it
+    /// returns, by this builder's start method (Python's
+    /// `Process(target=f, args=(arg,))`).
+    ///
+    /// Under [`StartMethod::Spawn`] the child is a fresh run of this
+    /// program (`exec` of `/proc/self/exe`). It finds its way to `f` before
+    /// `main` runs, by itself: the program needs no set-up, and under
+    /// `cargo test` the test binary runs the task, not the tests. It has
+    /// one thread and none of the parent's locks or memory; it gets `arg`,
+    /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
+    /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
+    /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
+    /// same shared object in the child. Under [`StartMethod::Fork`] this is
+    /// `spawn(move || f(arg))`.
+    ///
+    /// ```
+    /// use mpcore::{Queue, StartMethod, process};
+    ///
+    /// fn job((q, n): (Queue<u64>, u64)) -> u64 {
+    ///     q.put(n * n).unwrap();
+    ///     n + 1
+    /// }
+    ///
+    /// let q = Queue::new()?;
+    /// let mut child = process::Builder::new()
+    ///     .start_method(StartMethod::Spawn)
+    ///     .spawn_fn(job, (q.clone(), 7))?;
+    /// assert_eq!(child.join()?, 8);
+    /// assert_eq!(q.get()?, 49);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// `join`, `join_timeout`, `kill`, `terminate`, `is_alive` and the
+    /// exit code work as for a forked child, and the child dies with its
+    /// parent (`PR_SET_PDEATHSIG`) in the same way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
+    /// that is not of a spawned child's argument, say);
+    /// [`Error::StartMethodUnavailable`] for `ForkServer` (not available
+    /// yet); [`Error::InvalidArgument`] for an `f` that lives in another
+    /// shared library than mpcore, or an `arg` with more than 253 handles;
+    /// [`Error::Os`] when the socket or the `exec` fails. A child that
+    /// cannot decode `arg` makes its `join` return [`Error::StartFailed`].
+    pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        match self.method() {
+            StartMethod::Fork => self.fork(move || f(arg)),
+            StartMethod::Spawn => {
+                let (number, name) = self.number_and_name();
+                let (pid, results) = spawn::spawn(f, &arg)?;
+                // The argument's handles were sent; the parent's own copy
+                // goes now, as with a fork.
+                drop(arg);
+                Ok(Process::started(pid, name, number, self.daemon, results))
+            }
+            StartMethod::ForkServer => Err(Error::StartMethodUnavailable {
+                method: StartMethod::ForkServer,
+                what: "a Process",
+                advice: "use StartMethod::Spawn for a child without the parent's threads and locks",
+            }),
+        }
+    }
+
+    /// The child's number, and its name if one was given.
+    fn number_and_name(&mut self) -> (usize, OnceLock<String>) {
+        let name = match self.name.take() {
+            Some(name) => OnceLock::from(name),
+            None => OnceLock::new(),
+        };
+        (PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed), name)
+    }
+
+    fn fork<T, F>(mut self, f: F) -> Result<Process<T>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Serialize + DeserializeOwned,
@@ -119,11 +230,7 @@ impl Builder {
         // The default name is numbered now, as Python numbers it, but
         // written out only when asked for: an allocation here would be one
         // more heap page for the child to copy.
-        let name = match self.name {
-            Some(name) => OnceLock::from(name),
-            None => OnceLock::new(),
-        };
-        let number = PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let (number, name) = self.number_and_name();
         let (tx, rx) = channel::pair()?;
         let parent = getpid();
 
@@ -162,23 +269,36 @@ impl Builder {
             Ok(ForkResult::Parent { child }) => {
                 drop(std_locks);
                 drop(tx);
-                let pidfd = pidfd_open(child);
-                Ok(Process {
-                    pid: child,
-                    owner: parent,
-                    name,
-                    number,
-                    daemon: self.daemon,
-                    results: rx,
-                    pidfd,
-                    status: None,
-                    reaped_elsewhere: false,
-                    outcome: None,
-                    hung_up: false,
-                    joined: false,
-                    _result: PhantomData,
-                })
+                Ok(Process::started(child, name, number, self.daemon, rx))
             }
+        }
+    }
+}
+
+impl<T> Process<T> {
+    /// The handle on a child just started by this process, whose result
+    /// comes on `results`.
+    fn started(
+        pid: Pid,
+        name: OnceLock<String>,
+        number: usize,
+        daemon: bool,
+        results: OwnedFd,
+    ) -> Process<T> {
+        Process {
+            pid,
+            owner: getpid(),
+            name,
+            number,
+            daemon,
+            results,
+            pidfd: pidfd_open(pid),
+            status: None,
+            reaped_elsewhere: false,
+            outcome: None,
+            hung_up: false,
+            joined: false,
+            _result: PhantomData,
         }
     }
 }
@@ -191,7 +311,7 @@ impl Builder {
 /// thing a catch cannot make safe, a panic payload whose own destructor
 /// panics, is forgotten instead of dropped: the process ends a moment
 /// later anyway.
-fn run_child<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> !
+pub(crate) fn run_child<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> !
 where
     F: FnOnce() -> T,
     T: Serialize + DeserializeOwned,
@@ -209,12 +329,12 @@ where
 /// The exit code of a child that panicked where even its report to the
 /// parent could not be made. The parent sees no message and reports this
 /// code ([`Error::Exited`]); nothing else in mpcore exits with it.
-const UNCAUGHT_PANIC_CODE: i32 = 70;
+pub(crate) const UNCAUGHT_PANIC_CODE: i32 = 70;
 
 /// Runs `f` and sends its outcome: the encoded value, or the message of
 /// whatever panicked, in `f`, in the value's `Serialize` or in its `Drop`.
 /// Returns the exit code: 0 when the value went out, 1 otherwise.
-fn child_main<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> i32
+pub(crate) fn child_main<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> i32
 where
     F: FnOnce() -> T,
     T: Serialize + DeserializeOwned,
@@ -334,7 +454,7 @@ fn single_threaded() -> bool {
 /// Flushes stdout and leaves at once, without `atexit` handlers or
 /// destructors: those belong to the parent. (Rust's stderr keeps no
 /// buffer: there is nothing of it to flush.)
-fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     let _ = io::stdout().flush();
     // SAFETY: `_exit` ends the process; it has no preconditions.
     unsafe { libc::_exit(code) }
@@ -451,6 +571,31 @@ impl<T> fmt::Debug for Process<T> {
             .field("daemon", &self.daemon)
             .field("status", &self.status)
             .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Process<T> {
+    /// Starts a child that runs `f(arg)`, by the program's default start
+    /// method ([`get_start_method`](crate::get_start_method)). The same as
+    /// `Builder::new().spawn_fn(f, arg)`: see
+    /// [`Builder::spawn_fn`] for what travels and how.
+    ///
+    /// ```
+    /// use mpcore::Process;
+    ///
+    /// fn add((a, b): (i32, i32)) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let mut p = Process::spawn_fn(add, (1, 2))?;
+    /// assert_eq!(p.join()?, 3);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    pub fn spawn_fn<A>(f: fn(A) -> T, arg: A) -> Result<Process<T>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Builder::new().spawn_fn(f, arg)
     }
 }
 
@@ -641,6 +786,7 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
         match (self.outcome.take(), self.status) {
             (Some(Outcome::Returned(value)), _) => Ok(value),
             (Some(Outcome::Panicked(message)), _) => Err(Error::Panicked { pid, message }),
+            (Some(Outcome::Failed(message)), _) => Err(Error::StartFailed { pid, message }),
             (Some(Outcome::Lost(e)), _) => Err(e),
             (None, Some(ExitStatus::Signal(signal))) => Err(Error::Signaled { pid, signal }),
             (None, Some(ExitStatus::Code(0))) => {

@@ -5,11 +5,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::handles;
 use crate::ring::{Ring, Wait};
 
 /// A first-in first-out queue that any number of processes and threads may
@@ -72,6 +73,26 @@ impl<T> fmt::Debug for Queue<T> {
         f.debug_struct("Queue")
             .field("qsize", &self.ring.count())
             .finish_non_exhaustive()
+    }
+}
+
+/// A queue travels to a spawned child as its memfd's descriptor (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Queue", self.ring.memfd(), 0)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, _) = handles::deserialize(deserializer, "Queue")?;
+        let ring = Ring::from_memfd(memfd).map_err(|e| handles::map_error("Queue", e))?;
+        Ok(Queue {
+            ring: Arc::new(ring),
+            _item: PhantomData,
+        })
     }
 }
 

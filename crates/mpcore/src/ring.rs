@@ -228,22 +228,7 @@ impl Ring {
             .map_err(|e| Error::os("memfd_create", e))?;
         nix::unistd::ftruncate(&memfd, (HEADER + CAP) as i64)
             .map_err(|e| Error::os("ftruncate", e))?;
-        // SAFETY: a fresh shared mapping of our own memfd, at an address of
-        // the kernel's choice, overlaps nothing; checked before use.
-        let base = unsafe {
-            mmap(
-                None,
-                (HEADER + CAP)
-                    .try_into()
-                    .expect("the ring's size is not zero"),
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                memfd.as_fd(),
-                0,
-            )
-        }
-        .map_err(|e| Error::os("mmap", e))?
-        .cast::<u8>();
+        let base = map(&memfd)?;
         let header = base.as_ptr().cast::<Header>();
         // SAFETY: the header page is fresh, zeroed and page-aligned, so
         // both mutexes are aligned; nobody else maps it yet, and it lives as
@@ -270,6 +255,38 @@ impl Ring {
         };
         ring.header().max_count.store(max_count, Ordering::Relaxed);
         Ok(ring)
+    }
+
+    /// Maps a ring that another process made and sent as a descriptor
+    /// (a spawned child's queue). Its lock and counts are already there.
+    pub(crate) fn from_memfd(memfd: OwnedFd) -> Result<Ring> {
+        let stat = nix::sys::stat::fstat(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
+        if usize::try_from(stat.st_size).ok() != Some(HEADER + CAP) {
+            return Err(Error::InvalidArgument(
+                "the memory received as a queue is not a queue's ring",
+            ));
+        }
+        let base = map(&memfd)?;
+        let header = base.as_ptr().cast::<Header>();
+        // SAFETY: the sender's `Ring::new` initialised both mutexes in the
+        // header; the mapping lives as long as the `Ring`.
+        let (producers, consumers) = unsafe {
+            (
+                RawMutex::at((&raw mut (*header).tail.mutex).cast()),
+                RawMutex::at((&raw mut (*header).head.mutex).cast()),
+            )
+        };
+        Ok(Ring {
+            memfd,
+            base,
+            producers,
+            consumers,
+        })
+    }
+
+    /// The memfd under the ring, to send to a spawned child.
+    pub(crate) fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.memfd.as_fd()
     }
 
     fn header(&self) -> &Header {
@@ -568,6 +585,26 @@ impl Drop for Locked {
             log::error!("mpcore: a queue's lock could not be released: {e}");
         }
     }
+}
+
+/// Maps a ring's memfd, header and ring, shared.
+fn map(memfd: &OwnedFd) -> Result<NonNull<u8>> {
+    // SAFETY: a shared mapping of the memfd, at an address of the kernel's
+    // choice, overlaps nothing; checked before use.
+    let base = unsafe {
+        mmap(
+            None,
+            (HEADER + CAP)
+                .try_into()
+                .expect("the ring's size is not zero"),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            memfd.as_fd(),
+            0,
+        )
+    }
+    .map_err(|e| Error::os("mmap", e))?;
+    Ok(base.cast())
 }
 
 /// A record's size: its length word and its bytes, rounded up to 8.

@@ -19,12 +19,15 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use bytemuck::Pod;
 use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::handles;
 use crate::shm::{Segment, align_up};
 use crate::sync::{Held, RawMutex};
 
@@ -52,6 +55,19 @@ fn segment_for<T>(len: usize) -> Result<(Arc<Segment>, RawMutex, *mut T)> {
     let mutex = unsafe { RawMutex::init(segment.base())? };
     // SAFETY: `offset` is within the mapping (`layout` sized it), and
     // aligned for `T` because the base is page-aligned.
+    let data = unsafe { segment.base().add(offset) }.cast::<T>();
+    Ok((segment, mutex, data))
+}
+
+/// The segment of a handle that another process made with [`segment_for`]
+/// and sent as a memfd: its mutex and its data, as the sender laid them out.
+fn segment_from<T>(memfd: OwnedFd, len: usize) -> Result<(Arc<Segment>, RawMutex, *mut T)> {
+    let (total, offset) = layout::<T>(len)?;
+    let segment = Segment::from_memfd(memfd, total)?;
+    // SAFETY: the sender initialised the mutex at the start of the segment
+    // (`segment_for`), and the segment lives as long as every handle.
+    let mutex = unsafe { RawMutex::at(segment.base()) };
+    // SAFETY: as in `segment_for`: the size was checked to be `total`.
     let data = unsafe { segment.base().add(offset) }.cast::<T>();
     Ok((segment, mutex, data))
 }
@@ -121,6 +137,28 @@ impl<T> fmt::Debug for Value<T> {
         f.debug_struct("Value")
             .field("type", &std::any::type_name::<T>())
             .finish_non_exhaustive()
+    }
+}
+
+/// A value travels to a spawned child as its memfd's descriptor (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl<T> Serialize for Value<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Value", self.segment.memfd(), 1)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, _) = handles::deserialize(deserializer, "Value")?;
+        let (segment, mutex, data) =
+            segment_from::<T>(memfd, 1).map_err(|e| handles::map_error("Value", e))?;
+        Ok(Value {
+            segment,
+            mutex,
+            data,
+        })
     }
 }
 
@@ -276,6 +314,32 @@ impl<T> fmt::Debug for Array<T> {
             .field("type", &std::any::type_name::<T>())
             .field("len", &self.len)
             .finish_non_exhaustive()
+    }
+}
+
+/// An array travels to a spawned child as its memfd's descriptor and its
+/// length (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl<T> Serialize for Array<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Array", self.segment.memfd(), self.len as u64)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, len) = handles::deserialize(deserializer, "Array")?;
+        let len = usize::try_from(len)
+            .map_err(|_| serde::de::Error::custom("an Array too long for this machine"))?;
+        let (segment, mutex, data) =
+            segment_from::<T>(memfd, len).map_err(|e| handles::map_error("Array", e))?;
+        Ok(Array {
+            segment,
+            mutex,
+            data,
+            len,
+        })
     }
 }
 

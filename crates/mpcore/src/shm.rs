@@ -1,23 +1,33 @@
 //! The memory under [`Value`](crate::Value), [`Array`](crate::Array),
-//! [`Lock`](crate::Lock) and [`Event`](crate::Event): one anonymous shared
-//! mapping each.
+//! [`Lock`](crate::Lock) and [`Event`](crate::Event): one shared mapping of
+//! a memfd each.
 //!
-//! `mmap(MAP_SHARED | MAP_ANONYMOUS)` gives pages that a `fork` does not
-//! copy: parent and child see the very same bytes. The mapping has no name,
-//! so nothing ever appears in `/dev/shm` and nothing can be left there, not
-//! after a panic and not after a `SIGKILL`: the kernel frees the pages when
-//! the last process that maps them unmaps them or dies. With no name there
-//! is also no file whose permissions another user could get past; only
-//! this process and the children it forks after creating the mapping can
-//! reach it. (A named segment from the `shared_memory` crate would need
-//! `shm_open` plus an immediate `shm_unlink` to give the same guarantees,
-//! and would still leak if the process died between the two calls.)
+//! A `MAP_SHARED` mapping gives pages that a `fork` does not copy: parent
+//! and child see the very same bytes. An `exec` drops every mapping,
+//! though, so a spawned child ([`StartMethod::Spawn`](crate::StartMethod))
+//! needs something it can map again: the memfd's descriptor, which travels
+//! with the child's argument (see `handles.rs`). A memfd has no name in any
+//! file system, so nothing ever appears in `/dev/shm` and nothing can be
+//! left there, not after a panic and not after a `SIGKILL`: the kernel
+//! frees the pages when the last descriptor and the last mapping are gone.
+//! With no name there is also no file whose permissions another user could
+//! get past; only this process, the children it forks and those it hands
+//! the descriptor to can reach it. (A named segment from the
+//! `shared_memory` crate would need `shm_open` plus an immediate
+//! `shm_unlink` to give the same guarantees, and would still leak if the
+//! process died between the two calls.)
+//!
+//! The price is one open descriptor per segment, which counts against the
+//! process's limit (`ulimit -n`), as the memfd under each
+//! [`Queue`](crate::Queue) already did.
 
 use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 use crate::error::{Error, Result};
 
@@ -33,6 +43,8 @@ const MIN_PAGE: usize = 4096;
 pub(crate) struct Segment {
     base: NonNull<u8>,
     len: NonZeroUsize,
+    /// Kept open so that the segment can be handed to a spawned child.
+    memfd: OwnedFd,
 }
 
 // SAFETY: the segment only owns the mapping; every access to the bytes in
@@ -53,26 +65,60 @@ impl Segment {
             return Err(Error::AlignmentTooLarge { align });
         }
         let len = NonZeroUsize::new(len).unwrap_or(NonZeroUsize::MIN);
-        // SAFETY: an anonymous mapping at an address of the kernel's choice
-        // overlaps nothing of ours; we check the result before using it.
+        let memfd = memfd_create("mpcore-shared", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| Error::os("memfd_create", e))?;
+        let size = i64::try_from(len.get())
+            .map_err(|_| Error::os("ftruncate", nix::errno::Errno::EFBIG))?;
+        nix::unistd::ftruncate(&memfd, size).map_err(|e| Error::os("ftruncate", e))?;
+        Segment::map(memfd, len)
+    }
+
+    /// Maps a segment that another process made and sent as a descriptor.
+    /// The memfd must be exactly `len` bytes long (at least one), as
+    /// [`Segment::new`] made it: a different size means that the sender's
+    /// handle was of another type, and is refused rather than read.
+    pub(crate) fn from_memfd(memfd: OwnedFd, len: usize) -> Result<Arc<Segment>> {
+        let len = NonZeroUsize::new(len).unwrap_or(NonZeroUsize::MIN);
+        let stat = nix::sys::stat::fstat(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
+        if usize::try_from(stat.st_size).ok() != Some(len.get()) {
+            return Err(Error::InvalidArgument(
+                "the shared memory received does not have the size of the handle it was sent as; \
+                 give the spawned function's argument the same types as the sender's",
+            ));
+        }
+        Segment::map(memfd, len)
+    }
+
+    fn map(memfd: OwnedFd, len: NonZeroUsize) -> Result<Arc<Segment>> {
+        // SAFETY: a shared mapping of our own memfd, at an address of the
+        // kernel's choice, overlaps nothing of ours; the memfd is `len`
+        // bytes long, and we check the result before using it.
         let base = unsafe {
-            mmap_anonymous(
+            mmap(
                 None,
                 len,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
+                memfd.as_fd(),
+                0,
             )
         }
         .map_err(|e| Error::os("mmap", e))?;
         Ok(Arc::new(Segment {
             base: base.cast(),
             len,
+            memfd,
         }))
     }
 
     /// The first byte of the mapping; valid for `len` bytes while `self` lives.
     pub(crate) fn base(&self) -> *mut u8 {
         self.base.as_ptr()
+    }
+
+    /// The memfd under the mapping, to send to a spawned child.
+    pub(crate) fn memfd(&self) -> BorrowedFd<'_> {
+        self.memfd.as_fd()
     }
 }
 

@@ -38,8 +38,10 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::time::{ClockId, clock_gettime};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::handles;
 use crate::shm::Segment;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -166,6 +168,17 @@ impl RawMutex {
         // SAFETY: `attr` is initialised and not used after this.
         unsafe { libc::pthread_mutexattr_destroy(attr) };
         result.map(|()| RawMutex(mutex))
+    }
+
+    /// The mutex that [`init`](Self::init) made at `at`, in memory mapped
+    /// again by another process (a spawned child).
+    ///
+    /// # Safety
+    ///
+    /// As for `init`, except that a mutex must already be initialised
+    /// there, and may be in use.
+    pub(crate) unsafe fn at(at: *mut u8) -> RawMutex {
+        RawMutex(at.cast())
     }
 
     /// Locks, waiting as long as it takes.
@@ -426,6 +439,27 @@ unsafe impl Sync for Lock {}
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock").finish_non_exhaustive()
+    }
+}
+
+/// A lock travels to a spawned child as its memfd's descriptor (see
+/// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
+/// serializes nowhere else.
+impl Serialize for Lock {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handles::serialize(serializer, "Lock", self.segment.memfd(), 0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (memfd, _) = handles::deserialize(deserializer, "Lock")?;
+        let segment = Segment::from_memfd(memfd, size_of::<libc::pthread_mutex_t>())
+            .map_err(|e| handles::map_error("Lock", e))?;
+        // SAFETY: the sender's `Lock::new` initialised the mutex at the
+        // start of the segment, which lives as long as the `Lock`.
+        let mutex = unsafe { RawMutex::at(segment.base()) };
+        Ok(Lock { segment, mutex })
     }
 }
 

@@ -189,13 +189,19 @@ pub fn shm_uses(pid: u32) -> Vec<String> {
     uses
 }
 
-/// How many anonymous shared mappings (`MAP_SHARED | MAP_ANONYMOUS`, which
-/// the kernel shows as `/dev/zero (deleted)`) process `pid` has.
+/// How many shared mappings with no name in any file system process `pid`
+/// has: anonymous ones (`MAP_SHARED | MAP_ANONYMOUS`, which the kernel
+/// shows as `/dev/zero (deleted)`) and those of memfds (`/memfd:NAME
+/// (deleted)`). Neither can be left behind when the process dies.
 pub fn anonymous_shared_mappings(pid: u32) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains(" rw-s ") && l.ends_with("/dev/zero (deleted)"))
+        .filter(|l| {
+            l.contains(" rw-s ")
+                && (l.ends_with("/dev/zero (deleted)")
+                    || (l.contains(" /memfd:") && l.ends_with(" (deleted)")))
+        })
         .count()
 }
 

@@ -1,8 +1,9 @@
 //! Scenarios that need a process of their own, run by mpcore's integration
 //! tests with a deadline (`tests/common/mod.rs`, `run_helper`).
 //!
-//! - `orphan`: spawns a child that sleeps, prints `child-pid N`, then sleeps
-//!   itself until the test kills it with SIGKILL.
+//! - `orphan [fork|spawn]`: starts a child that sleeps (forked, or spawned
+//!   with `StartMethod::Spawn`), prints `child-pid N`, then sleeps itself
+//!   until the test kills it with SIGKILL.
 //! - `log`: logs one line from the main thread and one from a child process
 //!   with `mpcore::logging`, on stderr.
 //! - `shm normal|panic|killed`: makes one of each shared object (`Value`,
@@ -60,13 +61,13 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::WaitPidFlag;
 
 use mpcore::process::Builder;
-use mpcore::{Array, Event, Lock, Pool, Process, Value};
+use mpcore::{Array, Event, Lock, Pool, Process, StartMethod, Value};
 use serde::{Deserialize, Serialize};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("orphan") => orphan(),
+        Some("orphan") => orphan(args.get(1).map(String::as_str)),
         Some("log") => log_lines(),
         Some("log-tz-held") => log_with_time_zone_lock_held(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
@@ -96,8 +97,19 @@ fn buffered() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn orphan() -> Result<(), Box<dyn std::error::Error>> {
-    let child = Process::spawn(|| thread::sleep(Duration::from_secs(120)))?;
+fn sleep_for(seconds: u64) {
+    thread::sleep(Duration::from_secs(seconds));
+}
+
+fn orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let method = match method {
+        None | Some("fork") => StartMethod::Fork,
+        Some("spawn") => StartMethod::Spawn,
+        Some(other) => return Err(format!("unknown start method {other:?}").into()),
+    };
+    let child = Builder::new()
+        .start_method(method)
+        .spawn_fn(sleep_for, 120)?;
     println!("child-pid {}", child.pid());
     std::io::stdout().flush()?;
     // Sleep on the thread that forked: the child's PR_SET_PDEATHSIG is tied

@@ -1,0 +1,101 @@
+//! How a child process begins: Python's start methods.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+/// How a child process begins, Python's `multiprocessing` start methods.
+///
+/// | Python | mpcore |
+/// | --- | --- |
+/// | `mp.set_start_method("spawn")` | [`set_start_method`]`(StartMethod::Spawn)?` |
+/// | `mp.get_start_method()` | [`get_start_method`]`()` |
+/// | `ctx = mp.get_context("spawn"); ctx.Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+///
+/// - **`Fork`** (the default): the child is a copy of the parent at the
+///   instant of the `fork`. It starts in microseconds and can run a
+///   closure, but it inherits every lock exactly as it was, and only the
+///   thread that forked: a lock another thread held then stays held for
+///   ever in the child (the hazard in the [crate docs](crate)).
+/// - **`Spawn`**: the child is a fresh `exec` of the same program. It
+///   inherits no threads, no locks and no memory of the parent's, only
+///   what is sent to it: a plain `fn` and its serde argument (handles such
+///   as [`Queue`](crate::Queue) and [`Value`](crate::Value) travel as
+///   descriptors). It costs an `exec` and the program's start-up.
+/// - **`ForkServer`**: not available yet; asking for it gives
+///   [`Error::StartMethodUnavailable`].
+///
+/// ```
+/// use mpcore::{StartMethod, process};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let mut child = process::Builder::new()
+///     .start_method(StartMethod::Spawn)
+///     .spawn_fn(square, 12)?;
+/// assert_eq!(child.join()?, 144);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StartMethod {
+    /// Copy the parent with `fork` (Python's `"fork"`).
+    #[default]
+    Fork,
+    /// Start the program afresh with `exec` (Python's `"spawn"`).
+    Spawn,
+    /// Ask a single-threaded server process to fork the child (Python's
+    /// `"forkserver"`); not available yet.
+    ForkServer,
+}
+
+impl fmt::Display for StartMethod {
+    /// Python's name for it: `fork`, `spawn` or `forkserver`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StartMethod::Fork => "fork",
+            StartMethod::Spawn => "spawn",
+            StartMethod::ForkServer => "forkserver",
+        })
+    }
+}
+
+static DEFAULT: OnceLock<StartMethod> = OnceLock::new();
+
+/// Sets the program's default start method, once (Python's
+/// `mp.set_start_method(method)`). Processes started afterwards without a
+/// method of their own ([`process::Builder::start_method`](crate::process::Builder::start_method))
+/// use it. Setting the same method again is harmless.
+///
+/// ```
+/// use mpcore::{StartMethod, get_start_method, set_start_method};
+///
+/// set_start_method(StartMethod::Spawn)?;
+/// assert_eq!(get_start_method(), StartMethod::Spawn);
+/// assert!(set_start_method(StartMethod::Fork).is_err());
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::StartMethodAlreadySet`] if another method was set before, as
+/// Python raises `RuntimeError` without `force=True`.
+pub fn set_start_method(method: StartMethod) -> Result<()> {
+    let current = *DEFAULT.get_or_init(|| method);
+    if current == method {
+        Ok(())
+    } else {
+        Err(Error::StartMethodAlreadySet {
+            current,
+            requested: method,
+        })
+    }
+}
+
+/// The program's default start method: the one set by
+/// [`set_start_method`], or [`StartMethod::Fork`].
+pub fn get_start_method() -> StartMethod {
+    DEFAULT.get().copied().unwrap_or_default()
+}
