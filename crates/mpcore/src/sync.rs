@@ -179,6 +179,17 @@ impl RawMutex {
         result.map(|()| RawMutex(mutex))
     }
 
+    /// A mutex that another process initialised (with [`init`]
+    /// (RawMutex::init)) in memory that this process has mapped since.
+    ///
+    /// # Safety
+    ///
+    /// `at` must point to such an initialised mutex, in shared memory
+    /// that outlives every use of the returned value.
+    pub(crate) unsafe fn at(at: *mut u8) -> RawMutex {
+        RawMutex(at.cast())
+    }
+
     /// Locks, waiting as long as it takes.
     ///
     /// It first tries a few times without sleeping: a lock around a short
