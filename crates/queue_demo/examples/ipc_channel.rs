@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 use mpcore::Process;
 
@@ -25,7 +25,7 @@ fn job(tx: IpcSender<(u64, u32)>) -> Result<(), String> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One sending end and one receiving end; a fork copies both into
     // the child, as `args=(q,)` hands Python's child the queue.
-    let (tx, rx): (IpcSender<(u64, u32)>, IpcReceiver<(u64, u32)>) = ipc::channel()?;
+    let (tx, rx) = ipc::channel::<(u64, u32)>()?;
     let mut p1 = Process::spawn({
         let tx = tx.clone();
         move || job(tx)
