@@ -30,7 +30,7 @@ struct Data {
 /// # Safety
 ///
 /// No other process may use the bytes while the reference lives.
-unsafe fn data(shmem: &Shmem) -> &mut Data {
+unsafe fn data(shmem: &mut Shmem) -> &mut Data {
     // SAFETY: the segment is page-aligned and `size_of::<Data>()` long;
     // `Data` is plain bytes; the caller promises nobody else uses them.
     unsafe { &mut *shmem.as_ptr().cast::<Data>() }
@@ -44,11 +44,11 @@ fn show(when: &str, d: &Data) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let shmem = ShmemConf::new().size(size_of::<Data>()).create()?;
+    let mut shmem = ShmemConf::new().size(size_of::<Data>()).create()?;
     let name = shmem.get_os_id().to_owned();
     let file = format!("/dev/shm{name}");
     // SAFETY: no child exists yet.
-    let d = unsafe { data(&shmem) };
+    let d = unsafe { data(&mut shmem) };
     *d = Data {
         value1: 0,
         _pad: 0,
@@ -62,12 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Process::spawn({
         let name = name.clone();
         move || -> Result<(), String> {
-            let shmem = ShmemConf::new()
+            let mut shmem = ShmemConf::new()
                 .os_id(&name)
                 .open()
                 .map_err(|e| e.to_string())?;
             // SAFETY: the parent does not touch the bytes until we end.
-            let d = unsafe { data(&shmem) };
+            let d = unsafe { data(&mut shmem) };
             d.value1 += 1;
             d.value2 *= 2.0;
             d.array.iter_mut().for_each(|x| *x *= *x);
@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     child.join()??;
     // SAFETY: the child has ended.
-    show("after the child ", unsafe { data(&shmem) });
+    show("after the child ", unsafe { data(&mut shmem) });
 
     println!("in use: {} exists: {}", file, Path::new(&file).exists());
     drop(shmem);
