@@ -27,6 +27,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -324,7 +325,10 @@ impl SharedMemory {
     /// [`Error::WouldDeadlock`] when this thread holds it already.
     pub fn lock(&self) -> Result<SharedMemoryGuard<'_>> {
         self.mutex.lock()?;
-        Ok(SharedMemoryGuard { shm: self })
+        Ok(SharedMemoryGuard {
+            shm: self,
+            _this_thread: PhantomData,
+        })
     }
 
     /// Like [`lock`](SharedMemory::lock), but gives up with
@@ -335,7 +339,10 @@ impl SharedMemory {
     /// As [`lock`](SharedMemory::lock), and [`Error::Timeout`].
     pub fn lock_timeout(&self, timeout: Duration) -> Result<SharedMemoryGuard<'_>> {
         self.mutex.lock_timeout(timeout)?;
-        Ok(SharedMemoryGuard { shm: self })
+        Ok(SharedMemoryGuard {
+            shm: self,
+            _this_thread: PhantomData,
+        })
     }
 
     /// Stops using the segment in this process (Python's `shm.close()`):
@@ -374,9 +381,18 @@ impl SharedMemory {
 /// [`view_mut`](SharedMemoryGuard::view_mut) see them as a slice of any
 /// [`bytemuck::Pod`] type (Python's `ShareableList`, or a NumPy array on
 /// `shm.buf`). It is neither `Send` nor `Sync`, so it never leaves the
-/// thread that locked.
+/// thread that locked (only that thread may unlock):
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// let shm = mpcore::SharedMemory::new(8).unwrap();
+/// needs_send(shm.lock().unwrap());
+/// ```
 pub struct SharedMemoryGuard<'a> {
     shm: &'a SharedMemory,
+    /// A raw pointer is neither `Send` nor `Sync`, and neither is the
+    /// guard, whatever `&SharedMemory` is.
+    _this_thread: PhantomData<*mut ()>,
 }
 
 impl SharedMemoryGuard<'_> {
