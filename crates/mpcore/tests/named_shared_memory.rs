@@ -44,6 +44,43 @@ fn gone_within(name: &str, limit: Duration) -> bool {
     true
 }
 
+/// Processes whose command line names `name`: the helpers, and the
+/// tracker (a fork of the creating helper, so it has the same command
+/// line). None may be left once the name is gone: the tracker exits
+/// right after removing it.
+fn processes_naming(name: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let state = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            cmdline
+                .contains(name)
+                .then(|| format!("{} {cmdline}({state})", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Whether every process naming `name` has ended within `limit`.
+fn no_process_left(name: &str, limit: Duration) -> Result<(), Vec<String>> {
+    let start = Instant::now();
+    loop {
+        let left = processes_naming(name);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(left);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A helper run with piped streams; it waits for a line on its stdin.
 struct Helper {
     child: Child,
@@ -135,6 +172,7 @@ fn two_programs_share_a_segment_by_name_and_the_name_goes_with_them() {
         "{} was left behind",
         shm_path(&name)
     );
+    no_process_left(&name, Duration::from_secs(10)).expect("a tracker or helper left running");
 }
 
 #[test]
@@ -163,6 +201,7 @@ fn a_sigkilled_creator_leaves_the_name_to_its_reader_then_nothing() {
         "{} was left behind after its creator was killed",
         shm_path(&name)
     );
+    no_process_left(&name, Duration::from_secs(10)).expect("a tracker or helper left running");
 }
 
 #[test]
