@@ -8,9 +8,14 @@
 //! `/dev/shm`, through the [`shared_memory`] crate (`shm_open` + `mmap`;
 //! it creates the file owner-only, mode 0600).
 //!
-//! A name outlives the processes that use it, which is how Python's
-//! segments leak: one lives until somebody calls `unlink()`, and when its
-//! creator is killed its `resource_tracker` only warns. Here every user
+//! A name outlives the processes that use it. Python leaves it to
+//! `unlink()`, and behind that to each program's `resource_tracker`
+//! process, which unlinks (with a warning) every segment the program
+//! created or opened and did not unlink, once the program has ended,
+//! however it ended. That tracker cannot know whether *another* program
+//! still uses the segment, and removes it from under it (CPython issue
+//! 82300; Python 3.13's `track=False` turns the tracking off, and then
+//! nothing removes a segment whose creator was killed). Here every user
 //! (the creator and each opener) holds a shared `flock` on its own open of
 //! the file for as long as it uses the segment, and the creator starts a
 //! small tracker process that waits for an exclusive `flock` on the same
@@ -92,10 +97,12 @@ const CREATING: Duration = Duration::from_secs(2);
 ///   process-shared mutex in its first bytes), never as a bare `buf`:
 ///   another process may write them at any moment, and Rust does not let
 ///   safe code read memory while someone else writes it.
-/// - The name goes away by itself once the last process using the segment
-///   has dropped it or died, `SIGKILL` included; Python keeps it until
-///   `unlink()`, and leaks it when the creator is killed. [`unlink`]
-///   (SharedMemory::unlink) still removes the name at once, as in Python.
+/// - The name goes away by itself once the last process using the segment,
+///   in any program, has dropped it or died, `SIGKILL` included, and never
+///   before. Python's `resource_tracker` removes it when the program that
+///   created (or opened) it ends, even while another program still uses
+///   it. [`unlink`](SharedMemory::unlink) still removes the name at once,
+///   as in Python.
 /// - A name cannot be reused while its segment is being removed: [`open`]
 ///   (SharedMemory::open) then says so ([`Error::SegmentRemoved`]).
 ///
@@ -309,8 +316,9 @@ impl SharedMemory {
         &self.name
     }
 
-    /// The number of bytes in it (Python's `shm.size`). Python may round
-    /// that up to a page; here it is the size the creator asked for.
+    /// The number of bytes in it (Python's `shm.size`): the size its
+    /// creator asked for. (The segment is 64 bytes larger: its lock and a
+    /// word that says it is ready come first.)
     pub fn size(&self) -> usize {
         self.size
     }
