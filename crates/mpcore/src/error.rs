@@ -338,10 +338,11 @@ pub enum Error {
         name: String,
     },
 
-    /// A name that `/dev/shm` cannot hold, or a size it cannot give.
-    #[error("cannot make a shared memory segment {what}")]
+    /// A name that `/dev/shm` cannot hold, a size it cannot give, or a
+    /// segment that its creator never finished making.
+    #[error("{what}")]
     BadSegment {
-        /// What was wrong, as the end of the sentence above.
+        /// What was wrong and what to do, as a sentence.
         what: String,
     },
 

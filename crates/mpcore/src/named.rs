@@ -175,11 +175,15 @@ impl SharedMemory {
         let path = path_of(name)?;
         if size == 0 {
             return Err(Error::BadSegment {
-                what: "of 0 bytes: ask for at least one byte".to_owned(),
+                what: "cannot make a shared memory segment of 0 bytes: ask for at least one byte"
+                    .to_owned(),
             });
         }
         let total = size.checked_add(HEADER).ok_or_else(|| Error::BadSegment {
-            what: format!("of {size} bytes: that is more than memory can hold"),
+            what: format!(
+                "cannot make a shared memory segment of {size} bytes: that is more than \
+                 memory can hold"
+            ),
         })?;
         let mut shmem = ShmemConf::new()
             .os_id(format!("/{name}"))
@@ -263,8 +267,9 @@ impl SharedMemory {
         let since = Instant::now();
         let unfinished = || Error::BadSegment {
             what: format!(
-                "from {name:?}: its creator never finished making it (it died while doing so, \
-                 or the segment is not one of mpcore's): remove /dev/shm/{name} and create it anew"
+                "cannot open the shared memory segment {name:?}: its creator never finished \
+                 making it (it died while doing so, or the segment is not one of mpcore's): \
+                 remove /dev/shm/{name} and create it anew"
             ),
         };
         loop {
@@ -472,12 +477,12 @@ impl fmt::Debug for SharedMemoryGuard<'_> {
 fn path_of(name: &str) -> Result<String> {
     // NAME_MAX is 255; `shm_open` adds nothing to the name on Linux.
     let what = if name.is_empty() {
-        "with an empty name: give it one"
+        "a shared memory segment cannot have an empty name: give it one"
     } else if name.contains('/') || name.contains('\0') || name == "." || name == ".." {
-        "with a name that holds a '/' or a NUL, or is '.' or '..': Python adds the leading '/' \
-         itself, and so does mpcore, so leave it out"
+        "a shared memory segment's name cannot hold a '/' or a NUL, nor be '.' or '..': \
+         Python adds the leading '/' itself, and so does mpcore, so leave it out"
     } else if name.len() > 255 {
-        "with a name longer than 255 bytes: use a shorter one"
+        "a shared memory segment's name cannot be longer than 255 bytes: use a shorter one"
     } else {
         return Ok(format!("{SHM_DIR}/{name}"));
     };
@@ -526,7 +531,7 @@ fn start_tracker(path: &str) -> Result<()> {
     // a child of a process that may have threads, only async-signal-safe
     // calls are allowed (no allocation, no lock).
     let path = CString::new(path).map_err(|_| Error::BadSegment {
-        what: "with a name that holds a NUL".to_owned(),
+        what: "a shared memory segment's name cannot hold a NUL".to_owned(),
     })?;
     // SAFETY: the child calls only async-signal-safe functions (setsid,
     // fork, close_range or close, open, flock, fstat, stat, unlink, _exit)

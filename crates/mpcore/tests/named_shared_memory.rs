@@ -252,6 +252,11 @@ fn an_existing_name_a_missing_one_and_a_size_of_zero_are_clear_errors() {
 
     let slash = SharedMemory::create("a/b", 8).expect_err("a slash");
     assert!(matches!(slash, Error::BadSegment { .. }), "{slash:?}");
+    assert_eq!(
+        slash.to_string(),
+        "a shared memory segment's name cannot hold a '/' or a NUL, nor be '.' or '..': \
+         Python adds the leading '/' itself, and so does mpcore, so leave it out"
+    );
 
     let bad_view = shm.lock().expect("lock").view::<[u8; 3]>().map(<[_]>::len);
     assert!(
@@ -304,4 +309,27 @@ fn unlink_removes_the_name_at_once_while_users_go_on() {
     ));
     shm.lock().expect("lock")[0] = 7;
     assert_eq!(other.lock().expect("lock")[0], 7, "both still share it");
+}
+
+#[test]
+fn a_segment_that_is_not_one_of_mpcores_is_refused_after_a_short_wait() {
+    // Its creator would have marked it ready within a moment; a segment
+    // that never is (another program's, or one whose creator died while
+    // making it) is an error, not a hang and not a garbage lock.
+    let name = unique("foreign");
+    let file = std::fs::File::create(shm_path(&name)).expect("a file in /dev/shm");
+    file.set_len(4096).expect("size it");
+    let e = testkit::within(Duration::from_secs(30), {
+        let name = name.clone();
+        move || SharedMemory::open(&name).map(drop)
+    })
+    .expect_err("not an mpcore segment");
+    std::fs::remove_file(shm_path(&name)).expect("clean up");
+    assert!(matches!(e, Error::BadSegment { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "cannot open the shared memory segment {name:?}: its creator never finished making it"
+        )),
+        "{e}"
+    );
 }
