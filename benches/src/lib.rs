@@ -8,6 +8,8 @@
 //! `multiprocessing`, and [`WORKLOADS`] lists them with the sizes both
 //! sides use.
 
+pub mod published;
+
 use std::hint::black_box;
 
 use mpcore::{Event, Pool, Process, Queue, Result, Value};

@@ -369,6 +369,66 @@ pub enum Error {
         message: String,
     },
 
+    /// [`SharedMemory::create`](crate::SharedMemory::create) was given a
+    /// name that a segment in `/dev/shm` has already (Python's
+    /// `FileExistsError`).
+    #[error(
+        "a shared memory segment named {name:?} exists already: open it with \
+         SharedMemory::open, or create yours under another name"
+    )]
+    NameExists {
+        /// The name asked for.
+        name: String,
+    },
+
+    /// [`SharedMemory::open`](crate::SharedMemory::open) found no segment
+    /// of that name (Python's `FileNotFoundError`).
+    #[error(
+        "no shared memory segment is named {name:?}: check the name, and that the program \
+         that creates it is running (a segment goes away with its last user)"
+    )]
+    NoSuchName {
+        /// The name asked for.
+        name: String,
+    },
+
+    /// [`SharedMemory::open`](crate::SharedMemory::open) found a segment
+    /// whose last user has gone: it is being removed, and nobody may join
+    /// it any more.
+    #[error(
+        "the shared memory segment {name:?} is being removed, because every program that \
+         used it has closed it or ended: create a new one"
+    )]
+    SegmentRemoved {
+        /// The segment's name.
+        name: String,
+    },
+
+    /// A name that `/dev/shm` cannot hold, a size it cannot give, or a
+    /// segment that its creator never finished making.
+    #[error("{what}")]
+    BadSegment {
+        /// What was wrong and what to do, as a sentence.
+        what: String,
+    },
+
+    /// A [`SharedMemory`](crate::SharedMemory) view was asked for as a
+    /// type whose size does not divide the segment's, or whose alignment
+    /// its data cannot meet.
+    #[error(
+        "the segment's {bytes} bytes cannot be viewed as {type_name}s: its size must be a \
+         multiple of {size} bytes and its alignment at most 64; create the segment with \
+         such a size"
+    )]
+    BadView {
+        /// The segment's data size in bytes.
+        bytes: usize,
+        /// The type asked for.
+        type_name: &'static str,
+        /// That type's size.
+        size: usize,
+    },
+
     /// An argument was out of its range, e.g. a pool of zero processes.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -18,6 +18,7 @@
 //! | `l = mp.Lock()`, `with l:`, `l.acquire(timeout=1)` | [`Lock::new`], [`Lock::acquire`] (a guard), [`Lock::acquire_timeout`] |
 //! | `e = mp.Event()`, `e.set()`, `e.wait(1)` | [`Event::new`], [`Event::set`], [`Event::wait_timeout`] |
 //! | `pool = mp.Pool(3)`, `pool.map(job, range(10))` | [`Pool::new`]`(3)`, [`Pool::map`]`(job, 0..10)` (more in [`pool`]) |
+//! | `SharedMemory(name="x", create=True, size=n)`, `SharedMemory(name="x")` | [`SharedMemory::create`]`("x", n)`, [`SharedMemory::open`]`("x")` (a second program, not a child) |
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `mp.set_start_method("spawn")` | [`set_start_method`]`(StartMethod::Spawn)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
@@ -89,6 +90,7 @@ mod futex;
 mod handles;
 pub mod job;
 pub mod logging;
+mod named;
 pub mod pool;
 pub mod process;
 mod queue;
@@ -107,6 +109,7 @@ pub use error::{Error, Result};
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
 pub use event::Event;
+pub use named::{SharedMemory, SharedMemoryGuard};
 /// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
 /// so that callers need not depend on `nix` to name them.
 pub use nix::sys::signal::Signal;

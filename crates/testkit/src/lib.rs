@@ -219,3 +219,18 @@ pub fn dev_shm_entries() -> std::collections::BTreeSet<String> {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
+
+/// Runs example `example` of package `package` (`cargo run -p package
+/// --example example -- args`) and returns what it printed. Cargo builds
+/// it first if it is not built yet (`cargo test` has built it already:
+/// it builds every example), so `limit` must leave room for a build.
+/// The example's own output is what is returned; cargo's is kept quiet.
+pub fn run_example(package: &str, example: &str, args: &[&str], limit: Duration) -> Run {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run_command(
+        Command::new(cargo)
+            .args(["run", "-q", "-p", package, "--example", example, "--"])
+            .args(args),
+        limit,
+    )
+}

@@ -52,6 +52,12 @@
 //!   root from the limit below), then lets a third fork fail under
 //!   `RLIMIT_NPROC` inside `floor::shared_atomic_increments` and prints
 //!   whether any child of it is left.
+//! - `named create NAME`: creates the `SharedMemory` NAME of ten `u64`s,
+//!   writes 0, 1, 4, ..., 81 in it, prints `created NAME`, then waits for
+//!   a line on standard input (or end of file, or a SIGKILL) and exits.
+//! - `named read NAME`: opens NAME as a program that is no child of its
+//!   creator, prints `opened NAME`, waits for a line on standard input (or
+//!   its end), then prints the values it finds and their sum.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -84,6 +90,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err("the test should have killed this process".into())
         }
         Some("as-nobody") => as_nobody(args.get(1).map(String::as_str)),
+        Some("named") => named(
+            args.get(1).map(String::as_str),
+            args.get(2).ok_or("named: which name?")?,
+        ),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
@@ -159,6 +169,33 @@ fn shared_objects(ending: Option<&str>) -> Result<(), Box<dyn std::error::Error>
         }
         other => Err(format!("unknown ending {other:?}").into()),
     }
+}
+
+fn named(role: Option<&str>, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let shm = match role {
+        Some("create") => {
+            let shm = mpcore::SharedMemory::create(name, 10 * 8)?;
+            for (i, slot) in shm.lock()?.view_mut::<u64>()?.iter_mut().enumerate() {
+                *slot = (i * i) as u64;
+            }
+            println!("created {}", shm.name());
+            shm
+        }
+        Some("read") => {
+            let shm = mpcore::SharedMemory::open(name)?;
+            println!("opened {}", shm.name());
+            shm
+        }
+        other => return Err(format!("unknown role {other:?}").into()),
+    };
+    std::io::stdout().flush()?;
+    std::io::stdin().read_line(&mut String::new())?;
+    if role == Some("read") {
+        let values = shm.lock()?.view::<u64>()?.to_vec();
+        println!("values {values:?}");
+        println!("sum {}", values.iter().sum::<u64>());
+    }
+    Ok(())
 }
 
 fn log_lines() -> Result<(), Box<dyn std::error::Error>> {
