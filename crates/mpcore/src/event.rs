@@ -99,6 +99,9 @@ impl fmt::Debug for Event {
     }
 }
 
+/// How long a `wait` looks at the word before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
+
 /// An event travels to a spawned child as its memfd's descriptor (see
 /// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
 /// serializes nowhere else.
@@ -177,6 +180,19 @@ impl Event {
         let start = word.load(Ordering::SeqCst);
         if start & FLAG != 0 {
             return Ok(());
+        }
+        // Look again for a little while before sleeping: a peer that is
+        // running sets its event within microseconds, and falling asleep
+        // and being woken costs more than that (a `set` then needs no
+        // system call either, as nobody sleeps yet).
+        let spin_until = std::time::Instant::now() + SPIN;
+        while std::time::Instant::now() < spin_until {
+            if wait_is_over(start, word.load(Ordering::Relaxed)) {
+                return Ok(());
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
         }
         loop {
             let mut now = word.load(Ordering::SeqCst);
