@@ -76,12 +76,34 @@ pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
         ))),
         Err(e) => Err(unreadable(e)),
     });
-    read.unwrap_or_else(|message| {
-        Err(Error::Codec {
-            action: "encode",
-            reason: format!("the value panicked while it was read back to check it: {message}"),
-        })
-    })
+    read.unwrap_or_else(|message| Err(panicked_reading_back(message)))
+}
+
+/// [`check_decodes`] for `count` values of `T` encoded one after another,
+/// in one pass: a chunk of a pool's tasks. When one of them does not read
+/// back, the error is the first such one's.
+pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32) -> Result<()> {
+    let read = crate::process::catch(|| {
+        let mut rest = encoded;
+        for _ in 0..count {
+            rest = postcard::take_from_bytes::<T>(rest).map_err(unreadable)?.1;
+        }
+        match rest {
+            [] => Ok(()),
+            rest => Err(unreadable(format_args!(
+                "{} bytes were left over after reading it back",
+                rest.len()
+            ))),
+        }
+    });
+    read.unwrap_or_else(|message| Err(panicked_reading_back(message)))
+}
+
+fn panicked_reading_back(message: String) -> Error {
+    Error::Codec {
+        action: "encode",
+        reason: format!("the value panicked while it was read back to check it: {message}"),
+    }
 }
 
 fn unreadable(why: impl std::fmt::Display) -> Error {

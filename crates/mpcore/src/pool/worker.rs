@@ -1,6 +1,8 @@
 //! The worker's side: what travels between the pool and a worker, and the
 //! loop a worker runs, from its first packet to `Stop`.
 
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::thread;
 
@@ -81,67 +83,106 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     // same executable image at the same place, and nothing execs.
     let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
     let mut out = Vec::new();
+    let mut starts = Vec::with_capacity(count as usize);
     let mut rest = args;
     // After an argument that cannot be decoded, where the next one starts
     // is unknown: the rest of the chunk fails for the same reason.
     let mut unreadable: Option<String> = None;
     for _ in 0..count {
-        let outcome: Outcome<R> = match &unreadable {
-            Some(reason) => Outcome::BadArgument(reason.clone()),
-            None => match catch(|| postcard::take_from_bytes::<T>(rest)) {
-                Ok(Ok((arg, tail))) => {
-                    rest = tail;
-                    match catch(|| task(arg)) {
-                        Ok(value) => Outcome::Returned(value),
-                        Err(message) => Outcome::Panicked(message),
-                    }
-                }
-                Ok(Err(e)) => {
-                    unreadable = Some(e.to_string());
-                    Outcome::BadArgument(e.to_string())
-                }
-                Err(message) => {
+        let start = out.len();
+        starts.push(start);
+        if let Some(reason) = &unreadable {
+            let _ = codec::encode_into(&mut out, &Outcome::<()>::BadArgument(reason.clone()));
+            continue;
+        }
+        // One `catch` for the whole task, which says how far it got: a
+        // catch per step cost more than the task itself for tiny ones.
+        let stage = Cell::new(Stage::Decoding);
+        let ran = catch(|| {
+            let (arg, tail) = postcard::take_from_bytes::<T>(rest).map_err(Failed::Argument)?;
+            rest = tail;
+            stage.set(Stage::Running);
+            let value = task(arg);
+            stage.set(Stage::Encoding);
+            // Not dropped if `Serialize` panics: a `Drop` that panicked
+            // too, while unwinding, would abort the worker.
+            let outcome = ManuallyDrop::new(Outcome::Returned(value));
+            let encoded = codec::encode_into(&mut out, &*outcome);
+            stage.set(Stage::Dropping);
+            drop(ManuallyDrop::into_inner(outcome));
+            encoded.map_err(Failed::Result)
+        });
+        let failure: Outcome<()> = match ran {
+            Ok(Ok(())) => continue,
+            Ok(Err(Failed::Argument(e))) => {
+                unreadable = Some(e.to_string());
+                Outcome::BadArgument(e.to_string())
+            }
+            Ok(Err(Failed::Result(Error::Codec { reason, .. }))) => Outcome::BadResult(reason),
+            Ok(Err(Failed::Result(e))) => Outcome::BadResult(e.to_string()),
+            Err(message) => Outcome::Panicked(match stage.get() {
+                Stage::Decoding => {
                     unreadable = Some(format!(
                         "an earlier argument of its chunk panicked while it was being \
                          deserialized: {message}"
                     ));
-                    Outcome::Panicked(format!(
-                        "the argument panicked while it was being deserialized: {message}"
-                    ))
+                    format!("the argument panicked while it was being deserialized: {message}")
                 }
-            },
+                Stage::Running => message,
+                Stage::Encoding => {
+                    format!("the result panicked while it was being serialized: {message}")
+                }
+                Stage::Dropping => {
+                    format!("the result's destructor panicked after it was serialized: {message}")
+                }
+            }),
         };
-        encode_outcome(&mut out, outcome);
+        out.truncate(start);
+        let _ = codec::encode_into(&mut out, &failure);
+    }
+    // Checked to read back, so that the caller gets a task's error rather
+    // than a result it cannot decode: the chunk in one pass, and only if
+    // that fails, task by task.
+    if codec::check_decodes_all::<Outcome<R>>(&out, count).is_err() {
+        out = recheck::<R>(&out, &starts);
     }
     out
 }
 
-/// Appends `outcome`'s encoding to `out`, then drops it; if either step
-/// fails or panics, what was appended is taken back and the failure
-/// encoded in its place, so that the task fails alone.
-fn encode_outcome<R: Serialize + DeserializeOwned>(out: &mut Vec<u8>, outcome: Outcome<R>) {
-    let start = out.len();
-    let encoded = catch(|| codec::encode_into(out, &outcome));
-    let dropped = catch(move || drop(outcome));
-    let failure = match (encoded, dropped) {
-        // Checked to read back, so that the caller gets this task's
-        // error rather than a result it cannot decode.
-        (Ok(Ok(())), Ok(())) => match codec::check_decodes::<Outcome<R>>(&out[start..]) {
-            Ok(()) => return,
-            Err(Error::Codec { reason, .. }) => Outcome::BadResult(reason),
-            Err(e) => Outcome::BadResult(e.to_string()),
-        },
-        (Err(message), _) => Outcome::<()>::Panicked(format!(
-            "the result panicked while it was being serialized: {message}"
-        )),
-        (Ok(Err(Error::Codec { reason, .. })), _) => Outcome::BadResult(reason),
-        (Ok(Err(e)), _) => Outcome::BadResult(e.to_string()),
-        (Ok(Ok(())), Err(message)) => Outcome::Panicked(format!(
-            "the result's destructor panicked after it was serialized: {message}"
-        )),
-    };
-    out.truncate(start);
-    let _ = codec::encode_into(out, &failure);
+/// How far a task got before it panicked.
+#[derive(Clone, Copy)]
+enum Stage {
+    Decoding,
+    Running,
+    Encoding,
+    Dropping,
+}
+
+/// Why a task failed without a panic.
+enum Failed {
+    Argument(postcard::Error),
+    Result(Error),
+}
+
+/// The chunk's outcomes again, each one that does not read back replaced
+/// by its task's `BadResult`; `starts` says where each outcome begins.
+fn recheck<R: DeserializeOwned>(out: &[u8], starts: &[usize]) -> Vec<u8> {
+    let mut checked = Vec::with_capacity(out.len());
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(out.len());
+        let outcome = &out[start..end];
+        match codec::check_decodes::<Outcome<R>>(outcome) {
+            Ok(()) => checked.extend_from_slice(outcome),
+            Err(e) => {
+                let reason = match e {
+                    Error::Codec { reason, .. } => reason,
+                    e => e.to_string(),
+                };
+                let _ = codec::encode_into(&mut checked, &Outcome::<()>::BadResult(reason));
+            }
+        }
+    }
+    checked
 }
 
 /// A worker's life, on a thread named after the worker
