@@ -103,8 +103,8 @@ const CREATING: Duration = Duration::from_secs(2);
 ///   created (or opened) it ends, even while another program still uses
 ///   it. [`unlink`](SharedMemory::unlink) still removes the name at once,
 ///   as in Python.
-/// - A name cannot be reused while its segment is being removed: [`open`]
-///   (SharedMemory::open) then says so ([`Error::SegmentRemoved`]).
+/// - A name cannot be reused while its segment is being removed:
+///   [`open`](SharedMemory::open) then says so ([`Error::SegmentRemoved`]).
 ///
 /// # Errors
 ///

@@ -1,26 +1,34 @@
 //! `Process`: Python's `multiprocessing.Process`, on `fork`.
+//!
+//! - `mod.rs` (this file): [`Builder`], [`Process`] and `join`;
+//! - `child.rs`: what a forked child does, from the fork to `_exit`, and
+//!   the std streams' locks around a fork;
+//! - `status.rs`: how the parent watches, signals and reaps a child.
 
-use std::any::Any;
-use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::marker::PhantomData;
-use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::channel;
-use crate::codec;
+
+mod child;
+mod status;
+
+pub(crate) use child::{
+    UNCAUGHT_PANIC_CODE, catch, child_main, exit_now, panic_message, run_child,
+};
+use child::{lock_std_streams, single_threaded};
+
 use crate::error::{Error, Result};
 use crate::spawn;
 use crate::start::StartMethod;
@@ -300,174 +308,6 @@ impl<T> Process<T> {
             joined: false,
             _result: PhantomData,
         }
-    }
-}
-
-/// The child's side of `spawn`: run, send, flush, `_exit`. It never
-/// returns and never unwinds: below this frame is the parent's stack (a
-/// test harness, its `main`), and a child that went on there would run the
-/// parent's code and drop the parent's handles (killing a daemon sibling).
-/// So everything the child does runs under `catch_unwind`, and the one
-/// thing a catch cannot make safe, a panic payload whose own destructor
-/// panics, is forgotten instead of dropped: the process ends a moment
-/// later anyway.
-pub(crate) fn run_child<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> !
-where
-    F: FnOnce() -> T,
-    T: Serialize + DeserializeOwned,
-{
-    let code = match panic::catch_unwind(AssertUnwindSafe(|| child_main(f, tx, parent))) {
-        Ok(code) => code,
-        Err(payload) => {
-            mem::forget(payload);
-            UNCAUGHT_PANIC_CODE
-        }
-    };
-    exit_now(code)
-}
-
-/// The exit code of a child that panicked where even its report to the
-/// parent could not be made. The parent sees no message and reports this
-/// code ([`Error::Exited`]); nothing else in mpcore exits with it.
-pub(crate) const UNCAUGHT_PANIC_CODE: i32 = 70;
-
-/// Runs `f` and sends its outcome: the encoded value, or the message of
-/// whatever panicked, in `f`, in the value's `Serialize` or in its `Drop`.
-/// Returns the exit code: 0 when the value went out, 1 otherwise.
-pub(crate) fn child_main<T, F>(f: F, tx: BorrowedFd<'_>, parent: Pid) -> i32
-where
-    F: FnOnce() -> T,
-    T: Serialize + DeserializeOwned,
-{
-    // Die with the parent, so that no child outlives it as an orphan. The
-    // parent may have died before we asked: then we are already an orphan.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if getppid() != parent {
-        return 1;
-    }
-
-    let mut small = [0u8; 256];
-    let encoded = catch(f).and_then(|value| encode_result(value, &mut small));
-    let failure = match encoded {
-        Ok(bytes) => match channel::send_bytes(tx, &bytes) {
-            Ok(()) => return 0,
-            Err(e) => format!("could not send the result: {e}"),
-        },
-        Err(message) => message,
-    };
-    let _ = channel::send(tx, &Outcome::<()>::Panicked(failure));
-    1
-}
-
-/// Encodes `Outcome::Returned(value)`, then drops `value` (before it is
-/// sent, so that a panic in its destructor is still reported), then checks
-/// that the parent will be able to decode it ([`codec::check_decodes`]).
-/// `Err` holds the message for the parent when a step fails or panics.
-fn encode_result<T: Serialize + DeserializeOwned>(
-    value: T,
-    buf: &mut [u8],
-) -> Result<Cow<'_, [u8]>, String> {
-    let returned = Outcome::Returned(&value);
-    let encoded = catch(move || {
-        let buf = buf; // moved in, so that the bytes may borrow it
-        codec::encode_in(&returned, buf)
-    });
-    let dropped = catch(move || drop(value));
-    match (encoded, dropped) {
-        (Err(message), _) => Err(format!(
-            "the result panicked while it was being serialized: {message}"
-        )),
-        (Ok(Err(e)), _) => Err(format!("could not send the result: {e}")),
-        (Ok(Ok(_)), Err(message)) => Err(format!(
-            "the result's destructor panicked after it was serialized: {message}"
-        )),
-        (Ok(Ok(bytes)), Ok(())) => match catch(|| codec::check_decodes::<Outcome<T>>(&bytes)) {
-            Ok(Ok(())) => Ok(bytes),
-            Ok(Err(e)) => Err(format!("could not send the result: {e}")),
-            Err(message) => Err(format!(
-                "the result panicked while it was read back to check it: {message}"
-            )),
-        },
-    }
-}
-
-/// Runs `f`, catching a panic as its message. The payload is forgotten,
-/// not dropped: its destructor could panic in turn, and nothing would
-/// catch that. For the child's side of things, where nothing may unwind.
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = panic_message(&*payload);
-        mem::forget(payload);
-        message
-    })
-}
-
-/// How long a fork waits for another thread to let go of stdout and
-/// stderr: far longer than any print takes, far shorter than a hang.
-const STREAM_LOCK_WAIT: Duration = Duration::from_millis(500);
-
-/// Takes the stdout and stderr locks, unless they stay held for
-/// [`STREAM_LOCK_WAIT`]: then [`Error::StreamLocked`].
-///
-/// std offers no `try_lock` for its streams, and a plain `lock()` could
-/// wait for ever: the holder may be waiting for this very fork (a thread
-/// that holds `stdout().lock()` while it calls `Pool::new`, whose thread
-/// forks the workers). So a short-lived thread takes and releases both
-/// locks first, and this thread waits for it only so long. Once the probe
-/// got them they were free a moment ago, and a print holds them for
-/// microseconds: the `lock()` that follows waits no longer than that. If
-/// the probe is still waiting when we give up, it takes and releases the
-/// locks whenever their holder lets go, and ends.
-fn lock_std_streams() -> Result<(io::StdoutLock<'static>, io::StderrLock<'static>)> {
-    let (free, freed) = std::sync::mpsc::channel();
-    let probe = std::thread::Builder::new()
-        .name("mpcore-stdio-probe".to_owned())
-        .spawn(move || {
-            drop((io::stdout().lock(), io::stderr().lock()));
-            let _ = free.send(());
-        });
-    if probe.is_ok() && freed.recv_timeout(STREAM_LOCK_WAIT).is_err() {
-        return Err(Error::StreamLocked {
-            waited: STREAM_LOCK_WAIT,
-        });
-    }
-    // (Without a probe thread, for want of memory or threads, wait as
-    // before rather than fail the fork.)
-    Ok((io::stdout().lock(), io::stderr().lock()))
-}
-
-/// Whether this process has only one thread, the caller. glibc (2.32 and
-/// newer) keeps this flag: set at start, cleared by the first
-/// `pthread_create`, and never set again.
-fn single_threaded() -> bool {
-    // SAFETY: glibc's <sys/single_threaded.h> declares this byte; the
-    // `libc` crate does not bind it yet.
-    unsafe extern "C" {
-        static __libc_single_threaded: libc::c_char;
-    }
-    // SAFETY: the byte is always there to read. Only `pthread_create`
-    // writes it, so while it reads 1 no other thread exists to race with
-    // this read; a 0 stays 0.
-    unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
-}
-
-/// Flushes stdout and leaves at once, without `atexit` handlers or
-/// destructors: those belong to the parent. (Rust's stderr keeps no
-/// buffer: there is nothing of it to flush.)
-pub(crate) fn exit_now(code: i32) -> ! {
-    let _ = io::stdout().flush();
-    // SAFETY: `_exit` ends the process; it has no preconditions.
-    unsafe { libc::_exit(code) }
-}
-
-/// The text of a panic's payload (`panic!` makes a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a payload that is not a string".to_owned()
     }
 }
 
@@ -797,242 +637,6 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
             }
             (None, Some(ExitStatus::Code(code))) => Err(Error::Exited { pid, code }),
             (None, None) => Err(Error::ReapedElsewhere { pid }),
-        }
-    }
-}
-
-impl<T> Process<T> {
-    /// The child's process id (Python's `p.pid`).
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
-    }
-
-    /// The name given by [`Builder::name`], or `Process-N`.
-    pub fn name(&self) -> &str {
-        self.name.get_or_init(|| format!("Process-{}", self.number))
-    }
-
-    /// Whether the handle kills (daemon) or waits for (non-daemon) the child
-    /// when dropped unjoined.
-    pub fn is_daemon(&self) -> bool {
-        self.daemon
-    }
-
-    /// Whether the child is still running (Python's `p.is_alive()`). When it
-    /// has exited, this reaps it and records its status.
-    ///
-    /// In a process other than the one that started the child (a fork
-    /// holding a copy of the handle), it only looks, through the pidfd:
-    /// reaping is the starter's business.
-    pub fn is_alive(&mut self) -> bool {
-        if !self.is_owner() {
-            return match &self.pidfd {
-                Some(pidfd) => channel::ready_now(&[pidfd.as_fd()]).is_ok_and(|r| r == [false]),
-                None => kill(self.pid, None).is_ok(),
-            };
-        }
-        if !self.has_ended() {
-            // An error here means the child is no longer ours to wait for.
-            if self.poll_exit().is_err() {
-                return false;
-            }
-        }
-        !self.has_ended()
-    }
-
-    /// How the child ended, once it has been reaped (by `join`, `is_alive`
-    /// or a wait); `None` while it runs.
-    ///
-    /// Also `None` for good when something other than this handle reaped
-    /// the child: with `SIGCHLD` set to `SIG_IGN` (common in daemons) the
-    /// kernel reaps children itself and keeps no status, and a
-    /// `waitpid(-1)` elsewhere takes it. Then [`is_alive`](Self::is_alive)
-    /// says `false`, `exit_status` and [`exitcode`](Self::exitcode) say
-    /// `None` (unknown), and [`join`](Self::join) still returns the value
-    /// the child sent, or [`Error::ReapedElsewhere`] if it sent none.
-    pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.status
-    }
-
-    /// Python's `p.exitcode`: `None` while running, the exit code, or minus
-    /// the number of the signal that ended it (`-9` after [`kill`](Self::kill)).
-    /// `None` too when the status was lost to another reaper (see
-    /// [`exit_status`](Self::exit_status)).
-    pub fn exitcode(&self) -> Option<i32> {
-        self.status.map(ExitStatus::exitcode)
-    }
-
-    /// Asks the child to stop with `SIGTERM` (Python's `p.terminate()`).
-    /// Does nothing once the child has ended. Follow with `join`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotOwner`] in a process other than the one that started
-    /// the child; [`Error::Os`] if the kernel refuses the signal.
-    pub fn terminate(&self) -> Result<()> {
-        self.check_owner("terminate")?;
-        self.signal(Signal::SIGTERM)
-    }
-
-    /// Ends the child with `SIGKILL` (Python's `p.kill()`). Does nothing
-    /// once the child has ended. Follow with `join`.
-    ///
-    /// # Errors
-    ///
-    /// As [`terminate`](Self::terminate).
-    pub fn kill(&self) -> Result<()> {
-        self.check_owner("kill")?;
-        self.signal(Signal::SIGKILL)
-    }
-
-    /// Sends `signal` to the child, never to another process that has
-    /// since been given its pid.
-    fn signal(&self, signal: Signal) -> Result<()> {
-        if self.has_ended() {
-            return Ok(());
-        }
-        let (call, sent) = match &self.pidfd {
-            // A pidfd names this very process, never a later one with the
-            // same pid: if the child is gone, the kernel says ESRCH.
-            Some(pidfd) => (
-                "pidfd_send_signal",
-                pidfd_send_signal(pidfd.as_fd(), signal),
-            ),
-            // Without one, the pid is still our child's (a zombie at worst)
-            // until it is reaped, by us or, if `SIGCHLD` is ignored, by the
-            // kernel: look first (without reaping) whether it still is.
-            None if !self.still_ours() => return Ok(()),
-            None => ("kill", kill(self.pid, signal)),
-        };
-        match sent {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::os(call, e)),
-        }
-    }
-
-    /// Whether the child's pid still names our child, alive or a zombie,
-    /// asked without reaping it (`waitid` with `WNOWAIT`).
-    fn still_ours(&self) -> bool {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        loop {
-            match waitid(Id::Pid(self.pid), flags) {
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) => return false,
-                _ => return true,
-            }
-        }
-    }
-
-    /// Whether the child has ended and been reaped, by us or by another.
-    fn has_ended(&self) -> bool {
-        self.status.is_some() || self.reaped_elsewhere
-    }
-
-    fn is_owner(&self) -> bool {
-        getpid() == self.owner
-    }
-
-    /// [`Error::NotOwner`] in a process that holds a copy of the handle but
-    /// did not start the child.
-    fn check_owner(&self, action: &'static str) -> Result<()> {
-        if self.is_owner() {
-            Ok(())
-        } else {
-            Err(Error::NotOwner {
-                pid: self.pid.as_raw(),
-                owner: self.owner.as_raw(),
-                action,
-            })
-        }
-    }
-
-    /// `waitpid(pid)`: waits for the child to exit and records its status.
-    fn wait_exit(&mut self) -> Result<()> {
-        self.reap(None)
-    }
-
-    /// `waitpid(pid, WNOHANG)`: records the status if the child has exited.
-    fn poll_exit(&mut self) -> Result<()> {
-        self.reap(Some(WaitPidFlag::WNOHANG))
-    }
-
-    /// `waitpid` on this child only (`waitpid(-1)` would reap other code's
-    /// children), recording how it ended. With `WNOHANG`, a child still
-    /// running leaves `status` at `None`; without, it waits for the exit.
-    fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
-        loop {
-            match waitpid(self.pid, flags) {
-                Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    self.status = Some(ExitStatus::Signal(signal))
-                }
-                Ok(_) if flags.is_none() => continue,
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                // It was our child, not yet reaped by us: someone else
-                // reaped it (the kernel, when SIGCHLD is ignored). It has
-                // ended; how, nobody can tell us any more.
-                Err(Errno::ECHILD) => self.reaped_elsewhere = true,
-                Err(e) => return Err(Error::os("waitpid", e)),
-            }
-            return Ok(());
-        }
-    }
-
-    /// Blocks until the result socket or the child's exit has news, or the
-    /// deadline passes ([`Error::Timeout`], its duration filled in by the
-    /// caller that knows it).
-    fn wait_for_event(&self, deadline: Option<Instant>) -> Result<()> {
-        // Once the message is in or the socket hung up, the socket stays
-        // readable: watching it then would spin.
-        let watch_socket = self.outcome.is_none() && !self.hung_up;
-        let timed_out = match &self.pidfd {
-            Some(pidfd) if watch_socket => {
-                channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
-                    == [false, false]
-            }
-            Some(pidfd) => channel::wait_readable([pidfd.as_fd()], deadline)? == [false],
-            None => {
-                // No pidfd: nothing wakes us on exit, so look every few ms.
-                let slice = Instant::now() + Duration::from_millis(5);
-                let until = deadline.map_or(slice, |d| d.min(slice));
-                let news = if watch_socket {
-                    channel::wait_readable([self.results.as_fd()], Some(until))? == [true]
-                } else {
-                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
-                    false
-                };
-                // News that came as the time ran out is still news: a
-                // zero timeout must report a result that is there.
-                !news && deadline.is_some_and(|d| Instant::now() >= d)
-            }
-        };
-        if timed_out {
-            return Err(Error::Timeout(Duration::ZERO));
-        }
-        Ok(())
-    }
-
-    /// Blocks until the child is reaped, draining its result socket
-    /// meanwhile so that a child writing a result is never stuck behind us.
-    /// Used by `Drop`, which has no use for the value and no way to fail.
-    fn reap_blocking(&mut self) {
-        while !self.has_ended() {
-            while self.outcome.is_none() && !self.hung_up {
-                match channel::try_discard(self.results.as_fd()) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(_) => self.hung_up = true,
-                }
-            }
-            if self.poll_exit().is_err() || self.has_ended() {
-                return;
-            }
-            if self.wait_for_event(None).is_err() {
-                // Polling failed: fall back to a plain blocking wait.
-                let _ = waitpid(self.pid, None);
-                return;
-            }
         }
     }
 }

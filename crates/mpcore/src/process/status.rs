@@ -1,0 +1,251 @@
+//! How the parent watches a child: whether it lives, how it ended, the
+//! signals it is sent, and the waits that reap it (with a pidfd where the
+//! kernel has them).
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::getpid;
+
+use super::{ExitStatus, Process, pidfd_send_signal};
+use crate::channel;
+use crate::error::{Error, Result};
+
+impl<T> Process<T> {
+    /// The child's process id (Python's `p.pid`).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The name given by [`Builder::name`](super::Builder::name), or `Process-N`.
+    pub fn name(&self) -> &str {
+        self.name.get_or_init(|| format!("Process-{}", self.number))
+    }
+
+    /// Whether the handle kills (daemon) or waits for (non-daemon) the child
+    /// when dropped unjoined.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Whether the child is still running (Python's `p.is_alive()`). When it
+    /// has exited, this reaps it and records its status.
+    ///
+    /// In a process other than the one that started the child (a fork
+    /// holding a copy of the handle), it only looks, through the pidfd:
+    /// reaping is the starter's business.
+    pub fn is_alive(&mut self) -> bool {
+        if !self.is_owner() {
+            return match &self.pidfd {
+                Some(pidfd) => channel::ready_now(&[pidfd.as_fd()]).is_ok_and(|r| r == [false]),
+                None => kill(self.pid, None).is_ok(),
+            };
+        }
+        if !self.has_ended() {
+            // An error here means the child is no longer ours to wait for.
+            if self.poll_exit().is_err() {
+                return false;
+            }
+        }
+        !self.has_ended()
+    }
+
+    /// How the child ended, once it has been reaped (by `join`, `is_alive`
+    /// or a wait); `None` while it runs.
+    ///
+    /// Also `None` for good when something other than this handle reaped
+    /// the child: with `SIGCHLD` set to `SIG_IGN` (common in daemons) the
+    /// kernel reaps children itself and keeps no status, and a
+    /// `waitpid(-1)` elsewhere takes it. Then [`is_alive`](Self::is_alive)
+    /// says `false`, `exit_status` and [`exitcode`](Self::exitcode) say
+    /// `None` (unknown), and [`join`](Self::join) still returns the value
+    /// the child sent, or [`Error::ReapedElsewhere`] if it sent none.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Python's `p.exitcode`: `None` while running, the exit code, or minus
+    /// the number of the signal that ended it (`-9` after [`kill`](Self::kill)).
+    /// `None` too when the status was lost to another reaper (see
+    /// [`exit_status`](Self::exit_status)).
+    pub fn exitcode(&self) -> Option<i32> {
+        self.status.map(ExitStatus::exitcode)
+    }
+
+    /// Asks the child to stop with `SIGTERM` (Python's `p.terminate()`).
+    /// Does nothing once the child has ended. Follow with `join`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwner`] in a process other than the one that started
+    /// the child; [`Error::Os`] if the kernel refuses the signal.
+    pub fn terminate(&self) -> Result<()> {
+        self.check_owner("terminate")?;
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Ends the child with `SIGKILL` (Python's `p.kill()`). Does nothing
+    /// once the child has ended. Follow with `join`.
+    ///
+    /// # Errors
+    ///
+    /// As [`terminate`](Self::terminate).
+    pub fn kill(&self) -> Result<()> {
+        self.check_owner("kill")?;
+        self.signal(Signal::SIGKILL)
+    }
+
+    /// Sends `signal` to the child, never to another process that has
+    /// since been given its pid.
+    pub(super) fn signal(&self, signal: Signal) -> Result<()> {
+        if self.has_ended() {
+            return Ok(());
+        }
+        let (call, sent) = match &self.pidfd {
+            // A pidfd names this very process, never a later one with the
+            // same pid: if the child is gone, the kernel says ESRCH.
+            Some(pidfd) => (
+                "pidfd_send_signal",
+                pidfd_send_signal(pidfd.as_fd(), signal),
+            ),
+            // Without one, the pid is still our child's (a zombie at worst)
+            // until it is reaped, by us or, if `SIGCHLD` is ignored, by the
+            // kernel: look first (without reaping) whether it still is.
+            None if !self.still_ours() => return Ok(()),
+            None => ("kill", kill(self.pid, signal)),
+        };
+        match sent {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::os(call, e)),
+        }
+    }
+
+    /// Whether the child's pid still names our child, alive or a zombie,
+    /// asked without reaping it (`waitid` with `WNOWAIT`).
+    pub(super) fn still_ours(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::Pid(self.pid), flags) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return false,
+                _ => return true,
+            }
+        }
+    }
+
+    /// Whether the child has ended and been reaped, by us or by another.
+    pub(super) fn has_ended(&self) -> bool {
+        self.status.is_some() || self.reaped_elsewhere
+    }
+
+    pub(super) fn is_owner(&self) -> bool {
+        getpid() == self.owner
+    }
+
+    /// [`Error::NotOwner`] in a process that holds a copy of the handle but
+    /// did not start the child.
+    pub(super) fn check_owner(&self, action: &'static str) -> Result<()> {
+        if self.is_owner() {
+            Ok(())
+        } else {
+            Err(Error::NotOwner {
+                pid: self.pid.as_raw(),
+                owner: self.owner.as_raw(),
+                action,
+            })
+        }
+    }
+
+    /// `waitpid(pid)`: waits for the child to exit and records its status.
+    pub(super) fn wait_exit(&mut self) -> Result<()> {
+        self.reap(None)
+    }
+
+    /// `waitpid(pid, WNOHANG)`: records the status if the child has exited.
+    pub(super) fn poll_exit(&mut self) -> Result<()> {
+        self.reap(Some(WaitPidFlag::WNOHANG))
+    }
+
+    /// `waitpid` on this child only (`waitpid(-1)` would reap other code's
+    /// children), recording how it ended. With `WNOHANG`, a child still
+    /// running leaves `status` at `None`; without, it waits for the exit.
+    pub(super) fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
+        loop {
+            match waitpid(self.pid, flags) {
+                Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    self.status = Some(ExitStatus::Signal(signal))
+                }
+                Ok(_) if flags.is_none() => continue,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                // It was our child, not yet reaped by us: someone else
+                // reaped it (the kernel, when SIGCHLD is ignored). It has
+                // ended; how, nobody can tell us any more.
+                Err(Errno::ECHILD) => self.reaped_elsewhere = true,
+                Err(e) => return Err(Error::os("waitpid", e)),
+            }
+            return Ok(());
+        }
+    }
+
+    /// Blocks until the result socket or the child's exit has news, or the
+    /// deadline passes ([`Error::Timeout`], its duration filled in by the
+    /// caller that knows it).
+    pub(super) fn wait_for_event(&self, deadline: Option<Instant>) -> Result<()> {
+        // Once the message is in or the socket hung up, the socket stays
+        // readable: watching it then would spin.
+        let watch_socket = self.outcome.is_none() && !self.hung_up;
+        let timed_out = match &self.pidfd {
+            Some(pidfd) if watch_socket => {
+                channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
+                    == [false, false]
+            }
+            Some(pidfd) => channel::wait_readable([pidfd.as_fd()], deadline)? == [false],
+            None => {
+                // No pidfd: nothing wakes us on exit, so look every few ms.
+                let slice = Instant::now() + Duration::from_millis(5);
+                let until = deadline.map_or(slice, |d| d.min(slice));
+                let news = if watch_socket {
+                    channel::wait_readable([self.results.as_fd()], Some(until))? == [true]
+                } else {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                    false
+                };
+                // News that came as the time ran out is still news: a
+                // zero timeout must report a result that is there.
+                !news && deadline.is_some_and(|d| Instant::now() >= d)
+            }
+        };
+        if timed_out {
+            return Err(Error::Timeout(Duration::ZERO));
+        }
+        Ok(())
+    }
+
+    /// Blocks until the child is reaped, draining its result socket
+    /// meanwhile so that a child writing a result is never stuck behind us.
+    /// Used by `Drop`, which has no use for the value and no way to fail.
+    pub(super) fn reap_blocking(&mut self) {
+        while !self.has_ended() {
+            while self.outcome.is_none() && !self.hung_up {
+                match channel::try_discard(self.results.as_fd()) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(_) => self.hung_up = true,
+                }
+            }
+            if self.poll_exit().is_err() || self.has_ended() {
+                return;
+            }
+            if self.wait_for_event(None).is_err() {
+                // Polling failed: fall back to a plain blocking wait.
+                let _ = waitpid(self.pid, None);
+                return;
+            }
+        }
+    }
+}
