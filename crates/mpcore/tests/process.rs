@@ -7,7 +7,7 @@ use mpcore::process::Builder;
 use mpcore::{Error, ExitStatus, Process};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
-use testkit::{has_ended, open_fds, proc_state, wait_until_ended, within};
+use testkit::{has_ended, open_fds, proc_state, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -344,31 +344,12 @@ fn spawning_many_leaks_no_descriptor_and_no_child() {
 
 #[test]
 fn a_child_dies_with_its_parent() {
-    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"))
-        .arg("orphan")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(helper.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let child_pid: i32 = line
-        .trim()
-        .strip_prefix("child-pid ")
-        .unwrap_or_else(|| panic!("unexpected helper output {line:?}"))
-        .parse()
-        .unwrap();
-    assert!(
-        !has_ended(child_pid),
-        "the grandchild runs while its parent does"
+    let (ended, child_pid) = testkit::child_dies_with_killed_parent(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["orphan"],
     );
-    helper.kill().unwrap();
-    helper.wait().unwrap();
     assert!(
-        wait_until_ended(child_pid, Duration::from_secs(10)),
+        ended,
         "the child {child_pid} outlived its killed parent: an orphan"
     );
 }

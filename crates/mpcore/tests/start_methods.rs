@@ -9,7 +9,7 @@ use std::time::Duration;
 use mpcore::process::Builder;
 use mpcore::{Array, Error, Event, Lock, Process, Queue, Signal, StartMethod, Value};
 use serde::{Deserialize, Serialize};
-use testkit::{has_ended, wait_until_ended, within};
+use testkit::within;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -354,31 +354,12 @@ fn a_handle_outside_a_spawn_argument_does_not_serialize() {
 
 #[test]
 fn a_spawned_child_dies_with_its_parent() {
-    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"))
-        .args(["orphan", "spawn"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(helper.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let child_pid: i32 = line
-        .trim()
-        .strip_prefix("child-pid ")
-        .unwrap_or_else(|| panic!("unexpected helper output {line:?}"))
-        .parse()
-        .unwrap();
-    assert!(
-        !has_ended(child_pid),
-        "the child runs while its parent does"
+    let (ended, child_pid) = testkit::child_dies_with_killed_parent(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["orphan", "spawn"],
     );
-    helper.kill().unwrap();
-    helper.wait().unwrap();
     assert!(
-        wait_until_ended(child_pid, Duration::from_secs(10)),
+        ended,
         "the spawned child {child_pid} outlived its killed parent: an orphan"
     );
 }

@@ -147,6 +147,40 @@ pub fn wait_until_ended(pid: i32, limit: Duration) -> bool {
     has_ended(pid)
 }
 
+/// Starts `program` with `args`, which must print `child-pid N` for a
+/// child of its own and then wait; checks that the child runs, kills the
+/// program with SIGKILL, and returns whether the child then ended within
+/// 10 s (no orphan left under init), with the child's pid.
+pub fn child_dies_with_killed_parent(program: &str, args: &[&str]) -> (bool, i32) {
+    let mut parent = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {program}: {e}"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .expect("the program's first line");
+    let child_pid: i32 = line
+        .trim()
+        .strip_prefix("child-pid ")
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
+        .parse()
+        .expect("a pid");
+    assert!(
+        !has_ended(child_pid),
+        "the child runs while its parent does"
+    );
+    parent.kill().expect("SIGKILL to the parent");
+    parent.wait().expect("the parent reaped");
+    (
+        wait_until_ended(child_pid, Duration::from_secs(10)),
+        child_pid,
+    )
+}
+
 /// The pids of the live (not zombie) children of process `parent`.
 pub fn live_children(parent: u32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
