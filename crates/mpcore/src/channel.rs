@@ -78,28 +78,25 @@ pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
 /// Sends one encoded message as one packet; blocks while the socket buffer
 /// is full.
 pub(crate) fn send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
-    send_message(tx, &[payload], MsgFlags::empty(), INLINE_MAX).map(|_| ())
+    send_message(tx, payload, MsgFlags::empty(), INLINE_MAX).map(|_| ())
 }
 
 /// Like [`send_bytes`], but never waits: `Ok(false)` when the socket
 /// buffer is full and nothing was sent.
 pub(crate) fn try_send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<bool> {
-    send_message(tx, &[payload], MsgFlags::MSG_DONTWAIT, INLINE_MAX)
+    send_message(tx, payload, MsgFlags::MSG_DONTWAIT, INLINE_MAX)
 }
 
 /// Like [`send_bytes`], for a socket whose reader takes packets with
 /// [`try_recv_many_bytes`]: a payload over [`MANY_INLINE_MAX`] bytes goes
 /// through a memfd, so that every packet fits the reader's slots.
 pub(crate) fn send_bytes_to_many(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
-    send_message(tx, &[payload], MsgFlags::empty(), MANY_INLINE_MAX).map(|_| ())
+    send_message(tx, payload, MsgFlags::empty(), MANY_INLINE_MAX).map(|_| ())
 }
 
 /// A message shorter than this, with its tag, is sent from one buffer on
 /// the stack.
 const SMALL_PACKET: usize = 257;
-
-/// The most parts one message may be sent from.
-const MAX_PARTS: usize = 4;
 
 /// The one way a message goes out: inline in the packet, or through a
 /// memfd whose descriptor the packet carries. It builds nothing on the
@@ -107,49 +104,33 @@ const MAX_PARTS: usize = 4;
 /// none of the allocator's pages.
 fn send_message(
     tx: BorrowedFd<'_>,
-    parts: &[&[u8]],
+    payload: &[u8],
     flags: MsgFlags,
     inline_max: usize,
 ) -> Result<bool> {
-    if parts.len() > MAX_PARTS {
-        return Err(Error::Codec {
-            action: "encode",
-            reason: format!("a message of {} parts (at most {MAX_PARTS})", parts.len()),
-        });
-    }
-    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let total = payload.len();
     if total < SMALL_PACKET && total <= inline_max {
         // A small message is copied behind its tag and sent with `send`,
         // which costs the kernel less than `sendmsg` with an iovec.
         let mut packet = [0u8; SMALL_PACKET];
         packet[0] = TAG_INLINE;
-        let mut end = 1;
-        for part in parts {
-            packet[end..end + part.len()].copy_from_slice(part);
-            end += part.len();
-        }
+        packet[1..=total].copy_from_slice(payload);
         return sent("send", flags, || {
             nix::sys::socket::send(
                 tx.as_raw_fd(),
-                &packet[..end],
+                &packet[..=total],
                 flags | MsgFlags::MSG_NOSIGNAL,
             )
         });
     }
     if total <= inline_max {
-        let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
-        iov[0] = IoSlice::new(&[TAG_INLINE]);
-        for (slot, part) in iov[1..].iter_mut().zip(parts) {
-            *slot = IoSlice::new(part);
-        }
-        return send_packet(tx, &iov[..=parts.len()], &[], flags);
+        let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
+        return send_packet(tx, &iov, &[], flags);
     }
     let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
         .map_err(|e| Error::os("memfd_create", e))?;
     let mut file = File::from(memfd);
-    for part in parts {
-        file.write_all(part).map_err(|e| Error::io("write", e))?;
-    }
+    file.write_all(payload).map_err(|e| Error::io("write", e))?;
     let len = (total as u64).to_le_bytes();
     let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
     let fds = [file.as_raw_fd()];
