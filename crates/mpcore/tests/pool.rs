@@ -1114,3 +1114,38 @@ fn a_panicking_initializer_fails_every_task_and_does_not_hang() {
         pool.join().unwrap();
     });
 }
+
+/// The threads of the process this runs in, as the kernel counts them.
+fn threads_here(_: ()) -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line["Threads:".len()..].trim().parse().unwrap()
+}
+
+/// A worker is a fork of a process whose other threads may hold std's
+/// internal locks at that instant: starting a thread takes one of them
+/// (std's record of each thread's stack guard), and a worker that started
+/// its own thread (as workers once did, to carry their name) waited on
+/// that copy for ever, now and then. So a worker runs on the one thread
+/// the fork copied, and starts none, even while the caller's threads come
+/// and go.
+#[test]
+fn a_worker_is_one_thread_and_starts_none() {
+    within(LIMIT, || {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churner = thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    thread::spawn(|| ()).join().unwrap();
+                }
+            }
+        });
+        for _ in 0..20 {
+            let pool = Pool::new(2).unwrap();
+            assert_eq!(pool.map(threads_here, [(), (), ()]).unwrap(), [1, 1, 1]);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churner.join().unwrap();
+    });
+}

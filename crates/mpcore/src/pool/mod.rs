@@ -88,9 +88,10 @@
 //! [`Error::Panicked`] with the message, and the worker goes on with the
 //! next task, as Python's worker catches an exception. The same holds for
 //! a panic in the argument's `Deserialize` or the result's `Serialize` or
-//! `Drop`, which run in the worker too. Each worker runs its loop on a
-//! thread named like Python's worker process, `ForkPoolWorker-N`, so a
-//! panic message on stderr says which worker it came from.
+//! `Drop`, which run in the worker too. A panic message on stderr names
+//! the worker as Python names its worker processes, `ForkPoolWorker-N`:
+//! the pool wraps the panic hook once, before its first fork, and the
+//! wrapper leaves every panic outside a worker to the hook it wrapped.
 //!
 //! # The fork-with-threads hazard, again
 //!

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
-use super::worker::{ToWorker, worker_main};
+use super::worker::{ToWorker, name_worker_panics, worker_main};
 use crate::channel;
 use crate::codec;
 use crate::error::{Error, Result};
@@ -315,13 +315,14 @@ impl Supervisor {
         // The closure owns the worker's end of the socket; `spawn` drops
         // this process's copy of it before returning, so the worker holds
         // the only one.
-        let name = format!("ForkPoolWorker-{}", self.forked);
+        let number = self.forked;
+        name_worker_panics();
         let process = process::Builder::new()
-            .name(name.clone())
+            .name(format!("ForkPoolWorker-{number}"))
             .daemon(true)
             .spawn({
                 let initializer = self.initializer.clone();
-                move || worker_main(there, name, initializer)
+                move || worker_main(there, number, initializer)
             })?;
         self.workers.push(Worker {
             process,

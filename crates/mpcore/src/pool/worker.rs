@@ -1,10 +1,13 @@
 //! The worker's side: what travels between the pool and a worker, and the
 //! loop a worker runs, from its first packet to `Stop`.
 
+use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::thread;
+use std::panic;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -185,24 +188,61 @@ fn recheck<R: DeserializeOwned>(out: &[u8], starts: &[usize]) -> Vec<u8> {
     checked
 }
 
-/// A worker's life, on a thread named after the worker
-/// (`ForkPoolWorker-3`, as Python names its worker processes), so that a
-/// task's panic message says where it happened. The thread that forked
-/// the worker is the pool's supervisor, and the worker's copy of it keeps
-/// that thread's name.
-pub(super) fn worker_main(conn: OwnedFd, name: String, initializer: Option<Initializer>) {
-    let conn = conn.as_fd();
-    let initializer = initializer.as_ref();
-    thread::scope(|scope| {
-        let named = thread::Builder::new()
-            .name(name)
-            .spawn_scoped(scope, || worker_loop(conn, initializer));
-        if named.is_err() {
-            // No thread to be had: the loop runs here, under the
-            // supervisor's name, which is only a worse name.
-            worker_loop(conn, initializer);
-        }
+/// Which worker this process is: `N` of `ForkPoolWorker-N`, or 0 in a
+/// process that is no pool worker. Set once, in the worker, right after
+/// the fork; read by the panic hook that [`name_worker_panics`] installs.
+static WORKER_NUMBER: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes a worker's panic message name the worker (`thread
+/// 'ForkPoolWorker-3' (4242) panicked at ...`, as Python names its worker
+/// processes) instead of the pool's supervisor thread that forked it.
+///
+/// Runs in the pool's process, before its first fork: it wraps the panic
+/// hook in place (yours, or std's), and the wrapper hands every panic of a
+/// process that is no worker to it unchanged. The worker cannot do this
+/// itself, nor run its loop on a thread of its own with that name: a
+/// worker is a fork of a process whose other threads may hold std's
+/// internal locks at that instant (the hook's, the new-thread
+/// bookkeeping's), and taking one of those in the worker would wait for
+/// ever. Here, in the process where the holders run, it only waits its
+/// turn.
+pub(super) fn name_worker_panics() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            match WORKER_NUMBER.load(Ordering::Relaxed) {
+                0 => previous(info),
+                n => report_worker_panic(n, info),
+            }
+        }));
     });
+}
+
+/// std's panic message, under the worker's name; one `eprint!`, so that
+/// a test harness that captures output captures this too.
+fn report_worker_panic(worker: usize, info: &panic::PanicHookInfo<'_>) {
+    let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+    let at = info
+        .location()
+        .map_or_else(String::new, |l| format!(" at {l}"));
+    let backtrace = Backtrace::capture();
+    let tail = match backtrace.status() {
+        BacktraceStatus::Captured => format!("stack backtrace:\n{backtrace}"),
+        _ => "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
+            .to_owned(),
+    };
+    eprint!(
+        "\nthread 'ForkPoolWorker-{worker}' ({}) panicked{at}:\n{message}\n{tail}",
+        std::process::id()
+    );
+}
+
+/// A worker's life, on the thread that forked it (the only thread a fork
+/// copies). `number` is the worker's `N` in `ForkPoolWorker-N`.
+pub(super) fn worker_main(conn: OwnedFd, number: usize, initializer: Option<Initializer>) {
+    WORKER_NUMBER.store(number, Ordering::Relaxed);
+    worker_loop(conn.as_fd(), initializer.as_ref());
 }
 
 /// Runs the pool's initializer, if any; then waits for a packet, runs it,
