@@ -222,7 +222,12 @@ pub(super) fn name_worker_panics() {
 /// std's panic message, under the worker's name; one `eprint!`, so that
 /// a test harness that captures output captures this too.
 fn report_worker_panic(worker: usize, info: &panic::PanicHookInfo<'_>) {
-    let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("Box<dyn Any>");
     let at = info
         .location()
         .map_or_else(String::new, |l| format!(" at {l}"));
