@@ -429,6 +429,19 @@ pub enum Error {
         size: usize,
     },
 
+    /// A call of the `raw_sync` crate failed, through
+    /// [`published`](crate::published). `reason` is raw_sync's own message,
+    /// word for word: raw_sync reports a timeout this way too
+    /// (`Failed to acquire mutex : 110`, `Failed waiting for signal`), and
+    /// does not tell it apart from a failure.
+    #[error("{reason}")]
+    RawSync {
+        /// The raw_sync call, e.g. `"try_lock"`.
+        call: &'static str,
+        /// What raw_sync said.
+        reason: String,
+    },
+
     /// An argument was out of its range, e.g. a pool of zero processes.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -93,6 +93,7 @@ pub mod logging;
 mod named;
 pub mod pool;
 pub mod process;
+pub mod published;
 mod queue;
 mod ring;
 mod shared;
