@@ -6,36 +6,22 @@
 //!
 //!     cargo run -p event_demo --example raw_sync_events
 //!
-//! raw_sync's calls are `unsafe` (raw pointers into shared memory), and a
-//! child reaches its event by opening the segment by name.
+//! raw_sync's calls are `unsafe` (raw pointers into shared memory):
+//! `mpcore::published` makes them, behind the promise each one keeps, and
+//! gives this example a safe `RawSyncEvent`. A child reaches its event by
+//! opening the segment by name.
 
 use std::time::Duration;
 
 use mpcore::Process;
-use raw_sync::Timeout;
-use raw_sync::events::{Event, EventImpl, EventInit, EventState};
-use shared_memory::{Shmem, ShmemConf};
+use mpcore::published::RawSyncEvent;
 
 const WAIT: Duration = Duration::from_secs(2);
 
-/// A fresh segment with a raw_sync event at its start.
-fn new_event(auto_reset: bool) -> Result<(Shmem, Box<dyn EventImpl>), Box<dyn std::error::Error>> {
-    let shmem = ShmemConf::new().size(Event::size_of(None) + 64).create()?;
-    // SAFETY: the segment is fresh, page-aligned and large enough for the
-    // event (its size plus room for alignment); no other process maps
-    // it yet.
-    let (event, _) = unsafe { Event::new(shmem.as_ptr(), auto_reset)? };
-    Ok((shmem, event))
-}
-
 /// In a child: opens the segment by name and waits for its event.
 fn wait_in_child(os_id: &str, timeout: Duration) -> bool {
-    let Ok(shmem) = ShmemConf::new().os_id(os_id).open() else {
-        return false;
-    };
-    // SAFETY: the parent made an event at the start of this segment.
-    match unsafe { Event::from_existing(shmem.as_ptr()) } {
-        Ok((event, _)) => event.wait(Timeout::Val(timeout)).is_ok(),
+    match RawSyncEvent::open(os_id) {
+        Ok(event) => event.wait_timeout(timeout).is_ok(),
         Err(_) => false,
     }
 }
@@ -43,15 +29,15 @@ fn wait_in_child(os_id: &str, timeout: Duration) -> bool {
 /// Starts two waiting children, sets the event once, and counts how many
 /// woke.
 fn woken_by_one_set(auto_reset: bool) -> Result<usize, Box<dyn std::error::Error>> {
-    let (shmem, event) = new_event(auto_reset)?;
+    let event = RawSyncEvent::create(auto_reset)?;
     let waiters: Vec<_> = (0..2)
         .map(|_| {
-            let os_id = shmem.get_os_id().to_owned();
+            let os_id = event.os_id().to_owned();
             Process::spawn(move || wait_in_child(&os_id, WAIT))
         })
         .collect::<Result<_, _>>()?;
     std::thread::sleep(Duration::from_millis(200));
-    event.set(EventState::Signaled)?;
+    event.set()?;
     let mut woke = 0;
     for mut waiter in waiters {
         woke += usize::from(waiter.join()?);
@@ -62,8 +48,8 @@ fn woken_by_one_set(auto_reset: bool) -> Result<usize, Box<dyn std::error::Error
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let woke = woken_by_one_set(false)?;
     println!("raw_sync: one set woke {woke} of 2 waiting children");
-    let (_shmem, event) = new_event(false)?;
-    match event.wait(Timeout::Val(Duration::from_millis(200))) {
+    let event = RawSyncEvent::create(false)?;
+    match event.wait_timeout(Duration::from_millis(200)) {
         Ok(()) => println!("raw_sync: a wait of 200ms that nobody ends: woke"),
         Err(e) => println!("raw_sync: a wait of 200ms that nobody ends: \"{e}\""),
     }

@@ -9,45 +9,19 @@
 //!
 //! raw_sync's calls are `unsafe`: it hands out raw pointers into shared
 //! memory, and the caller promises what the compiler cannot check. That
-//! is the other reason mpcore keeps its own lock.
+//! is the other reason mpcore keeps its own lock. `mpcore::published`
+//! makes those calls, each behind the promise it keeps, and hands this
+//! example a safe `RawSyncMutex`: a value under raw_sync's mutex.
 
 use std::time::{Duration, Instant};
 
+use mpcore::published::RawSyncMutex;
 use mpcore::{Event, Lock, Process};
-use raw_sync::Timeout;
-use raw_sync::locks::{LockImpl, LockInit, Mutex};
-use shared_memory::{Shmem, ShmemConf};
-
-/// The mutex at the start of the segment, the counter after it.
-const DATA_AT: usize = 64;
-
-/// The segment's mutex, as raw_sync sees it from this process.
-fn mutex_in(shmem: &Shmem, create: bool) -> Result<Box<dyn LockImpl>, Box<dyn std::error::Error>> {
-    let base = shmem.as_ptr();
-    // SAFETY: the segment is at least DATA_AT + 8 bytes, the mutex (at
-    // most DATA_AT bytes with its padding) comes first and the counter
-    // after it; `create` is true only in the process that made the
-    // segment, before any other process maps it.
-    let (mutex, _) = unsafe {
-        let data = base.add(DATA_AT);
-        if create {
-            Mutex::new(base, data)?
-        } else {
-            Mutex::from_existing(base, data)?
-        }
-    };
-    Ok(mutex)
-}
 
 /// Adds `num` to the counter `times` times, each time under the lock.
-fn add(mutex: &dyn LockImpl, num: u64, times: u32) -> Result<(), Box<dyn std::error::Error>> {
+fn add(counter: &RawSyncMutex<u64>, num: u64, times: u32) -> mpcore::Result<()> {
     for _ in 0..times {
-        let guard = mutex.lock()?;
-        let counter = (*guard).cast::<u64>();
-        // SAFETY: the counter is 8-aligned (the segment is page-aligned),
-        // inside the segment, and every process touches it only under
-        // this mutex, which we hold.
-        unsafe { *counter += num };
+        *counter.lock()? += num;
     }
     Ok(())
 }
@@ -56,20 +30,15 @@ fn add(mutex: &dyn LockImpl, num: u64, times: u32) -> Result<(), Box<dyn std::er
 /// (raw pointers) cannot be moved into a child.
 fn in_child(
     os_id: &str,
-    body: impl FnOnce(&dyn LockImpl) -> Result<(), Box<dyn std::error::Error>>,
+    body: impl FnOnce(&RawSyncMutex<u64>) -> mpcore::Result<()>,
 ) -> Result<(), String> {
-    let shmem = ShmemConf::new()
-        .os_id(os_id)
-        .open()
-        .map_err(|e| e.to_string())?;
-    let mutex = mutex_in(&shmem, false).map_err(|e| e.to_string())?;
-    body(&*mutex).map_err(|e| e.to_string())
+    let counter = RawSyncMutex::open(os_id).map_err(|e| e.to_string())?;
+    body(&counter).map_err(|e| e.to_string())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let shmem = ShmemConf::new().size(DATA_AT + 8).create()?;
-    let os_id = shmem.get_os_id().to_owned();
-    let mutex = mutex_in(&shmem, true)?;
+    let counter = RawSyncMutex::create(0u64)?;
+    let os_id = counter.os_id().to_owned();
 
     let mut adders = [1u64, 3].map(|num| {
         let os_id = os_id.clone();
@@ -78,10 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for adder in &mut adders {
         adder.as_mut().map_err(|e| e.to_string())?.join()??;
     }
-    let guard = mutex.lock()?;
-    // SAFETY: as in `add`: we hold the lock.
-    let total = unsafe { *(*guard).cast::<u64>() };
-    drop(guard);
+    let total = *counter.lock()?;
     println!("raw_sync: 1000 x 1 and 1000 x 3 under the lock: {total}");
 
     // A holder killed with SIGKILL: it never unlocks.
@@ -104,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         holder.join().unwrap_err()
     );
     let start = Instant::now();
-    match mutex.try_lock(Timeout::Val(Duration::from_secs(1))) {
+    match counter.try_lock(Duration::from_secs(1)) {
         Ok(_) => println!("raw_sync: the next lock: taken"),
         Err(e) => println!(
             "raw_sync: the next lock: \"{e}\" after {:.0?}: still locked by the dead process, \

@@ -4,82 +4,68 @@
 //!
 //!     cargo run -p shared_memory_demo --example shared_memory_crate
 //!
-//! The crate gives bytes, not values: no type, no lock. Here the parent
-//! and the child never touch the bytes at the same time (the parent
-//! waits for the child to end), which is the promise each `unsafe` block
-//! makes; to share them while both run, add a lock (chapter 8's example
-//! puts raw_sync's mutex in the segment).
+//! The crate gives bytes, not values: no type, no lock, and reading them
+//! while another process writes them is a data race, which Rust leaves
+//! undefined. `mpcore::published::SharedAtomics` puts atomics in the
+//! segment instead (an `AtomicF64` is an `f64`'s bits in an `AtomicU64`),
+//! so every access is whole even while both processes run. Each update
+//! here is still a load and then a store: two processes that changed the
+//! same value at once would lose one change. Here the parent waits for
+//! the child to end; to share the values while both change them, add a
+//! lock (chapter 8's example puts raw_sync's mutex in a segment).
 
 use std::path::Path;
+use std::sync::atomic::AtomicI32;
+use std::sync::atomic::Ordering::Relaxed;
 
-use bytemuck::{Pod, Zeroable};
 use mpcore::Process;
-use shared_memory::{Shmem, ShmemConf};
+use mpcore::published::{AtomicF64, SharedAtomics};
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct Data {
-    value1: i32,
-    _pad: u32,
-    value2: f64,
-    array: [i32; 4],
-}
+/// `value1`, `value2` and `array`.
+type Data = (AtomicI32, AtomicF64, [AtomicI32; 4]);
 
-/// The segment's bytes as `Data`.
-///
-/// # Safety
-///
-/// No other process may use the bytes while the reference lives.
-unsafe fn data(shmem: &mut Shmem) -> &mut Data {
-    // SAFETY: the segment is page-aligned and `size_of::<Data>()` long;
-    // `Data` is plain bytes; the caller promises nobody else uses them.
-    unsafe { &mut *shmem.as_ptr().cast::<Data>() }
-}
-
-fn show(when: &str, d: &Data) {
+fn show(when: &str, (value1, value2, array): &Data) {
+    let array = array.each_ref().map(|x| x.load(Relaxed));
     println!(
-        "{when}: value1 = {}, value2 = {}, array = {:?}",
-        d.value1, d.value2, d.array
+        "{when}: value1 = {}, value2 = {}, array = {array:?}",
+        value1.load(Relaxed),
+        value2.load(Relaxed),
     );
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut shmem = ShmemConf::new().size(size_of::<Data>()).create()?;
-    let name = shmem.get_os_id().to_owned();
+    let data = SharedAtomics::<Data>::create()?;
+    let name = data.os_id().to_owned();
     let file = format!("/dev/shm{name}");
-    // SAFETY: no child exists yet.
-    let d = unsafe { data(&mut shmem) };
-    *d = Data {
-        value1: 0,
-        _pad: 0,
-        // The tutorial's 3.14 is a number to store, not π.
-        #[allow(clippy::approx_constant)]
-        value2: 3.14,
-        array: [1, 2, 3, 4],
-    };
-    show("before the child", d);
+    let (value1, value2, array) = &*data;
+    value1.store(0, Relaxed);
+    // The tutorial's 3.14 is a number to store, not π.
+    #[allow(clippy::approx_constant)]
+    value2.store(3.14, Relaxed);
+    for (x, v) in array.iter().zip([1, 2, 3, 4]) {
+        x.store(v, Relaxed);
+    }
+    show("before the child", &data);
 
     let mut child = Process::spawn({
         let name = name.clone();
         move || -> Result<(), String> {
-            let mut shmem = ShmemConf::new()
-                .os_id(&name)
-                .open()
-                .map_err(|e| e.to_string())?;
-            // SAFETY: the parent does not touch the bytes until we end.
-            let d = unsafe { data(&mut shmem) };
-            d.value1 += 1;
-            d.value2 *= 2.0;
-            d.array.iter_mut().for_each(|x| *x *= *x);
+            let data = SharedAtomics::<Data>::open(&name).map_err(|e| e.to_string())?;
+            let (value1, value2, array) = &*data;
+            value1.fetch_add(1, Relaxed);
+            value2.store(value2.load(Relaxed) * 2.0, Relaxed);
+            for x in array {
+                x.store(x.load(Relaxed).pow(2), Relaxed);
+            }
             Ok(())
         }
     })?;
+    // `join` also orders the child's stores before the reads below.
     child.join()??;
-    // SAFETY: the child has ended.
-    show("after the child ", unsafe { data(&mut shmem) });
+    show("after the child ", &data);
 
     println!("in use: {} exists: {}", file, Path::new(&file).exists());
-    drop(shmem);
+    drop(data);
     println!(
         "dropped by its creator: {} exists: {}",
         file,
