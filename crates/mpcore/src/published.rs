@@ -41,7 +41,11 @@
 //! ([`Error::RawSync`]), and its timed calls add the duration to
 //! `CLOCK_REALTIME` without carrying nanoseconds into seconds, so a
 //! timeout with a fraction of a second can be refused at once (`EINVAL`)
-//! instead of waited out. Whole seconds always work.
+//! instead of waited out. Whole seconds always work. The safe calls here
+//! keep the promises raw_sync's `unsafe fn`s ask for; what raw_sync does
+//! inside is its own (it fills pthread attribute structs and a `timespec`
+//! that it declares initialised before they are, and reads an event's
+//! flag without its lock while opening it).
 //!
 //! ```
 //! use mpcore::published::RawSyncMutex;
