@@ -73,24 +73,37 @@ fn start_methods(c: &mut Criterion) {
         b.iter(|| procspawn_join(black_box(41)))
     });
 
-    // A short pool's whole life: Pool(2), a map of 10 tiny tasks, close,
-    // join. Under fork, Pool::new; the others need the pool's own
-    // start_method (the "pool-start-methods" feature).
-    assert_eq!(mpbench::pool_map10(Pool::new(2).unwrap()).unwrap(), 90);
-    group.bench_function("mpcore fork: Pool(2) + map 10 + close", |b| {
-        b.iter(|| mpbench::pool_map10(Pool::new(2).unwrap()).unwrap())
-    });
+    // A short pool's whole life (Pool(2), a map of 10 tiny tasks, close,
+    // join), and one apply_async round trip on a running pool. Under
+    // fork, Pool::new; the others need the pool's own start_method (the
+    // "pool-start-methods" feature).
+    pool_rows(&mut group, StartMethod::Fork, || Pool::new(2));
     #[cfg(feature = "pool-start-methods")]
     for method in [StartMethod::Spawn, StartMethod::ForkServer] {
-        assert_eq!(
-            mpbench::pool_map10(mpbench::pool2(method).unwrap()).unwrap(),
-            90
-        );
-        group.bench_function(format!("mpcore {method}: Pool(2) + map 10 + close"), |b| {
-            b.iter(|| mpbench::pool_map10(mpbench::pool2(method).unwrap()).unwrap())
-        });
+        pool_rows(&mut group, method, move || mpbench::pool2(method));
     }
     group.finish();
+}
+
+fn pool_rows(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    method: StartMethod,
+    start: impl Fn() -> mpcore::Result<Pool>,
+) {
+    assert_eq!(mpbench::pool_map10(start().unwrap()).unwrap(), 90);
+    group.bench_function(format!("mpcore {method}: Pool(2) + map 10 + close"), |b| {
+        b.iter(|| mpbench::pool_map10(start().unwrap()).unwrap())
+    });
+    let pool = start().unwrap();
+    assert_eq!(mpbench::apply_async_rtt(&pool, 10).unwrap(), 90);
+    group.bench_function(format!("mpcore {method}: apply_async(..).get()"), |b| {
+        b.iter(|| {
+            pool.apply_async(mpbench::tiny, black_box(21))
+                .unwrap()
+                .get()
+                .unwrap()
+        })
+    });
 }
 
 criterion_group!(benches, spawn, start_methods);

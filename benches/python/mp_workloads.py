@@ -47,11 +47,20 @@ SIZES = {
     # Python only (mpbench::PYTHON_ONLY): the pool under the other methods.
     "pool_map10_spawn": (20, 2),
     "pool_map10_forkserver": (20, 2),
+    "apply_async_rtt_spawn": (2_000, 20),
+    "apply_async_rtt_forkserver": (2_000, 20),
 }
 
-# The workloads that share one Pool(2) across their runs; pool_map10 and
-# its kin time a pool's whole life instead.
-NEEDS_POOL = {"pool_map_tiny", "pool_map_chunk1", "apply_async_rtt"}
+# The workloads that share one Pool(2) across their runs, and the start
+# method of its workers; pool_map10 and its kin time a pool's whole life
+# instead.
+NEEDS_POOL = {
+    "pool_map_tiny": "fork",
+    "pool_map_chunk1": "fork",
+    "apply_async_rtt": "fork",
+    "apply_async_rtt_spawn": "spawn",
+    "apply_async_rtt_forkserver": "forkserver",
+}
 
 
 def nothing():
@@ -256,12 +265,18 @@ WORKLOADS = {
     "timing_processes": timing_processes,
     "pool_map10_spawn": pool_map10_with("spawn"),
     "pool_map10_forkserver": pool_map10_with("forkserver"),
+    "apply_async_rtt_spawn": apply_async_rtt,
+    "apply_async_rtt_forkserver": apply_async_rtt,
 }
 
 
 def measure(name, quick, runs):
     n = SIZES[name][1 if quick else 0]
-    pool = mp.Pool(2) if name in NEEDS_POOL else None
+    pool = mp.get_context(NEEDS_POOL[name]).Pool(2) if name in NEEDS_POOL else None
+    if pool is not None:
+        # Time a running pool: a spawned worker takes a while to import
+        # this module, and the first tasks would wait for it.
+        pool.map(tiny, range(8), chunksize=1)
     try:
         times = []
         for _ in range(runs):

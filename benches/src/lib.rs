@@ -138,9 +138,14 @@ pub const WORKLOADS: &[Workload] = &[
 /// Workloads that only `mp_workloads.py` has, printed after those of
 /// [`WORKLOADS`]: CPython's pool under its other two start methods. The
 /// side-by-side pairs mpcore's `pool_map10` (the default method) with
-/// `pool_map10_forkserver`; `pool_map10_spawn` is there for chapter 12's
-/// table of costs.
-pub const PYTHON_ONLY: &[&str] = &["pool_map10_spawn", "pool_map10_forkserver"];
+/// `pool_map10_forkserver`; the others are there for chapter 12's table
+/// of costs, whose mpcore columns come from criterion.
+pub const PYTHON_ONLY: &[&str] = &[
+    "pool_map10_spawn",
+    "pool_map10_forkserver",
+    "apply_async_rtt_spawn",
+    "apply_async_rtt_forkserver",
+];
 
 /// The loop length of one timing job here: `timing_demo`'s default, about
 /// 0.2 s per job. Python runs the tutorial's `range(1000000)`, as long a
