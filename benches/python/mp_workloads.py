@@ -2,7 +2,8 @@
 """The side-by-side workloads in CPython's multiprocessing.
 
 Standard library only; the start method is pinned to fork, as mpcore
-forks. Each workload does its whole job once per run, is timed with
+forks by default, except in the workloads named after another method,
+which take it from mp.get_context(method). Each workload does its whole job once per run, is timed with
 time.perf_counter over --runs runs, and its answer is checked after the
 timer stops. One JSON object per line on stdout:
 
@@ -30,6 +31,9 @@ MIB = 1 << 20
 # name: (full-size ops, quick ops), as in mpbench::WORKLOADS.
 SIZES = {
     "spawn_join": (200, 10),
+    "spawn_join_spawn": (20, 2),
+    "spawn_join_forkserver": (200, 10),
+    "pool_map10": (20, 2),
     "queue_small": (100_000, 1_000),
     "queue_1mib": (200, 4),
     "pool_map_tiny": (100_000, 1_000),
@@ -40,6 +44,22 @@ SIZES = {
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
+    # Python only (mpbench::PYTHON_ONLY): the pool under the other methods.
+    "pool_map10_spawn": (20, 2),
+    "pool_map10_forkserver": (20, 2),
+    "apply_async_rtt_spawn": (2_000, 20),
+    "apply_async_rtt_forkserver": (2_000, 20),
+}
+
+# The workloads that share one Pool(2) across their runs, and the start
+# method of its workers; pool_map10 and its kin time a pool's whole life
+# instead.
+NEEDS_POOL = {
+    "pool_map_tiny": "fork",
+    "pool_map_chunk1": "fork",
+    "apply_async_rtt": "fork",
+    "apply_async_rtt_spawn": "spawn",
+    "apply_async_rtt_forkserver": "forkserver",
 }
 
 
@@ -53,6 +73,40 @@ def spawn_join(n, _ctx):
         p.start()
         p.join()
     return n
+
+
+def spawn_join_with(method):
+    """start + join of an empty target under one start method. The target
+    is a module-level function: spawn and forkserver children find it by
+    name, by importing this module."""
+    ctx = mp.get_context(method)
+
+    def workload(n, _ctx):
+        for _ in range(n):
+            p = ctx.Process(target=nothing)
+            p.start()
+            p.join()
+        return n
+
+    return workload
+
+
+def pool_map10_with(method):
+    """Pool(2), a map of 10 tiny tasks, close and join: a short pool's
+    whole life under one start method."""
+    ctx = mp.get_context(method)
+
+    def workload(n, _ctx):
+        total = 0
+        for _ in range(n):
+            pool = ctx.Pool(2)
+            total += sum(pool.map(tiny, range(10)))
+            pool.close()
+            pool.join()
+        assert total == n * 90, total
+        return total
+
+    return workload
 
 
 def put_ints(q, n):
@@ -196,6 +250,9 @@ def timing_processes(n, _ctx):
 
 WORKLOADS = {
     "spawn_join": spawn_join,
+    "spawn_join_spawn": spawn_join_with("spawn"),
+    "spawn_join_forkserver": spawn_join_with("forkserver"),
+    "pool_map10": pool_map10_with("fork"),
     "queue_small": queue_small,
     "queue_1mib": queue_1mib,
     "pool_map_tiny": pool_map_tiny,
@@ -206,12 +263,20 @@ WORKLOADS = {
     "timing_normal": timing_normal,
     "timing_threads": timing_threads,
     "timing_processes": timing_processes,
+    "pool_map10_spawn": pool_map10_with("spawn"),
+    "pool_map10_forkserver": pool_map10_with("forkserver"),
+    "apply_async_rtt_spawn": apply_async_rtt,
+    "apply_async_rtt_forkserver": apply_async_rtt,
 }
 
 
 def measure(name, quick, runs):
     n = SIZES[name][1 if quick else 0]
-    pool = mp.Pool(2) if name.startswith("pool_") or name == "apply_async_rtt" else None
+    pool = mp.get_context(NEEDS_POOL[name]).Pool(2) if name in NEEDS_POOL else None
+    if pool is not None:
+        # Time a running pool: a spawned worker takes a while to import
+        # this module, and the first tasks would wait for it.
+        pool.map(tiny, range(8), chunksize=1)
     try:
         times = []
         for _ in range(runs):

@@ -12,7 +12,7 @@ pub mod published;
 
 use std::hint::black_box;
 
-use mpcore::{Event, Pool, Process, Queue, Result, Value};
+use mpcore::{Event, Pool, Process, Queue, Result, StartMethod, Value, process};
 
 /// One row of the side-by-side table: a workload that exists in Python
 /// (`benches/python/mp_workloads.py`, same name) and here.
@@ -26,7 +26,7 @@ pub struct Workload {
     pub ops: u64,
     /// Operations in one `--quick` run.
     pub quick_ops: u64,
-    /// The unit the table reports: `"us/op"` for latencies, `"msgs/s"`
+    /// The unit the table reports: `"us/op"` (or `"ms/op"`) for latencies, `"msgs/s"`
     /// and the like for throughputs, `"MB/s"`, `"ns/iter"` (one step of
     /// the timing job's loop) or `"x normal"` (a speed-up over
     /// `timing_normal`).
@@ -41,6 +41,27 @@ pub const WORKLOADS: &[Workload] = &[
         ops: 200,
         quick_ops: 10,
         unit: "us/op",
+    },
+    Workload {
+        name: "spawn_join_spawn",
+        what: "spawn + join, start method spawn",
+        ops: 20,
+        quick_ops: 2,
+        unit: "us/op",
+    },
+    Workload {
+        name: "spawn_join_forkserver",
+        what: "spawn + join, start method forkserver",
+        ops: 200,
+        quick_ops: 10,
+        unit: "us/op",
+    },
+    Workload {
+        name: "pool_map10",
+        what: "Pool(2) + map of 10 tiny tasks + close",
+        ops: 20,
+        quick_ops: 2,
+        unit: "ms/op",
     },
     Workload {
         name: "queue_small",
@@ -114,6 +135,18 @@ pub const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// Workloads that only `mp_workloads.py` has, printed after those of
+/// [`WORKLOADS`]: CPython's pool under its other two start methods. The
+/// side-by-side pairs mpcore's `pool_map10` (the default method) with
+/// `pool_map10_forkserver`; the others are there for chapter 12's table
+/// of costs, whose mpcore columns come from criterion.
+pub const PYTHON_ONLY: &[&str] = &[
+    "pool_map10_spawn",
+    "pool_map10_forkserver",
+    "apply_async_rtt_spawn",
+    "apply_async_rtt_forkserver",
+];
+
 /// The loop length of one timing job here: `timing_demo`'s default, about
 /// 0.2 s per job. Python runs the tutorial's `range(1000000)`, as long a
 /// time; the table compares the speed-ups over `normal`, and the time per
@@ -132,6 +165,44 @@ pub const MIB: usize = 1 << 20;
 pub fn spawn_join(x: u64) -> Result<u64> {
     let x = black_box(x);
     Process::spawn(move || x + 1)?.join()
+}
+
+/// The task of [`spawn_join_with`]: a plain `fn`, which every start method
+/// can run (a spawned child cannot receive a closure).
+pub fn plus_one(x: u64) -> u64 {
+    x + 1
+}
+
+/// Starts a child by `method` that returns `x + 1`; joins it. Returns the
+/// value.
+///
+/// # Errors
+///
+/// [`mpcore::Error::StartMethodUnavailable`] for a method this build of
+/// mpcore cannot start yet, and whatever the start or the join gives.
+pub fn spawn_join_with(method: StartMethod, x: u64) -> Result<u64> {
+    process::Builder::new()
+        .start_method(method)
+        .spawn_fn(plus_one, black_box(x))?
+        .join()
+}
+
+/// `Pool(2)`, a `map` of 10 tiny tasks, `close` and `join`: what a short
+/// pool costs from start to end. Returns the sum, 90.
+pub fn pool_map10(pool: Pool) -> Result<u64> {
+    let sum = pool.map(tiny, 0..10)?.iter().sum();
+    pool.close();
+    pool.join()?;
+    Ok(sum)
+}
+
+/// A pool of 2 workers started by `method`, for [`pool_map10`].
+#[cfg(feature = "pool-start-methods")]
+pub fn pool2(method: StartMethod) -> Result<Pool> {
+    mpcore::pool::Builder::new()
+        .processes(2)
+        .start_method(method)
+        .build()
 }
 
 /// A child puts `0..n` on a queue; the parent gets them all. Returns the sum.

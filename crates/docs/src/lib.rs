@@ -43,3 +43,6 @@ pub mod ch10_performance {}
 
 #[doc = include_str!("../../../docs/11-beyond-one-machine.md")]
 pub mod ch11_beyond_one_machine {}
+
+#[doc = include_str!("../../../docs/12-start-methods.md")]
+pub mod ch12_start_methods {}

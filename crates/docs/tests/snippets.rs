@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 const MARK: &str = "<!-- from ";
 
 /// Every chapter that goes with a demo crate.
-const DEMO_CHAPTERS: [&str; 10] = [
+const DEMO_CHAPTERS: [&str; 11] = [
     "01-process-basics.md",
     "02-ordered-join.md",
     "03-cpu-count.md",
@@ -32,6 +32,7 @@ const DEMO_CHAPTERS: [&str; 10] = [
     "08-lock.md",
     "09-events-producer-consumer.md",
     "11-beyond-one-machine.md",
+    "12-start-methods.md",
 ];
 
 fn workspace() -> PathBuf {
