@@ -129,6 +129,8 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::panic_message;
+use crate::spawn;
+use crate::start::StartMethod;
 
 mod builder;
 mod chunk;
@@ -190,6 +192,7 @@ use worker::{Trampoline, fn_addr, run_chunk};
 /// `default` could only panic then.
 pub struct Pool {
     processes: usize,
+    start_method: StartMethod,
     commands: mpsc::Sender<Command>,
     wake: Arc<Wake>,
     pids: Arc<Mutex<Vec<i32>>>,
@@ -211,6 +214,7 @@ impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("processes", &self.processes)
+            .field("start_method", &self.start_method)
             .field("pids", &self.pids())
             .field("closed", &self.closed.load(Ordering::SeqCst))
             .finish()
@@ -241,6 +245,12 @@ impl Pool {
     /// The number of workers the pool keeps running.
     pub fn processes(&self) -> usize {
         self.processes
+    }
+
+    /// How this pool's workers start ([`Builder::start_method`], or the
+    /// program's default when the pool was made).
+    pub fn start_method(&self) -> StartMethod {
+        self.start_method
     }
 
     /// The process ids of the workers running now. A worker that died or
@@ -327,7 +337,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let link = self.link()?;
-        let (call, done) = call(f);
+        let (call, done) = call(f, self.start_method)?;
         let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
         let chunksize = chunksize.clamp(1, u32::MAX as usize);
         let mut chunks = Vec::new();
@@ -526,7 +536,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let link = self.link()?;
-        let (call, done) = call(f);
+        let (call, done) = call(f, self.start_method)?;
         let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
         let mut args = Vec::new();
         codec::encode_checked_into(&mut args, &arg)?;
@@ -660,7 +670,7 @@ impl Pool {
         I: IntoIterator<Item = T>,
     {
         let link = self.link()?;
-        let (call, done) = call(f);
+        let (call, done) = call(f, self.start_method)?;
         let results = Results::new(done, Arc::clone(&self.answer_time), ordered);
         let chunksize = chunksize.clamp(1, u32::MAX as usize);
         let feed = Feed {
@@ -680,20 +690,35 @@ impl Pool {
 }
 
 /// A new call of `f`: what its chunks share, and where their results come.
-fn call<T, R>(f: fn(T) -> R) -> (Call, mpsc::Receiver<ChunkDone>)
+///
+/// A worker that is a fresh run of the program finds `f` at the same
+/// distance from mpcore's anchor as here, which holds only for a function
+/// of the same image: checked once per call, and only then.
+fn call<T, R>(f: fn(T) -> R, method: StartMethod) -> Result<(Call, mpsc::Receiver<ChunkDone>)>
 where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
+    let trampoline = run_chunk::<T, R> as Trampoline as *const ();
+    let func = f as *const ();
+    if method != StartMethod::Fork
+        && !(spawn::in_anchor_image(func as usize) && spawn::in_anchor_image(trampoline as usize))
+    {
+        return Err(Error::InvalidArgument(
+            "a pool task under StartMethod::Spawn or ForkServer must be a function of the \
+             program itself (or of the library that holds mpcore), not one from another shared \
+             library: its address would mean nothing in a spawned worker",
+        ));
+    }
     let (reply, done) = mpsc::channel();
     let call = Call {
-        trampoline: fn_addr(run_chunk::<T, R> as Trampoline as *const ()),
-        func: fn_addr(f as *const ()),
+        trampoline: fn_addr(trampoline),
+        func: fn_addr(func),
         reply,
         speed: Arc::new(Speed::default()),
         all: None,
     };
-    (call, done)
+    Ok((call, done))
 }
 
 /// What a call needs of the pool to hand chunks to its supervisor. An
