@@ -304,8 +304,10 @@ fn job_with_queue((q, n): (Queue<u64>, u64)) {
 
 #[test]
 fn a_queue_reaches_the_workers_through_initializer_fn_not_a_task_argument() {
-    for &method in METHODS {
+    // initializer_fn is for every method: Fork too.
+    for &method in std::iter::once(&StartMethod::Fork).chain(METHODS) {
         within(LIMIT, move || {
+            let _turn = my_turn();
             let q = Queue::new().unwrap();
             let pool = Builder::new()
                 .processes(2)

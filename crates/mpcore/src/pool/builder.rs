@@ -131,10 +131,10 @@ impl Builder {
 
     /// Runs `f(arg)` once in each worker when it starts, before its first
     /// task (Python's `initializer=f, initargs=(arg,)`), and in each worker
-    /// that replaces one. For workers that are forked only: under another
-    /// start method, use [`initializer_fn`](Self::initializer_fn). For several arguments, take a tuple. What it sets
+    /// that replaces one. For several arguments, take a tuple. What it sets
     /// up (a `static`, a thread-local, a connection) stays for every task
-    /// the worker runs.
+    /// the worker runs. For forked workers only: under another start
+    /// method, use [`initializer_fn`](Self::initializer_fn).
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
