@@ -102,7 +102,8 @@ pub(crate) fn serialize<S: Serializer>(
             "a {what} can be sent only in the argument of a spawned process \
              (process::Builder::spawn_fn under StartMethod::Spawn), which receives \
              its memory as a descriptor; to give it to a forked child, move it into \
-             the closure instead"
+             the closure instead; to give it to a pool's workers, pass it to \
+             pool::Builder::initializer_fn"
         ))),
     }
 }
@@ -140,4 +141,21 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
 /// Turns an error of mapping a received handle into the decoder's error.
 pub(crate) fn map_error<E: serde::de::Error>(what: &'static str, e: Error) -> E {
     failed(format!("could not map the {what} that was received: {e}"))
+}
+
+/// A plain descriptor that travels to a spawned child as the handles do:
+/// the socket on which a pool's spawned worker talks to its pool.
+#[derive(Debug)]
+pub(crate) struct Descriptor(pub(crate) OwnedFd);
+
+impl Serialize for Descriptor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize(serializer, "descriptor", self.0.as_fd(), 0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Descriptor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserialize(deserializer, "descriptor").map(|(fd, _)| Descriptor(fd))
+    }
 }

@@ -331,3 +331,17 @@ where
     };
     process::child_main(move || f(arg), tx, parent)
 }
+
+/// The anchor's address in this run of the program. A pool's worker that
+/// is a fresh run gets the pool's anchor and translates the addresses the
+/// pool sends by the difference between the two.
+pub(crate) fn anchor_address() -> usize {
+    anchor()
+}
+
+/// Whether the function at `address` lies in the same image as the
+/// anchor: only then is its distance from the anchor the same in a fresh
+/// run of the program.
+pub(crate) fn in_anchor_image(address: usize) -> bool {
+    image_base(address) == image_base(anchor())
+}

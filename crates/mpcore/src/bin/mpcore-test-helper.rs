@@ -4,6 +4,8 @@
 //! - `orphan [fork|spawn]`: starts a child that sleeps (forked, or spawned
 //!   with `StartMethod::Spawn`), prints `child-pid N`, then sleeps itself
 //!   until the test kills it with SIGKILL.
+//! - `pool-orphan [fork|spawn]`: the same with a pool of one worker
+//!   (started by that method): prints the worker's pid as `child-pid N`.
 //! - `log`: logs one line from the main thread and one from a child process
 //!   with `mpcore::logging`, on stderr.
 //! - `shm normal|panic|killed`: makes one of each shared object (`Value`,
@@ -35,7 +37,8 @@
 //! - `sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, so that the kernel
 //!   reaps children itself, checks what `join`, `is_alive`, `exitcode` and
 //!   `kill` say, and prints each answer.
-//! - `pool-panic`: a pool of one worker runs a task that panics; prints the
+//! - `pool-panic [fork|spawn]`: a pool of one worker (started by that
+//!   method) runs a task that panics; prints the
 //!   panic message `join` returned (the worker prints its own on stderr).
 //! - `no-free-fd`: fills its descriptor table, then takes a 1 MiB result
 //!   from a `Process` (twice), from a `Pool` task and from a `Queue`,
@@ -74,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("orphan") => orphan(args.get(1).map(String::as_str)),
+        Some("pool-orphan") => pool_orphan(args.get(1).map(String::as_str)),
         Some("log") => log_lines(),
         Some("log-tz-held") => log_with_time_zone_lock_held(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
@@ -82,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("stdout-held") => stdout_held(),
         Some("unwind") => unwind_after_fork(args.get(1).map(String::as_str)),
         Some("sigchld-ignored") => sigchld_ignored(),
-        Some("pool-panic") => pool_panic(),
+        Some("pool-panic") => pool_panic(args.get(1).map(String::as_str)),
         Some("no-free-fd") => no_free_descriptor(),
         Some("fork-retry") => fork_retry(),
         Some("pingpong") => {
@@ -111,12 +115,32 @@ fn sleep_for(seconds: u64) {
     thread::sleep(Duration::from_secs(seconds));
 }
 
+fn start_method(name: Option<&str>) -> Result<StartMethod, Box<dyn std::error::Error>> {
+    match name {
+        None | Some("fork") => Ok(StartMethod::Fork),
+        Some("spawn") => Ok(StartMethod::Spawn),
+        Some("forkserver") => Ok(StartMethod::ForkServer),
+        Some(other) => Err(format!("unknown start method {other:?}").into()),
+    }
+}
+
+fn pool_orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpcore::pool::Builder::new()
+        .processes(1)
+        .start_method(start_method(method)?)
+        .build()?;
+    // The worker runs tasks: it is up, not merely started.
+    if pool.apply(|x: u64| x + 1, 1)? != 2 {
+        return Err("the worker's task went wrong".into());
+    }
+    println!("child-pid {}", pool.pids()[0]);
+    std::io::stdout().flush()?;
+    thread::sleep(Duration::from_secs(120));
+    Err("the test should have killed this process".into())
+}
+
 fn orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let method = match method {
-        None | Some("fork") => StartMethod::Fork,
-        Some("spawn") => StartMethod::Spawn,
-        Some(other) => return Err(format!("unknown start method {other:?}").into()),
-    };
+    let method = start_method(method)?;
     let child = Builder::new()
         .start_method(method)
         .spawn_fn(sleep_for, 120)?;
@@ -409,11 +433,14 @@ fn sigchld_ignored() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn pool_panic() -> Result<(), Box<dyn std::error::Error>> {
+fn pool_panic(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     fn fails(x: u32) -> u32 {
         panic!("task {x} failed on purpose")
     }
-    let pool = mpcore::Pool::new(1)?;
+    let pool = mpcore::pool::Builder::new()
+        .processes(1)
+        .start_method(start_method(method)?)
+        .build()?;
     let err = pool.apply(fails, 4).err().ok_or("the task did not fail")?;
     println!("{}", err.panic_message().ok_or("not a panic")?);
     Ok(())

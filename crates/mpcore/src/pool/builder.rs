@@ -8,11 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::Pool;
 use super::supervisor::{State, Supervisor, Wake};
+use super::worker::{SpawnWorker, spawner};
 use crate::channel;
 use crate::error::{Error, Result};
 use crate::process::panic_message;
+use crate::start::StartMethod;
 
 /// Python's rule for `map`'s default chunk size: cut the input into about
 /// four chunks per worker, so that each worker fetches a few large chunks
@@ -52,16 +57,22 @@ pub struct Builder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
     initializer: Option<Initializer>,
+    start_method: Option<StartMethod>,
 }
 
 /// What a worker runs once when it starts, before its first task: the
-/// `fn` and its argument, bound together ([`Builder::initializer`]).
+/// `fn` and its argument, bound together ([`Builder::initializer`]), and,
+/// when the argument can be serialized ([`Builder::initializer_fn`]), the
+/// way to start a worker that is a fresh run of the program and runs it.
 #[derive(Clone)]
-pub(super) struct Initializer(Arc<dyn Fn() + Send + Sync>);
+pub(super) struct Initializer {
+    run: Arc<dyn Fn() + Send + Sync>,
+    spawn: Option<SpawnWorker>,
+}
 
 impl Initializer {
     pub(super) fn run(&self) {
-        (self.0)();
+        (self.run)();
     }
 }
 
@@ -92,11 +103,38 @@ impl Builder {
         self
     }
 
+    /// How the workers start (Python's `mp.get_context(method).Pool()`),
+    /// instead of the program's default
+    /// ([`get_start_method`](crate::get_start_method)). Under
+    /// [`StartMethod::Spawn`] each worker, and each that replaces one, is a
+    /// fresh run of the program: it inherits no thread, no lock and no
+    /// memory of this process's; see [Start methods](super#start-methods).
+    ///
+    /// ```
+    /// use mpcore::StartMethod;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mpcore::pool::Builder::new()
+    ///     .processes(2)
+    ///     .start_method(StartMethod::Spawn)
+    ///     .build()?;
+    /// assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
+        self
+    }
+
     /// Runs `f(arg)` once in each worker when it starts, before its first
     /// task (Python's `initializer=f, initargs=(arg,)`), and in each worker
     /// that replaces one. For several arguments, take a tuple. What it sets
     /// up (a `static`, a thread-local, a connection) stays for every task
-    /// the worker runs.
+    /// the worker runs. For forked workers only: under another start
+    /// method, use [`initializer_fn`](Self::initializer_fn).
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,18 +168,71 @@ impl Builder {
     where
         A: Clone + Send + Sync + 'static,
     {
-        self.initializer = Some(Initializer(Arc::new(move || f(arg.clone()))));
+        self.initializer = Some(Initializer {
+            run: Arc::new(move || f(arg.clone())),
+            spawn: None,
+        });
         self
     }
 
-    /// Starts the supervisor thread, which forks the workers; returns once
-    /// they all run.
+    /// [`initializer`](Self::initializer) for every start method: `arg`
+    /// must be serde, because a worker that is a fresh run of the program
+    /// ([`StartMethod::Spawn`]) receives it serialized. A
+    /// [`Queue`](crate::Queue), [`Value`](crate::Value),
+    /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
+    /// [`Event`](crate::Event) in `arg` travels as a descriptor, and is
+    /// the same shared object in every worker: this is how tasks reach a
+    /// queue or a lock, which a task's own argument cannot carry. A forked
+    /// worker gets a clone of `arg`, as with `initializer`.
+    ///
+    /// ```
+    /// use std::sync::OnceLock;
+    /// use mpcore::{Queue, StartMethod};
+    ///
+    /// static RESULTS: OnceLock<Queue<u64>> = OnceLock::new();
+    ///
+    /// fn keep_queue(q: Queue<u64>) {
+    ///     let _ = RESULTS.set(q);
+    /// }
+    ///
+    /// fn job(x: u64) {
+    ///     RESULTS.get().expect("set by the initializer").put(x * x).unwrap();
+    /// }
+    ///
+    /// let q = Queue::new()?;
+    /// let pool = mpcore::pool::Builder::new()
+    ///     .processes(2)
+    ///     .start_method(StartMethod::Spawn)
+    ///     .initializer_fn(keep_queue, q.clone())
+    ///     .build()?;
+    /// pool.map(job, [3, 4])?;
+    /// assert_eq!(q.get()? + q.get()?, 25);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    pub fn initializer_fn<A>(mut self, f: fn(A), arg: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let spawn = spawner(Some((f, arg.clone())));
+        self.initializer = Some(Initializer {
+            run: Arc::new(move || f(arg.clone())),
+            spawn: Some(spawn),
+        });
+        self
+    }
+
+    /// Starts the supervisor thread, which starts the workers; returns
+    /// once they all run.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for zero processes or zero tasks per
-    /// child (Python's `ValueError`), [`Error::Os`] when the thread or a
-    /// worker cannot be started.
+    /// child (Python's `ValueError`), or for an
+    /// [`initializer`](Self::initializer) under a start method other than
+    /// `Fork` (use [`initializer_fn`](Self::initializer_fn));
+    /// [`Error::StartMethodUnavailable`] for a start method that cannot
+    /// start a worker yet; [`Error::Os`] when the thread or a worker cannot
+    /// be started.
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
@@ -152,6 +243,25 @@ impl Builder {
                 "max_tasks_per_child must be at least 1",
             ));
         }
+        let start_method = self.start_method.unwrap_or_else(crate::get_start_method);
+        // Only a fork needs no way to start a worker from scratch.
+        let spawner = match (start_method, &self.initializer) {
+            (StartMethod::Fork, _) => None,
+            (_, None) => Some(spawner::<()>(None)),
+            (
+                _,
+                Some(Initializer {
+                    spawn: Some(spawn), ..
+                }),
+            ) => Some(Arc::clone(spawn)),
+            (_, Some(Initializer { spawn: None, .. })) => {
+                return Err(Error::InvalidArgument(
+                    "a pool's initializer() runs only in forked workers: under \
+                     StartMethod::Spawn or ForkServer its argument must travel to a fresh run \
+                     of the program, so use initializer_fn(f, arg) with a serde argument",
+                ));
+            }
+        };
         let (wake_tx, wake_rx) = channel::pair()?;
         let wake = Arc::new(Wake {
             tx: wake_tx,
@@ -165,6 +275,8 @@ impl Builder {
             size: processes,
             max_tasks: self.max_tasks_per_child,
             initializer: self.initializer,
+            start_method,
+            spawner,
             alive: Arc::new(()),
             commands: command_rx,
             wake: Arc::clone(&wake),
@@ -185,6 +297,7 @@ impl Builder {
         match started_rx.recv() {
             Ok(Ok(())) => Ok(Pool {
                 processes,
+                start_method,
                 commands,
                 wake,
                 pids,

@@ -1,4 +1,4 @@
-//! `Pool`: Python's `multiprocessing.Pool`, on `fork`.
+//! `Pool`: Python's `multiprocessing.Pool`, by `fork` or by `spawn`.
 //!
 //! | Python | mpcore |
 //! | --- | --- |
@@ -6,6 +6,7 @@
 //! | `pool = mp.Pool(processes=3)` | [`Pool::new`]`(3)` |
 //! | `mp.Pool(3, maxtasksperchild=10)` | [`Builder::new`]`().processes(3).max_tasks_per_child(10).build()` |
 //! | `mp.Pool(3, initializer=f, initargs=(x,))` | [`Builder::new`]`().processes(3).initializer(f, x).build()` |
+//! | `mp.get_context("spawn").Pool(3)` | [`Builder::new`]`().processes(3).start_method(StartMethod::Spawn).build()` (see [Start methods](#start-methods)) |
 //! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
 //! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
 //! | `pool.starmap(job, [(1, 2), (3, 4)])` | [`Pool::map`]`(\|(a, b): (u32, u32)\| job(a, b), [(1, 2), (3, 4)])` (see [`Pool::map`]) |
@@ -41,7 +42,9 @@
 //! and encodes the results, and the arguments themselves (serde). Python
 //! pickles the function by name instead, which is why it must be defined
 //! at the top level of a module; here a non-capturing closure coerces to a
-//! `fn` too.
+//! `fn` too. A worker that is a fresh run of the program rather than a
+//! fork ([Start methods](#start-methods)) finds the function at another
+//! address, but the whole program moved by one distance, which it adds.
 //!
 //! # Who forks, and why it is a thread of the pool
 //!
@@ -100,7 +103,67 @@
 //! crate docs): a task that takes a `Mutex` of yours, held by another
 //! thread when a worker was forked, hangs. Rust's stdout and stderr are
 //! safe (the fork holds their locks). Python's `Pool` has the same hazard,
-//! which is one reason Python 3.14 stopped forking by default.
+//! which is one reason Python 3.14 stopped forking by default. Workers
+//! started by [`StartMethod::Spawn`] inherit no lock at all.
+//!
+//! # Start methods
+//!
+//! [`Builder::start_method`] says how the workers start; without it, by the
+//! program's default ([`get_start_method`](crate::get_start_method): `Fork`
+//! unless [`set_start_method`](crate::set_start_method) said otherwise).
+//!
+//! | | [`StartMethod::Fork`] | [`StartMethod::Spawn`] |
+//! | --- | --- | --- |
+//! | A worker is | a copy of this process, forked by the pool's thread | a fresh run of the program, sent to the worker loop before `main` |
+//! | A task sees | this process's memory as it was at the fork | statics at their first values, and what the initializer set up |
+//! | Locks other threads held | copied held: a task that takes one hangs | none |
+//! | Starting a worker costs | a fork | an `exec` and the program's start-up: more, once per worker |
+//! | Initializer | [`Builder::initializer`] or [`Builder::initializer_fn`] | [`Builder::initializer_fn`] only |
+//!
+//! Either way a task is a plain `fn` of the program and its argument is
+//! sent with serde; once the workers run, a task costs the same. Under
+//! `Spawn` the `fn` must belong to the program itself (or to the library
+//! that holds mpcore), not to another shared library, whose address would
+//! mean nothing in a fresh run: a call with one fails with
+//! [`Error::InvalidArgument`]. A
+//! worker's start costs again when it is replaced (a death,
+//! [`Builder::max_tasks_per_child`]). Under `ForkServer`, a worker starts
+//! as a [`Process`](crate::Process) by that method does, under the rules
+//! of `Spawn`.
+//!
+//! A task's argument may not hold a [`Queue`](crate::Queue),
+//! [`Value`](crate::Value), [`Array`](crate::Array), [`Lock`](crate::Lock)
+//! or [`Event`](crate::Event), under any method (encoding it fails with
+//! [`Error::Codec`]): the argument of [`Builder::initializer_fn`] may,
+//! and every worker gets the same shared object, to keep in a `static`
+//! for its tasks, as Python passes a queue to its pool's initializer.
+//!
+//! ```
+//! use std::sync::OnceLock;
+//! use mpcore::{Lock, StartMethod, Value};
+//!
+//! static COUNTER: OnceLock<(Value<u32>, Lock)> = OnceLock::new();
+//!
+//! fn keep((count, lock): (Value<u32>, Lock)) {
+//!     let _ = COUNTER.set((count, lock));
+//! }
+//!
+//! fn tick(_: u32) {
+//!     let (count, lock) = COUNTER.get().expect("set by the initializer");
+//!     let _held = lock.acquire().unwrap();
+//!     count.set(count.get().unwrap() + 1).unwrap();
+//! }
+//!
+//! let (count, lock) = (Value::new(0u32)?, Lock::new()?);
+//! let pool = mpcore::pool::Builder::new()
+//!     .processes(2)
+//!     .start_method(StartMethod::Spawn)
+//!     .initializer_fn(keep, (count.clone(), lock))
+//!     .build()?;
+//! pool.map(tick, 0..50)?;
+//! assert_eq!(count.get()?, 50);
+//! # Ok::<(), mpcore::Error>(())
+//! ```
 //!
 //! # Where each part lives
 //!
@@ -112,9 +175,10 @@
 //! - `results.rs`: what the caller holds while its tasks run,
 //!   [`AsyncResult`] and [`Imap`], which reads its inputs lazily as the
 //!   results are taken;
-//! - `supervisor.rs`: the supervisor thread, which forks, feeds, watches
+//! - `supervisor.rs`: the supervisor thread, which starts, feeds, watches
 //!   and replaces the workers;
-//! - `worker.rs`: what travels to a worker, and the loop a worker runs;
+//! - `worker.rs`: what travels to a worker, how a worker that is not
+//!   forked starts, and the loop a worker runs;
 //! - `chunk.rs`: the bookkeeping of the tasks in flight, and why a chunk
 //!   can come back without results.
 
@@ -129,6 +193,8 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::panic_message;
+use crate::spawn;
+use crate::start::StartMethod;
 
 mod builder;
 mod chunk;
@@ -149,7 +215,7 @@ use worker::{Trampoline, fn_addr, run_chunk};
 /// A pool of worker processes that run tasks, Python's
 /// `multiprocessing.Pool`.
 ///
-/// The workers are forked once, when the pool is made, and reused for
+/// The workers are started once, when the pool is made, and reused for
 /// every task; a worker that dies is replaced. All methods take `&self`
 /// and the pool is `Sync`, so threads may share one pool: one thread may
 /// [`terminate`](Self::terminate) while another waits in `map`.
@@ -190,6 +256,7 @@ use worker::{Trampoline, fn_addr, run_chunk};
 /// `default` could only panic then.
 pub struct Pool {
     processes: usize,
+    start_method: StartMethod,
     commands: mpsc::Sender<Command>,
     wake: Arc<Wake>,
     pids: Arc<Mutex<Vec<i32>>>,
@@ -211,6 +278,7 @@ impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("processes", &self.processes)
+            .field("start_method", &self.start_method)
             .field("pids", &self.pids())
             .field("closed", &self.closed.load(Ordering::SeqCst))
             .finish()
@@ -241,6 +309,12 @@ impl Pool {
     /// The number of workers the pool keeps running.
     pub fn processes(&self) -> usize {
         self.processes
+    }
+
+    /// How this pool's workers start ([`Builder::start_method`], or the
+    /// program's default when the pool was made).
+    pub fn start_method(&self) -> StartMethod {
+        self.start_method
     }
 
     /// The process ids of the workers running now. A worker that died or
@@ -327,7 +401,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let link = self.link()?;
-        let (call, done) = call(f);
+        let (call, done) = call(f, self.start_method)?;
         let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
         let chunksize = chunksize.clamp(1, u32::MAX as usize);
         let mut chunks = Vec::new();
@@ -526,7 +600,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let link = self.link()?;
-        let (call, done) = call(f);
+        let (call, done) = call(f, self.start_method)?;
         let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
         let mut args = Vec::new();
         codec::encode_checked_into(&mut args, &arg)?;
@@ -660,7 +734,7 @@ impl Pool {
         I: IntoIterator<Item = T>,
     {
         let link = self.link()?;
-        let (call, done) = call(f);
+        let (call, done) = call(f, self.start_method)?;
         let results = Results::new(done, Arc::clone(&self.answer_time), ordered);
         let chunksize = chunksize.clamp(1, u32::MAX as usize);
         let feed = Feed {
@@ -680,20 +754,35 @@ impl Pool {
 }
 
 /// A new call of `f`: what its chunks share, and where their results come.
-fn call<T, R>(f: fn(T) -> R) -> (Call, mpsc::Receiver<ChunkDone>)
+///
+/// A worker that is a fresh run of the program finds `f` at the same
+/// distance from mpcore's anchor as here, which holds only for a function
+/// of the same image: checked once per call, and only then.
+fn call<T, R>(f: fn(T) -> R, method: StartMethod) -> Result<(Call, mpsc::Receiver<ChunkDone>)>
 where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
+    let trampoline = run_chunk::<T, R> as Trampoline as *const ();
+    let func = f as *const ();
+    if method != StartMethod::Fork
+        && !(spawn::in_anchor_image(func as usize) && spawn::in_anchor_image(trampoline as usize))
+    {
+        return Err(Error::InvalidArgument(
+            "a pool task under StartMethod::Spawn or ForkServer must be a function of the \
+             program itself (or of the library that holds mpcore), not one from another shared \
+             library: its address would mean nothing in a spawned worker",
+        ));
+    }
     let (reply, done) = mpsc::channel();
     let call = Call {
-        trampoline: fn_addr(run_chunk::<T, R> as Trampoline as *const ()),
-        func: fn_addr(f as *const ()),
+        trampoline: fn_addr(trampoline),
+        func: fn_addr(func),
         reply,
         speed: Arc::new(Speed::default()),
         all: None,
     };
-    (call, done)
+    Ok((call, done))
 }
 
 /// What a call needs of the pool to hand chunks to its supervisor. An

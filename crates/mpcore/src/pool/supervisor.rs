@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
-use super::worker::{ToWorker, name_worker_panics, worker_main};
+use super::worker::{SpawnWorker, ToWorker, name_worker_panics, worker_main, worker_name};
 use crate::channel;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::{self, Process};
+use crate::start::StartMethod;
 
 /// What the pool's handle tells its supervisor.
 pub(super) enum Command {
@@ -175,6 +176,9 @@ pub(super) struct Supervisor {
     pub(super) size: usize,
     pub(super) max_tasks: Option<usize>,
     pub(super) initializer: Option<Initializer>,
+    pub(super) start_method: StartMethod,
+    /// How to start a worker that is not forked; `None` under `Fork`.
+    pub(super) spawner: Option<SpawnWorker>,
     /// The only strong handle: it is dropped when the supervisor ends,
     /// however it ends, which is what the pool's weak ones tell.
     pub(super) alive: Arc<()>,
@@ -316,14 +320,22 @@ impl Supervisor {
         // this process's copy of it before returning, so the worker holds
         // the only one.
         let number = self.forked;
-        name_worker_panics();
-        let process = process::Builder::new()
-            .name(format!("ForkPoolWorker-{number}"))
-            .daemon(true)
-            .spawn({
-                let initializer = self.initializer.clone();
-                move || worker_main(there, number, initializer)
-            })?;
+        let builder = process::Builder::new()
+            .start_method(self.start_method)
+            .name(format!("{}-{number}", worker_name(self.start_method)))
+            .daemon(true);
+        let process = match &self.spawner {
+            // A fresh run of the program: its socket end travels with it,
+            // and this process's copy is dropped once it is sent.
+            Some(spawner) => spawner(builder, there, number, self.start_method)?,
+            None => {
+                name_worker_panics();
+                builder.spawn({
+                    let initializer = self.initializer.clone();
+                    move || worker_main(there, number, initializer)
+                })?
+            }
+        };
         self.workers.push(Worker {
             process,
             conn: here,

@@ -6,8 +6,8 @@ use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic;
-use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use super::Initializer;
 use crate::channel;
 use crate::codec;
-use crate::error::Error;
-use crate::process::catch;
+use crate::error::{Error, Result};
+use crate::handles::Descriptor;
+use crate::process::{self, Process, catch};
+use crate::spawn;
+use crate::start::StartMethod;
 
 /// Runs one chunk in a worker: the task's address, the encoded arguments
 /// and their number in; the encoded [`Outcome`]s, one per argument, out.
@@ -81,9 +84,12 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     // SAFETY: `func` was made by `fn_addr(f as *const ())` from an
     // `f: fn(T) -> R` in `Pool::submit`, in the same packet as the address
     // of this very instantiation `run_chunk::<T, R>`, so the type is
-    // right. The address is valid here: this worker was forked from the
-    // process that took it, and fork copies the whole address space, the
-    // same executable image at the same place, and nothing execs.
+    // right. The address is valid here: either this worker was forked from
+    // the process that took it, and fork copies the whole address space,
+    // the same executable image at the same place; or it is a fresh run of
+    // the same executable (checked when it started), the pool checked that
+    // `f` lies in the image that moves with the anchor, and `run_packet`
+    // moved the address by as much as that image moved ([`WorkerStart`]).
     let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
     let mut out = Vec::new();
     let mut starts = Vec::with_capacity(count as usize);
@@ -193,6 +199,29 @@ fn recheck<R: DeserializeOwned>(out: &[u8], starts: &[usize]) -> Vec<u8> {
 /// the fork; read by the panic hook that [`name_worker_panics`] installs.
 static WORKER_NUMBER: AtomicUsize = AtomicUsize::new(0);
 
+/// How this worker started, as [`kind`] numbers it: which of Python's
+/// names it has, `ForkPoolWorker`, `SpawnPoolWorker` or
+/// `ForkServerPoolWorker`.
+static WORKER_KIND: AtomicU8 = AtomicU8::new(0);
+
+fn kind(method: StartMethod) -> u8 {
+    match method {
+        StartMethod::Fork => 0,
+        StartMethod::Spawn => 1,
+        StartMethod::ForkServer => 2,
+    }
+}
+
+/// Python's name for the workers a pool starts by `method`, without the
+/// number: `ForkPoolWorker`, `SpawnPoolWorker`, `ForkServerPoolWorker`.
+pub(super) fn worker_name(method: StartMethod) -> &'static str {
+    match kind(method) {
+        0 => "ForkPoolWorker",
+        1 => "SpawnPoolWorker",
+        _ => "ForkServerPoolWorker",
+    }
+}
+
 /// Makes a worker's panic message name the worker (`thread
 /// 'ForkPoolWorker-3' (4242) panicked at ...`, as Python names its worker
 /// processes) instead of the pool's supervisor thread that forked it.
@@ -238,7 +267,12 @@ fn report_worker_panic(worker: usize, info: &panic::PanicHookInfo<'_>) {
             .to_owned(),
     };
     eprint!(
-        "\nthread 'ForkPoolWorker-{worker}' ({}) panicked{at}:\n{message}\n{tail}",
+        "\nthread '{}-{worker}' ({}) panicked{at}:\n{message}\n{tail}",
+        worker_name(match WORKER_KIND.load(Ordering::Relaxed) {
+            0 => StartMethod::Fork,
+            1 => StartMethod::Spawn,
+            _ => StartMethod::ForkServer,
+        }),
         std::process::id()
     );
 }
@@ -247,21 +281,106 @@ fn report_worker_panic(worker: usize, info: &panic::PanicHookInfo<'_>) {
 /// copies). `number` is the worker's `N` in `ForkPoolWorker-N`.
 pub(super) fn worker_main(conn: OwnedFd, number: usize, initializer: Option<Initializer>) {
     WORKER_NUMBER.store(number, Ordering::Relaxed);
-    worker_loop(conn.as_fd(), initializer.as_ref());
+    let broken = initializer.and_then(|init| initialize(|| init.run()));
+    // Forked: every address the pool sends is right here as it is.
+    worker_loop(conn.as_fd(), broken.as_deref(), 0);
 }
 
-/// Runs the pool's initializer, if any; then waits for a packet, runs it,
-/// sends the results back, until `Stop` or until the pool is gone.
-fn worker_loop(conn: BorrowedFd<'_>, initializer: Option<&Initializer>) {
-    // A worker whose initializer panicked stays, and fails every task it
-    // is given with that panic: were it to exit, its replacement would
-    // panic the same way, and the pool would fork for ever.
-    let broken = initializer.and_then(|init| {
-        catch(|| init.run())
-            .err()
-            .map(|message| format!("the pool's initializer panicked in this worker: {message}"))
+/// Runs the pool's initializer; the message a task gets if it panicked.
+///
+/// A worker whose initializer panicked stays, and fails every task it is
+/// given with that panic: were it to exit, its replacement would panic
+/// the same way, and the pool would start workers for ever.
+fn initialize(init: impl FnOnce()) -> Option<String> {
+    catch(init)
+        .err()
+        .map(|message| format!("the pool's initializer panicked in this worker: {message}"))
+}
+
+/// What a worker that is not forked (a fresh run of the program) gets
+/// from its pool, as the argument of [`worker_entry`]: its socket, its
+/// number, and the initializer with its argument, serialized (a handle in
+/// that argument travels as a descriptor).
+///
+/// Addresses of functions taken in the pool's process are wrong in a
+/// fresh run, whose image the kernel loaded somewhere else (ASLR), but the
+/// whole image moved as one: the worker adds the distance between its own
+/// anchor and the pool's (`anchor`) to every address it is sent.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: DeserializeOwned"))]
+struct WorkerStart<A> {
+    conn: Descriptor,
+    number: usize,
+    kind: u8,
+    anchor: u64,
+    /// The initializer's address (in the pool's process) and argument.
+    init: Option<(u64, A)>,
+}
+
+/// How the supervisor starts a worker by a method other than fork: with
+/// the process builder to use, the worker's end of its socket, and its
+/// number. Made by [`spawner`], once per pool, for the initializer's type.
+pub(super) type SpawnWorker =
+    Arc<dyn Fn(process::Builder, OwnedFd, usize, StartMethod) -> Result<Process<()>> + Send + Sync>;
+
+/// The way to start workers that run `init` (its `fn` and argument)
+/// first, if any, without fork.
+pub(super) fn spawner<A>(init: Option<(fn(A), A)>) -> SpawnWorker
+where
+    A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    Arc::new(move |builder, conn, number, method| {
+        let init = match &init {
+            Some((f, arg)) => {
+                let addr = *f as usize;
+                if !spawn::in_anchor_image(addr) {
+                    return Err(Error::InvalidArgument(
+                        "a pool's initializer under StartMethod::Spawn or ForkServer must be a \
+                         function of the program itself (or of the library that holds mpcore): \
+                         its address would mean nothing in a fresh run of the program",
+                    ));
+                }
+                Some((addr as u64, arg.clone()))
+            }
+            None => None,
+        };
+        let start = WorkerStart {
+            conn: Descriptor(conn),
+            number,
+            kind: kind(method),
+            anchor: spawn::anchor_address() as u64,
+            init,
+        };
+        builder.spawn_fn(worker_entry::<A>, start)
+    })
+}
+
+/// A worker's life when it is a fresh run of the program: its own panic
+/// hook (nothing of the pool's process came with it), the initializer,
+/// then the same loop as a forked worker's.
+fn worker_entry<A: Serialize + DeserializeOwned>(start: WorkerStart<A>) {
+    WORKER_KIND.store(start.kind, Ordering::Relaxed);
+    WORKER_NUMBER.store(start.number, Ordering::Relaxed);
+    // This process has one thread and nothing else that could hold the
+    // hook's lock: safe to take it here.
+    name_worker_panics();
+    let shift = spawn::anchor_address().wrapping_sub(start.anchor as usize) as u64;
+    let broken = start.init.and_then(|(addr, arg)| {
+        // SAFETY: the pool took `addr` from an `fn(A)` (its initializer,
+        // `spawner::<A>`, checked to lie in the anchor's image), and sent
+        // it with this very instantiation `worker_entry::<A>`; moved by
+        // `shift`, it is that function in this run of the same executable.
+        let f =
+            unsafe { std::mem::transmute::<*const (), fn(A)>(fn_ptr(addr.wrapping_add(shift))) };
+        initialize(|| f(arg))
     });
-    let broken = broken.as_deref();
+    worker_loop(start.conn.0.as_fd(), broken.as_deref(), shift);
+}
+
+/// Waits for a packet, runs it, sends the results back, until `Stop` or
+/// until the pool is gone. `shift` is added to every address the pool
+/// sends (0 in a forked worker).
+fn worker_loop(conn: BorrowedFd<'_>, broken: Option<&str>, shift: u64) {
     // Only this worker reads its socket, so it may sleep in `recvmsg`.
     while let Ok(packet) = channel::recv_bytes(conn) {
         let keep_going = match postcard::take_from_bytes::<ToWorker>(&packet) {
@@ -269,12 +388,12 @@ fn worker_loop(conn: BorrowedFd<'_>, initializer: Option<&Initializer>) {
                 (0..chunks).all(|_| match postcard::take_from_bytes::<&[u8]>(rest) {
                     Ok((chunk, tail)) => {
                         rest = tail;
-                        run_packet(conn, chunk, broken)
+                        run_packet(conn, chunk, broken, shift)
                     }
                     Err(_) => false,
                 })
             }
-            _ => run_packet(conn, &packet, broken),
+            _ => run_packet(conn, &packet, broken, shift),
         };
         if !keep_going {
             return;
@@ -285,7 +404,13 @@ fn worker_loop(conn: BorrowedFd<'_>, initializer: Option<&Initializer>) {
 /// Runs one `Run` packet and sends its results; `false` when the worker
 /// should exit (`Stop`, a packet it cannot read, or the pool gone). With
 /// `broken`, the initializer's panic, every task fails with it instead.
-pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&str>) -> bool {
+/// `shift` moves the packet's addresses into this process's image.
+pub(super) fn run_packet(
+    conn: BorrowedFd<'_>,
+    packet: &[u8],
+    broken: Option<&str>,
+    shift: u64,
+) -> bool {
     let Ok((
         ToWorker::Run {
             trampoline,
@@ -299,10 +424,13 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
     };
     // SAFETY: the pool wrote this address with
     // `fn_addr(run_chunk::<T, R> as Trampoline as *const ())`, so it is
-    // a `Trampoline`. It is valid in this process: we are a fork of the
-    // pool's process, with the same executable mapped at the same
-    // addresses, and we never exec.
-    let trampoline = unsafe { std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline)) };
+    // a `Trampoline`. It is valid in this process: either we are a fork
+    // of the pool's process, with the same executable mapped at the same
+    // addresses (`shift` is 0), or a fresh run of the same executable,
+    // whose image lies `shift` bytes away from the pool's.
+    let trampoline = unsafe {
+        std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline.wrapping_add(shift)))
+    };
     let results = match broken {
         // A panic's outcome is encoded alike whatever the task returns.
         Some(message) => {
@@ -313,7 +441,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
             }
             results
         }
-        None => trampoline(func, args, count),
+        None => trampoline(func.wrapping_add(shift), args, count),
     };
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.
