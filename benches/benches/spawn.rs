@@ -74,11 +74,8 @@ fn start_methods(c: &mut Criterion) {
     });
 
     // A short pool's whole life (Pool(2), a map of 10 tiny tasks, close,
-    // join), and one apply_async round trip on a running pool. Under
-    // fork, Pool::new; the others need the pool's own start_method (the
-    // "pool-start-methods" feature).
+    // join), and one apply_async round trip on a running pool.
     pool_rows(&mut group, StartMethod::Fork, || Pool::new(2));
-    #[cfg(feature = "pool-start-methods")]
     for method in [StartMethod::Spawn, StartMethod::ForkServer] {
         pool_rows(&mut group, method, move || mpbench::pool2(method));
     }

@@ -197,7 +197,6 @@ pub fn pool_map10(pool: Pool) -> Result<u64> {
 }
 
 /// A pool of 2 workers started by `method`, for [`pool_map10`].
-#[cfg(feature = "pool-start-methods")]
 pub fn pool2(method: StartMethod) -> Result<Pool> {
     mpcore::pool::Builder::new()
         .processes(2)
