@@ -1,9 +1,15 @@
 //! Scenarios that need a process of their own, run by mpcore's integration
 //! tests with a deadline (`tests/common/mod.rs`, `run_helper`).
 //!
-//! - `orphan [fork|spawn]`: starts a child that sleeps (forked, or spawned
-//!   with `StartMethod::Spawn`), prints `child-pid N`, then sleeps itself
-//!   until the test kills it with SIGKILL.
+//! - `orphan [fork|spawn|forkserver]`: starts a child that sleeps (forked,
+//!   spawned with `StartMethod::Spawn`, or forked by the fork server),
+//!   prints `child-pid N`, then sleeps itself until the test kills it with
+//!   SIGKILL.
+//! - `forkserver-killed`: starts a fork-server child that reports its
+//!   parent (the server) and one that sleeps, kills the server with
+//!   SIGKILL, and prints what joining the sleeper says; then starts another
+//!   child and prints whether a new server started it, its result, and
+//!   whether the dead server was reaped.
 //! - `log`: logs one line from the main thread and one from a child process
 //!   with `mpcore::logging`, on stderr.
 //! - `shm normal|panic|killed`: makes one of each shared object (`Value`,
@@ -74,6 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("orphan") => orphan(args.get(1).map(String::as_str)),
+        Some("forkserver-killed") => fork_server_killed(),
         Some("log") => log_lines(),
         Some("log-tz-held") => log_with_time_zone_lock_held(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
@@ -115,6 +122,7 @@ fn orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     let method = match method {
         None | Some("fork") => StartMethod::Fork,
         Some("spawn") => StartMethod::Spawn,
+        Some("forkserver") => StartMethod::ForkServer,
         Some(other) => return Err(format!("unknown start method {other:?}").into()),
     };
     let child = Builder::new()
@@ -126,6 +134,43 @@ fn orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     // to this thread, and the test kills the whole process meanwhile.
     thread::sleep(Duration::from_secs(120));
     Err("the test should have killed this process".into())
+}
+
+/// The pid of this process's parent: for a fork-server child, the server.
+fn parent_pid(_: ()) -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+fn fork_server_killed() -> Result<(), Box<dyn std::error::Error>> {
+    let by_server = || Builder::new().start_method(StartMethod::ForkServer);
+    let server = by_server().spawn_fn(parent_pid, ())?.join()?;
+    let mut sleeper = by_server().spawn_fn(sleep_for, 120)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    match sleeper.join() {
+        Ok(()) => println!("sleeper: returned"),
+        Err(e) => println!(
+            "sleeper: {}",
+            e.to_string().replace(&sleeper.pid().to_string(), "N")
+        ),
+    }
+    println!("sleeper alive: {}", sleeper.is_alive());
+    let new_server = by_server().spawn_fn(parent_pid, ())?.join()?;
+    println!("new server: {}", new_server != server);
+    println!(
+        "new server is ours: {}",
+        std::fs::read_to_string(format!("/proc/{new_server}/stat"))?
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+            == Some(std::process::id())
+    );
+    println!(
+        "old server reaped: {}",
+        !std::path::Path::new(&format!("/proc/{server}")).exists()
+    );
+    Ok(())
 }
 
 fn shared_objects(ending: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {

@@ -13,6 +13,7 @@ use nix::unistd::getpid;
 use super::{ExitStatus, Process, pidfd_send_signal};
 use crate::channel;
 use crate::error::{Error, Result};
+use crate::forkserver::{self, Report};
 
 impl<T> Process<T> {
     /// The child's process id (Python's `p.pid`).
@@ -39,8 +40,8 @@ impl<T> Process<T> {
     /// reaping is the starter's business.
     pub fn is_alive(&mut self) -> bool {
         if !self.is_owner() {
-            return match &self.pidfd {
-                Some(pidfd) => channel::ready_now(&[pidfd.as_fd()]).is_ok_and(|r| r == [false]),
+            return match self.exit_watch() {
+                Some(watch) => channel::ready_now(&[watch]).is_ok_and(|r| r == [false]),
                 None => kill(self.pid, None).is_ok(),
             };
         }
@@ -126,6 +127,12 @@ impl<T> Process<T> {
     /// Whether the child's pid still names our child, alive or a zombie,
     /// asked without reaping it (`waitid` with `WNOWAIT`).
     pub(super) fn still_ours(&self) -> bool {
+        if self.reports.is_some() {
+            // The fork server's child, which the server reaps only after
+            // reporting it: no report read yet, no reaping yet (but for the
+            // instant between the two, on kernels without pidfds).
+            return !self.has_ended();
+        }
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         loop {
             match waitid(Id::Pid(self.pid), flags) {
@@ -173,6 +180,17 @@ impl<T> Process<T> {
     /// children), recording how it ended. With `WNOHANG`, a child still
     /// running leaves `status` at `None`; without, it waits for the exit.
     pub(super) fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
+        if let Some(reports) = &self.reports {
+            match forkserver::read_report(reports.as_fd(), flags.is_none())? {
+                Report::Ended(status) => self.status = Some(status),
+                Report::NotYet => {}
+                Report::ServerGone => {
+                    self.reaped_elsewhere = true;
+                    self.server_lost = true;
+                }
+            }
+            return Ok(());
+        }
         loop {
             match waitpid(self.pid, flags) {
                 Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
@@ -199,12 +217,12 @@ impl<T> Process<T> {
         // Once the message is in or the socket hung up, the socket stays
         // readable: watching it then would spin.
         let watch_socket = self.outcome.is_none() && !self.hung_up;
-        let timed_out = match &self.pidfd {
+        let timed_out = match self.exit_watch() {
             Some(pidfd) if watch_socket => {
                 channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
                     == [false, false]
             }
-            Some(pidfd) => channel::wait_readable([pidfd.as_fd()], deadline)? == [false],
+            Some(pidfd) => channel::wait_readable([pidfd], deadline)? == [false],
             None => {
                 // No pidfd: nothing wakes us on exit, so look every few ms.
                 let slice = Instant::now() + Duration::from_millis(5);
@@ -243,7 +261,7 @@ impl<T> Process<T> {
             }
             if self.wait_for_event(None).is_err() {
                 // Polling failed: fall back to a plain blocking wait.
-                let _ = waitpid(self.pid, None);
+                let _ = self.wait_exit();
                 return;
             }
         }
