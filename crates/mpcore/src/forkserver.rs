@@ -340,14 +340,18 @@ fn serve(value: &OsStr) -> i32 {
         // The program is gone already.
         return 0;
     }
-    // SAFETY: setting dispositions to "ignore" installs no handler of
-    // ours; this process has one thread. SIGPIPE: a requester that is gone
-    // must not kill the server as it writes a report. SIGINT: a Ctrl-C at
-    // the terminal reaches the whole process group; the program decides
-    // what becomes of its children, as with Python's forkserver.
+    // SAFETY: setting dispositions to "ignore" or "default" installs no
+    // handler of ours; this process has one thread. SIGPIPE: a requester
+    // that is gone must not kill the server as it writes a report. SIGINT:
+    // a Ctrl-C at the terminal reaches the whole process group; the
+    // program decides what becomes of its children, as with Python's
+    // forkserver. SIGCHLD: a program that ignores it passes that on
+    // through the exec, and then the kernel would reap the server's
+    // children before the server could read how they ended.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     }
 
     let me = getpid();

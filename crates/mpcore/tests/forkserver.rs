@@ -495,3 +495,21 @@ fn a_killed_server_fails_its_childs_join_and_the_next_request_starts_a_new_one()
         ]
     );
 }
+
+#[test]
+fn a_program_that_ignores_sigchld_still_learns_how_each_child_ended() {
+    let run = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["forkserver-sigchld-ignored"],
+        LIMIT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.lines(),
+        [
+            "join: Err(\"child process N exited with code 3 without sending a result\") exitcode Some(3)",
+            "exitcode Some(5)",
+            "killed: exitcode Some(-9)",
+        ]
+    );
+}

@@ -10,6 +10,9 @@
 //!   SIGKILL, and prints what joining the sleeper says; then starts another
 //!   child and prints whether a new server started it, its result, and
 //!   whether the dead server was reaped.
+//! - `forkserver-sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, starts
+//!   fork-server children that exit with code 3, return 5 and are killed,
+//!   and prints what `join` and `exitcode` say of each.
 //! - `log`: logs one line from the main thread and one from a child process
 //!   with `mpcore::logging`, on stderr.
 //! - `shm normal|panic|killed`: makes one of each shared object (`Value`,
@@ -81,6 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("orphan") => orphan(args.get(1).map(String::as_str)),
         Some("forkserver-killed") => fork_server_killed(),
+        Some("forkserver-sigchld-ignored") => fork_server_sigchld_ignored(),
         Some("log") => log_lines(),
         Some("log-tz-held") => log_with_time_zone_lock_held(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
@@ -170,6 +174,37 @@ fn fork_server_killed() -> Result<(), Box<dyn std::error::Error>> {
         "old server reaped: {}",
         !std::path::Path::new(&format!("/proc/{server}")).exists()
     );
+    Ok(())
+}
+
+fn exit_with(code: i32) -> u8 {
+    std::process::exit(code)
+}
+
+fn fork_server_sigchld_ignored() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no
+    // handler; nothing else in this helper handles SIGCHLD.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }?;
+    let by_server = || Builder::new().start_method(StartMethod::ForkServer);
+    // The server reaps its children itself, whatever this program does
+    // with SIGCHLD: every status arrives.
+    let mut exits = by_server().spawn_fn(exit_with, 3)?;
+    let joined = exits
+        .join()
+        .map_err(|e| e.to_string().replace(&exits.pid().to_string(), "N"));
+    println!("join: {joined:?} exitcode {:?}", exits.exitcode());
+    let mut returns = by_server().spawn_fn(exit_with, 5)?;
+    let _ = returns.join();
+    println!("exitcode {:?}", returns.exitcode());
+    let mut killed = by_server().spawn_fn(sleep_for, 120)?;
+    killed.kill()?;
+    let _ = killed.join();
+    println!("killed: exitcode {:?}", killed.exitcode());
     Ok(())
 }
 
