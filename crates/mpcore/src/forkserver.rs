@@ -118,19 +118,16 @@ fn retire(pid: Pid) {
 /// The pid of a running server and a copy of its request socket; the
 /// server is started now if there is none (or the last one has died).
 fn server_socket() -> Result<(Pid, OwnedFd)> {
-    let mut server = SERVER
+    let mut slot = SERVER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let me = getpid();
-    let usable = server
-        .as_ref()
-        .is_some_and(|s| s.owner == me && still_running(s.pid));
-    if !usable {
-        // A copy inherited from a parent is just closed: that server is
-        // the parent's, to keep or to lose.
-        *server = Some(launch()?);
-    }
-    let server = server.as_ref().expect("just made sure there is one");
+    // A copy inherited from a parent is just closed: that server is the
+    // parent's, to keep or to lose.
+    let server = match slot.take() {
+        Some(server) if server.owner == me && still_running(server.pid) => slot.insert(server),
+        _ => slot.insert(launch()?),
+    };
     // A copy, so that the request is sent without holding the lock.
     let requests = server
         .requests
