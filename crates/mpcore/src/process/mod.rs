@@ -696,8 +696,10 @@ impl<T> Drop for Process<T> {
 
 impl<T> Process<T> {
     /// The pidfd that becomes readable when the child exits, so that a
-    /// [`Pool`](crate::Pool) can watch many workers' exits in one `poll`;
-    /// `None` on kernels without pidfds.
+    /// [`Pool`](crate::Pool) can watch many workers' exits in one `poll`
+    /// (for a child of the fork server, the socket of the server's report,
+    /// readable once the report is there); `None` on kernels without
+    /// pidfds.
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.exit_watch()
     }

@@ -1,6 +1,7 @@
 //! How the parent watches a child: whether it lives, how it ended, the
 //! signals it is sent, and the waits that reap it (with a pidfd where the
-//! kernel has them).
+//! kernel has them). A child of the fork server is reaped by the server,
+//! which reports how it ended; the waits read that report instead.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -177,7 +178,8 @@ impl<T> Process<T> {
     }
 
     /// `waitpid` on this child only (`waitpid(-1)` would reap other code's
-    /// children), recording how it ended. With `WNOHANG`, a child still
+    /// children), recording how it ended; for a child of the fork server,
+    /// which only the server may wait for, the server's report instead. With `WNOHANG`, a child still
     /// running leaves `status` at `None`; without, it waits for the exit.
     pub(super) fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
         if let Some(reports) = &self.reports {
@@ -218,11 +220,10 @@ impl<T> Process<T> {
         // readable: watching it then would spin.
         let watch_socket = self.outcome.is_none() && !self.hung_up;
         let timed_out = match self.exit_watch() {
-            Some(pidfd) if watch_socket => {
-                channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
-                    == [false, false]
+            Some(exit) if watch_socket => {
+                channel::wait_readable([self.results.as_fd(), exit], deadline)? == [false, false]
             }
-            Some(pidfd) => channel::wait_readable([pidfd], deadline)? == [false],
+            Some(exit) => channel::wait_readable([exit], deadline)? == [false],
             None => {
                 // No pidfd: nothing wakes us on exit, so look every few ms.
                 let slice = Instant::now() + Duration::from_millis(5);
