@@ -41,7 +41,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -60,7 +60,7 @@ use crate::spawn::{self, Task};
 const SERVER_ENV: &str = "MPCORE_FORKSERVER";
 
 /// The program's server, once started.
-struct Server {
+pub(crate) struct Server {
     pid: Pid,
     /// The process that started it, and alone may send it requests: a
     /// process forked later holds a copy of this, and starts its own.
@@ -98,6 +98,15 @@ pub(crate) fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd, OwnedFd)> {
         call: "fork server request",
         reason: "the fork server died twice in a row before it could start the child".to_owned(),
     })
+}
+
+/// The server's lock, held by the thread that forks across the fork, so
+/// that no other thread holds it at that instant: a lock copied held would
+/// stay held for ever in the child.
+pub(crate) fn hold_across_fork() -> MutexGuard<'static, Option<Server>> {
+    SERVER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A server whose socket has closed is on its way out: forget it, and

@@ -513,3 +513,39 @@ fn a_program_that_ignores_sigchld_still_learns_how_each_child_ended() {
         ]
     );
 }
+
+/// Has the fork server start a child that reports its server; returns
+/// that server and this process's pid.
+fn server_of_a_grandchild(_: ()) -> (u32, u32) {
+    let server = by_server()
+        .spawn_fn(parent_pid, ())
+        .unwrap()
+        .join()
+        .unwrap();
+    (server, std::process::id())
+}
+
+#[test]
+fn a_forked_child_starts_a_fork_server_of_its_own() {
+    within(LIMIT, || {
+        let ours = by_server()
+            .spawn_fn(parent_pid, ())
+            .unwrap()
+            .join()
+            .unwrap();
+        let mut forked = Builder::new()
+            .start_method(StartMethod::Fork)
+            .spawn_fn(server_of_a_grandchild, ())
+            .unwrap();
+        let (theirs, forked_pid) = forked.join().unwrap();
+        assert_eq!(forked_pid, forked.pid() as u32);
+        assert_ne!(theirs, ours, "a forked child used its parent's server");
+        // Ours still serves.
+        let again = by_server()
+            .spawn_fn(parent_pid, ())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(again, ours);
+    });
+}

@@ -270,6 +270,9 @@ impl Builder {
         } else {
             Some(lock_std_streams()?)
         };
+        // The same for the fork server's lock: a child that found it held
+        // for ever could never start a fork-server child of its own.
+        let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
         let _ = match &mut std_locks {
             Some((stdout, _)) => stdout.flush(),
             None => io::stdout().flush(),
@@ -285,12 +288,12 @@ impl Builder {
         match unsafe { fork() } {
             Err(e) => Err(Error::os("fork", e)),
             Ok(ForkResult::Child) => {
-                drop(std_locks);
+                drop((std_locks, server_lock));
                 drop(rx);
                 run_child(f, tx.as_fd(), parent)
             }
             Ok(ForkResult::Parent { child }) => {
-                drop(std_locks);
+                drop((std_locks, server_lock));
                 drop(tx);
                 Ok(Process::started(child, name, number, self.daemon, rx))
             }
