@@ -577,7 +577,8 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// `Serialize` or `Drop` panicked in the child), [`Error::Signaled`]
     /// when a signal killed it, [`Error::Exited`] when it exited without a
     /// result, [`Error::ReapedElsewhere`] when something else reaped it
-    /// before it sent one, [`Error::AlreadyJoined`] on a second call,
+    /// before it sent one, [`Error::ForkServerLost`] when the fork server
+    /// that started it died first, [`Error::AlreadyJoined`] on a second call,
     /// [`Error::NotOwner`] in a process other than the one that started it.
     /// [`Error::NoFreeDescriptor`] when a large result waits but this
     /// process has no file descriptor free to receive it: the result stays
