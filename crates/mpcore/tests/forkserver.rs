@@ -430,16 +430,22 @@ fn a_fork_server_argument_holds_up_to_253_handles() {
     });
 }
 
-/// Has a fork server of its own start a grandchild that squares `x`.
-fn start_a_grandchild(x: u64) -> u64 {
-    by_server().spawn_fn(square, x).unwrap().join().unwrap()
+/// Has a fork server of its own start a grandchild that squares `x`; also
+/// says whether a variable of mpcore's is left in this child's environment.
+fn start_a_grandchild(x: u64) -> (u64, bool) {
+    let marked = std::env::vars_os()
+        .any(|(name, _)| name == "MPCORE_FORKSERVER" || name == "MPCORE_SPAWNED_CHILD");
+    (
+        by_server().spawn_fn(square, x).unwrap().join().unwrap(),
+        marked,
+    )
 }
 
 #[test]
-fn a_fork_server_child_can_use_a_fork_server_in_turn() {
+fn a_fork_server_child_can_use_a_fork_server_in_turn_and_has_no_mark() {
     within(LIMIT, || {
         let mut p = by_server().spawn_fn(start_a_grandchild, 9).unwrap();
-        assert_eq!(p.join().unwrap(), 81);
+        assert_eq!(p.join().unwrap(), (81, false));
     });
 }
 
