@@ -70,6 +70,21 @@ pub enum Error {
         pid: i32,
     },
 
+    /// A child started by the fork server
+    /// ([`StartMethod::ForkServer`](crate::StartMethod::ForkServer)) ended
+    /// without sending a result, and the server died before it reported
+    /// how. The server's children die with it, so the child was most
+    /// likely killed along with the server. A result the child did send is
+    /// still returned.
+    #[error(
+        "child process {pid} ended without sending a result, and the fork server that started \
+         it died before reporting how it ended (was the server killed?)"
+    )]
+    ForkServerLost {
+        /// The child's process id.
+        pid: i32,
+    },
+
     /// A [`Process`](crate::Process) handle was used in a process that did
     /// not start the child: a forked child holding a copy of its parent's
     /// handle. Only the starter may signal or wait for the child (the

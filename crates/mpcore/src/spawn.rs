@@ -29,6 +29,7 @@
 
 use std::ffi::OsStr;
 use std::io::IoSlice;
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -76,6 +77,9 @@ type Trampoline = for<'a> fn(usize, Vec<u8>, Vec<OwnedFd>, BorrowedFd<'a>, Pid) 
 static SPAWNED_CHILD_HOOK: extern "C" fn() = spawned_child_hook;
 
 extern "C" fn spawned_child_hook() {
+    // The fork server is a fresh run of the program too, reached the same
+    // way (`forkserver.rs`); it never returns either.
+    crate::forkserver::serve_if_asked();
     let Some(value) = std::env::var_os(CHILD_ENV) else {
         return;
     };
@@ -113,56 +117,91 @@ where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let trampoline = run_task::<A, R> as Trampoline as usize;
-    let function = f as usize;
-    let (encoded, fds) = handles::collect(|| codec::encode(arg));
-    let encoded = encoded?;
-    start(trampoline, function, &encoded, &fds)
+    let task = Task::new(f, arg)?;
+    start(&task)
 }
 
-/// The part of [`spawn`] that does not depend on the task's types.
-fn start(trampoline: usize, function: usize, arg: &[u8], fds: &[RawFd]) -> Result<(Pid, OwnedFd)> {
-    // Name the hook, so that the linker keeps the object that holds it (an
-    // archive member nobody refers to is left out, `.init_array` and all).
-    std::hint::black_box(&SPAWNED_CHILD_HOOK);
-    let anchor = anchor();
-    let base = image_base(anchor);
-    if image_base(trampoline) != base || image_base(function) != base {
-        return Err(Error::InvalidArgument(
-            "spawn_fn under StartMethod::Spawn needs a function of the program itself (or of \
-             the library that holds mpcore), not one from another shared library: its address \
-             would mean nothing in the spawned child",
-        ));
-    }
-    if fds.len() > MAX_HANDLES {
-        return Err(Error::InvalidArgument(
-            "a spawned process's argument may hold at most 253 handles \
-             (Queue, Value, Array, Lock, Event): pass fewer, e.g. one Array instead of many Values",
-        ));
-    }
-    let entry = Entry {
-        trampoline: trampoline.wrapping_sub(anchor) as i64,
-        function: function.wrapping_sub(anchor) as i64,
-        anchor_in_image: base.map(|base| (anchor - base) as u64),
-        handles: fds.len() as u32,
-    };
+/// A task ready to send: where it is, and its encoded argument with the
+/// descriptors of the handles in it, borrowed from the argument (hence
+/// the lifetime: the argument must outlive the sending).
+pub(crate) struct Task<'arg> {
+    trampoline: usize,
+    function: usize,
+    arg: Vec<u8>,
+    fds: Vec<RawFd>,
+    _handles: PhantomData<&'arg ()>,
+}
 
-    let (ours, theirs) = channel::pair()?;
-    // Both packets wait in the child's end of the socket until it reads
-    // them; the descriptors in flight stay open until then.
-    let header = codec::encode(&entry)?;
-    let rights = [ControlMessage::ScmRights(fds)];
-    let control: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(
-        ours.as_raw_fd(),
-        &[IoSlice::new(&header)],
-        control,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(|e| Error::os("sendmsg", e))?;
-    channel::send_bytes(ours.as_fd(), arg)?;
+impl<'arg> Task<'arg> {
+    /// Encodes `arg` for `f`.
+    pub(crate) fn new<A, R>(f: fn(A) -> R, arg: &'arg A) -> Result<Task<'arg>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let (encoded, fds) = handles::collect(|| codec::encode(arg));
+        Ok(Task {
+            trampoline: run_task::<A, R> as Trampoline as usize,
+            function: f as usize,
+            arg: encoded?,
+            fds,
+            _handles: PhantomData,
+        })
+    }
 
+    /// A connected pair of sockets whose second end already holds the two
+    /// packets a child reads before its task ([`run_sent_task`]). The child
+    /// gets the second end; the first is the parent's end of the result
+    /// socket.
+    pub(crate) fn packed(&self) -> Result<(OwnedFd, OwnedFd)> {
+        let (trampoline, function, fds) = (self.trampoline, self.function, &self.fds[..]);
+        // Name the hook, so that the linker keeps the object that holds it (an
+        // archive member nobody refers to is left out, `.init_array` and all).
+        std::hint::black_box(&SPAWNED_CHILD_HOOK);
+        let anchor = anchor();
+        let base = image_base(anchor);
+        if image_base(trampoline) != base || image_base(function) != base {
+            return Err(Error::InvalidArgument(
+                "spawn_fn under StartMethod::Spawn or ForkServer needs a function of the program \
+                 itself (or of the library that holds mpcore), not one from another shared \
+                 library: its address would mean nothing in the new child",
+            ));
+        }
+        if fds.len() > MAX_HANDLES {
+            return Err(Error::InvalidArgument(
+                "a spawned process's argument may hold at most 253 handles \
+                 (Queue, Value, Array, Lock, Event): pass fewer, e.g. one Array instead of many Values",
+            ));
+        }
+        let entry = Entry {
+            trampoline: trampoline.wrapping_sub(anchor) as i64,
+            function: function.wrapping_sub(anchor) as i64,
+            anchor_in_image: base.map(|base| (anchor - base) as u64),
+            handles: fds.len() as u32,
+        };
+
+        let (ours, theirs) = channel::pair()?;
+        // Both packets wait in the child's end of the socket until it reads
+        // them; the descriptors in flight stay open until then.
+        let header = codec::encode(&entry)?;
+        let rights = [ControlMessage::ScmRights(fds)];
+        let control: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+        sendmsg::<()>(
+            ours.as_raw_fd(),
+            &[IoSlice::new(&header)],
+            control,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| Error::os("sendmsg", e))?;
+        channel::send_bytes(ours.as_fd(), &self.arg)?;
+        Ok((ours, theirs))
+    }
+}
+
+/// Starts a fresh run of this program that runs `task`.
+fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd)> {
+    let (ours, theirs) = task.packed()?;
     let parent = getpid();
     let socket = theirs.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
@@ -228,9 +267,13 @@ fn run_spawned_child(value: &OsStr) -> i32 {
     // Programs this child starts must not inherit it.
     // SAFETY: `fcntl(F_SETFD)` on a descriptor we own touches no memory.
     unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    let tx = socket.as_fd();
-    let parent = Pid::from_raw(parent);
+    run_sent_task(socket.as_fd(), Pid::from_raw(parent))
+}
 
+/// Reads the two packets a [`Task`] left in `tx` and runs the task, in a
+/// spawned child or in a child of the fork server; `parent` is the process
+/// it must die with. Returns the exit code.
+pub(crate) fn run_sent_task(tx: BorrowedFd<'_>, parent: Pid) -> i32 {
     let (entry, fds) = match receive_entry(tx) {
         Ok(received) => received,
         Err(e) => return fail(tx, format!("could not read where its task is: {e}")),
@@ -257,7 +300,7 @@ fn run_spawned_child(value: &OsStr) -> i32 {
 }
 
 /// Whether `fd` is an open socket.
-fn is_socket(fd: RawFd) -> bool {
+pub(crate) fn is_socket(fd: RawFd) -> bool {
     let mut stat = std::mem::MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: `fstat` on any number is safe (a closed one gives EBADF);
     // `stat` is ours and large enough.

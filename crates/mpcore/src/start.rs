@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 /// | `mp.set_start_method("spawn")` | [`set_start_method`]`(StartMethod::Spawn)?` |
 /// | `mp.get_start_method()` | [`get_start_method`]`()` |
 /// | `ctx = mp.get_context("spawn"); ctx.Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+/// | `mp.get_context("forkserver").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::ForkServer).spawn_fn(f, x)?` |
 ///
 /// - **`Fork`** (the default): the child is a copy of the parent at the
 ///   instant of the `fork`. It starts in microseconds and can run a
@@ -23,8 +24,24 @@ use crate::error::{Error, Result};
 ///   what is sent to it: a plain `fn` and its serde argument (handles such
 ///   as [`Queue`](crate::Queue) and [`Value`](crate::Value) travel as
 ///   descriptors). It costs an `exec` and the program's start-up.
-/// - **`ForkServer`**: not available yet; asking for it gives
-///   [`Error::StartMethodUnavailable`].
+/// - **`ForkServer`** (Python 3.14's default on Linux): the first such
+///   child starts a server, a fresh `exec` of the same program that stays
+///   single-threaded and does nothing but fork. Every child after that is
+///   a fork of the server: it costs a fork of a small process, not an
+///   `exec`, and like a spawned child it inherits none of the parent's
+///   threads, locks or memory, only the `fn` and the argument sent to it.
+///   The server, one per program, is the children's parent: it reaps
+///   them and reports how each ended to the process that asked for it.
+///   It ends, killing its children, when the program ends; if it has been
+///   killed, the next child starts a new one.
+///
+/// | | `Fork` | `Spawn` | `ForkServer` |
+/// | --- | --- | --- | --- |
+/// | runs | a closure or a `fn` | a `fn` with a serde argument | a `fn` with a serde argument |
+/// | the child begins as | a copy of the parent | a fresh run of the program | a copy of the server |
+/// | the parent's threads' locks | copied, maybe held | none | none |
+/// | cost of a start | a fork of the parent | an `exec` and the program's start-up | a fork of the server (and one `exec`, for the first) |
+/// | the child's parent | the program | the program | the server |
 ///
 /// ```
 /// use mpcore::{StartMethod, process};
@@ -37,6 +54,11 @@ use crate::error::{Error, Result};
 ///     .start_method(StartMethod::Spawn)
 ///     .spawn_fn(square, 12)?;
 /// assert_eq!(child.join()?, 144);
+///
+/// let mut child = process::Builder::new()
+///     .start_method(StartMethod::ForkServer)
+///     .spawn_fn(square, 13)?;
+/// assert_eq!(child.join()?, 169);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -47,7 +69,7 @@ pub enum StartMethod {
     /// Start the program afresh with `exec` (Python's `"spawn"`).
     Spawn,
     /// Ask a single-threaded server process to fork the child (Python's
-    /// `"forkserver"`); not available yet.
+    /// `"forkserver"`).
     ForkServer,
 }
 

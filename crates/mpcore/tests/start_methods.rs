@@ -326,19 +326,6 @@ fn a_closure_is_refused_under_spawn_with_advice() {
 }
 
 #[test]
-fn forkserver_is_refused_for_now_with_advice() {
-    let e = Builder::new()
-        .start_method(StartMethod::ForkServer)
-        .spawn_fn(square, 2)
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "the forkserver start method is not available for a Process yet: use StartMethod::Spawn \
-         for a child without the parent's threads and locks"
-    );
-}
-
-#[test]
 fn a_handle_outside_a_spawn_argument_does_not_serialize() {
     let q: Queue<Value<u8>> = Queue::new().unwrap();
     let e = q.put(Value::new(1u8).unwrap()).unwrap_err();

@@ -1,11 +1,21 @@
 //! Scenarios that need a process of their own, run by mpcore's integration
 //! tests with a deadline (`tests/common/mod.rs`, `run_helper`).
 //!
-//! - `orphan [fork|spawn]`: starts a child that sleeps (forked, or spawned
-//!   with `StartMethod::Spawn`), prints `child-pid N`, then sleeps itself
-//!   until the test kills it with SIGKILL.
-//! - `pool-orphan [fork|spawn]`: the same with a pool of one worker
-//!   (started by that method): prints the worker's pid as `child-pid N`.
+//! - `orphan [fork|spawn|forkserver]`: starts a child that sleeps (forked,
+//!   spawned with `StartMethod::Spawn`, or forked by the fork server),
+//!   prints `child-pid N`, then sleeps itself until the test kills it with
+//!   SIGKILL.
+//! - `forkserver-killed`: starts a fork-server child that reports its
+//!   parent (the server) and one that sleeps, kills the server with
+//!   SIGKILL, and prints what joining the sleeper says; then starts another
+//!   child and prints whether a new server started it, its result, and
+//!   whether the dead server was reaped.
+//! - `forkserver-sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, starts
+//!   fork-server children that exit with code 3, return 5 and are killed,
+//!   and prints what `join` and `exitcode` say of each.
+//! - `pool-orphan [fork|spawn|forkserver]`: the same with a pool of one
+//!   worker (started by that method): prints the worker's pid as
+//!   `child-pid N`.
 //! - `log`: logs one line from the main thread and one from a child process
 //!   with `mpcore::logging`, on stderr.
 //! - `shm normal|panic|killed`: makes one of each shared object (`Value`,
@@ -78,6 +88,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("orphan") => orphan(args.get(1).map(String::as_str)),
         Some("pool-orphan") => pool_orphan(args.get(1).map(String::as_str)),
+        Some("forkserver-killed") => fork_server_killed(),
+        Some("forkserver-sigchld-ignored") => fork_server_sigchld_ignored(),
         Some("log") => log_lines(),
         Some("log-tz-held") => log_with_time_zone_lock_held(),
         Some("shm") => shared_objects(args.get(1).map(String::as_str)),
@@ -150,6 +162,74 @@ fn orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     // to this thread, and the test kills the whole process meanwhile.
     thread::sleep(Duration::from_secs(120));
     Err("the test should have killed this process".into())
+}
+
+/// The pid of this process's parent: for a fork-server child, the server.
+fn parent_pid(_: ()) -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+fn fork_server_killed() -> Result<(), Box<dyn std::error::Error>> {
+    let by_server = || Builder::new().start_method(StartMethod::ForkServer);
+    let server = by_server().spawn_fn(parent_pid, ())?.join()?;
+    let mut sleeper = by_server().spawn_fn(sleep_for, 120)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    match sleeper.join() {
+        Ok(()) => println!("sleeper: returned"),
+        Err(e) => println!(
+            "sleeper: {}",
+            e.to_string().replace(&sleeper.pid().to_string(), "N")
+        ),
+    }
+    println!("sleeper alive: {}", sleeper.is_alive());
+    let new_server = by_server().spawn_fn(parent_pid, ())?.join()?;
+    println!("new server: {}", new_server != server);
+    println!(
+        "new server is ours: {}",
+        std::fs::read_to_string(format!("/proc/{new_server}/stat"))?
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+            == Some(std::process::id())
+    );
+    println!(
+        "old server reaped: {}",
+        !std::path::Path::new(&format!("/proc/{server}")).exists()
+    );
+    Ok(())
+}
+
+fn exit_with(code: i32) -> u8 {
+    std::process::exit(code)
+}
+
+fn fork_server_sigchld_ignored() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no
+    // handler; nothing else in this helper handles SIGCHLD.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }?;
+    let by_server = || Builder::new().start_method(StartMethod::ForkServer);
+    // The server reaps its children itself, whatever this program does
+    // with SIGCHLD: every status arrives.
+    let mut exits = by_server().spawn_fn(exit_with, 3)?;
+    let joined = exits
+        .join()
+        .map_err(|e| e.to_string().replace(&exits.pid().to_string(), "N"));
+    println!("join: {joined:?} exitcode {:?}", exits.exitcode());
+    let mut returns = by_server().spawn_fn(exit_with, 5)?;
+    let _ = returns.join();
+    println!("exitcode {:?}", returns.exitcode());
+    let mut killed = by_server().spawn_fn(sleep_for, 120)?;
+    killed.kill()?;
+    let _ = killed.join();
+    println!("killed: exitcode {:?}", killed.exitcode());
+    Ok(())
 }
 
 fn shared_objects(ending: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {

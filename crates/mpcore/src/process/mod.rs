@@ -30,6 +30,7 @@ pub(crate) use child::{
 use child::{lock_std_streams, single_threaded};
 
 use crate::error::{Error, Result};
+use crate::forkserver;
 use crate::spawn;
 use crate::start::StartMethod;
 
@@ -165,8 +166,10 @@ impl Builder {
     /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
     /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
     /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
-    /// same shared object in the child. Under [`StartMethod::Fork`] this is
-    /// `spawn(move || f(arg))`.
+    /// same shared object in the child. Under [`StartMethod::ForkServer`]
+    /// the same is sent to the program's fork server, which forks the
+    /// child: no `exec` but the server's own, once. Under
+    /// [`StartMethod::Fork`] this is `spawn(move || f(arg))`.
     ///
     /// ```
     /// use mpcore::{Queue, StartMethod, process};
@@ -187,17 +190,22 @@ impl Builder {
     ///
     /// `join`, `join_timeout`, `kill`, `terminate`, `is_alive` and the
     /// exit code work as for a forked child, and the child dies with its
-    /// parent (`PR_SET_PDEATHSIG`) in the same way.
+    /// parent (`PR_SET_PDEATHSIG`) in the same way. A child of the fork
+    /// server is the server's child, not ours: the server reaps it and
+    /// reports how it ended, and kills it if this program ends. If the
+    /// server is killed, its children die with it, and their `join`
+    /// returns [`Error::ForkServerLost`] (unless a result had come).
     ///
     /// # Errors
     ///
     /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
     /// that is not of a spawned child's argument, say);
-    /// [`Error::StartMethodUnavailable`] for `ForkServer` (not available
-    /// yet); [`Error::InvalidArgument`] for an `f` that lives in another
+    /// [`Error::InvalidArgument`] for an `f` that lives in another
     /// shared library than mpcore, or an `arg` with more than 253 handles;
-    /// [`Error::Os`] when the socket or the `exec` fails. A child that
-    /// cannot decode `arg` makes its `join` return [`Error::StartFailed`].
+    /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
+    /// fails; [`Error::Io`] when the fork server dies twice in a row before
+    /// it could start the child. A child that cannot decode `arg` makes its
+    /// `join` return [`Error::StartFailed`].
     pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -213,11 +221,18 @@ impl Builder {
                 drop(arg);
                 Ok(Process::started(pid, name, number, self.daemon, results))
             }
-            StartMethod::ForkServer => Err(Error::StartMethodUnavailable {
-                method: StartMethod::ForkServer,
-                what: "a Process",
-                advice: "use StartMethod::Spawn for a child without the parent's threads and locks",
-            }),
+            StartMethod::ForkServer => {
+                let (number, name) = self.number_and_name();
+                let task = spawn::Task::new(f, &arg)?;
+                let (pid, results, reports) = forkserver::start(&task)?;
+                // As under Spawn: the handles were sent, the parent's copy
+                // of the argument goes now.
+                drop(task);
+                drop(arg);
+                let mut child = Process::started(pid, name, number, self.daemon, results);
+                child.watch_reports(reports);
+                Ok(child)
+            }
         }
     }
 
@@ -255,6 +270,9 @@ impl Builder {
         } else {
             Some(lock_std_streams()?)
         };
+        // The same for the fork server's lock: a child that found it held
+        // for ever could never start a fork-server child of its own.
+        let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
         let _ = match &mut std_locks {
             Some((stdout, _)) => stdout.flush(),
             None => io::stdout().flush(),
@@ -270,12 +288,12 @@ impl Builder {
         match unsafe { fork() } {
             Err(e) => Err(Error::os("fork", e)),
             Ok(ForkResult::Child) => {
-                drop(std_locks);
+                drop((std_locks, server_lock));
                 drop(rx);
                 run_child(f, tx.as_fd(), parent)
             }
             Ok(ForkResult::Parent { child }) => {
-                drop(std_locks);
+                drop((std_locks, server_lock));
                 drop(tx);
                 Ok(Process::started(child, name, number, self.daemon, rx))
             }
@@ -301,13 +319,30 @@ impl<T> Process<T> {
             daemon,
             results,
             pidfd: pidfd_open(pid),
+            reports: None,
             status: None,
             reaped_elsewhere: false,
+            server_lost: false,
             outcome: None,
             hung_up: false,
             joined: false,
             _result: PhantomData,
         }
+    }
+}
+
+impl<T> Process<T> {
+    /// Makes this the handle on a child of the fork server, whose exit
+    /// the server reports on `reports` (it is not our child: no `waitpid`).
+    fn watch_reports(&mut self, reports: OwnedFd) {
+        // The pidfd names the child only if the child had not yet been
+        // reaped when it was opened: the server sends its report before it
+        // reaps. A report already there means the child is gone.
+        if channel::ready_now(&[reports.as_fd()]).map_or(true, |ready| ready[0]) {
+            self.pidfd = None;
+        }
+        self.reports = Some(reports);
+        let _ = self.poll_exit();
     }
 }
 
@@ -389,6 +424,9 @@ pub struct Process<T> {
     daemon: bool,
     results: OwnedFd,
     pidfd: Option<OwnedFd>,
+    /// For a child of the fork server: where the server reports how the
+    /// child ended, since only the server can `waitpid` for it.
+    reports: Option<OwnedFd>,
     /// Set once the child is reaped; from then on its pid may belong to
     /// another process, so no signal is sent to it any more.
     status: Option<ExitStatus>,
@@ -396,6 +434,9 @@ pub struct Process<T> {
     /// to `SIG_IGN`, or a `waitpid(-1)` elsewhere), so its exit status is
     /// lost; from then on, too, no signal is sent to its pid.
     reaped_elsewhere: bool,
+    /// The fork server that started the child died before it reported the
+    /// child's end (the child died with it).
+    server_lost: bool,
     outcome: Option<Outcome<T>>,
     /// The result socket reported end of file: nothing more will arrive.
     hung_up: bool,
@@ -536,7 +577,8 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     /// `Serialize` or `Drop` panicked in the child), [`Error::Signaled`]
     /// when a signal killed it, [`Error::Exited`] when it exited without a
     /// result, [`Error::ReapedElsewhere`] when something else reaped it
-    /// before it sent one, [`Error::AlreadyJoined`] on a second call,
+    /// before it sent one, [`Error::ForkServerLost`] when the fork server
+    /// that started it died first, [`Error::AlreadyJoined`] on a second call,
     /// [`Error::NotOwner`] in a process other than the one that started it.
     /// [`Error::NoFreeDescriptor`] when a large result waits but this
     /// process has no file descriptor free to receive it: the result stays
@@ -636,6 +678,7 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
                 postcard::from_bytes::<T>(&[]).map_err(|_| Error::Exited { pid, code: 0 })
             }
             (None, Some(ExitStatus::Code(code))) => Err(Error::Exited { pid, code }),
+            (None, None) if self.server_lost => Err(Error::ForkServerLost { pid }),
             (None, None) => Err(Error::ReapedElsewhere { pid }),
         }
     }
@@ -657,10 +700,22 @@ impl<T> Drop for Process<T> {
 
 impl<T> Process<T> {
     /// The pidfd that becomes readable when the child exits, so that a
-    /// [`Pool`](crate::Pool) can watch many workers' exits in one `poll`;
-    /// `None` on kernels without pidfds.
+    /// [`Pool`](crate::Pool) can watch many workers' exits in one `poll`
+    /// (for a child of the fork server, the socket of the server's report,
+    /// readable once the report is there); `None` on kernels without
+    /// pidfds.
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
-        self.pidfd.as_ref().map(|fd| fd.as_fd())
+        self.exit_watch()
+    }
+
+    /// What becomes readable when the child has ended: the fork server's
+    /// report socket for its children (readable once the status is there
+    /// to read), the pidfd for our own.
+    pub(super) fn exit_watch(&self) -> Option<BorrowedFd<'_>> {
+        self.reports
+            .as_ref()
+            .or(self.pidfd.as_ref())
+            .map(|fd| fd.as_fd())
     }
 }
 

@@ -1,6 +1,7 @@
 //! How the parent watches a child: whether it lives, how it ended, the
 //! signals it is sent, and the waits that reap it (with a pidfd where the
-//! kernel has them).
+//! kernel has them). A child of the fork server is reaped by the server,
+//! which reports how it ended; the waits read that report instead.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use nix::unistd::getpid;
 use super::{ExitStatus, Process, pidfd_send_signal};
 use crate::channel;
 use crate::error::{Error, Result};
+use crate::forkserver::{self, Report};
 
 impl<T> Process<T> {
     /// The child's process id (Python's `p.pid`).
@@ -39,8 +41,8 @@ impl<T> Process<T> {
     /// reaping is the starter's business.
     pub fn is_alive(&mut self) -> bool {
         if !self.is_owner() {
-            return match &self.pidfd {
-                Some(pidfd) => channel::ready_now(&[pidfd.as_fd()]).is_ok_and(|r| r == [false]),
+            return match self.exit_watch() {
+                Some(watch) => channel::ready_now(&[watch]).is_ok_and(|r| r == [false]),
                 None => kill(self.pid, None).is_ok(),
             };
         }
@@ -126,6 +128,12 @@ impl<T> Process<T> {
     /// Whether the child's pid still names our child, alive or a zombie,
     /// asked without reaping it (`waitid` with `WNOWAIT`).
     pub(super) fn still_ours(&self) -> bool {
+        if self.reports.is_some() {
+            // The fork server's child, which the server reaps only after
+            // reporting it: no report read yet, no reaping yet (but for the
+            // instant between the two, on kernels without pidfds).
+            return !self.has_ended();
+        }
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         loop {
             match waitid(Id::Pid(self.pid), flags) {
@@ -170,9 +178,21 @@ impl<T> Process<T> {
     }
 
     /// `waitpid` on this child only (`waitpid(-1)` would reap other code's
-    /// children), recording how it ended. With `WNOHANG`, a child still
+    /// children), recording how it ended; for a child of the fork server,
+    /// which only the server may wait for, the server's report instead. With `WNOHANG`, a child still
     /// running leaves `status` at `None`; without, it waits for the exit.
     pub(super) fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
+        if let Some(reports) = &self.reports {
+            match forkserver::read_report(reports.as_fd(), flags.is_none())? {
+                Report::Ended(status) => self.status = Some(status),
+                Report::NotYet => {}
+                Report::ServerGone => {
+                    self.reaped_elsewhere = true;
+                    self.server_lost = true;
+                }
+            }
+            return Ok(());
+        }
         loop {
             match waitpid(self.pid, flags) {
                 Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
@@ -199,12 +219,11 @@ impl<T> Process<T> {
         // Once the message is in or the socket hung up, the socket stays
         // readable: watching it then would spin.
         let watch_socket = self.outcome.is_none() && !self.hung_up;
-        let timed_out = match &self.pidfd {
-            Some(pidfd) if watch_socket => {
-                channel::wait_readable([self.results.as_fd(), pidfd.as_fd()], deadline)?
-                    == [false, false]
+        let timed_out = match self.exit_watch() {
+            Some(exit) if watch_socket => {
+                channel::wait_readable([self.results.as_fd(), exit], deadline)? == [false, false]
             }
-            Some(pidfd) => channel::wait_readable([pidfd.as_fd()], deadline)? == [false],
+            Some(exit) => channel::wait_readable([exit], deadline)? == [false],
             None => {
                 // No pidfd: nothing wakes us on exit, so look every few ms.
                 let slice = Instant::now() + Duration::from_millis(5);
@@ -243,7 +262,7 @@ impl<T> Process<T> {
             }
             if self.wait_for_event(None).is_err() {
                 // Polling failed: fall back to a plain blocking wait.
-                let _ = waitpid(self.pid, None);
+                let _ = self.wait_exit();
                 return;
             }
         }
