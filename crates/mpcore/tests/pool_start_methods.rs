@@ -19,7 +19,7 @@ use testkit::{has_ended, within};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// The methods under test besides `Fork`, which `tests/pool.rs` covers.
-const METHODS: &[StartMethod] = &[StartMethod::Spawn];
+const METHODS: &[StartMethod] = &[StartMethod::Spawn, StartMethod::ForkServer];
 
 fn pool(method: StartMethod, processes: usize) -> Pool {
     Builder::new()
