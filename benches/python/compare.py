@@ -221,7 +221,10 @@ def ratio_chart(ratios, heading, quick):
     bar per workload, on a log scale around 1x (as fast as CPython): bars to
     the right are faster, to the left slower. Written by hand, so that the
     Python side needs nothing beyond the standard library."""
-    label_w, plot_w, right, row_h, top = 330, 420, 60, 26, 96
+    # Wide enough for the longest label and the command line, at about 7
+    # pixels a character of a 12-pixel sans-serif font.
+    longest = max([len(what) for what, _ in ratios] + [0])
+    label_w, plot_w, right, row_h, top = max(330, 7 * longest + 24), 420, 60, 26, 96
     lo = min([0.5] + [r / 1.5 for _, r in ratios if r > 0])
     hi = max([2.0] + [r * 1.5 for _, r in ratios])
     span = math.log10(hi) - math.log10(lo)
@@ -230,7 +233,7 @@ def ratio_chart(ratios, heading, quick):
         return label_w + plot_w * (math.log10(max(ratio, lo)) - math.log10(lo)) / span
 
     height = top + row_h * len(ratios) + 50
-    width = label_w + plot_w + right
+    width = max(label_w + plot_w + right, 7 * len(heading.split("  (", 1)[0]) + 20)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
