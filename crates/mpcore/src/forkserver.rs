@@ -39,8 +39,6 @@ use std::ffi::OsStr;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -163,35 +161,10 @@ fn still_running(pid: Pid) -> bool {
 fn launch() -> Result<Server> {
     let (ours, theirs) = channel::pair()?;
     let program = getpid();
-    let socket = theirs.as_raw_fd();
-    let mut command = Command::new("/proc/self/exe");
-    if let Some(name) = std::env::args_os().next() {
-        command.arg0(name);
-    }
-    command.env(SERVER_ENV, format!("{socket} {program}"));
-    // SAFETY: the closure runs in the forked child before `exec`, where
-    // only async-signal-safe calls are allowed: it makes one system call
-    // and touches no lock and no memory but its integer.
-    unsafe {
-        command.pre_exec(move || {
-            // Keep the server's end open across the exec (it alone: every
-            // other descriptor of ours is close-on-exec).
-            if libc::fcntl(socket, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().map_err(|e| match e.raw_os_error() {
-        Some(errno) => Error::os("exec", Errno::from_raw(errno)),
-        None => Error::Io {
-            call: "exec",
-            reason: e.to_string(),
-        },
-    })?;
-    let pid = Pid::from_raw(child.id() as i32);
-    drop(child);
-    drop(theirs);
+    // No death signal: it would follow the thread that starts the server,
+    // not this program; the server watches its socket instead.
+    let value = format!("{} {program}", theirs.as_raw_fd());
+    let pid = spawn::exec_self(SERVER_ENV, &value, theirs, false)?;
     Ok(Server {
         pid,
         owner: program,

@@ -202,26 +202,37 @@ impl<'arg> Task<'arg> {
 /// Starts a fresh run of this program that runs `task`.
 fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd)> {
     let (ours, theirs) = task.packed()?;
-    let parent = getpid();
-    let socket = theirs.as_raw_fd();
+    let value = format!("{} {}", theirs.as_raw_fd(), getpid());
+    let pid = exec_self(CHILD_ENV, &value, theirs, true)?;
+    Ok((pid, ours))
+}
+
+/// Starts a fresh run of this program (`/proc/self/exe`, which names the
+/// very file this process runs from) with `var=value` in its environment
+/// and `keep` open in it under the same number: the one descriptor of ours
+/// it inherits (every other is close-on-exec). With `die_with_us`, it gets
+/// `PR_SET_PDEATHSIG` SIGKILL before the exec. Returns its pid; this
+/// process's copy of `keep` is closed. std's `Child` neither waits nor
+/// kills when dropped: the caller's handle does both, by pid.
+pub(crate) fn exec_self(var: &str, value: &str, keep: OwnedFd, die_with_us: bool) -> Result<Pid> {
+    let socket = keep.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
     if let Some(name) = std::env::args_os().next() {
         command.arg0(name);
     }
-    command.env(CHILD_ENV, format!("{socket} {parent}"));
+    command.env(var, value);
     // SAFETY: the closure runs in the forked child before `exec`, where
-    // only async-signal-safe calls are allowed: it makes two system calls
-    // and touches no lock and no memory but its two integers.
+    // only async-signal-safe calls are allowed: it makes at most two
+    // system calls and touches no lock and no memory but its integer and
+    // its flag.
     unsafe {
         command.pre_exec(move || {
-            // Keep the child's end open across the exec (it alone: every
-            // other descriptor of ours is close-on-exec).
             if libc::fcntl(socket, libc::F_SETFD, 0) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Die with the parent, from the very start: the setting
-            // survives an exec of a program that gains no privileges.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+            // The setting survives an exec of a program that gains no
+            // privileges: the child dies with us from its very start.
+            if die_with_us && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -234,12 +245,8 @@ fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd)> {
             reason: e.to_string(),
         },
     })?;
-    // std's `Child` neither waits nor kills when dropped: the `Process`
-    // handle does both, by pid.
-    let pid = Pid::from_raw(child.id() as i32);
-    drop(child);
-    drop(theirs);
-    Ok((pid, ours))
+    drop(keep);
+    Ok(Pid::from_raw(child.id() as i32))
 }
 
 /// The child's side, before `main`: reads the task from the socket the
