@@ -512,7 +512,8 @@ fn ready_word(shmem: &Shmem) -> &AtomicU32 {
     unsafe { &*shmem.as_ptr().add(READY_AT).cast::<AtomicU32>() }
 }
 
-fn shmem_error(call: &'static str, e: ShmemError) -> Error {
+/// The shared_memory crate's error as mpcore's: an errno stays one.
+pub(crate) fn shmem_error(call: &'static str, e: ShmemError) -> Error {
     match e {
         ShmemError::MapCreateFailed(errno)
         | ShmemError::MapOpenFailed(errno)

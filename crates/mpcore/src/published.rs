@@ -73,6 +73,7 @@ use raw_sync::locks::{LockGuard, LockImpl, LockInit, Mutex};
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::error::{Error, Result};
+use crate::named::shmem_error;
 
 /// The header: the kind word (written last), then the layout word. What
 /// the creator placed starts at `HEADER`, so at 64-byte alignment (the
@@ -190,18 +191,6 @@ impl Segment {
 
     fn os_id(&self) -> &str {
         self.shmem.get_os_id()
-    }
-}
-
-fn shmem_error(call: &'static str, e: ShmemError) -> Error {
-    match e {
-        ShmemError::MapCreateFailed(errno)
-        | ShmemError::MapOpenFailed(errno)
-        | ShmemError::UnknownOsError(errno) => Error::os(call, Errno::from_raw(errno as i32)),
-        other => Error::Io {
-            call,
-            reason: other.to_string(),
-        },
     }
 }
 
