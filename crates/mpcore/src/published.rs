@@ -75,6 +75,20 @@ use shared_memory::{Shmem, ShmemConf, ShmemError};
 use crate::error::{Error, Result};
 use crate::named::shmem_error;
 
+/// A timeout as raw_sync takes it. raw_sync adds the seconds to the clock
+/// as a signed number, unchecked: a timeout of some 300 billion years
+/// (`Duration::MAX`, say) would overflow there, or wrap round into the
+/// past. Any timeout beyond a century is taken as "no timeout", which is
+/// what such a caller means.
+fn raw_sync_timeout(timeout: Duration) -> Timeout {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    if timeout >= CENTURY {
+        Timeout::Infinite
+    } else {
+        Timeout::Val(timeout)
+    }
+}
+
 /// The header: the kind word (written last), then the layout word. What
 /// the creator placed starts at `HEADER`, so at 64-byte alignment (the
 /// mapping is page-aligned).
@@ -350,7 +364,7 @@ impl<T: Pod> RawSyncMutex<T> {
         self.not_held()?;
         let guard = self
             .mutex
-            .try_lock(Timeout::Val(timeout))
+            .try_lock(raw_sync_timeout(timeout))
             .map_err(raw_sync_error("try_lock"))?;
         Ok(self.guard(guard))
     }
@@ -543,7 +557,7 @@ impl RawSyncEvent {
     /// (raw_sync does not tell them apart).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.event
-            .wait(Timeout::Val(timeout))
+            .wait(raw_sync_timeout(timeout))
             .map_err(raw_sync_error("wait"))
     }
 }
@@ -815,6 +829,30 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.to_string(), "Failed to acquire mutex : 110");
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_raw_sync_waits_for_the_holder() {
+        let m = RawSyncMutex::create(0u8).unwrap();
+        for timeout in [Duration::MAX, Duration::from_secs(i64::MAX as u64)] {
+            let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+            let os_id = m.os_id().to_owned();
+            let holder = std::thread::spawn(move || {
+                let theirs = RawSyncMutex::<u8>::open(&os_id).unwrap();
+                let mut guard = theirs.lock().unwrap();
+                *guard += 1;
+                held.0.send(()).unwrap();
+                let _ = release.1.recv_timeout(Duration::from_millis(200));
+            });
+            held.1.recv().unwrap();
+            // Held for another 200 ms: raw_sync's own arithmetic would
+            // have failed at once (a deadline in the past) or overflowed.
+            let value = *m.try_lock(timeout).unwrap();
+            holder.join().unwrap();
+            drop(release.0);
+            assert!(value >= 1);
+        }
+        assert_eq!(*m.lock().unwrap(), 2);
     }
 
     #[test]
