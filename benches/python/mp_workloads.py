@@ -67,14 +67,6 @@ def nothing():
     pass
 
 
-def spawn_join(n, _ctx):
-    for _ in range(n):
-        p = mp.Process(target=nothing)
-        p.start()
-        p.join()
-    return n
-
-
 def spawn_join_with(method):
     """start + join of an empty target under one start method. The target
     is a module-level function: spawn and forkserver children find it by
@@ -249,7 +241,7 @@ def timing_processes(n, _ctx):
 
 
 WORKLOADS = {
-    "spawn_join": spawn_join,
+    "spawn_join": spawn_join_with("fork"),
     "spawn_join_spawn": spawn_join_with("spawn"),
     "spawn_join_forkserver": spawn_join_with("forkserver"),
     "pool_map10": pool_map10_with("fork"),
