@@ -21,11 +21,11 @@ use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::futex;
-use crate::handles;
-use crate::shm::Segment;
-use crate::sync::Deadline;
+use crate::base::{Error, Result};
+use crate::os::deadline::Deadline;
+use crate::os::futex;
+use crate::os::memfd::Segment;
+use crate::wire::handles;
 
 /// A flag that processes (and threads) share and can wait for, Python's
 /// `multiprocessing.Event`.

@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe2};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// Forks a child that writes `value + 1` to a pipe and `_exit`s; reads it
 /// and reaps the child. What `Process::spawn(move || value + 1)` plus
@@ -124,7 +124,7 @@ pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
-    let segment = crate::shm::Segment::new(8, 8)?;
+    let segment = crate::os::memfd::Segment::new(8, 8)?;
     // SAFETY: the segment is 8 zeroed, page-aligned bytes that live until
     // the end of this function, after every child is reaped; every process
     // touches them only atomically.

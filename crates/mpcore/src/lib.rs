@@ -86,29 +86,34 @@
 //! the parent releases it for the child too.
 #![deny(missing_docs)]
 
-mod channel;
-mod codec;
-mod error;
+// The rooms, by level; each imports only rooms on lower levels.
+//
+// 1. `base`: the error type and the plain values it names;
+// 2. `os`: one kernel mechanism a file (futex, mutex, memfd, pidfd, ...);
+// 3. `wire`: packets, the codec, handles that travel as descriptors;
+// 4. `start`: a child's life, tasks, exec, the fork server;
+// 5. one room per public type: `lock`, `event`, `shared`, `queue`,
+//    `named`, `process`; and `pool` above `process`.
+mod base;
+mod os;
+mod wire;
+
+mod start;
+
 mod event;
-pub mod floor;
-mod forkserver;
-mod futex;
-mod handles;
-pub mod job;
-pub mod logging;
+mod lock;
 mod named;
 pub mod pool;
 pub mod process;
-pub mod published;
 mod queue;
-mod ring;
 mod shared;
-mod shm;
-mod spawn;
-mod start;
-mod sync;
 
-pub use error::{Error, Result};
+pub mod floor;
+pub mod job;
+pub mod logging;
+pub mod published;
+
+pub use base::{Error, ExitStatus, Result, StartMethod, get_start_method, set_start_method};
 
 // The README's example is compiled and run with the other doc tests, so
 // that what a crates.io reader sees first keeps working.
@@ -116,16 +121,15 @@ pub use error::{Error, Result};
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
 pub use event::Event;
+pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
 /// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
 /// so that callers need not depend on `nix` to name them.
 pub use nix::sys::signal::Signal;
 pub use pool::{AsyncResult, Pool};
-pub use process::{ExitStatus, Process};
+pub use process::Process;
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
-pub use start::{StartMethod, get_start_method, set_start_method};
-pub use sync::{Lock, LockGuard};
 
 /// The number of CPUs this process may run on: the cores in its affinity
 /// mask, further limited by a cgroup CPU quota when there is one.
@@ -142,5 +146,5 @@ pub use sync::{Lock, LockGuard};
 /// assert!(mpcore::cpu_count() >= 1);
 /// ```
 pub fn cpu_count() -> usize {
-    num_cpus::get()
+    os::cpu_count()
 }

@@ -72,7 +72,7 @@ use raw_sync::events::{Event, EventImpl, EventInit, EventState};
 use raw_sync::locks::{LockGuard, LockImpl, LockInit, Mutex};
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::named::shmem_error;
 
 /// A timeout as raw_sync takes it. raw_sync adds the seconds to the clock

@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 use super::Pool;
 use super::supervisor::{State, Supervisor, Wake};
 use super::worker::{SpawnWorker, spawner};
-use crate::channel;
-use crate::error::{Error, Result};
-use crate::process::panic_message;
-use crate::start::StartMethod;
+use crate::base::StartMethod;
+use crate::base::panic_message;
+use crate::base::{Error, Result};
+use crate::wire::channel;
 
 /// Python's rule for `map`'s default chunk size: cut the input into about
 /// four chunks per worker, so that each worker fetches a few large chunks

@@ -9,9 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::worker::ToWorker;
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::process::ExitStatus;
+use crate::base::ExitStatus;
+use crate::base::{Error, Result};
+use crate::wire::codec;
 
 /// Finishes every chunk of `chunks` with the same failure.
 pub(super) fn fail_all(chunks: Vec<Chunk>, why: Lost) {

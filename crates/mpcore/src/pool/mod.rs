@@ -190,11 +190,11 @@ use std::thread::{self, JoinHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::process::panic_message;
-use crate::spawn;
-use crate::start::StartMethod;
+use crate::base::StartMethod;
+use crate::base::panic_message;
+use crate::base::{Error, Result};
+use crate::start::task as spawn;
+use crate::wire::codec;
 
 mod builder;
 mod chunk;

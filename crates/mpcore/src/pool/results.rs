@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use super::Link;
 use super::chunk::{Call, CallDone, Chunk, ChunkDone, Lost};
 use super::worker::Outcome;
-use crate::channel;
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::os::deadline;
+use crate::wire::codec;
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's `AsyncResult`.
 pub struct AsyncResult<R> {
@@ -66,7 +66,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// As [`get`](Self::get), and [`Error::Timeout`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
-        match channel::deadline_after(timeout) {
+        match deadline::after(timeout) {
             Some(deadline) => self.fetch(Some(deadline)).map_err(|e| match e {
                 Error::Timeout(_) => Error::Timeout(timeout),
                 other => other,

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
 use super::worker::{SpawnWorker, ToWorker, name_worker_panics, worker_main, worker_name};
-use crate::channel;
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::base::StartMethod;
+use crate::base::{Error, Result};
+use crate::os::poll;
 use crate::process::{self, Process};
-use crate::start::StartMethod;
+use crate::wire::channel;
+use crate::wire::codec;
 
 /// What the pool's handle tells its supervisor.
 pub(super) enum Command {
@@ -494,9 +495,9 @@ impl Supervisor {
         // After an answer, only look at the rest (an exit, a command)
         // without sleeping.
         let readable = if answered {
-            channel::ready_now(&fds)?
+            poll::readable_now(&fds)?
         } else {
-            channel::wait_readable_any(&fds, deadline)?
+            poll::readable_any(&fds, deadline)?
         };
         drop(fds);
 

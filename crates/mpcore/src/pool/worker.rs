@@ -13,13 +13,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Initializer;
-use crate::channel;
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::handles::Descriptor;
-use crate::process::{self, Process, catch};
-use crate::spawn;
-use crate::start::StartMethod;
+use crate::base::StartMethod;
+use crate::base::catch;
+use crate::base::{Error, Result};
+use crate::process::{self, Process};
+use crate::start::task as spawn;
+use crate::wire::channel;
+use crate::wire::codec;
+use crate::wire::handles::Descriptor;
 
 /// Runs one chunk in a worker: the task's address, the encoded arguments
 /// and their number in; the encoded [`Outcome`]s, one per argument, out.

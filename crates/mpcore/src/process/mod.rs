@@ -1,305 +1,30 @@
-//! `Process`: Python's `multiprocessing.Process`, on `fork`.
+//! [`Process`]: Python's `multiprocessing.Process`.
 //!
-//! - `mod.rs` (this file): [`Builder`], [`Process`] and `join`;
-//! - `child.rs`: what a forked child does, from the fork to `_exit`, and
-//!   the std streams' locks around a fork;
+//! - `mod.rs` (this file): the [`Process`] handle;
+//! - `builder.rs`: [`Builder`], and how a child starts by each start
+//!   method (the fork itself; spawn and the fork server are `start/`);
+//! - `join.rs`: waiting for the result and the exit at once, and dropping;
 //! - `status.rs`: how the parent watches, signals and reaps a child.
 
 use std::fmt;
-use std::io::{self, Write};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::signal::Signal;
-use nix::unistd::{ForkResult, Pid, fork, getpid};
+use nix::unistd::{Pid, getpid};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use crate::channel;
-
-mod child;
+mod builder;
+mod join;
 mod status;
 
-pub(crate) use child::{
-    UNCAUGHT_PANIC_CODE, catch, child_main, exit_now, panic_message, run_child,
-};
-use child::{lock_std_streams, single_threaded};
+pub use builder::Builder;
 
-use crate::error::{Error, Result};
-use crate::forkserver;
-use crate::spawn;
-use crate::start::StartMethod;
-
-/// What the child sends back: the closure's value, or its panic.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Outcome<T> {
-    Returned(T),
-    Panicked(String),
-    /// A spawned child could not get to its task (`spawn.rs`).
-    Failed(String),
-    /// Only in the parent: the message came but could not be read.
-    #[serde(skip)]
-    Lost(Error),
-}
-
-/// How a child process ended, as `waitpid` reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code (0 after a normal return or a handled error).
-    Code(i32),
-    /// A signal ended it.
-    Signal(Signal),
-}
-
-impl ExitStatus {
-    /// Python's `Process.exitcode`: the exit code, or minus the signal number.
-    pub fn exitcode(self) -> i32 {
-        match self {
-            ExitStatus::Code(code) => code,
-            ExitStatus::Signal(signal) => -(signal as i32),
-        }
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(code) => write!(f, "exit code {code}"),
-            ExitStatus::Signal(signal) => write!(f, "signal {signal}"),
-        }
-    }
-}
-
-static PROCESS_COUNTER: AtomicUsize = AtomicUsize::new(1);
-
-/// Options for a new process, like [`std::thread::Builder`]: its name,
-/// whether it is a daemon, and how it starts.
-///
-/// ```
-/// let mut p = mpcore::process::Builder::new()
-///     .name("worker")
-///     .daemon(true)
-///     .spawn(|| 6 * 7)?;
-/// assert_eq!(p.name(), "worker");
-/// assert_eq!(p.join()?, 42);
-/// # Ok::<(), mpcore::Error>(())
-/// ```
-#[derive(Debug, Default, Clone)]
-pub struct Builder {
-    name: Option<String>,
-    daemon: bool,
-    start_method: Option<StartMethod>,
-}
-
-impl Builder {
-    /// A non-daemon process named like Python's (`Process-1`, `Process-2`, ...).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Names the process (Python's `name=`). Only the handle keeps the name;
-    /// the operating system's process name is unchanged.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Python's `daemon=`: a daemon child is killed (`SIGKILL`) when its
-    /// handle is dropped unjoined; a non-daemon child is waited for.
-    pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
-        self
-    }
-
-    /// How this process starts (Python's `mp.get_context(method)`), instead
-    /// of the program's default ([`get_start_method`](crate::get_start_method)).
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.start_method = Some(method);
-        self
-    }
-
-    fn method(&self) -> StartMethod {
-        self.start_method.unwrap_or_else(crate::get_start_method)
-    }
-
-    /// Forks a child process that runs `f` and sends back what it returns.
-    ///
-    /// `f` must own what it uses (`Send + 'static`, as for
-    /// [`std::thread::spawn`]): see [`Process::spawn`] for why. The
-    /// parent's own copy of what `f` captured is dropped here, in the
-    /// parent, as usual.
-    ///
-    /// A closure is for [`StartMethod::Fork`] only: a spawned child is a
-    /// fresh run of the program, which cannot receive what a closure
-    /// captures (Python cannot pickle a lambda either). Under another
-    /// method, give a plain `fn` and its argument to
-    /// [`spawn_fn`](Self::spawn_fn).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ClosureNeedsFork`] when the start method is not `Fork`;
-    /// [`Error::Os`] when the socket, the fork or the pidfd cannot be made.
-    pub fn spawn<T, F>(self, f: F) -> Result<Process<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Serialize + DeserializeOwned,
-    {
-        match self.method() {
-            StartMethod::Fork => self.fork(f),
-            method => Err(Error::ClosureNeedsFork { method }),
-        }
-    }
-
-    /// Starts a child process that runs `f(arg)` and sends back what it
-    /// returns, by this builder's start method (Python's
-    /// `Process(target=f, args=(arg,))`).
-    ///
-    /// Under [`StartMethod::Spawn`] the child is a fresh run of this
-    /// program (`exec` of `/proc/self/exe`). It finds its way to `f` before
-    /// `main` runs, by itself: the program needs no set-up, and under
-    /// `cargo test` the test binary runs the task, not the tests. It has
-    /// one thread and none of the parent's locks or memory; it gets `arg`,
-    /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
-    /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
-    /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
-    /// same shared object in the child. Under [`StartMethod::ForkServer`]
-    /// the same is sent to the program's fork server, which forks the
-    /// child: no `exec` but the server's own, once. Under
-    /// [`StartMethod::Fork`] this is `spawn(move || f(arg))`.
-    ///
-    /// ```
-    /// use mpcore::{Queue, StartMethod, process};
-    ///
-    /// fn job((q, n): (Queue<u64>, u64)) -> u64 {
-    ///     q.put(n * n).unwrap();
-    ///     n + 1
-    /// }
-    ///
-    /// let q = Queue::new()?;
-    /// let mut child = process::Builder::new()
-    ///     .start_method(StartMethod::Spawn)
-    ///     .spawn_fn(job, (q.clone(), 7))?;
-    /// assert_eq!(child.join()?, 8);
-    /// assert_eq!(q.get()?, 49);
-    /// # Ok::<(), mpcore::Error>(())
-    /// ```
-    ///
-    /// `join`, `join_timeout`, `kill`, `terminate`, `is_alive` and the
-    /// exit code work as for a forked child, and the child dies with its
-    /// parent (`PR_SET_PDEATHSIG`) in the same way. A child of the fork
-    /// server is the server's child, not ours: the server reaps it and
-    /// reports how it ended, and kills it if this program ends. If the
-    /// server is killed, its children die with it, and their `join`
-    /// returns [`Error::ForkServerLost`] (unless a result had come).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
-    /// that is not of a spawned child's argument, say);
-    /// [`Error::InvalidArgument`] for an `f` that lives in another
-    /// shared library than mpcore, or an `arg` with more than 253 handles;
-    /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
-    /// fails; [`Error::Io`] when the fork server dies twice in a row before
-    /// it could start the child. A child that cannot decode `arg` makes its
-    /// `join` return [`Error::StartFailed`].
-    pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        match self.method() {
-            StartMethod::Fork => self.fork(move || f(arg)),
-            StartMethod::Spawn => {
-                let (number, name) = self.number_and_name();
-                let (pid, results) = spawn::spawn(f, &arg)?;
-                // The argument's handles were sent; the parent's own copy
-                // goes now, as with a fork.
-                drop(arg);
-                Ok(Process::started(pid, name, number, self.daemon, results))
-            }
-            StartMethod::ForkServer => {
-                let (number, name) = self.number_and_name();
-                let task = spawn::Task::new(f, &arg)?;
-                let (pid, results, reports) = forkserver::start(&task)?;
-                // As under Spawn: the handles were sent, the parent's copy
-                // of the argument goes now.
-                drop(task);
-                drop(arg);
-                let mut child = Process::started(pid, name, number, self.daemon, results);
-                child.watch_reports(reports);
-                Ok(child)
-            }
-        }
-    }
-
-    /// The child's number, and its name if one was given.
-    fn number_and_name(&mut self) -> (usize, OnceLock<String>) {
-        let name = match self.name.take() {
-            Some(name) => OnceLock::from(name),
-            None => OnceLock::new(),
-        };
-        (PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed), name)
-    }
-
-    fn fork<T, F>(mut self, f: F) -> Result<Process<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Serialize + DeserializeOwned,
-    {
-        // The default name is numbered now, as Python numbers it, but
-        // written out only when asked for: an allocation here would be one
-        // more heap page for the child to copy.
-        let (number, name) = self.number_and_name();
-        let (tx, rx) = channel::pair()?;
-        let parent = getpid();
-
-        // If other threads exist, hold the std streams' locks across the
-        // fork, so that none of them owns one at the instant of the copy: a
-        // lock that is held then stays held for ever in the child, which
-        // would hang at its first `println!`. A process with one thread has
-        // nobody to hold them, and is spared the copy-on-write faults of
-        // releasing them after the fork (two in each process). Flush
-        // stdout either way (under the lock, if taken), or the child would
-        // inherit, and print again, whatever the parent had buffered.
-        let mut std_locks = if single_threaded() {
-            None
-        } else {
-            Some(lock_std_streams()?)
-        };
-        // The same for the fork server's lock: a child that found it held
-        // for ever could never start a fork-server child of its own.
-        let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
-        let _ = match &mut std_locks {
-            Some((stdout, _)) => stdout.flush(),
-            None => io::stdout().flush(),
-        };
-
-        // SAFETY: after `fork` the child has one thread, a copy of this one.
-        // What makes that hazardous is a lock some other thread held at the
-        // instant of the fork. The std streams' locks are held by this
-        // thread (above) when another thread might want them; glibc takes
-        // its malloc locks around `fork` itself.
-        // Locks of the caller's own that other threads hold are outside our
-        // reach: the crate docs say so (the "fork with threads" hazard).
-        match unsafe { fork() } {
-            Err(e) => Err(Error::os("fork", e)),
-            Ok(ForkResult::Child) => {
-                drop((std_locks, server_lock));
-                drop(rx);
-                run_child(f, tx.as_fd(), parent)
-            }
-            Ok(ForkResult::Parent { child }) => {
-                drop((std_locks, server_lock));
-                drop(tx);
-                Ok(Process::started(child, name, number, self.daemon, rx))
-            }
-        }
-    }
-}
+use crate::base::{ExitStatus, Result};
+use crate::os::pidfd;
+use crate::os::poll;
+use crate::start::Outcome;
 
 impl<T> Process<T> {
     /// The handle on a child just started by this process, whose result
@@ -318,7 +43,7 @@ impl<T> Process<T> {
             number,
             daemon,
             results,
-            pidfd: pidfd_open(pid),
+            pidfd: pidfd::open(pid),
             reports: None,
             status: None,
             reaped_elsewhere: false,
@@ -338,45 +63,12 @@ impl<T> Process<T> {
         // The pidfd names the child only if the child had not yet been
         // reaped when it was opened: the server sends its report before it
         // reaps. A report already there means the child is gone.
-        if channel::ready_now(&[reports.as_fd()]).map_or(true, |ready| ready[0]) {
+        if poll::readable_now(&[reports.as_fd()]).map_or(true, |ready| ready[0]) {
             self.pidfd = None;
         }
         self.reports = Some(reports);
         let _ = self.poll_exit();
     }
-}
-
-/// `pidfd_send_signal(pidfd, signal, NULL, 0)`: signals exactly the
-/// process the pidfd was opened for.
-fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> nix::Result<()> {
-    // SAFETY: the call takes a descriptor we hold open, a signal number, a
-    // null `siginfo` (the kernel then fills one in as `kill` would) and no
-    // flags; it touches no memory of ours.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    Errno::result(rc).map(drop)
-}
-
-/// A pidfd becomes readable when the child exits, so a wait can watch the
-/// child's exit and its result socket at once. `None` on kernels before 5.3:
-/// then waits fall back to short polls of `waitpid`.
-fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this descriptor to us; we are its
-    // only owner.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// A child process running a closure, Python's `multiprocessing.Process`.
@@ -562,140 +254,6 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     pub fn spawn<F: FnOnce() -> T + Send + 'static>(f: F) -> Result<Self> {
         Builder::new().spawn(f)
     }
-
-    /// Waits for the child to finish and returns the closure's value.
-    ///
-    /// A child that calls `std::process::exit(0)` sends no value. For a
-    /// `Process<()>` (or any `T` with a single value, which needs no bytes
-    /// to send) that is success, as in Python: `join` returns `Ok(())`. For
-    /// any other `T` there is no value to return: [`Error::Exited`] with
-    /// code 0.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Panicked`] with the panic message (also when the value's
-    /// `Serialize` or `Drop` panicked in the child), [`Error::Signaled`]
-    /// when a signal killed it, [`Error::Exited`] when it exited without a
-    /// result, [`Error::ReapedElsewhere`] when something else reaped it
-    /// before it sent one, [`Error::ForkServerLost`] when the fork server
-    /// that started it died first, [`Error::AlreadyJoined`] on a second call,
-    /// [`Error::NotOwner`] in a process other than the one that started it.
-    /// [`Error::NoFreeDescriptor`] when a large result waits but this
-    /// process has no file descriptor free to receive it: the result stays
-    /// there, and a `join` once descriptors are free returns it.
-    pub fn join(&mut self) -> Result<T> {
-        self.wait(None)
-    }
-
-    /// Like [`join`](Self::join), but gives up after `timeout` with
-    /// [`Error::Timeout`]; the child keeps running and may be joined again.
-    /// Every timeout, zero included, first looks at what is already there:
-    /// `join_timeout(Duration::ZERO)` on a child that has finished returns
-    /// its value, as Python's `p.join(0)` in a polling loop expects.
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<T> {
-        match channel::deadline_after(timeout) {
-            Some(deadline) => self.wait(Some(deadline)).map_err(|e| match e {
-                Error::Timeout(_) => Error::Timeout(timeout),
-                other => other,
-            }),
-            None => self.wait(None),
-        }
-    }
-
-    fn wait(&mut self, deadline: Option<Instant>) -> Result<T> {
-        // Before anything else: in a copy of the handle, even reading the
-        // socket would steal the result from the parent.
-        self.check_owner("join")?;
-        if self.joined {
-            return Err(Error::AlreadyJoined {
-                pid: self.pid.as_raw(),
-            });
-        }
-        // A fresh child has neither sent nor exited yet: wait for news
-        // first rather than ask for it (two system calls less per join).
-        if self.outcome.is_none() && !self.hung_up && !self.has_ended() {
-            self.wait_for_event(deadline)?;
-        }
-        loop {
-            // Read first: a child with a large result must never wait for a
-            // parent that waits for its exit.
-            self.read_outcome()?;
-            if !self.has_ended() {
-                if deadline.is_none() && (self.outcome.is_some() || self.hung_up) {
-                    // Nothing more can come from the child, and we wait
-                    // for as long as it takes: one blocking `waitpid`
-                    // instead of a poll and a `waitpid`.
-                    self.wait_exit()?;
-                } else {
-                    self.poll_exit()?;
-                }
-            }
-            if self.has_ended() {
-                // It exited: whatever it sent is in the socket by now.
-                self.read_outcome()?;
-                self.joined = true;
-                return self.finish();
-            }
-            self.wait_for_event(deadline)?;
-        }
-    }
-
-    /// Takes the child's message if it is there. End of file means every
-    /// copy of the sending end is closed, so no message will come: only the
-    /// exit status is left to wait for.
-    fn read_outcome(&mut self) -> Result<()> {
-        if self.outcome.is_none() && !self.hung_up {
-            match channel::try_recv_keeping(self.results.as_fd()) {
-                Ok(outcome) => self.outcome = outcome,
-                Err(Error::Disconnected) => self.hung_up = true,
-                Err(e) => {
-                    // A message taken but unreadable is gone: every later
-                    // join must say so, not that none was sent.
-                    if !matches!(e, Error::NoFreeDescriptor { kept: true, .. }) {
-                        self.outcome = Some(Outcome::Lost(e.clone()));
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// What `join` returns once the child has ended: what it sent, or
-    /// else what its exit says.
-    fn finish(&mut self) -> Result<T> {
-        let pid = self.pid.as_raw();
-        match (self.outcome.take(), self.status) {
-            (Some(Outcome::Returned(value)), _) => Ok(value),
-            (Some(Outcome::Panicked(message)), _) => Err(Error::Panicked { pid, message }),
-            (Some(Outcome::Failed(message)), _) => Err(Error::StartFailed { pid, message }),
-            (Some(Outcome::Lost(e)), _) => Err(e),
-            (None, Some(ExitStatus::Signal(signal))) => Err(Error::Signaled { pid, signal }),
-            (None, Some(ExitStatus::Code(0))) => {
-                // `exit(0)` before returning. A `T` that encodes to no
-                // bytes at all, `()`, has just one value: that is the
-                // value, and the exit a success, as in Python.
-                postcard::from_bytes::<T>(&[]).map_err(|_| Error::Exited { pid, code: 0 })
-            }
-            (None, Some(ExitStatus::Code(code))) => Err(Error::Exited { pid, code }),
-            (None, None) if self.server_lost => Err(Error::ForkServerLost { pid }),
-            (None, None) => Err(Error::ReapedElsewhere { pid }),
-        }
-    }
-}
-
-impl<T> Drop for Process<T> {
-    fn drop(&mut self) {
-        // A copy of the handle in a forked child neither kills nor waits:
-        // the child belongs to the process that started it.
-        if self.has_ended() || !self.is_owner() {
-            return;
-        }
-        if self.daemon || std::thread::panicking() {
-            let _ = self.kill();
-        }
-        self.reap_blocking();
-    }
 }
 
 impl<T> Process<T> {
@@ -716,16 +274,5 @@ impl<T> Process<T> {
             .as_ref()
             .or(self.pidfd.as_ref())
             .map(|fd| fd.as_fd())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_process_that_started_a_thread_is_not_single_threaded() {
-        // Once any thread has been started, spawn must take the std
-        // streams' locks, even after that thread has ended.
-        std::thread::spawn(|| ()).join().unwrap();
-        assert!(!super::single_threaded());
     }
 }

@@ -11,10 +11,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::getpid;
 
-use super::{ExitStatus, Process, pidfd_send_signal};
-use crate::channel;
-use crate::error::{Error, Result};
-use crate::forkserver::{self, Report};
+use super::Process;
+use crate::base::ExitStatus;
+use crate::base::{Error, Result};
+use crate::os::{pidfd, poll};
+use crate::start::forkserver::{self, Report};
+use crate::wire::channel;
 
 impl<T> Process<T> {
     /// The child's process id (Python's `p.pid`).
@@ -42,7 +44,7 @@ impl<T> Process<T> {
     pub fn is_alive(&mut self) -> bool {
         if !self.is_owner() {
             return match self.exit_watch() {
-                Some(watch) => channel::ready_now(&[watch]).is_ok_and(|r| r == [false]),
+                Some(watch) => poll::readable_now(&[watch]).is_ok_and(|r| r == [false]),
                 None => kill(self.pid, None).is_ok(),
             };
         }
@@ -111,7 +113,7 @@ impl<T> Process<T> {
             // same pid: if the child is gone, the kernel says ESRCH.
             Some(pidfd) => (
                 "pidfd_send_signal",
-                pidfd_send_signal(pidfd.as_fd(), signal),
+                pidfd::send_signal(pidfd.as_fd(), signal),
             ),
             // Without one, the pid is still our child's (a zombie at worst)
             // until it is reaped, by us or, if `SIGCHLD` is ignored, by the
@@ -221,15 +223,15 @@ impl<T> Process<T> {
         let watch_socket = self.outcome.is_none() && !self.hung_up;
         let timed_out = match self.exit_watch() {
             Some(exit) if watch_socket => {
-                channel::wait_readable([self.results.as_fd(), exit], deadline)? == [false, false]
+                poll::readable([self.results.as_fd(), exit], deadline)? == [false, false]
             }
-            Some(exit) => channel::wait_readable([exit], deadline)? == [false],
+            Some(exit) => poll::readable([exit], deadline)? == [false],
             None => {
                 // No pidfd: nothing wakes us on exit, so look every few ms.
                 let slice = Instant::now() + Duration::from_millis(5);
                 let until = deadline.map_or(slice, |d| d.min(slice));
                 let news = if watch_socket {
-                    channel::wait_readable([self.results.as_fd()], Some(until))? == [true]
+                    poll::readable([self.results.as_fd()], Some(until))? == [true]
                 } else {
                     std::thread::sleep(until.saturating_duration_since(Instant::now()));
                     false

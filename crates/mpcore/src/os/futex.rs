@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU32;
 
 use nix::errno::Errno;
 
-use crate::sync::Deadline;
+use super::deadline::Deadline;
 
 /// Sleeps while `*word == expected`, until woken or past `deadline`
 /// (absolute, `CLOCK_MONOTONIC`). Spurious returns are possible: callers

@@ -1,7 +1,6 @@
 //! What a forked child does, from the fork to `_exit`, and what makes a
 //! fork safe to do while other threads run: the std streams' locks.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::io::{self, Write};
 use std::mem;
@@ -11,13 +10,24 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getppid};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::Outcome;
-use crate::channel;
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result, catch};
+use crate::wire::channel;
+use crate::wire::codec;
+
+/// What the child sends back: the closure's value, or its panic.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Outcome<T> {
+    Returned(T),
+    Panicked(String),
+    /// A spawned child could not get to its task (`spawn.rs`).
+    Failed(String),
+    /// Only in the parent: the message came but could not be read.
+    #[serde(skip)]
+    Lost(Error),
+}
 
 /// The child's side of `spawn`: run, send, flush, `_exit`. It never
 /// returns and never unwinds: below this frame is the parent's stack (a
@@ -107,17 +117,6 @@ fn encode_result<T: Serialize + DeserializeOwned>(
     }
 }
 
-/// Runs `f`, catching a panic as its message. The payload is forgotten,
-/// not dropped: its destructor could panic in turn, and nothing would
-/// catch that. For the child's side of things, where nothing may unwind.
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = panic_message(&*payload);
-        mem::forget(payload);
-        message
-    })
-}
-
 /// How long a fork waits for another thread to let go of stdout and
 /// stderr: far longer than any print takes, far shorter than a hang.
 const STREAM_LOCK_WAIT: Duration = Duration::from_millis(500);
@@ -134,7 +133,7 @@ const STREAM_LOCK_WAIT: Duration = Duration::from_millis(500);
 /// microseconds: the `lock()` that follows waits no longer than that. If
 /// the probe is still waiting when we give up, it takes and releases the
 /// locks whenever their holder lets go, and ends.
-pub(super) fn lock_std_streams() -> Result<(io::StdoutLock<'static>, io::StderrLock<'static>)> {
+pub(crate) fn lock_std_streams() -> Result<(io::StdoutLock<'static>, io::StderrLock<'static>)> {
     let (free, freed) = std::sync::mpsc::channel();
     let probe = std::thread::Builder::new()
         .name("mpcore-stdio-probe".to_owned())
@@ -155,7 +154,7 @@ pub(super) fn lock_std_streams() -> Result<(io::StdoutLock<'static>, io::StderrL
 /// Whether this process has only one thread, the caller. glibc (2.32 and
 /// newer) keeps this flag: set at start, cleared by the first
 /// `pthread_create`, and never set again.
-pub(super) fn single_threaded() -> bool {
+pub(crate) fn single_threaded() -> bool {
     // SAFETY: glibc's <sys/single_threaded.h> declares this byte; the
     // `libc` crate does not bind it yet.
     unsafe extern "C" {
@@ -176,13 +175,13 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The text of a panic's payload (`panic!` makes a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a payload that is not a string".to_owned()
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_that_started_a_thread_is_not_single_threaded() {
+        // Once any thread has been started, spawn must take the std
+        // streams' locks, even after that thread has ended.
+        std::thread::spawn(|| ()).join().unwrap();
+        assert!(!super::single_threaded());
     }
 }

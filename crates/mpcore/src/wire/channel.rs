@@ -20,21 +20,19 @@ use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, RecvMsg, SockFlag, SockType,
-    recvmsg, sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, RecvMsg, SockFlag, SockType, recvmsg, sendmsg,
+    socketpair,
 };
-use nix::sys::time::TimeSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{decode, encode_in};
-use crate::error::{Error, Result};
+use super::codec::{decode, encode_in};
+use crate::base::{Error, Result};
+use crate::os::fds;
 
 /// Payloads up to this size travel inside the packet itself. The default
 /// socket buffer (about 208 KiB) holds a few packets of this size.
@@ -341,79 +339,6 @@ fn recv_payload<R>(
     })
 }
 
-/// Waits until `fds[i]` is readable for some `i`, or until `deadline`
-/// (`None`: wait for ever). Returns which ones are readable; all `false`
-/// means the deadline passed. Never returns early: a wait for 10 s waits
-/// 10 s, however the kernel slices it.
-pub(crate) fn wait_readable<const N: usize>(
-    fds: [BorrowedFd<'_>; N],
-    deadline: Option<Instant>,
-) -> Result<[bool; N]> {
-    let mut polls = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
-    poll_until(&mut polls, deadline)?;
-    Ok(polls.map(|p| is_readable(&p)))
-}
-
-/// [`wait_readable`] for a number of descriptors known only at run time
-/// (a pool's workers).
-pub(crate) fn wait_readable_any(
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> Result<Vec<bool>> {
-    let mut polls = poll_readable(fds);
-    poll_until(&mut polls, deadline)?;
-    Ok(polls.iter().map(is_readable).collect())
-}
-
-/// Which of `fds` are readable right now: one `ppoll` that does not wait.
-pub(crate) fn ready_now(fds: &[BorrowedFd<'_>]) -> Result<Vec<bool>> {
-    let mut polls = poll_readable(fds);
-    loop {
-        match ppoll(
-            &mut polls,
-            Some(TimeSpec::from_duration(Duration::ZERO)),
-            None,
-        ) {
-            Ok(_) => return Ok(polls.iter().map(is_readable).collect()),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("ppoll", e)),
-        }
-    }
-}
-
-/// One `poll` entry per descriptor, asking whether it is readable.
-fn poll_readable<'fd>(fds: &[BorrowedFd<'fd>]) -> Vec<PollFd<'fd>> {
-    fds.iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-        .collect()
-}
-
-/// `ppoll` until something is ready or the deadline passes; on return each
-/// entry's `revents` says which (none, after a timeout). Every wait looks
-/// at least once, even when the deadline has already passed, so that a
-/// zero timeout reports what is already there (Python's `p.join(0)` in a
-/// polling loop). Only the clock decides a timeout, so an early wake-up
-/// never ends the wait.
-fn poll_until(polls: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<()> {
-    loop {
-        let timeout =
-            deadline.map(|d| TimeSpec::from_duration(d.saturating_duration_since(Instant::now())));
-        match ppoll(polls, timeout, None) {
-            // Nothing ready: every revents is empty. Re-check the clock.
-            Ok(0) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(()),
-            Ok(0) => continue,
-            Ok(_) => return Ok(()),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("ppoll", e)),
-        }
-    }
-}
-
-fn is_readable(p: &PollFd<'_>) -> bool {
-    p.revents()
-        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
-}
-
 /// The largest payload that [`try_recv_many_bytes`] takes inline; its
 /// senders use [`send_bytes_to_many`], which sends larger ones through a
 /// memfd.
@@ -499,31 +424,17 @@ fn recv_many_once(
     Ok(Some(taken))
 }
 
-/// `Instant::now() + d`, or `None` (for ever) when that does not fit.
-pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now().checked_add(d)
-}
-
 /// The descriptor a received packet carries, if any: a memfd message's.
 fn received_fd<S>(msg: &RecvMsg<'_, '_, S>, call: &'static str) -> Result<Option<OwnedFd>> {
-    let mut memfd = None;
     if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
         // The kernel could not hand us the descriptor (it installs none
         // then); nix would call this ENOBUFS. `payload_of` says what it
         // means for the message.
-        return Ok(memfd);
+        return Ok(None);
     }
-    for cmsg in msg.cmsgs().map_err(|e| Error::os(call, e))? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            for fd in fds {
-                // SAFETY: the kernel just installed `fd` in this process
-                // for this message; nothing else owns it.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                memfd.get_or_insert(owned);
-            }
-        }
-    }
-    Ok(memfd)
+    let fds = fds::owned(msg).map_err(|e| Error::os(call, e))?;
+    // Only one is ever sent; any other is closed here.
+    Ok(fds.into_iter().next())
 }
 
 /// Where the payload of a received `packet` is, given the `flags` and the

@@ -44,9 +44,10 @@ use nix::fcntl::{FallocateFlags, fallocate};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
-use crate::error::{Error, Result};
-use crate::futex;
-use crate::sync::{Deadline, RawMutex};
+use crate::base::{Error, Result};
+use crate::os::deadline::Deadline;
+use crate::os::futex;
+use crate::os::mutex::RawMutex;
 
 /// The ring's size. Positions fit in 32 bits.
 const CAP: usize = 1 << 31;

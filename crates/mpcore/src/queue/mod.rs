@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::handles;
-use crate::ring::{Ring, Wait};
+use crate::base::{Error, Result};
+use crate::wire::codec;
+use crate::wire::handles;
+use ring::{Ring, Wait};
+
+mod ring;
 
 /// A first-in first-out queue that any number of processes and threads may
 /// `put` to and `get` from at once, Python's `multiprocessing.Queue`.

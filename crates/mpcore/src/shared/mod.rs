@@ -26,10 +26,10 @@ use bytemuck::Pod;
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::handles;
-use crate::shm::{Segment, align_up};
-use crate::sync::{Held, RawMutex};
+use crate::base::{Error, Result};
+use crate::os::memfd::{Segment, align_up};
+use crate::os::mutex::{Held, RawMutex};
+use crate::wire::handles;
 
 /// A mutex first, then the data, aligned for `T`: the size of the mapping
 /// and the data's offset in it.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// How a child process begins, Python's `multiprocessing` start methods.
 ///

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// Every mapping starts on a page boundary; 4096 bytes is the smallest page
 /// Linux has, so any alignment up to it is met at offset 0.

@@ -43,8 +43,8 @@ use bytemuck::Pod;
 use nix::errno::Errno;
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
-use crate::error::{Error, Result};
-use crate::sync::RawMutex;
+use crate::base::{Error, Result};
+use crate::os::mutex::RawMutex;
 
 /// Where POSIX shared memory lives on Linux: `shm_open("/x")` is
 /// `/dev/shm/x`.

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
@@ -68,7 +68,7 @@ fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> Error {
 /// panic in them is caught and reported as the error, as it would be if
 /// the receiver had met it.
 pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
-    let read = crate::process::catch(|| match postcard::take_from_bytes::<T>(encoded) {
+    let read = crate::base::catch(|| match postcard::take_from_bytes::<T>(encoded) {
         Ok((_, [])) => Ok(()),
         Ok((_, rest)) => Err(unreadable(format_args!(
             "{} bytes were left over after reading it back",
@@ -83,7 +83,7 @@ pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
 /// in one pass: a chunk of a pool's tasks. When one of them does not read
 /// back, the error is the first such one's.
 pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32) -> Result<()> {
-    let read = crate::process::catch(|| {
+    let read = crate::base::catch(|| {
         let mut rest = encoded;
         for _ in 0..count {
             rest = postcard::take_from_bytes::<T>(rest).map_err(unreadable)?.1;

@@ -1,0 +1,243 @@
+//! [`Builder`]: how a child starts, by each start method.
+
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::unistd::{ForkResult, fork, getpid};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Process;
+use crate::base::{Error, Result, StartMethod};
+use crate::start::child::{lock_std_streams, run_child, single_threaded};
+use crate::start::{Task, exec, forkserver};
+use crate::wire::channel;
+
+static PROCESS_COUNTER: AtomicUsize = AtomicUsize::new(1);
+
+/// Options for a new process, like [`std::thread::Builder`]: its name,
+/// whether it is a daemon, and how it starts.
+///
+/// ```
+/// let mut p = mpcore::process::Builder::new()
+///     .name("worker")
+///     .daemon(true)
+///     .spawn(|| 6 * 7)?;
+/// assert_eq!(p.name(), "worker");
+/// assert_eq!(p.join()?, 42);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    start_method: Option<StartMethod>,
+}
+
+impl Builder {
+    /// A non-daemon process named like Python's (`Process-1`, `Process-2`, ...).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names the process (Python's `name=`). Only the handle keeps the name;
+    /// the operating system's process name is unchanged.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Python's `daemon=`: a daemon child is killed (`SIGKILL`) when its
+    /// handle is dropped unjoined; a non-daemon child is waited for.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// How this process starts (Python's `mp.get_context(method)`), instead
+    /// of the program's default ([`get_start_method`](crate::get_start_method)).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
+        self
+    }
+
+    fn method(&self) -> StartMethod {
+        self.start_method.unwrap_or_else(crate::get_start_method)
+    }
+
+    /// Forks a child process that runs `f` and sends back what it returns.
+    ///
+    /// `f` must own what it uses (`Send + 'static`, as for
+    /// [`std::thread::spawn`]): see [`Process::spawn`] for why. The
+    /// parent's own copy of what `f` captured is dropped here, in the
+    /// parent, as usual.
+    ///
+    /// A closure is for [`StartMethod::Fork`] only: a spawned child is a
+    /// fresh run of the program, which cannot receive what a closure
+    /// captures (Python cannot pickle a lambda either). Under another
+    /// method, give a plain `fn` and its argument to
+    /// [`spawn_fn`](Self::spawn_fn).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ClosureNeedsFork`] when the start method is not `Fork`;
+    /// [`Error::Os`] when the socket, the fork or the pidfd cannot be made.
+    pub fn spawn<T, F>(self, f: F) -> Result<Process<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Serialize + DeserializeOwned,
+    {
+        match self.method() {
+            StartMethod::Fork => self.fork(f),
+            method => Err(Error::ClosureNeedsFork { method }),
+        }
+    }
+
+    /// Starts a child process that runs `f(arg)` and sends back what it
+    /// returns, by this builder's start method (Python's
+    /// `Process(target=f, args=(arg,))`).
+    ///
+    /// Under [`StartMethod::Spawn`] the child is a fresh run of this
+    /// program (`exec` of `/proc/self/exe`). It finds its way to `f` before
+    /// `main` runs, by itself: the program needs no set-up, and under
+    /// `cargo test` the test binary runs the task, not the tests. It has
+    /// one thread and none of the parent's locks or memory; it gets `arg`,
+    /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
+    /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
+    /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
+    /// same shared object in the child. Under [`StartMethod::ForkServer`]
+    /// the same is sent to the program's fork server, which forks the
+    /// child: no `exec` but the server's own, once. Under
+    /// [`StartMethod::Fork`] this is `spawn(move || f(arg))`.
+    ///
+    /// ```
+    /// use mpcore::{Queue, StartMethod, process};
+    ///
+    /// fn job((q, n): (Queue<u64>, u64)) -> u64 {
+    ///     q.put(n * n).unwrap();
+    ///     n + 1
+    /// }
+    ///
+    /// let q = Queue::new()?;
+    /// let mut child = process::Builder::new()
+    ///     .start_method(StartMethod::Spawn)
+    ///     .spawn_fn(job, (q.clone(), 7))?;
+    /// assert_eq!(child.join()?, 8);
+    /// assert_eq!(q.get()?, 49);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// `join`, `join_timeout`, `kill`, `terminate`, `is_alive` and the
+    /// exit code work as for a forked child, and the child dies with its
+    /// parent (`PR_SET_PDEATHSIG`) in the same way. A child of the fork
+    /// server is the server's child, not ours: the server reaps it and
+    /// reports how it ended, and kills it if this program ends. If the
+    /// server is killed, its children die with it, and their `join`
+    /// returns [`Error::ForkServerLost`] (unless a result had come).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
+    /// that is not of a spawned child's argument, say);
+    /// [`Error::InvalidArgument`] for an `f` that lives in another
+    /// shared library than mpcore, or an `arg` with more than 253 handles;
+    /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
+    /// fails; [`Error::Io`] when the fork server dies twice in a row before
+    /// it could start the child. A child that cannot decode `arg` makes its
+    /// `join` return [`Error::StartFailed`].
+    pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        match self.method() {
+            StartMethod::Fork => self.fork(move || f(arg)),
+            StartMethod::Spawn => {
+                let (number, name) = self.number_and_name();
+                let (pid, results) = exec::spawn(f, &arg)?;
+                // The argument's handles were sent; the parent's own copy
+                // goes now, as with a fork.
+                drop(arg);
+                Ok(Process::started(pid, name, number, self.daemon, results))
+            }
+            StartMethod::ForkServer => {
+                let (number, name) = self.number_and_name();
+                let task = Task::new(f, &arg)?;
+                let (pid, results, reports) = forkserver::start(&task)?;
+                // As under Spawn: the handles were sent, the parent's copy
+                // of the argument goes now.
+                drop(task);
+                drop(arg);
+                let mut child = Process::started(pid, name, number, self.daemon, results);
+                child.watch_reports(reports);
+                Ok(child)
+            }
+        }
+    }
+
+    /// The child's number, and its name if one was given.
+    fn number_and_name(&mut self) -> (usize, OnceLock<String>) {
+        let name = match self.name.take() {
+            Some(name) => OnceLock::from(name),
+            None => OnceLock::new(),
+        };
+        (PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed), name)
+    }
+
+    fn fork<T, F>(mut self, f: F) -> Result<Process<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Serialize + DeserializeOwned,
+    {
+        // The default name is numbered now, as Python numbers it, but
+        // written out only when asked for: an allocation here would be one
+        // more heap page for the child to copy.
+        let (number, name) = self.number_and_name();
+        let (tx, rx) = channel::pair()?;
+        let parent = getpid();
+
+        // If other threads exist, hold the std streams' locks across the
+        // fork, so that none of them owns one at the instant of the copy: a
+        // lock that is held then stays held for ever in the child, which
+        // would hang at its first `println!`. A process with one thread has
+        // nobody to hold them, and is spared the copy-on-write faults of
+        // releasing them after the fork (two in each process). Flush
+        // stdout either way (under the lock, if taken), or the child would
+        // inherit, and print again, whatever the parent had buffered.
+        let mut std_locks = if single_threaded() {
+            None
+        } else {
+            Some(lock_std_streams()?)
+        };
+        // The same for the fork server's lock: a child that found it held
+        // for ever could never start a fork-server child of its own.
+        let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
+        let _ = match &mut std_locks {
+            Some((stdout, _)) => stdout.flush(),
+            None => io::stdout().flush(),
+        };
+
+        // SAFETY: after `fork` the child has one thread, a copy of this one.
+        // What makes that hazardous is a lock some other thread held at the
+        // instant of the fork. The std streams' locks are held by this
+        // thread (above) when another thread might want them; glibc takes
+        // its malloc locks around `fork` itself.
+        // Locks of the caller's own that other threads hold are outside our
+        // reach: the crate docs say so (the "fork with threads" hazard).
+        match unsafe { fork() } {
+            Err(e) => Err(Error::os("fork", e)),
+            Ok(ForkResult::Child) => {
+                drop((std_locks, server_lock));
+                drop(rx);
+                run_child(f, tx.as_fd(), parent)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop((std_locks, server_lock));
+                drop(tx);
+                Ok(Process::started(child, name, number, self.daemon, rx))
+            }
+        }
+    }
+}

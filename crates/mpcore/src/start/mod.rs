@@ -1,0 +1,20 @@
+//! Starting a child, below the public [`Process`](crate::Process) and
+//! [`Pool`](crate::Pool): above `wire/`, `os/` and `base/`.
+//!
+//! - `child.rs`: a child's life after the fork, to `_exit` (never
+//!   unwinding into the parent's code), and the std streams' locks;
+//! - `task.rs`: a task that travels to a fresh program: its entry, its
+//!   argument and the handles' descriptors;
+//! - `exec.rs`: the re-executed program, and the hook before `main`
+//!   that sends it to its task;
+//! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
+//!   own loop (`server.rs`).
+
+pub(crate) mod child;
+pub(crate) mod exec;
+pub(crate) mod forkserver;
+mod hook;
+pub(crate) mod task;
+
+pub(crate) use child::Outcome;
+pub(crate) use task::Task;

@@ -1,0 +1,13 @@
+//! The wire: how values travel between processes. Above `os/` and
+//! `base/`, below everything that sends.
+//!
+//! - `channel.rs`: packets on a `SOCK_SEQPACKET` socket pair, large ones
+//!   as a memfd;
+//! - `codec.rs`: serde in postcard, checked to read back, and the one
+//!   length framing;
+//! - `handles.rs`: shared objects that travel to a spawned child as
+//!   descriptors.
+
+pub(crate) mod channel;
+pub(crate) mod codec;
+pub(crate) mod handles;
