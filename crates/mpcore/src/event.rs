@@ -115,6 +115,7 @@ impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (memfd, _) = handles::deserialize(deserializer, "Event")?;
         let segment = Segment::from_memfd(memfd, size_of::<AtomicU32>())
+            .map(Arc::new)
             .map_err(|e| handles::map_error("Event", e))?;
         Ok(Event { segment })
     }
@@ -127,7 +128,7 @@ impl Event {
     ///
     /// [`Error::Os`] when the shared memory cannot be mapped.
     pub fn new() -> Result<Event> {
-        let segment = Segment::new(size_of::<AtomicU32>(), align_of::<AtomicU32>())?;
+        let segment = Segment::shared(size_of::<AtomicU32>(), align_of::<AtomicU32>())?;
         Ok(Event { segment })
     }
 

@@ -124,7 +124,7 @@ pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
-    let segment = crate::os::memfd::Segment::new(8, 8)?;
+    let segment = crate::os::memfd::Segment::new("mpcore-floor", 8, 8)?;
     // SAFETY: the segment is 8 zeroed, page-aligned bytes that live until
     // the end of this function, after every child is reaped; every process
     // touches them only atomically.

@@ -97,6 +97,7 @@ impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (memfd, _) = handles::deserialize(deserializer, "Lock")?;
         let segment = Segment::from_memfd(memfd, size_of::<libc::pthread_mutex_t>())
+            .map(Arc::new)
             .map_err(|e| handles::map_error("Lock", e))?;
         // SAFETY: the sender's `Lock::new` initialised the mutex at the
         // start of the segment, which lives as long as the `Lock`.
@@ -112,7 +113,7 @@ impl Lock {
     ///
     /// [`Error::Os`] when the shared memory cannot be mapped.
     pub fn new() -> Result<Lock> {
-        let segment = Segment::new(
+        let segment = Segment::shared(
             size_of::<libc::pthread_mutex_t>(),
             align_of::<libc::pthread_mutex_t>(),
         )?;

@@ -75,3 +75,32 @@ impl Deadline {
 pub(crate) fn after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
+
+/// How long an operation may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all: `Full` or `Empty` at once.
+    Never,
+    /// Until this instant, then `Timeout(the duration)`.
+    Until(Instant, Duration),
+    Forever,
+}
+
+impl Wait {
+    pub(crate) fn from_timeout(timeout: Duration) -> Wait {
+        match Instant::now().checked_add(timeout) {
+            Some(at) => Wait::Until(at, timeout),
+            None => Wait::Forever,
+        }
+    }
+
+    /// `Err` when it is time to give up: at once for `Never`, after the
+    /// deadline for `Until`.
+    pub(crate) fn give_up(self, nothing: Error) -> Result<()> {
+        match self {
+            Wait::Never => Err(nothing),
+            Wait::Until(at, timeout) if Instant::now() >= at => Err(Error::Timeout(timeout)),
+            _ => Ok(()),
+        }
+    }
+}

@@ -59,25 +59,32 @@ unsafe impl Sync for Segment {}
 impl Segment {
     /// A new zero-filled shared mapping of at least `len` bytes (at least
     /// one), readable and writable, whose first byte is aligned to `align`.
-    pub(crate) fn new(len: usize, align: usize) -> Result<Arc<Segment>> {
+    pub(crate) fn new(name: &str, len: usize, align: usize) -> Result<Segment> {
         if align > MIN_PAGE {
             // A page-aligned mapping cannot promise more than that.
             return Err(Error::AlignmentTooLarge { align });
         }
         let len = NonZeroUsize::new(len).unwrap_or(NonZeroUsize::MIN);
-        let memfd = memfd_create("mpcore-shared", MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| Error::os("memfd_create", e))?;
+        let memfd =
+            memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(|e| Error::os("memfd_create", e))?;
         let size = i64::try_from(len.get())
             .map_err(|_| Error::os("ftruncate", nix::errno::Errno::EFBIG))?;
         nix::unistd::ftruncate(&memfd, size).map_err(|e| Error::os("ftruncate", e))?;
         Segment::map(memfd, len)
     }
 
+    /// [`Segment::new`] for the handles that share one mapping among
+    /// their clones and guards (`Value`, `Lock`, ...): named
+    /// `mpcore-shared`, in an [`Arc`].
+    pub(crate) fn shared(len: usize, align: usize) -> Result<Arc<Segment>> {
+        Segment::new("mpcore-shared", len, align).map(Arc::new)
+    }
+
     /// Maps a segment that another process made and sent as a descriptor.
     /// The memfd must be exactly `len` bytes long (at least one), as
     /// [`Segment::new`] made it: a different size means that the sender's
     /// handle was of another type, and is refused rather than read.
-    pub(crate) fn from_memfd(memfd: OwnedFd, len: usize) -> Result<Arc<Segment>> {
+    pub(crate) fn from_memfd(memfd: OwnedFd, len: usize) -> Result<Segment> {
         let len = NonZeroUsize::new(len).unwrap_or(NonZeroUsize::MIN);
         let stat = nix::sys::stat::fstat(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
         if usize::try_from(stat.st_size).ok() != Some(len.get()) {
@@ -89,7 +96,7 @@ impl Segment {
         Segment::map(memfd, len)
     }
 
-    fn map(memfd: OwnedFd, len: NonZeroUsize) -> Result<Arc<Segment>> {
+    fn map(memfd: OwnedFd, len: NonZeroUsize) -> Result<Segment> {
         // SAFETY: a shared mapping of our own memfd, at an address of the
         // kernel's choice, overlaps nothing of ours; the memfd is `len`
         // bytes long, and we check the result before using it.
@@ -104,11 +111,11 @@ impl Segment {
             )
         }
         .map_err(|e| Error::os("mmap", e))?;
-        Ok(Arc::new(Segment {
+        Ok(Segment {
             base: base.cast(),
             len,
             memfd,
-        }))
+        })
     }
 
     /// The first byte of the mapping; valid for `len` bytes while `self` lives.

@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::base::{Error, Result};
 use crate::wire::codec;
 use crate::wire::handles;
-use ring::{Ring, Wait};
+use ring::Ring;
+
+use crate::os::deadline::Wait;
 
 mod ring;
+mod sleepers;
 
 /// A first-in first-out queue that any number of processes and threads may
 /// `put` to and `get` from at once, Python's `multiprocessing.Queue`.

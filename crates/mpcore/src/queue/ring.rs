@@ -1,6 +1,29 @@
 //! The memory under a [`Queue`](crate::Queue): a ring of messages in one
 //! memfd that every process holding the queue maps, a robust lock for the
-//! producers and one for the consumers, and words to sleep on.
+//! producers and one for the consumers, and words to sleep on
+//! (`sleepers.rs`).
+//!
+//! # Invariants
+//!
+//! 1. A message is in the ring whole or not at all: a reader never sees
+//!    part of one, even when its writer is killed mid-`put`.
+//! 2. A message is taken by exactly one `get`: none is lost while it
+//!    waits, none is read twice, even when a reader is killed mid-`get`.
+//! 3. The tail never catches the head: a full ring never reads as empty.
+//! 4. Only the producers' lock moves the tail and only the consumers'
+//!    lock moves the head, each with one store of one 64-bit word.
+//! 5. A ring that was read gives its pages back, beyond the first
+//!    [`KEEP`] bytes.
+//!
+//! The tests that prove them: (1) and (2)
+//! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring` and
+//! `a_consumer_that_died_mid_get_left_the_message_in_place` below, and in
+//! mpcore's integration tests `many_producers_and_consumers_lose_and_duplicate_nothing`,
+//! `producers_and_consumers_killed_at_random_lose_at_most_what_they_held`
+//! and `large_messages_going_round_the_ring_arrive_whole`; (3)
+//! `place_never_lets_the_tail_catch_the_head` below and
+//! `a_million_puts_with_no_reader_then_a_million_gets`; (5)
+//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read`.
 //!
 //! # Where the bytes live
 //!
@@ -35,18 +58,16 @@
 //! half-written, so the next process to take the (robust) lock is told
 //! its holder died, and simply goes on ([`RawMutex::lock_recovering`]).
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FallocateFlags, fallocate};
-use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
+use super::sleepers::Sleepers;
 use crate::base::{Error, Result};
-use crate::os::deadline::Deadline;
-use crate::os::futex;
+use crate::os::deadline::Wait;
+use crate::os::memfd::Segment;
 use crate::os::mutex::RawMutex;
 
 /// The ring's size. Positions fit in 32 bits.
@@ -76,9 +97,6 @@ const WRAP: u64 = u64::MAX;
 /// A message this large or larger gets its pages with one system call
 /// before it is copied ([`Ring::populate`]).
 const POPULATE: usize = 64 << 10;
-/// How long a sleeper sleeps at most before it looks again: a waker that
-/// was killed between its change and its wake-up costs no more than this.
-const SLICE: Duration = Duration::from_millis(100);
 /// How long a `get` looks again at an empty queue before it sleeps: a
 /// producer that is running puts its next message within microseconds,
 /// and falling asleep and being woken costs more than that.
@@ -99,61 +117,6 @@ struct Side {
     freed: AtomicU64,
     /// Consumers: how far earlier laps reached, beyond what went back.
     reach: AtomicU64,
-}
-
-/// A word to sleep on, and how many sleep on it, on a cache line of its own.
-#[repr(C, align(64))]
-struct Sleepers {
-    word: AtomicU32,
-    count: AtomicU32,
-    /// 1 while a wake-up is on its way to a sleeper that has not run yet:
-    /// a producer far ahead of a woken consumer that waits for a core
-    /// would otherwise make a system call for every message meanwhile.
-    pending: AtomicU32,
-}
-
-impl Sleepers {
-    /// Wakes up to `n` sleepers, if any sleep and no wake-up is on its way.
-    fn wake(&self, n: i32) {
-        if self.count.load(Ordering::SeqCst) > 0 && self.pending.swap(1, Ordering::SeqCst) == 0 {
-            self.word.fetch_add(1, Ordering::SeqCst);
-            futex::wake(&self.word, n);
-        }
-    }
-
-    /// Wakes one more sleeper, if any, whatever is on its way: in case
-    /// the one woken before was killed before it could take its turn.
-    fn wake_another(&self) {
-        if self.count.load(Ordering::SeqCst) > 0 {
-            self.word.fetch_add(1, Ordering::SeqCst);
-            futex::wake(&self.word, 1);
-        }
-    }
-
-    /// Counts the caller in as a sleeper, before it looks a last time;
-    /// returns the word's value to sleep on.
-    fn announce(&self) -> u32 {
-        // A wake-up that found nobody to wake must not hold back the
-        // next one.
-        self.pending.store(0, Ordering::SeqCst);
-        let word = self.word.load(Ordering::SeqCst);
-        self.count.fetch_add(1, Ordering::SeqCst);
-        word
-    }
-
-    /// The last look found what it waited for: no sleep after all.
-    fn cancel(&self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Sleeps while the word reads `seen` (see [`sleep`]), then counts the
-    /// caller out again.
-    fn sleep(&self, seen: u32, wait: Wait) -> Result<()> {
-        let slept = sleep(&self.word, seen, wait);
-        self.count.fetch_sub(1, Ordering::SeqCst);
-        self.pending.store(0, Ordering::SeqCst);
-        slept
-    }
 }
 
 /// The shared page before the ring.
@@ -179,39 +142,10 @@ fn unpack(end: u64) -> (usize, u32) {
     ((end & 0xffff_ffff) as usize, (end >> 32) as u32)
 }
 
-/// How long an operation may wait.
-#[derive(Clone, Copy)]
-pub(crate) enum Wait {
-    /// Not at all: `Full` or `Empty` at once.
-    Never,
-    /// Until this instant, then `Timeout(the duration)`.
-    Until(Instant, Duration),
-    Forever,
-}
-
-impl Wait {
-    pub(crate) fn from_timeout(timeout: Duration) -> Wait {
-        match Instant::now().checked_add(timeout) {
-            Some(at) => Wait::Until(at, timeout),
-            None => Wait::Forever,
-        }
-    }
-
-    /// `Err` when it is time to give up: at once for `Never`, after the
-    /// deadline for `Until`.
-    fn give_up(self, nothing: Error) -> Result<()> {
-        match self {
-            Wait::Never => Err(nothing),
-            Wait::Until(at, timeout) if Instant::now() >= at => Err(Error::Timeout(timeout)),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// One queue's ring, mapped in this process.
 pub(crate) struct Ring {
-    memfd: OwnedFd,
-    base: NonNull<u8>,
+    /// The header page, then the ring: `HEADER + CAP` bytes, sparse.
+    segment: Segment,
     producers: RawMutex,
     consumers: RawMutex,
 }
@@ -225,12 +159,8 @@ unsafe impl Sync for Ring {}
 impl Ring {
     /// A new, empty ring that holds at most `max_count` messages.
     pub(crate) fn new(max_count: u64) -> Result<Ring> {
-        let memfd = memfd_create("mpcore-queue", MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| Error::os("memfd_create", e))?;
-        nix::unistd::ftruncate(&memfd, (HEADER + CAP) as i64)
-            .map_err(|e| Error::os("ftruncate", e))?;
-        let base = map(&memfd)?;
-        let header = base.as_ptr().cast::<Header>();
+        let segment = Segment::new("mpcore-queue", HEADER + CAP, HEADER)?;
+        let header = segment.base().cast::<Header>();
         // SAFETY: the header page is fresh, zeroed and page-aligned, so
         // both mutexes are aligned; nobody else maps it yet, and it lives as
         // long as the `Ring`, which unmaps it only when dropped.
@@ -240,17 +170,9 @@ impl Ring {
                     .map(|consumers| (producers, consumers))
             })
         };
-        let (producers, consumers) = match mutexes {
-            Ok(mutexes) => mutexes,
-            Err(e) => {
-                // SAFETY: we mapped it just above and hand it out nowhere.
-                let _ = unsafe { munmap(base.cast(), HEADER + CAP) };
-                return Err(e);
-            }
-        };
+        let (producers, consumers) = mutexes?;
         let ring = Ring {
-            memfd,
-            base,
+            segment,
             producers,
             consumers,
         };
@@ -261,14 +183,13 @@ impl Ring {
     /// Maps a ring that another process made and sent as a descriptor
     /// (a spawned child's queue). Its lock and counts are already there.
     pub(crate) fn from_memfd(memfd: OwnedFd) -> Result<Ring> {
-        let stat = nix::sys::stat::fstat(memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
-        if usize::try_from(stat.st_size).ok() != Some(HEADER + CAP) {
-            return Err(Error::InvalidArgument(
-                "the memory received as a queue is not a queue's ring",
-            ));
-        }
-        let base = map(&memfd)?;
-        let header = base.as_ptr().cast::<Header>();
+        let segment = Segment::from_memfd(memfd, HEADER + CAP).map_err(|e| match e {
+            Error::InvalidArgument(_) => {
+                Error::InvalidArgument("the memory received as a queue is not a queue's ring")
+            }
+            e => e,
+        })?;
+        let header = segment.base().cast::<Header>();
         // SAFETY: the sender's `Ring::new` initialised both mutexes in the
         // header; the mapping lives as long as the `Ring`.
         let (producers, consumers) = unsafe {
@@ -278,28 +199,27 @@ impl Ring {
             )
         };
         Ok(Ring {
-            memfd,
-            base,
+            segment,
             producers,
             consumers,
         })
     }
 
     /// The memfd under the ring, to send to a spawned child.
-    pub(crate) fn memfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.memfd.as_fd()
+    pub(crate) fn memfd(&self) -> BorrowedFd<'_> {
+        self.segment.memfd()
     }
 
     fn header(&self) -> &Header {
         // SAFETY: the header page lives as long as `self`; its fields are
         // atomics, or the mutexes, which are only used through `RawMutex`.
-        unsafe { &*self.base.as_ptr().cast::<Header>() }
+        unsafe { &*self.segment.base().cast::<Header>() }
     }
 
     /// The first byte of the ring.
     fn data(&self) -> *mut u8 {
         // SAFETY: the mapping is HEADER + CAP bytes long.
-        unsafe { self.base.as_ptr().add(HEADER) }
+        unsafe { self.segment.base().add(HEADER) }
     }
 
     /// The most messages this ring holds.
@@ -318,7 +238,8 @@ impl Ring {
 
     /// The pages of the ring that hold memory now, in bytes.
     pub(crate) fn resident_bytes(&self) -> Result<u64> {
-        let stat = nix::sys::stat::fstat(self.memfd.as_fd()).map_err(|e| Error::os("fstat", e))?;
+        let stat =
+            nix::sys::stat::fstat(self.segment.memfd()).map_err(|e| Error::os("fstat", e))?;
         Ok(stat.st_blocks as u64 * 512)
     }
 
@@ -557,21 +478,12 @@ impl Ring {
         if to > from {
             // Failing only frees less memory: nothing to report.
             let _ = fallocate(
-                self.memfd.as_fd(),
+                self.segment.memfd(),
                 FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
                 (HEADER + from) as i64,
                 (to - from) as i64,
             );
         }
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: we mapped exactly HEADER + CAP bytes at `base`, and this
-        // is the last handle in this process (it is dropped through the
-        // queue's Arc): nothing here uses the pages any more.
-        let _ = unsafe { munmap(self.base.cast(), HEADER + CAP) };
     }
 }
 
@@ -586,26 +498,6 @@ impl Drop for Locked {
             log::error!("mpcore: a queue's lock could not be released: {e}");
         }
     }
-}
-
-/// Maps a ring's memfd, header and ring, shared.
-fn map(memfd: &OwnedFd) -> Result<NonNull<u8>> {
-    // SAFETY: a shared mapping of the memfd, at an address of the kernel's
-    // choice, overlaps nothing; checked before use.
-    let base = unsafe {
-        mmap(
-            None,
-            (HEADER + CAP)
-                .try_into()
-                .expect("the ring's size is not zero"),
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-            memfd.as_fd(),
-            0,
-        )
-    }
-    .map_err(|e| Error::os("mmap", e))?;
-    Ok(base.cast())
 }
 
 /// A record's size: its length word and its bytes, rounded up to 8.
@@ -640,24 +532,6 @@ fn place(head: usize, tail: usize, rec: usize, empty: bool) -> Option<usize> {
         return (rec < head).then_some(0);
     }
     (rec < head - tail).then_some(tail)
-}
-
-/// Sleeps on `word` while it still reads `seen`, at most [`SLICE`] and
-/// not past the wait's deadline.
-fn sleep(word: &AtomicU32, seen: u32, wait: Wait) -> Result<()> {
-    let slice = Instant::now() + SLICE;
-    let until = match wait {
-        Wait::Until(at, _) => at.min(slice),
-        _ => slice,
-    };
-    let deadline = Deadline::after(until.saturating_duration_since(Instant::now()))?;
-    match futex::wait(word, seen, deadline) {
-        Ok(())
-        | Err(nix::errno::Errno::EAGAIN)
-        | Err(nix::errno::Errno::EINTR)
-        | Err(nix::errno::Errno::ETIMEDOUT) => Ok(()),
-        Err(e) => Err(Error::os("futex", e)),
-    }
 }
 
 #[cfg(test)]

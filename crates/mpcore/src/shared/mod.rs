@@ -35,7 +35,6 @@ mod value;
 pub use array::{Array, ArrayGuard};
 pub use value::{Value, ValueGuard};
 
-
 /// A mutex first, then the data, aligned for `T`: the size of the mapping
 /// and the data's offset in it.
 fn layout<T>(len: usize) -> Result<(usize, usize)> {
@@ -51,7 +50,7 @@ fn layout<T>(len: usize) -> Result<(usize, usize)> {
 /// pointer to the (zeroed) data after it.
 pub(super) fn segment_for<T>(len: usize) -> Result<(Arc<Segment>, RawMutex, *mut T)> {
     let (total, offset) = layout::<T>(len)?;
-    let segment = Segment::new(
+    let segment = Segment::shared(
         total,
         align_of::<T>().max(align_of::<libc::pthread_mutex_t>()),
     )?;
@@ -66,9 +65,12 @@ pub(super) fn segment_for<T>(len: usize) -> Result<(Arc<Segment>, RawMutex, *mut
 
 /// The segment of a handle that another process made with [`segment_for`]
 /// and sent as a memfd: its mutex and its data, as the sender laid them out.
-pub(super) fn segment_from<T>(memfd: OwnedFd, len: usize) -> Result<(Arc<Segment>, RawMutex, *mut T)> {
+pub(super) fn segment_from<T>(
+    memfd: OwnedFd,
+    len: usize,
+) -> Result<(Arc<Segment>, RawMutex, *mut T)> {
     let (total, offset) = layout::<T>(len)?;
-    let segment = Segment::from_memfd(memfd, total)?;
+    let segment = Arc::new(Segment::from_memfd(memfd, total)?);
     // SAFETY: the sender initialised the mutex at the start of the segment
     // (`segment_for`), and the segment lives as long as every handle.
     let mutex = unsafe { RawMutex::at(segment.base()) };

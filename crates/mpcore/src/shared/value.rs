@@ -14,7 +14,6 @@ use crate::os::memfd::Segment;
 use crate::os::mutex::{Held, RawMutex};
 use crate::wire::handles;
 
-
 /// One value of plain data that processes share, Python's
 /// `multiprocessing.Value`.
 ///
