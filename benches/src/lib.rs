@@ -8,6 +8,9 @@
 //! `multiprocessing`, and [`WORKLOADS`] lists them with the sizes both
 //! sides use.
 
+// The package's `[lints]` (unsafe code forbidden) do not reach doc tests.
+#![doc(test(attr(forbid(unsafe_code))))]
+
 pub mod published;
 
 use std::hint::black_box;

@@ -4,6 +4,15 @@
 //! blocks that show what Rust rejects are `compile_fail`. A block that
 //! shows a demo's code is marked as such, and `tests/snippets.rs` checks
 //! that it is the demo's code, line for line.
+//!
+//! `unsafe` code lives in mpcore alone, so every block is compiled with it
+//! forbidden: the attribute below does that, as the workspace's `[lints]`
+//! (see the root Cargo.toml) do not reach doc tests. The chapters reach
+//! the published crates' unsafe calls through `mpcore::published`'s safe
+//! types. A `compile_fail` block is not checked by this, as it fails
+//! either way.
+
+#![doc(test(attr(forbid(unsafe_code))))]
 
 #[doc = include_str!("../../../docs/README.md")]
 pub mod index {}

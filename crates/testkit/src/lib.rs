@@ -4,6 +4,9 @@
 //! fails the test instead of hanging CI: [`run`] kills a binary that runs
 //! too long, [`within`] fails a test body that does.
 
+// The package's `[lints]` (unsafe code forbidden) do not reach doc tests.
+#![doc(test(attr(forbid(unsafe_code))))]
+
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;

@@ -289,13 +289,13 @@ impl Ring {
                 break room;
             };
             if let Some(at) = room {
+                if rec >= POPULATE {
+                    self.populate(at, rec);
+                }
                 // SAFETY: `place` found `rec` free bytes at `at` (and, if
                 // it wrapped, 8 at `tail`), within the ring, beyond every
                 // committed message: no consumer reads there, and we hold
                 // the producers' lock, so no producer writes there.
-                if rec >= POPULATE {
-                    self.populate(at, rec);
-                }
                 unsafe {
                     if at != tail {
                         self.data().add(tail).cast::<u64>().write(WRAP);
