@@ -15,14 +15,14 @@ use std::fmt;
 use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde::{Deserialize, Serialize};
 
 use crate::base::{Error, Result};
-use crate::os::deadline::Deadline;
+use crate::os::deadline;
 use crate::os::futex;
 use crate::os::memfd::Segment;
 use crate::wire::handles;
@@ -170,13 +170,13 @@ impl Event {
     /// once `timeout` has passed, never before, for any duration. Python's
     /// `e.wait(timeout)` returns `False` instead.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        match Deadline::after(timeout)? {
+        match deadline::after(timeout) {
             Some(deadline) => self.wait_until(Some(deadline), timeout),
             None => self.wait(),
         }
     }
 
-    fn wait_until(&self, deadline: Option<Deadline>, timeout: Duration) -> Result<()> {
+    fn wait_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
         let word = self.word();
         let start = word.load(Ordering::SeqCst);
         if start & FLAG != 0 {
@@ -186,8 +186,8 @@ impl Event {
         // running sets its event within microseconds, and falling asleep
         // and being woken costs more than that (a `set` then needs no
         // system call either, as nobody sleeps yet).
-        let spin_until = std::time::Instant::now() + SPIN;
-        while std::time::Instant::now() < spin_until {
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until {
             if wait_is_over(start, word.load(Ordering::Relaxed)) {
                 return Ok(());
             }
@@ -221,7 +221,7 @@ impl Event {
                 Err(e) => return Err(Error::os("futex", e)),
             }
             if let Some(deadline) = deadline {
-                if !wait_is_over(start, word.load(Ordering::SeqCst)) && deadline.has_passed()? {
+                if !wait_is_over(start, word.load(Ordering::SeqCst)) && Instant::now() >= deadline {
                     return Err(Error::Timeout(timeout));
                 }
             }

@@ -85,6 +85,8 @@
 //! lives in the shared memory itself, so a holder in another thread of
 //! the parent releases it for the child too.
 #![deny(missing_docs)]
+// The examples in these docs are what a user copies: no unsafe code in them.
+#![doc(test(attr(forbid(unsafe_code))))]
 
 // The rooms, by level; each imports only rooms on lower levels.
 //

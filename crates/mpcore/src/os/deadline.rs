@@ -1,5 +1,9 @@
-//! Deadlines: how long a wait may last, as the kernel's timed calls want
-//! it (an absolute time on `CLOCK_MONOTONIC`).
+//! How long a wait may last: one deadline, an [`Instant`] (`None`: for
+//! ever), for every wait in mpcore, and [`Wait`] for the calls that may
+//! also not wait at all (Python's `block=False`). The kernel's timed
+//! calls (a futex, `pthread_mutex_clocklock`) take the same deadline as
+//! an absolute time on `CLOCK_MONOTONIC` ([`monotonic`]), the clock that
+//! `Instant` reads and that a change of the wall clock cannot move.
 
 use std::time::{Duration, Instant};
 
@@ -9,71 +13,46 @@ use crate::base::{Error, Result};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
-/// An absolute time on `CLOCK_MONOTONIC`, the clock `Instant` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Deadline {
-    sec: i64,
-    nsec: i64,
-}
-
-impl Deadline {
-    fn now() -> Result<Deadline> {
-        let now =
-            clock_gettime(ClockId::CLOCK_MONOTONIC).map_err(|e| Error::os("clock_gettime", e))?;
-        Ok(Deadline {
-            sec: now.tv_sec(),
-            nsec: now.tv_nsec(),
-        })
-    }
-
-    /// Now plus `d`, with the nanoseconds carried into the seconds. `None`
-    /// when that is past the end of time (`Duration::MAX`): wait for ever.
-    pub(crate) fn after(d: Duration) -> Result<Option<Deadline>> {
-        let now = Deadline::now()?;
-        let Ok(secs) = i64::try_from(d.as_secs()) else {
-            return Ok(None);
-        };
-        let mut nsec = now.nsec + i64::from(d.subsec_nanos());
-        let mut carry = 0;
-        if nsec >= NANOS_PER_SEC {
-            nsec -= NANOS_PER_SEC;
-            carry = 1;
-        }
-        Ok(now
-            .sec
-            .checked_add(secs)
-            .and_then(|s| s.checked_add(carry))
-            .map(|sec| Deadline { sec, nsec }))
-    }
-
-    pub(crate) fn has_passed(self) -> Result<bool> {
-        Ok(Deadline::now()? >= self)
-    }
-
-    /// Sleeps until the deadline has passed, however often the sleep is
-    /// cut short.
-    pub(crate) fn sleep_until(self) -> Result<()> {
-        loop {
-            let now = Deadline::now()?;
-            if now >= self {
-                return Ok(());
-            }
-            let left = (self.sec - now.sec) * NANOS_PER_SEC + (self.nsec - now.nsec);
-            std::thread::sleep(Duration::from_nanos(left.unsigned_abs()));
-        }
-    }
-
-    pub(crate) fn timespec(self) -> libc::timespec {
-        libc::timespec {
-            tv_sec: self.sec,
-            tv_nsec: self.nsec,
-        }
-    }
-}
-
-/// `Instant::now() + d`, or `None` (for ever) when that does not fit.
+/// Now plus `d`; `None` (wait for ever) when that is past the end of
+/// time (`Duration::MAX`).
 pub(crate) fn after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
+}
+
+/// `at` as an absolute time on `CLOCK_MONOTONIC`, with the nanoseconds
+/// carried into the seconds; `None` when it does not fit a `timespec`
+/// (then the wait is for ever in all but name).
+pub(crate) fn monotonic(at: Instant) -> Result<Option<libc::timespec>> {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).map_err(|e| Error::os("clock_gettime", e))?;
+    let left = at.saturating_duration_since(Instant::now());
+    let Ok(secs) = i64::try_from(left.as_secs()) else {
+        return Ok(None);
+    };
+    let mut nsec = now.tv_nsec() + i64::from(left.subsec_nanos());
+    let mut carry = 0;
+    if nsec >= NANOS_PER_SEC {
+        nsec -= NANOS_PER_SEC;
+        carry = 1;
+    }
+    Ok(now
+        .tv_sec()
+        .checked_add(secs)
+        .and_then(|s| s.checked_add(carry))
+        .map(|tv_sec| libc::timespec {
+            tv_sec,
+            tv_nsec: nsec,
+        }))
+}
+
+/// Sleeps until `at` has passed, however often the sleep is cut short.
+pub(crate) fn sleep_until(at: Instant) {
+    loop {
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left);
+    }
 }
 
 /// How long an operation may wait.
@@ -88,9 +67,18 @@ pub(crate) enum Wait {
 
 impl Wait {
     pub(crate) fn from_timeout(timeout: Duration) -> Wait {
-        match Instant::now().checked_add(timeout) {
+        match after(timeout) {
             Some(at) => Wait::Until(at, timeout),
             None => Wait::Forever,
+        }
+    }
+
+    /// The deadline, if there is one (for `Never`, now).
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Never => Some(Instant::now()),
+            Wait::Until(at, _) => Some(at),
+            Wait::Forever => None,
         }
     }
 

@@ -5,20 +5,25 @@
 
 use std::ptr;
 use std::sync::atomic::AtomicU32;
+use std::time::Instant;
 
 use nix::errno::Errno;
 
-use super::deadline::Deadline;
+use super::deadline;
 
 /// Sleeps while `*word == expected`, until woken or past `deadline`
-/// (absolute, `CLOCK_MONOTONIC`). Spurious returns are possible: callers
+/// (`None`: for ever). Spurious returns are possible: callers
 /// look again and loop.
 pub(crate) fn wait(
     word: &AtomicU32,
     expected: u32,
-    deadline: Option<Deadline>,
+    deadline: Option<Instant>,
 ) -> Result<(), Errno> {
-    let abstime = deadline.map(Deadline::timespec);
+    let abstime = match deadline.map(deadline::monotonic) {
+        Some(Ok(abstime)) => abstime,
+        Some(Err(_)) => return Err(Errno::EINVAL),
+        None => None,
+    };
     let timeout = abstime
         .as_ref()
         .map_or(ptr::null(), |t| t as *const libc::timespec);

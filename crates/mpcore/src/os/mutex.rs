@@ -32,11 +32,11 @@
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use super::deadline::Deadline;
+use super::deadline;
 use super::memfd::Segment;
 use crate::base::{Error, Result};
 
@@ -200,22 +200,26 @@ impl RawMutex {
     /// Locks, or gives up with [`Error::Timeout`] once `timeout` has passed
     /// (never before).
     pub(crate) fn lock_timeout(self, timeout: Duration) -> Result<()> {
-        let Some(deadline) = Deadline::after(timeout)? else {
+        let Some(deadline) = deadline::after(timeout) else {
             return self.lock();
         };
         loop {
-            let abstime = deadline.timespec();
+            let Some(abstime) = deadline::monotonic(deadline)? else {
+                return self.lock();
+            };
             // SAFETY: as in `lock`; `abstime` is a valid timespec with
             // `tv_nsec` below one billion, on the clock we name.
             let rc = unsafe { pthread_mutex_clocklock(self.0, libc::CLOCK_MONOTONIC, &abstime) };
             match rc {
-                libc::ETIMEDOUT if deadline.has_passed()? => return Err(Error::Timeout(timeout)),
+                libc::ETIMEDOUT if Instant::now() >= deadline => {
+                    return Err(Error::Timeout(timeout));
+                }
                 libc::ETIMEDOUT => continue,
                 libc::EDEADLK => {
                     // This thread holds it, so it cannot be freed before
                     // the deadline: what a plain wait would have found out
                     // by waiting, we find out at once, and still wait.
-                    deadline.sleep_until()?;
+                    deadline::sleep_until(deadline);
                     return Err(Error::Timeout(timeout));
                 }
                 rc => return self.locked("pthread_mutex_clocklock", rc),

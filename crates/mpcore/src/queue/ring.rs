@@ -395,10 +395,8 @@ impl Ring {
     /// Looks for up to [`SPIN`] for a message after the `taken`th, before
     /// a `get` sleeps.
     fn spin_for_items(&self, taken: u32, wait: Wait) {
-        let mut until = Instant::now() + SPIN;
-        if let Wait::Until(at, _) = wait {
-            until = until.min(at);
-        }
+        let spin = Instant::now() + SPIN;
+        let until = wait.deadline().map_or(spin, |at| at.min(spin));
         let tail = &self.header().tail.end;
         while unpack(tail.load(Ordering::Relaxed)).1 == taken && Instant::now() < until {
             for _ in 0..64 {

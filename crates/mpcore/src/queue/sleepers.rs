@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::base::{Error, Result};
-use crate::os::deadline::{Deadline, Wait};
+use crate::os::deadline::Wait;
 use crate::os::futex;
 
 /// How long a sleeper sleeps at most before it looks again: a waker that
@@ -72,12 +72,8 @@ impl Sleepers {
 /// not past the wait's deadline.
 fn sleep(word: &AtomicU32, seen: u32, wait: Wait) -> Result<()> {
     let slice = Instant::now() + SLICE;
-    let until = match wait {
-        Wait::Until(at, _) => at.min(slice),
-        _ => slice,
-    };
-    let deadline = Deadline::after(until.saturating_duration_since(Instant::now()))?;
-    match futex::wait(word, seen, deadline) {
+    let until = wait.deadline().map_or(slice, |at| at.min(slice));
+    match futex::wait(word, seen, Some(until)) {
         Ok(())
         | Err(nix::errno::Errno::EAGAIN)
         | Err(nix::errno::Errno::EINTR)
