@@ -108,7 +108,7 @@ impl Builder {
     /// ([`get_start_method`](crate::get_start_method)). Under
     /// [`StartMethod::Spawn`] each worker, and each that replaces one, is a
     /// fresh run of the program: it inherits no thread, no lock and no
-    /// memory of this process's; see [Start methods](super#start-methods).
+    /// memory of this process's; see below.
     ///
     /// ```
     /// use mpcore::StartMethod;
@@ -124,6 +124,77 @@ impl Builder {
     /// assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
     /// # Ok::<(), mpcore::Error>(())
     /// ```
+    ///
+    /// # What each method gives a task
+    ///
+    /// [`Builder::start_method`] says how the workers start; without it, by the
+    /// program's default ([`get_start_method`](crate::get_start_method): `Fork`
+    /// unless [`set_start_method`](crate::set_start_method) said otherwise).
+    ///
+    /// | | [`StartMethod::Fork`] | [`StartMethod::Spawn`] |
+    /// | --- | --- | --- |
+    /// | A worker is | a copy of this process, forked by the pool's thread | a fresh run of the program, sent to the worker loop before `main` |
+    /// | A task sees | this process's memory as it was at the fork | statics at their first values, and what the initializer set up |
+    /// | Locks other threads held | copied held: a task that takes one hangs | none |
+    /// | Starting a worker costs | a fork | an `exec` and the program's start-up: more, once per worker |
+    /// | Initializer | [`Builder::initializer`] or [`Builder::initializer_fn`] | [`Builder::initializer_fn`] only |
+    ///
+    /// Either way a task is a plain `fn` of the program and its argument is
+    /// sent with serde; once the workers run, a task costs the same. Under
+    /// `Spawn` the `fn` must belong to the program itself (or to the library
+    /// that holds mpcore), not to another shared library, whose address would
+    /// mean nothing in a fresh run: a call with one fails with
+    /// [`Error::InvalidArgument`]. A
+    /// worker's start costs again when it is replaced (a death,
+    /// [`Builder::max_tasks_per_child`]). Under `ForkServer`, a worker starts
+    /// as a [`Process`](crate::Process) by that method does, under the rules
+    /// of `Spawn`.
+    ///
+    /// A task's argument may not hold a [`Queue`](crate::Queue),
+    /// [`Value`](crate::Value), [`Array`](crate::Array), [`Lock`](crate::Lock)
+    /// or [`Event`](crate::Event), under any method (encoding it fails with
+    /// [`Error::Codec`]): the argument of [`Builder::initializer_fn`] may,
+    /// and every worker gets the same shared object, to keep in a `static`
+    /// for its tasks, as Python passes a queue to its pool's initializer.
+    ///
+    /// ```
+    /// use std::sync::OnceLock;
+    /// use mpcore::{Lock, StartMethod, Value};
+    ///
+    /// static COUNTER: OnceLock<(Value<u32>, Lock)> = OnceLock::new();
+    ///
+    /// fn keep((count, lock): (Value<u32>, Lock)) {
+    ///     let _ = COUNTER.set((count, lock));
+    /// }
+    ///
+    /// fn tick(_: u32) {
+    ///     let (count, lock) = COUNTER.get().expect("set by the initializer");
+    ///     let _held = lock.acquire().unwrap();
+    ///     count.set(count.get().unwrap() + 1).unwrap();
+    /// }
+    ///
+    /// let (count, lock) = (Value::new(0u32)?, Lock::new()?);
+    /// let pool = mpcore::pool::Builder::new()
+    ///     .processes(2)
+    ///     .start_method(StartMethod::Spawn)
+    ///     .initializer_fn(keep, (count.clone(), lock))
+    ///     .build()?;
+    /// pool.map(tick, 0..50)?;
+    /// assert_eq!(count.get()?, 50);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    ///
+    /// # The fork-with-threads hazard
+    ///
+    /// The supervisor forks while your other threads run. A lock that another
+    /// thread holds at that instant is copied locked into the worker (see the
+    /// [crate docs](crate)): a task that takes a `Mutex` of yours, held by another
+    /// thread when a worker was forked, hangs. Rust's stdout and stderr are
+    /// safe (the fork holds their locks). Python's `Pool` has the same hazard,
+    /// which is one reason Python 3.14 stopped forking by default. Workers
+    /// started by [`StartMethod::Spawn`] inherit no lock at all.
+    ///
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = Some(method);
         self

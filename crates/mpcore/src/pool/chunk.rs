@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::worker::ToWorker;
+use super::wire::{self, ToWorker};
 use crate::base::ExitStatus;
 use crate::base::{Error, Result};
 use crate::wire::codec;
@@ -20,23 +20,10 @@ pub(super) fn fail_all(chunks: Vec<Chunk>, why: Lost) {
     }
 }
 
-/// One [`ToWorker::Batch`] packet holding the `Run` packets of `chunks`.
+/// One [`ToWorker::Batch`](super::wire::ToWorker::Batch) packet holding
+/// the `Run` packets of `chunks`.
 pub(super) fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
-    let header = ToWorker::Batch {
-        chunks: chunks.len() as u32,
-    };
-    let mut packet = codec::encode(&header)?;
-    for chunk in chunks {
-        // A byte string: a LEB128 length, then the bytes.
-        let mut len = chunk.packet.len();
-        while len >= 0x80 {
-            packet.push((len as u8) | 0x80);
-            len >>= 7;
-        }
-        packet.push(len as u8);
-        packet.extend_from_slice(&chunk.packet);
-    }
-    Ok(packet)
+    wire::batch(chunks.iter().map(|chunk| &chunk.packet[..]), chunks.len())
 }
 
 /// What every chunk of one call shares, and how a chunk of it is made.

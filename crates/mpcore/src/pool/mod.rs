@@ -6,7 +6,7 @@
 //! | `pool = mp.Pool(processes=3)` | [`Pool::new`]`(3)` |
 //! | `mp.Pool(3, maxtasksperchild=10)` | [`Builder::new`]`().processes(3).max_tasks_per_child(10).build()` |
 //! | `mp.Pool(3, initializer=f, initargs=(x,))` | [`Builder::new`]`().processes(3).initializer(f, x).build()` |
-//! | `mp.get_context("spawn").Pool(3)` | [`Builder::new`]`().processes(3).start_method(StartMethod::Spawn).build()` (see [Start methods](#start-methods)) |
+//! | `mp.get_context("spawn").Pool(3)` | [`Builder::new`]`().processes(3).start_method(StartMethod::Spawn).build()` (see [`Builder::start_method`]) |
 //! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
 //! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
 //! | `pool.starmap(job, [(1, 2), (3, 4)])` | [`Pool::map`]`(\|(a, b): (u32, u32)\| job(a, b), [(1, 2), (3, 4)])` (see [`Pool::map`]) |
@@ -32,138 +32,10 @@
 //! # Ok::<(), mpcore::Error>(())
 //! ```
 //!
-//! # How a task reaches a worker
-//!
-//! A task is a plain `fn(T) -> R`, not a closure that captures: the worker
-//! is a forked copy of this program, so the function's code is already
-//! there, at the same address (fork copies the address space as it is).
-//! The pool sends that address, the address of a small function
-//! instantiated for `T` and `R` that decodes the arguments, calls the task
-//! and encodes the results, and the arguments themselves (serde). Python
-//! pickles the function by name instead, which is why it must be defined
-//! at the top level of a module; here a non-capturing closure coerces to a
-//! `fn` too. A worker that is a fresh run of the program rather than a
-//! fork ([Start methods](#start-methods)) finds the function at another
-//! address, but the whole program moved by one distance, which it adds.
-//!
-//! # Who forks, and why it is a thread of the pool
-//!
-//! Each pool owns one supervisor thread, and that thread forks every
-//! worker, the first ones and every replacement. A worker asks the kernel
-//! for `PR_SET_PDEATHSIG`, which fires when the *thread* that forked it
-//! exits, not only the process: workers forked by a thread that ends early
-//! (a short request handler that made the pool, say) would be killed with
-//! it. The supervisor lives exactly as long as the pool, so the signal
-//! fires only when the pool is gone or the whole program dies, and then it
-//! is what we want: no worker outlives its pool's program. The supervisor
-//! also does the rest of the bookkeeping that Python's `Pool` spreads over
-//! three threads: it hands out tasks, collects results, and replaces
-//! workers.
-//!
-//! # How a dead worker is noticed
-//!
-//! Every worker has a socket of its own, and the pool always knows which
-//! chunks of tasks a worker holds. A worker holds one chunk at a time,
-//! except when the chunks of a call have proved fast (under 100 µs each):
-//! then it holds up to 64, the one it runs and the next ones waiting for
-//! it, so that it never sits idle while the supervisor wakes up to send
-//! more. What a worker is given in one go travels in one packet, and the
-//! supervisor collects results in batches (up to 32 packets with one
-//! `recvmmsg`) rather than waking for each: a `map` of 20,000 tiny tasks
-//! at chunk size 1 costs about one system call per task instead of seven or eight.
-//! A worker starts a chunk only after it has sent the results of the one
-//! before, so the first chunk without results is the one it was running,
-//! and the chunks after it never started.
-//!
-//! After a fork, a read from a socket never reports that the process at
-//! the other end died while some other process still holds a copy of its
-//! end (servo/ipc-channel#281), so the supervisor waits with one `poll` on
-//! every worker's socket *and* every worker's pidfd, a descriptor that
-//! becomes readable when the process exits. When a worker exits, the
-//! supervisor first reads whatever results it sent before dying, then
-//! fails the chunk it was running with [`Error::WorkerDied`], gives the
-//! chunks it had not read yet to other workers, reaps it (no zombie) and
-//! forks a replacement. The other tasks go on. CPython's
-//! `Pool` hangs for ever in this case (python/cpython#96062), and
-//! `concurrent.futures.ProcessPoolExecutor` fails every pending task.
-//!
-//! A task that panics is caught inside the worker: that task's result is
-//! [`Error::Panicked`] with the message, and the worker goes on with the
-//! next task, as Python's worker catches an exception. The same holds for
-//! a panic in the argument's `Deserialize` or the result's `Serialize` or
-//! `Drop`, which run in the worker too. A panic message on stderr names
-//! the worker as Python names its worker processes, `ForkPoolWorker-N`:
-//! the pool wraps the panic hook once, before its first fork, and the
-//! wrapper leaves every panic outside a worker to the hook it wrapped.
-//!
-//! # The fork-with-threads hazard, again
-//!
-//! The supervisor forks while your other threads run. A lock that another
-//! thread holds at that instant is copied locked into the worker (see the
-//! crate docs): a task that takes a `Mutex` of yours, held by another
-//! thread when a worker was forked, hangs. Rust's stdout and stderr are
-//! safe (the fork holds their locks). Python's `Pool` has the same hazard,
-//! which is one reason Python 3.14 stopped forking by default. Workers
-//! started by [`StartMethod::Spawn`] inherit no lock at all.
-//!
-//! # Start methods
-//!
-//! [`Builder::start_method`] says how the workers start; without it, by the
-//! program's default ([`get_start_method`](crate::get_start_method): `Fork`
-//! unless [`set_start_method`](crate::set_start_method) said otherwise).
-//!
-//! | | [`StartMethod::Fork`] | [`StartMethod::Spawn`] |
-//! | --- | --- | --- |
-//! | A worker is | a copy of this process, forked by the pool's thread | a fresh run of the program, sent to the worker loop before `main` |
-//! | A task sees | this process's memory as it was at the fork | statics at their first values, and what the initializer set up |
-//! | Locks other threads held | copied held: a task that takes one hangs | none |
-//! | Starting a worker costs | a fork | an `exec` and the program's start-up: more, once per worker |
-//! | Initializer | [`Builder::initializer`] or [`Builder::initializer_fn`] | [`Builder::initializer_fn`] only |
-//!
-//! Either way a task is a plain `fn` of the program and its argument is
-//! sent with serde; once the workers run, a task costs the same. Under
-//! `Spawn` the `fn` must belong to the program itself (or to the library
-//! that holds mpcore), not to another shared library, whose address would
-//! mean nothing in a fresh run: a call with one fails with
-//! [`Error::InvalidArgument`]. A
-//! worker's start costs again when it is replaced (a death,
-//! [`Builder::max_tasks_per_child`]). Under `ForkServer`, a worker starts
-//! as a [`Process`](crate::Process) by that method does, under the rules
-//! of `Spawn`.
-//!
-//! A task's argument may not hold a [`Queue`](crate::Queue),
-//! [`Value`](crate::Value), [`Array`](crate::Array), [`Lock`](crate::Lock)
-//! or [`Event`](crate::Event), under any method (encoding it fails with
-//! [`Error::Codec`]): the argument of [`Builder::initializer_fn`] may,
-//! and every worker gets the same shared object, to keep in a `static`
-//! for its tasks, as Python passes a queue to its pool's initializer.
-//!
-//! ```
-//! use std::sync::OnceLock;
-//! use mpcore::{Lock, StartMethod, Value};
-//!
-//! static COUNTER: OnceLock<(Value<u32>, Lock)> = OnceLock::new();
-//!
-//! fn keep((count, lock): (Value<u32>, Lock)) {
-//!     let _ = COUNTER.set((count, lock));
-//! }
-//!
-//! fn tick(_: u32) {
-//!     let (count, lock) = COUNTER.get().expect("set by the initializer");
-//!     let _held = lock.acquire().unwrap();
-//!     count.set(count.get().unwrap() + 1).unwrap();
-//! }
-//!
-//! let (count, lock) = (Value::new(0u32)?, Lock::new()?);
-//! let pool = mpcore::pool::Builder::new()
-//!     .processes(2)
-//!     .start_method(StartMethod::Spawn)
-//!     .initializer_fn(keep, (count.clone(), lock))
-//!     .build()?;
-//! pool.map(tick, 0..50)?;
-//! assert_eq!(count.get()?, 50);
-//! # Ok::<(), mpcore::Error>(())
-//! ```
+//! How the pool works, what a dead worker costs and how each start method
+//! behaves is chapter 6 of the course (`docs/06-pool.md`); the rules a
+//! caller needs are on each method, and on [`Builder::start_method`] and
+//! [`Builder::initializer_fn`] for start methods.
 //!
 //! # Where each part lives
 //!
@@ -172,13 +44,15 @@
 //!   supervisor;
 //! - `builder.rs`: [`Builder`], how a pool is made, and Python's rule for
 //!   `map`'s default chunk size;
-//! - `results.rs`: what the caller holds while its tasks run,
-//!   [`AsyncResult`] and [`Imap`], which reads its inputs lazily as the
-//!   results are taken;
+//! - `async_result.rs`: [`AsyncResult`], what `apply_async` returns;
+//! - `imap.rs`: [`Imap`], which reads its inputs lazily as the results
+//!   are taken;
 //! - `supervisor.rs`: the supervisor thread, which starts, feeds, watches
 //!   and replaces the workers;
-//! - `worker.rs`: what travels to a worker, how a worker that is not
-//!   forked starts, and the loop a worker runs;
+//! - `wire.rs`: what travels between the pool and a worker, and how a
+//!   task's function is found there;
+//! - `worker.rs`: how a worker that is not forked starts, and the loop a
+//!   worker runs;
 //! - `chunk.rs`: the bookkeeping of the tasks in flight, and why a chunk
 //!   can come back without results.
 
@@ -190,27 +64,31 @@ use std::thread::{self, JoinHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::base::StartMethod;
-use crate::base::panic_message;
-use crate::base::{Error, Result};
+use crate::base::{Error, Result, StartMethod, panic_message};
 use crate::start::task as spawn;
 use crate::wire::codec;
 
+mod async_result;
 mod builder;
 mod chunk;
+mod imap;
 mod results;
 mod supervisor;
+mod wire;
 mod worker;
 
+pub use async_result::AsyncResult;
 pub use builder::{Builder, default_chunksize};
-pub use results::{AsyncResult, Imap};
+pub use imap::Imap;
 
 use builder::Initializer;
 
 use chunk::{Call, CallDone, Chunk, ChunkDone, Speed};
-use results::{Feed, Results};
+use imap::Feed;
+use results::Results;
 use supervisor::{Command, Wake};
-use worker::{Trampoline, fn_addr, run_chunk};
+use wire::{ChunkEntry, fn_addr};
+use worker::run_chunk;
 
 /// A pool of worker processes that run tasks, Python's
 /// `multiprocessing.Pool`.
@@ -763,7 +641,7 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let trampoline = run_chunk::<T, R> as Trampoline as *const ();
+    let trampoline = run_chunk::<T, R> as ChunkEntry as *const ();
     let func = f as *const ();
     if method != StartMethod::Fork
         && !(spawn::in_anchor_image(func as usize) && spawn::in_anchor_image(trampoline as usize))

@@ -1,6 +1,57 @@
 //! The supervisor thread: it forks the workers, hands out chunks, collects
 //! results, notices a worker's death, fails only the chunk that worker was
 //! running, and forks a replacement.
+//!
+//! # Who forks, and why it is a thread of the pool
+//!
+//! Each pool owns one supervisor thread, and that thread forks every
+//! worker, the first ones and every replacement. A worker asks the kernel
+//! for `PR_SET_PDEATHSIG`, which fires when the *thread* that forked it
+//! exits, not only the process: workers forked by a thread that ends early
+//! (a short request handler that made the pool, say) would be killed with
+//! it. The supervisor lives exactly as long as the pool, so the signal
+//! fires only when the pool is gone or the whole program dies, and then it
+//! is what we want: no worker outlives its pool's program. The supervisor
+//! also does the rest of the bookkeeping that Python's `Pool` spreads over
+//! three threads: it hands out tasks, collects results, and replaces
+//! workers.
+//!
+//! # How a dead worker is noticed
+//!
+//! Every worker has a socket of its own, and the pool always knows which
+//! chunks of tasks a worker holds. A worker holds one chunk at a time,
+//! except when the chunks of a call have proved fast (under 100 µs each):
+//! then it holds up to 64, the one it runs and the next ones waiting for
+//! it, so that it never sits idle while the supervisor wakes up to send
+//! more. What a worker is given in one go travels in one packet, and the
+//! supervisor collects results in batches (up to 32 packets with one
+//! `recvmmsg`) rather than waking for each: a `map` of 20,000 tiny tasks
+//! at chunk size 1 costs about one system call per task instead of seven or eight.
+//! A worker starts a chunk only after it has sent the results of the one
+//! before, so the first chunk without results is the one it was running,
+//! and the chunks after it never started.
+//!
+//! After a fork, a read from a socket never reports that the process at
+//! the other end died while some other process still holds a copy of its
+//! end (servo/ipc-channel#281), so the supervisor waits with one `poll` on
+//! every worker's socket *and* every worker's pidfd, a descriptor that
+//! becomes readable when the process exits. When a worker exits, the
+//! supervisor first reads whatever results it sent before dying, then
+//! fails the chunk it was running with [`Error::WorkerDied`], gives the
+//! chunks it had not read yet to other workers, reaps it (no zombie) and
+//! forks a replacement. The other tasks go on. CPython's
+//! `Pool` hangs for ever in this case (python/cpython#96062), and
+//! `concurrent.futures.ProcessPoolExecutor` fails every pending task.
+//!
+//! A task that panics is caught inside the worker: that task's result is
+//! [`Error::Panicked`] with the message, and the worker goes on with the
+//! next task, as Python's worker catches an exception. The same holds for
+//! a panic in the argument's `Deserialize` or the result's `Serialize` or
+//! `Drop`, which run in the worker too. A panic message on stderr names
+//! the worker as Python names its worker processes, `ForkPoolWorker-N`:
+//! the pool wraps the panic hook once, before its first fork, and the
+//! wrapper leaves every panic outside a worker to the hook it wrapped.
+//!
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,7 +61,8 @@ use std::time::{Duration, Instant};
 
 use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
-use super::worker::{SpawnWorker, ToWorker, name_worker_panics, worker_main, worker_name};
+use super::wire::ToWorker;
+use super::worker::{SpawnWorker, name_worker_panics, worker_main, worker_name};
 use crate::base::StartMethod;
 use crate::base::{Error, Result};
 use crate::os::poll;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Initializer;
+use super::wire::{ChunkEntry, TaskOutcome, ToWorker, batch_parts, fn_ptr};
 use crate::base::StartMethod;
 use crate::base::catch;
 use crate::base::{Error, Result};
@@ -21,56 +22,6 @@ use crate::start::task as spawn;
 use crate::wire::channel;
 use crate::wire::codec;
 use crate::wire::handles::Descriptor;
-
-/// Runs one chunk in a worker: the task's address, the encoded arguments
-/// and their number in; the encoded [`Outcome`]s, one per argument, out.
-pub(super) type Trampoline = fn(func: u64, args: &[u8], count: u32) -> Vec<u8>;
-
-/// The header of a packet to a worker. After `Run` come the encoded
-/// arguments; the packet's length tells where they end.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) enum ToWorker {
-    /// Call the `fn(T) -> R` at `func` through the [`Trampoline`] at
-    /// `trampoline` (instantiated for the same `T` and `R`) on each of the
-    /// `count` arguments that follow. (The count is needed: a `()`
-    /// argument takes no bytes at all.)
-    Run {
-        trampoline: u64,
-        func: u64,
-        count: u32,
-    },
-    /// Leave the loop and exit.
-    Stop,
-    /// Several chunks in one packet, so that one system call carries them
-    /// all: `chunks` byte strings follow, each a whole `Run` packet. The
-    /// worker runs them in order and answers each one before it starts
-    /// the next, exactly as if they had come one by one.
-    Batch { chunks: u32 },
-}
-
-/// One task's result, as a worker sends it.
-#[derive(Serialize, Deserialize)]
-pub(super) enum Outcome<R> {
-    Returned(R),
-    Panicked(String),
-    /// The argument could not be decoded in the worker.
-    BadArgument(String),
-    /// The result could not be encoded in the worker.
-    BadResult(String),
-    /// The results were encoded but could not be sent (this says why).
-    NotSent(String),
-}
-
-/// The address of a function, as a number that can travel to a worker.
-pub(super) fn fn_addr(f: *const ()) -> u64 {
-    f.expose_provenance() as u64
-}
-
-/// The pointer that [`fn_addr`] made a number of; still to be transmuted
-/// to the right `fn` type by the caller, who knows it.
-pub(super) fn fn_ptr(addr: u64) -> *const () {
-    std::ptr::with_exposed_provenance(addr as usize)
-}
 
 /// The trampoline for tasks `fn(T) -> R`: decodes each argument, calls the
 /// task, encodes each outcome. Runs in the worker, where nothing may
@@ -102,7 +53,7 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
         let start = out.len();
         starts.push(start);
         if let Some(reason) = &unreadable {
-            let _ = codec::encode_into(&mut out, &Outcome::<()>::BadArgument(reason.clone()));
+            let _ = codec::encode_into(&mut out, &TaskOutcome::<()>::BadArgument(reason.clone()));
             continue;
         }
         // One `catch` for the whole task, which says how far it got: a
@@ -116,21 +67,21 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
             stage.set(Stage::Encoding);
             // Not dropped if `Serialize` panics: a `Drop` that panicked
             // too, while unwinding, would abort the worker.
-            let outcome = ManuallyDrop::new(Outcome::Returned(value));
+            let outcome = ManuallyDrop::new(TaskOutcome::Returned(value));
             let encoded = codec::encode_into(&mut out, &*outcome);
             stage.set(Stage::Dropping);
             drop(ManuallyDrop::into_inner(outcome));
             encoded.map_err(Failed::Result)
         });
-        let failure: Outcome<()> = match ran {
+        let failure: TaskOutcome<()> = match ran {
             Ok(Ok(())) => continue,
             Ok(Err(Failed::Argument(e))) => {
                 unreadable = Some(e.to_string());
-                Outcome::BadArgument(e.to_string())
+                TaskOutcome::BadArgument(e.to_string())
             }
-            Ok(Err(Failed::Result(Error::Codec { reason, .. }))) => Outcome::BadResult(reason),
-            Ok(Err(Failed::Result(e))) => Outcome::BadResult(e.to_string()),
-            Err(message) => Outcome::Panicked(match stage.get() {
+            Ok(Err(Failed::Result(Error::Codec { reason, .. }))) => TaskOutcome::BadResult(reason),
+            Ok(Err(Failed::Result(e))) => TaskOutcome::BadResult(e.to_string()),
+            Err(message) => TaskOutcome::Panicked(match stage.get() {
                 Stage::Decoding => {
                     unreadable = Some(format!(
                         "an earlier argument of its chunk panicked while it was being \
@@ -153,7 +104,7 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     // Checked to read back, so that the caller gets a task's error rather
     // than a result it cannot decode: the chunk in one pass, and only if
     // that fails, task by task.
-    if codec::check_decodes_all::<Outcome<R>>(&out, count).is_err() {
+    if codec::check_decodes_all::<TaskOutcome<R>>(&out, count).is_err() {
         out = recheck::<R>(&out, &starts);
     }
     out
@@ -181,14 +132,14 @@ fn recheck<R: DeserializeOwned>(out: &[u8], starts: &[usize]) -> Vec<u8> {
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(out.len());
         let outcome = &out[start..end];
-        match codec::check_decodes::<Outcome<R>>(outcome) {
+        match codec::check_decodes::<TaskOutcome<R>>(outcome) {
             Ok(()) => checked.extend_from_slice(outcome),
             Err(e) => {
                 let reason = match e {
                     Error::Codec { reason, .. } => reason,
                     e => e.to_string(),
                 };
-                let _ = codec::encode_into(&mut checked, &Outcome::<()>::BadResult(reason));
+                let _ = codec::encode_into(&mut checked, &TaskOutcome::<()>::BadResult(reason));
             }
         }
     }
@@ -384,17 +335,10 @@ fn worker_entry<A: Serialize + DeserializeOwned>(start: WorkerStart<A>) {
 fn worker_loop(conn: BorrowedFd<'_>, broken: Option<&str>, shift: u64) {
     // Only this worker reads its socket, so it may sleep in `recvmsg`.
     while let Ok(packet) = channel::recv_bytes(conn) {
-        let keep_going = match postcard::take_from_bytes::<ToWorker>(&packet) {
-            Ok((ToWorker::Batch { chunks }, mut rest)) => {
-                (0..chunks).all(|_| match postcard::take_from_bytes::<&[u8]>(rest) {
-                    Ok((chunk, tail)) => {
-                        rest = tail;
-                        run_packet(conn, chunk, broken, shift)
-                    }
-                    Err(_) => false,
-                })
-            }
-            _ => run_packet(conn, &packet, broken, shift),
+        let keep_going = match batch_parts(&packet) {
+            Some(mut chunks) => chunks
+                .all(|chunk| chunk.is_some_and(|chunk| run_packet(conn, chunk, broken, shift))),
+            None => run_packet(conn, &packet, broken, shift),
         };
         if !keep_going {
             return;
@@ -424,18 +368,18 @@ pub(super) fn run_packet(
         return false;
     };
     // SAFETY: the pool wrote this address with
-    // `fn_addr(run_chunk::<T, R> as Trampoline as *const ())`, so it is
-    // a `Trampoline`. It is valid in this process: either we are a fork
+    // `fn_addr(run_chunk::<T, R> as ChunkEntry as *const ())`, so it is
+    // a `ChunkEntry`. It is valid in this process: either we are a fork
     // of the pool's process, with the same executable mapped at the same
     // addresses (`shift` is 0), or a fresh run of the same executable,
     // whose image lies `shift` bytes away from the pool's.
     let trampoline = unsafe {
-        std::mem::transmute::<*const (), Trampoline>(fn_ptr(trampoline.wrapping_add(shift)))
+        std::mem::transmute::<*const (), ChunkEntry>(fn_ptr(trampoline.wrapping_add(shift)))
     };
     let results = match broken {
         // A panic's outcome is encoded alike whatever the task returns.
         Some(message) => {
-            let panicked = Outcome::<()>::Panicked(message.to_owned());
+            let panicked = TaskOutcome::<()>::Panicked(message.to_owned());
             let mut results = Vec::new();
             for _ in 0..count {
                 let _ = codec::encode_into(&mut results, &panicked);
@@ -456,7 +400,7 @@ pub(super) fn run_packet(
             let mut why = Vec::new();
             let reason = e.to_string();
             for _ in 0..count {
-                let _ = codec::encode_into(&mut why, &Outcome::<()>::NotSent(reason.clone()));
+                let _ = codec::encode_into(&mut why, &TaskOutcome::<()>::NotSent(reason.clone()));
             }
             channel::send_bytes_to_many(conn, &why).is_ok()
         }

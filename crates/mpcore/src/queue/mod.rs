@@ -319,7 +319,7 @@ impl Queue<Vec<u8>> {
     /// [`Error::MessageTooLarge`] over 256 MiB.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         let mut prefix = [0u8; 10];
-        let prefix = varint(bytes.len() as u64, &mut prefix);
+        let prefix = codec::length(bytes.len() as u64, &mut prefix);
         self.ring.put(&[prefix, bytes], Wait::Forever)
     }
 
@@ -339,43 +339,16 @@ impl Queue<Vec<u8>> {
 
 /// The bytes of a postcard byte string: a LEB128 length, then the bytes.
 fn byte_string(message: &[u8]) -> Result<&[u8]> {
-    let (len, skip) = read_varint(message)?;
+    let (len, skip) = codec::read_length(message).ok_or_else(not_a_byte_string)?;
     match message.get(skip..) {
         Some(rest) if rest.len() as u64 == len => Ok(rest),
         _ => Err(not_a_byte_string()),
     }
 }
 
-/// A LEB128 number at the start of `bytes`, and how many bytes it took.
-fn read_varint(bytes: &[u8]) -> Result<(u64, usize)> {
-    let mut n = 0u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        n |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((n, i + 1));
-        }
-    }
-    Err(not_a_byte_string())
-}
-
 fn not_a_byte_string() -> Error {
     Error::Codec {
         action: "decode",
         reason: "the message is not a byte string".to_owned(),
-    }
-}
-
-/// `n` as postcard writes a length: LEB128, 7 bits a byte, low bits first.
-fn varint(mut n: u64, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = 0;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            buf[i] = byte;
-            return &buf[..=i];
-        }
-        buf[i] = byte | 0x80;
-        i += 1;
     }
 }

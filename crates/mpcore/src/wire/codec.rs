@@ -168,6 +168,52 @@ pub(crate) fn encode_in<'buf, T: Serialize + ?Sized>(
     }
 }
 
+/// `n` as postcard writes a length before a byte string: LEB128, 7 bits
+/// a byte, low bits first. The one framing mpcore writes by hand, so that
+/// what it frames reads back as a serde byte string.
+pub(crate) fn length(mut n: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = 0;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            buf[i] = byte;
+            return &buf[..=i];
+        }
+        buf[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+/// Appends `bytes` to `out` as a byte string: its [`length`], then it.
+pub(crate) fn push_byte_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut prefix = [0u8; 10];
+    out.extend_from_slice(length(bytes.len() as u64, &mut prefix));
+    out.extend_from_slice(bytes);
+}
+
+/// The [`length`] at the start of `bytes`, and how many bytes it took;
+/// `None` if there is none.
+pub(crate) fn read_length(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut n = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((n, i + 1));
+        }
+    }
+    None
+}
+
+/// The byte string at the start of `bytes` ([`push_byte_string`]), and
+/// what follows it; `None` if there is none.
+pub(crate) fn take_byte_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, skip) = read_length(bytes)?;
+    let rest = bytes.get(skip..)?;
+    let len = usize::try_from(len).ok().filter(|&len| len <= rest.len())?;
+    Some(rest.split_at(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +227,22 @@ mod tests {
         fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
             panic!("not today")
         }
+    }
+
+    #[test]
+    fn a_framed_byte_string_reads_back_as_postcard_s_own() {
+        for len in [0usize, 1, 127, 128, 300, 16_384, 70_000] {
+            let bytes = vec![7u8; len];
+            let mut framed = Vec::new();
+            push_byte_string(&mut framed, &bytes);
+            framed.push(9);
+            assert_eq!(
+                framed[..framed.len() - 1],
+                postcard::to_allocvec(&bytes[..]).unwrap()
+            );
+            assert_eq!(take_byte_string(&framed), Some((&bytes[..], &[9u8][..])));
+        }
+        assert_eq!(take_byte_string(&[5, 1, 2]), None);
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! What travels between a pool and its workers: the packet to a worker
+//! ([`ToWorker`]), a batch of them in one packet, each task's
+//! [`TaskOutcome`] on the way back and how the pool reads it
+//! ([`ChunkResults`]), and how a task's function is named.
+//!
+//! A task is a plain `fn(T) -> R`, not a closure that captures: the worker
+//! is a forked copy of this program, so the function's code is already
+//! there, at the same address (fork copies the address space as it is).
+//! The pool sends that address, the address of a small function
+//! instantiated for `T` and `R` that decodes the arguments, calls the task
+//! and encodes the results, and the arguments themselves (serde). Python
+//! pickles the function by name instead, which is why it must be defined
+//! at the top level of a module; here a non-capturing closure coerces to a
+//! `fn` too. A worker that is a fresh run of the program rather than a
+//! fork ([Start methods](#start-methods)) finds the function at another
+//! address, but the whole program moved by one distance, which it adds.
+//!
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::chunk::{ChunkDone, Lost};
+use crate::base::{Error, Result};
+use crate::wire::codec;
+
+/// Runs one chunk in a worker: the task's address, the encoded arguments
+/// and their number in; the encoded [`TaskOutcome`]s, one per argument, out.
+pub(super) type ChunkEntry = fn(func: u64, args: &[u8], count: u32) -> Vec<u8>;
+
+/// The header of a packet to a worker. After `Run` come the encoded
+/// arguments; the packet's length tells where they end.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum ToWorker {
+    /// Call the `fn(T) -> R` at `func` through the [`ChunkEntry`] at
+    /// `trampoline` (instantiated for the same `T` and `R`) on each of the
+    /// `count` arguments that follow. (The count is needed: a `()`
+    /// argument takes no bytes at all.)
+    Run {
+        trampoline: u64,
+        func: u64,
+        count: u32,
+    },
+    /// Leave the loop and exit.
+    Stop,
+    /// Several chunks in one packet, so that one system call carries them
+    /// all: `chunks` byte strings follow, each a whole `Run` packet. The
+    /// worker runs them in order and answers each one before it starts
+    /// the next, exactly as if they had come one by one.
+    Batch { chunks: u32 },
+}
+
+/// One task's result, as a worker sends it.
+#[derive(Serialize, Deserialize)]
+pub(super) enum TaskOutcome<R> {
+    Returned(R),
+    Panicked(String),
+    /// The argument could not be decoded in the worker.
+    BadArgument(String),
+    /// The result could not be encoded in the worker.
+    BadResult(String),
+    /// The results were encoded but could not be sent (this says why).
+    NotSent(String),
+}
+
+/// The address of a function, as a number that can travel to a worker.
+pub(super) fn fn_addr(f: *const ()) -> u64 {
+    f.expose_provenance() as u64
+}
+
+/// The pointer that [`fn_addr`] made a number of; still to be transmuted
+/// to the right `fn` type by the caller, who knows it.
+pub(super) fn fn_ptr(addr: u64) -> *const () {
+    std::ptr::with_exposed_provenance(addr as usize)
+}
+
+/// One [`ToWorker::Batch`] packet holding `count` whole `Run` packets.
+pub(super) fn batch<'a>(packets: impl Iterator<Item = &'a [u8]>, count: usize) -> Result<Vec<u8>> {
+    let header = ToWorker::Batch {
+        chunks: count as u32,
+    };
+    let mut packet = codec::encode(&header)?;
+    for chunk in packets {
+        codec::push_byte_string(&mut packet, chunk);
+    }
+    Ok(packet)
+}
+
+/// The `Run` packets inside a [`ToWorker::Batch`] packet, in order (a
+/// `None` where one cannot be read, after which none can); `None` when
+/// `packet` is not a batch.
+pub(super) fn batch_parts(packet: &[u8]) -> Option<impl Iterator<Item = Option<&[u8]>>> {
+    let Ok((ToWorker::Batch { chunks }, mut rest)) = postcard::take_from_bytes::<ToWorker>(packet)
+    else {
+        return None;
+    };
+    Some((0..chunks).map(move |_| {
+        let (chunk, tail) = codec::take_byte_string(rest)?;
+        rest = tail;
+        Some(chunk)
+    }))
+}
+
+/// A chunk's reply, turned into one result per task as it is iterated.
+pub(super) struct ChunkResults<R> {
+    /// How many results are still to come.
+    left: u32,
+    /// The worker's pid and its encoded outcomes, or why there are none.
+    outcome: std::result::Result<(i32, Vec<u8>), Lost>,
+    /// Where the next encoded outcome starts.
+    at: usize,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> ChunkResults<R> {
+    pub(super) fn new(done: ChunkDone) -> Self {
+        ChunkResults {
+            left: done.count,
+            outcome: done.outcome,
+            at: 0,
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.left = self.left.checked_sub(1)?;
+        let (pid, bytes) = match &self.outcome {
+            Ok((pid, bytes)) => (*pid, bytes),
+            Err(lost) => return Some(Err(lost.to_error())),
+        };
+        let rest = bytes.get(self.at..).unwrap_or_default();
+        Some(match postcard::take_from_bytes::<TaskOutcome<R>>(rest) {
+            Ok((outcome, tail)) => {
+                self.at = bytes.len() - tail.len();
+                match outcome {
+                    TaskOutcome::Returned(value) => Ok(value),
+                    TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
+                    TaskOutcome::BadArgument(reason) => Err(Error::Codec {
+                        action: "decode",
+                        reason,
+                    }),
+                    TaskOutcome::BadResult(reason) => Err(Error::Codec {
+                        action: "encode",
+                        reason,
+                    }),
+                    TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
+                }
+            }
+            Err(e) => {
+                // Nothing after a bad result can be found either.
+                self.at = bytes.len();
+                Err(Error::Codec {
+                    action: "decode",
+                    reason: e.to_string(),
+                })
+            }
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
