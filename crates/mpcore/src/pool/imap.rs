@@ -3,14 +3,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Link;
 use super::chunk::{Call, Chunk};
 use super::results::Results;
+use super::{LOOK_AHEAD, Link, Pool, call};
 use crate::base::{Error, Result};
 use crate::wire::codec;
 
@@ -261,3 +262,165 @@ where
 /// How often an [`Imap`] that may still hand over inputs checks, while it
 /// waits, that the pool's supervisor is still there.
 const ALIVE_CHECK: Duration = Duration::from_millis(100);
+
+impl Pool {
+    /// Like [`map`](Self::map), but returns at once with an iterator that
+    /// yields each result, in input order, as soon as it and those before
+    /// it are done (Python's `pool.imap(f, iterable)`, chunk size 1). It
+    /// yields exactly one item per input; a failed task yields its error
+    /// and the others still come.
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// for (x, square) in (0..4u32).zip(pool.imap(|x: u32| x * x, 0..4)?) {
+    ///     assert_eq!(square?, x * x);
+    /// }
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Reading the inputs lazily
+    ///
+    /// The inputs are read as the results are taken, on the thread that
+    /// takes them: `imap` hands the first chunk to each worker and
+    /// returns, and each `next` then reads and hands over more, up to
+    /// [`LOOK_AHEAD`] chunks per worker ahead of the results taken. So an
+    /// endless input works, memory stays bounded, and a slow input does
+    /// not hold back results that are ready. (Python's `imap` reads the
+    /// whole input on a thread of the pool instead.)
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let first: Vec<u64> = pool
+    ///     .imap(|x: u64| x * x, 1..)? // never ends
+    ///     .take(3)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [1, 4, 9]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// If the pool is closed or terminated while inputs are left to read,
+    /// the iterator reads no more: it yields the results of the inputs it
+    /// read, then one [`Error::PoolClosed`] (or [`Error::PoolTerminated`])
+    /// in place of the rest, and ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close). Failures of
+    /// single tasks come through the iterator, and so does
+    /// [`Error::Codec`] in place of an input that cannot be serialized.
+    pub fn imap<T, R, I>(&self, f: fn(T) -> R, inputs: I) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_with(f, inputs, 1, true)
+    }
+
+    /// [`imap`](Self::imap) with a chunk size of your choice (Python's
+    /// `pool.imap(f, iterable, chunksize)`): each worker fetches
+    /// `chunksize` inputs at a time, and their results come back together,
+    /// when the last of them is done. A chunk size of 0 is taken as 1.
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let squares: Vec<u64> = pool
+    ///     .imap_chunked(|x: u64| x * x, 0..1000, 50)?
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(squares[999], 998_001);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_chunked<T, R, I>(
+        &self,
+        f: fn(T) -> R,
+        inputs: I,
+        chunksize: usize,
+    ) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_with(f, inputs, chunksize, true)
+    }
+
+    /// Like [`imap`](Self::imap), but yields the results in the order they
+    /// finish (Python's `pool.imap_unordered`).
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_unordered<T, R, I>(&self, f: fn(T) -> R, inputs: I) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_with(f, inputs, 1, false)
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with a chunk size of your
+    /// choice (Python's `pool.imap_unordered(f, iterable, chunksize)`).
+    ///
+    /// ```
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let mut lengths: Vec<usize> = pool
+    ///     .imap_unordered_chunked(|s: String| s.len(), ["a", "bb", "ccc"].map(String::from), 2)?
+    ///     .collect::<Result<_, _>>()?;
+    /// lengths.sort();
+    /// assert_eq!(lengths, [1, 2, 3]);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Self::imap).
+    pub fn imap_unordered_chunked<T, R, I>(
+        &self,
+        f: fn(T) -> R,
+        inputs: I,
+        chunksize: usize,
+    ) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_with(f, inputs, chunksize, false)
+    }
+
+    fn imap_with<T, R, I>(
+        &self,
+        f: fn(T) -> R,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<Imap<R, I::IntoIter>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        let link = self.link()?;
+        let (call, done) = call(f, self.start_method)?;
+        let results = Results::new(done, Arc::clone(&self.answer_time), ordered);
+        let chunksize = chunksize.clamp(1, u32::MAX as usize);
+        let feed = Feed {
+            inputs: Some(inputs.into_iter()),
+            call: Some(call),
+            link,
+            chunksize,
+            next_index: 0,
+            window: self
+                .processes
+                .saturating_mul(LOOK_AHEAD)
+                .saturating_mul(chunksize),
+            args: Vec::new(),
+        };
+        Ok(Imap::start(results, feed))
+    }
+}

@@ -56,19 +56,20 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::Initializer;
 use super::chunk::{Chunk, Lost, batch_packet, fail_all};
-use super::wire::ToWorker;
-use super::worker::{SpawnWorker, name_worker_panics, worker_main, worker_name};
+use super::worker::SpawnWorker;
 use crate::base::StartMethod;
 use crate::base::{Error, Result};
 use crate::os::poll;
-use crate::process::{self, Process};
 use crate::wire::channel;
-use crate::wire::codec;
+
+mod workers;
+
+pub(super) use workers::{Slot, Worker};
 
 /// What the pool's handle tells its supervisor.
 pub(super) enum Command {
@@ -110,92 +111,6 @@ pub(super) enum State {
     Terminating,
 }
 
-/// One worker process, as the supervisor sees it.
-pub(super) struct Worker {
-    process: Process<()>,
-    /// The pool's end of the worker's own socket: tasks out, results in.
-    conn: OwnedFd,
-    /// The chunks sent to it and not yet answered, oldest first: the
-    /// first is the one it runs, the others have not started (at most
-    /// [`FAST_IN_FLIGHT`] in all).
-    jobs: VecDeque<Chunk>,
-    tasks_done: usize,
-    /// `Stop` was sent: it takes no more tasks and is about to exit.
-    stopping: bool,
-    /// Its socket reported end of file or an error: nothing more to read.
-    hung_up: bool,
-    /// A send to it failed: it gets nothing more, but what it sent before
-    /// is still read (its exit fails only the chunk it was running).
-    unreachable: bool,
-    /// Reaped; removed at the end of the round.
-    dead: bool,
-    /// When its last result came in.
-    last_result: Instant,
-    /// Why its socket could not be read, if it could not: the chunk it
-    /// held fails with this, not as a death.
-    read_error: Option<Error>,
-}
-
-impl Worker {
-    fn pid(&self) -> i32 {
-        self.process.pid()
-    }
-
-    /// It holds one chunk, sent a moment ago, of a call whose chunks are
-    /// not known to take longer than [`ANSWER_LOOK`].
-    fn may_answer_soon(&self) -> bool {
-        match (&self.jobs.front(), self.jobs.len()) {
-            (Some(chunk), 1) if !self.hung_up && !self.dead => {
-                chunk.sent.is_some_and(|sent| sent.elapsed() < ANSWER_LOOK)
-                    && chunk
-                        .speed
-                        .chunk_time()
-                        .is_none_or(|time| time < ANSWER_LOOK)
-            }
-            _ => false,
-        }
-    }
-
-    /// The chunk it runs belongs to a call whose chunks are known to be
-    /// fast, and it holds more: worth collecting from in batches.
-    fn batch_wait(&self) -> Option<Duration> {
-        let time = self.jobs.front()?.speed.chunk_time()?;
-        (time < FAST_CHUNK && self.jobs.len() >= 2 && !self.hung_up)
-            .then(|| (time * (self.jobs.len() as u32 / 2)).clamp(BATCH_MIN, BATCH_MAX))
-    }
-
-    /// How many chunks it may hold, with `next` the chunk to give.
-    fn depth(&self, next: &Chunk, max_tasks: Option<usize>) -> usize {
-        let depth = match next.speed.chunk_time() {
-            Some(time) if time < FAST_CHUNK => FAST_IN_FLIGHT,
-            _ => 1,
-        };
-        match max_tasks {
-            Some(max) => depth.min(max.saturating_sub(self.tasks_done)),
-            None => depth,
-        }
-    }
-
-    /// Takes the worker out of service: `Stop`, then it exits on its own.
-    fn stop(&mut self) {
-        if !self.stopping {
-            self.stopping = true;
-            let stop = codec::encode(&ToWorker::Stop).unwrap_or_default();
-            if channel::send_bytes(self.conn.as_fd(), &stop).is_err() {
-                self.hung_up = true;
-            }
-        }
-    }
-}
-
-/// Which descriptor a poll slot watches.
-#[derive(Clone, Copy)]
-pub(super) enum Slot {
-    Wake,
-    Conn(usize),
-    Exit(usize),
-}
-
 /// How many chunks a worker may hold once the chunks of the call are known
 /// to be fast (under [`FAST_CHUNK`] each); until then, and for slower
 /// ones, it holds one at a time: enough that it never waits for the
@@ -217,11 +132,6 @@ const BATCH_BYTES: usize = 16 * 1024;
 /// handed to an idle worker before it sleeps
 /// ([`Supervisor::look_for_answers`]).
 const ANSWER_LOOK: Duration = Duration::from_micros(50);
-/// How long to wait before trying again to fork a worker after a failure.
-const FORK_RETRY: Duration = Duration::from_millis(100);
-/// How long forks may keep failing, with no worker in service, before
-/// the queued tasks fail.
-const FORK_GIVE_UP: Duration = Duration::from_secs(2);
 /// How often to look at workers that have no pidfd (kernels before 5.3).
 const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
 
@@ -312,104 +222,6 @@ impl Supervisor {
         for chunk in self.queue.drain(..) {
             chunk.finish(Err(why.clone()));
         }
-    }
-
-    /// Forks replacements until `size` workers are in service, while
-    /// there is work to do or may come.
-    fn keep_workers(&mut self) {
-        let wanted = if self.state == State::Running || !self.queue.is_empty() {
-            self.size
-        } else {
-            0
-        };
-        if self.retry_fork_at.is_some_and(|at| Instant::now() < at) {
-            return;
-        }
-        self.retry_fork_at = None;
-        while self.in_service() < wanted {
-            let Err(e) = self.fork_worker() else {
-                self.fork_failing_since = None;
-                continue;
-            };
-            log::warn!("mpcore pool: could not start a worker: {e}");
-            let now = Instant::now();
-            self.retry_fork_at = Some(now + FORK_RETRY);
-            // While some worker is in service, the queue just waits for
-            // it or for the retry. With none, a shortage that passes (a
-            // moment without a free descriptor or process slot) must
-            // cost nothing: only when forks have failed for
-            // FORK_GIVE_UP does the queue fail, rather than let its
-            // callers wait for ever.
-            if self.in_service() > 0 || self.queue.is_empty() {
-                return;
-            }
-            let since = *self.fork_failing_since.get_or_insert(now);
-            if now.duration_since(since) >= FORK_GIVE_UP {
-                let why = Lost::Failed(Error::NoWorker {
-                    tried: FORK_GIVE_UP,
-                    reason: e.to_string(),
-                });
-                for chunk in self.queue.drain(..) {
-                    chunk.finish(Err(why.clone()));
-                }
-                // Tasks that come later get the same grace.
-                self.fork_failing_since = None;
-            }
-            return;
-        }
-    }
-
-    fn in_service(&self) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| !w.stopping && !w.hung_up && !w.unreachable && !w.dead)
-            .count()
-    }
-
-    fn fork_worker(&mut self) -> Result<()> {
-        let (here, there) = channel::pair()?;
-        self.forked += 1;
-        // The closure owns the worker's end of the socket; `spawn` drops
-        // this process's copy of it before returning, so the worker holds
-        // the only one.
-        let number = self.forked;
-        let builder = process::Builder::new()
-            .start_method(self.start_method)
-            .name(format!("{}-{number}", worker_name(self.start_method)))
-            .daemon(true);
-        let process = match &self.spawner {
-            // A fresh run of the program: its socket end travels with it,
-            // and this process's copy is dropped once it is sent.
-            Some(spawner) => spawner(builder, there, number, self.start_method)?,
-            None => {
-                name_worker_panics();
-                builder.spawn({
-                    let initializer = self.initializer.clone();
-                    move || worker_main(there, number, initializer)
-                })?
-            }
-        };
-        self.workers.push(Worker {
-            process,
-            conn: here,
-            jobs: VecDeque::new(),
-            last_result: Instant::now(),
-            tasks_done: 0,
-            stopping: false,
-            hung_up: false,
-            unreachable: false,
-            dead: false,
-            read_error: None,
-        });
-        self.publish_pids();
-        Ok(())
-    }
-
-    fn publish_pids(&self) {
-        let pids = self.workers.iter().filter(|w| !w.dead).map(Worker::pid);
-        let mut shared = self.pids.lock().unwrap_or_else(PoisonError::into_inner);
-        shared.clear();
-        shared.extend(pids);
     }
 
     /// Hands out queued chunks: first one to every idle worker, then,
@@ -671,54 +483,5 @@ impl Supervisor {
             worker.last_result = now;
         }
         count
-    }
-
-    /// If worker `i` has exited: collects what it sent before, fails the
-    /// chunk it was running, puts the chunks it never started back at the
-    /// front of the queue, and reaps it.
-    fn reap_if_exited(&mut self, i: usize) {
-        if self.workers[i].dead || self.workers[i].process.is_alive() {
-            return;
-        }
-        self.read_results(i);
-        let worker = &mut self.workers[i];
-        worker.dead = true;
-        // A worker starts its next chunk only after it has sent the
-        // results of the one before, and those are all read by now: so the
-        // first chunk left is the one it was running (or about to), and
-        // the others never started. Only the first is lost.
-        let running = worker.jobs.pop_front();
-        while let Some(not_started) = worker.jobs.pop_back() {
-            self.queue.push_front(not_started);
-        }
-        let worker = &mut self.workers[i];
-        if let Some(chunk) = running {
-            let (pid, status) = (worker.pid(), worker.process.exit_status());
-            let why = match worker.read_error.take() {
-                Some(e) => Lost::Failed(e),
-                None => Lost::WorkerDied { pid, status },
-            };
-            log::warn!("mpcore pool: {}; starting a replacement", why.to_error());
-            chunk.finish(Err(why));
-        }
-    }
-
-    /// Kills every worker, fails every task not finished, reaps them all.
-    fn kill_all(&mut self) {
-        // Signal all first, so they die together, then reap one by one.
-        for worker in &self.workers {
-            let _ = worker.process.kill();
-        }
-        for mut worker in self.workers.drain(..) {
-            for chunk in worker.jobs.drain(..) {
-                chunk.finish(Err(Lost::Terminated));
-            }
-            // A daemon `Process` kills (again, harmlessly) and reaps on drop.
-            drop(worker);
-        }
-        for chunk in self.queue.drain(..) {
-            chunk.finish(Err(Lost::Terminated));
-        }
-        self.publish_pids();
     }
 }
