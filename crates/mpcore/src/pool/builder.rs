@@ -14,9 +14,8 @@ use serde::de::DeserializeOwned;
 use super::Pool;
 use super::supervisor::{State, Supervisor, Wake};
 use super::worker::{SpawnWorker, spawner};
-use crate::base::StartMethod;
-use crate::base::panic_message;
-use crate::base::{Error, Result};
+use crate::base::{Error, Result, StartMethod, get_start_method, panic_message};
+use crate::os;
 use crate::wire::channel;
 
 /// Python's rule for `map`'s default chunk size: cut the input into about
@@ -305,7 +304,7 @@ impl Builder {
     /// start a worker yet; [`Error::Os`] when the thread or a worker cannot
     /// be started.
     pub fn build(self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let processes = self.processes.unwrap_or_else(os::cpu_count);
         if processes == 0 {
             return Err(Error::InvalidArgument("a pool needs at least one process"));
         }
@@ -314,7 +313,7 @@ impl Builder {
                 "max_tasks_per_child must be at least 1",
             ));
         }
-        let start_method = self.start_method.unwrap_or_else(crate::get_start_method);
+        let start_method = self.start_method.unwrap_or_else(get_start_method);
         // Only a fork needs no way to start a worker from scratch.
         let spawner = match (start_method, &self.initializer) {
             (StartMethod::Fork, _) => None,

@@ -28,8 +28,8 @@ pub(super) fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
 
 /// What every chunk of one call shares, and how a chunk of it is made.
 pub(super) struct Call {
-    /// The addresses of the task and of the trampoline that runs it.
-    pub(super) trampoline: u64,
+    /// The addresses of the task and of the entry that runs it.
+    pub(super) entry: u64,
     pub(super) func: u64,
     pub(super) reply: mpsc::Sender<ChunkDone>,
     pub(super) speed: Arc<Speed>,
@@ -40,7 +40,7 @@ impl Call {
     /// Chunk `index` of the call: the `count` arguments encoded in `args`.
     pub(super) fn chunk(&self, index: usize, count: u32, args: &[u8]) -> Result<Chunk> {
         let mut packet = codec::encode(&ToWorker::Run {
-            trampoline: self.trampoline,
+            entry: self.entry,
             func: self.func,
             count,
         })?;

@@ -480,10 +480,10 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let trampoline = run_chunk::<T, R> as ChunkEntry as *const ();
+    let entry = run_chunk::<T, R> as ChunkEntry as *const ();
     let func = f as *const ();
     if method != StartMethod::Fork
-        && !(spawn::in_anchor_image(func as usize) && spawn::in_anchor_image(trampoline as usize))
+        && !(spawn::in_anchor_image(func as usize) && spawn::in_anchor_image(entry as usize))
     {
         return Err(Error::InvalidArgument(
             "a pool task under StartMethod::Spawn or ForkServer must be a function of the \
@@ -493,7 +493,7 @@ where
     }
     let (reply, done) = mpsc::channel();
     let call = Call {
-        trampoline: fn_addr(trampoline),
+        entry: fn_addr(entry),
         func: fn_addr(func),
         reply,
         speed: Arc::new(Speed::default()),

@@ -34,14 +34,10 @@ pub(super) type ChunkEntry = fn(func: u64, args: &[u8], count: u32) -> Vec<u8>;
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum ToWorker {
     /// Call the `fn(T) -> R` at `func` through the [`ChunkEntry`] at
-    /// `trampoline` (instantiated for the same `T` and `R`) on each of the
+    /// `entry` (instantiated for the same `T` and `R`) on each of the
     /// `count` arguments that follow. (The count is needed: a `()`
     /// argument takes no bytes at all.)
-    Run {
-        trampoline: u64,
-        func: u64,
-        count: u32,
-    },
+    Run { entry: u64, func: u64, count: u32 },
     /// Leave the loop and exit.
     Stop,
     /// Several chunks in one packet, so that one system call carries them

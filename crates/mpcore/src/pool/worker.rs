@@ -23,7 +23,7 @@ use crate::wire::channel;
 use crate::wire::codec;
 use crate::wire::handles::Descriptor;
 
-/// The trampoline for tasks `fn(T) -> R`: decodes each argument, calls the
+/// The entry for tasks `fn(T) -> R`: decodes each argument, calls the
 /// task, encodes each outcome. Runs in the worker, where nothing may
 /// unwind: a panic in the task, in an argument's `Deserialize`, in a
 /// result's `Serialize` or `Drop`, fails that one task with its message,
@@ -356,14 +356,8 @@ pub(super) fn run_packet(
     broken: Option<&str>,
     shift: u64,
 ) -> bool {
-    let Ok((
-        ToWorker::Run {
-            trampoline,
-            func,
-            count,
-        },
-        args,
-    )) = postcard::take_from_bytes::<ToWorker>(packet)
+    let Ok((ToWorker::Run { entry, func, count }, args)) =
+        postcard::take_from_bytes::<ToWorker>(packet)
     else {
         return false;
     };
@@ -373,9 +367,8 @@ pub(super) fn run_packet(
     // of the pool's process, with the same executable mapped at the same
     // addresses (`shift` is 0), or a fresh run of the same executable,
     // whose image lies `shift` bytes away from the pool's.
-    let trampoline = unsafe {
-        std::mem::transmute::<*const (), ChunkEntry>(fn_ptr(trampoline.wrapping_add(shift)))
-    };
+    let entry =
+        unsafe { std::mem::transmute::<*const (), ChunkEntry>(fn_ptr(entry.wrapping_add(shift))) };
     let results = match broken {
         // A panic's outcome is encoded alike whatever the task returns.
         Some(message) => {
@@ -386,7 +379,7 @@ pub(super) fn run_packet(
             }
             results
         }
-        None => trampoline(func.wrapping_add(shift), args, count),
+        None => entry(func.wrapping_add(shift), args, count),
     };
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.

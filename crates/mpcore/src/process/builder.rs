@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Process;
-use crate::base::{Error, Result, StartMethod};
+use crate::base::{Error, Result, StartMethod, get_start_method};
 use crate::start::child::{lock_std_streams, run_child, single_threaded};
 use crate::start::{Task, exec, forkserver};
 use crate::wire::channel;
@@ -64,7 +64,7 @@ impl Builder {
     }
 
     fn method(&self) -> StartMethod {
-        self.start_method.unwrap_or_else(crate::get_start_method)
+        self.start_method.unwrap_or_else(get_start_method)
     }
 
     /// Forks a child process that runs `f` and sends back what it returns.

@@ -12,8 +12,7 @@
 //! 3. The tail never catches the head: a full ring never reads as empty.
 //! 4. Only the producers' lock moves the tail and only the consumers'
 //!    lock moves the head, each with one store of one 64-bit word.
-//! 5. A ring that was read gives its pages back, beyond the first
-//!    [`KEEP`] bytes.
+//! 5. A ring that was read gives back its pages beyond the first [`KEEP`].
 //!
 //! The tests that prove them: (1) and (2)
 //! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring` and

@@ -1,31 +1,25 @@
 //! [`StartMethod::Spawn`](crate::StartMethod::Spawn): a child that is a
 //! fresh `exec` of the same program.
 //!
-//!
 //! The parent execs `/proc/self/exe`, which names the very file it runs
 //! from even if that file has since been replaced or deleted, with one
 //! environment variable set: the number of the child's end of the result
 //! socket, and the parent's pid. Before anything else arrives on that
 //! socket, the parent has already written two packets to it:
 //!
-//! 1. an [`Entry`]: where the task is, and the descriptors of the handles
+//! 1. an `Entry` (`task.rs`): where the task is, and the descriptors of the handles
 //!    in the argument (`SCM_RIGHTS`);
-//! 2. the encoded argument ([`channel::send_bytes`]).
+//! 2. the encoded argument (`channel::send_bytes`).
 //!
-//! In the child, a constructor of mpcore's (a function in the ELF
-//! `.init_array`, which the loader calls before `main`) sees the variable,
+//! In the child, a constructor of mpcore's (`hook.rs`) sees the variable,
 //! reads both packets, runs the task, sends its result as a forked child
 //! does, and `_exit`s. So `main` never runs a second time, and no set-up is
 //! asked of the program: the test harness's own `main` is skipped the same
 //! way. A program that does not spawn has the variable unset, and the
 //! constructor returns at once.
 //!
-//! A function's address changes from run to run (ASLR), but not its
-//! distance from another function of the same executable: the parent
-//! sends offsets from an anchor (the constructor itself), and the child
-//! adds them to its own anchor. The task is reached through a trampoline,
-//! [`run_task::<A, R>`](run_task), instantiated for the argument and
-//! result types, as the pool's `run_chunk::<T, R>` is.
+//! How the task names its function in a fresh run of the program is
+//! `task.rs`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;

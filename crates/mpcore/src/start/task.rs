@@ -27,11 +27,11 @@ use crate::wire::{channel, codec, handles};
 /// `SCM_MAX_FD`): the most handles one argument may hold.
 const MAX_HANDLES: usize = 253;
 
-/// Where the task is, as offsets from [`anchor`], and how many handle
+/// Where the task is (its entry and its function), as offsets from [`anchor`], and how many handle
 /// descriptors came with this packet.
 #[derive(Serialize, Deserialize)]
 struct Entry {
-    trampoline: i64,
+    entry: i64,
     function: i64,
     /// The anchor's distance from the start of its image: the same in
     /// parent and child when both run the same file.
@@ -39,9 +39,9 @@ struct Entry {
     handles: u32,
 }
 
-/// The trampoline's type: the task's address, the encoded argument, the
+/// A task entry's type: the task's address, the encoded argument, the
 /// handles' descriptors, the result socket and the parent's pid.
-type Trampoline = for<'a> fn(usize, Vec<u8>, Vec<OwnedFd>, BorrowedFd<'a>, Pid) -> i32;
+type TaskEntry = for<'a> fn(usize, Vec<u8>, Vec<OwnedFd>, BorrowedFd<'a>, Pid) -> i32;
 
 /// The address every offset is taken from: a function of mpcore's own,
 /// in the same image as every function a task may name.
@@ -70,7 +70,7 @@ fn image_base(address: usize) -> Option<usize> {
 /// descriptors of the handles in it, borrowed from the argument (hence
 /// the lifetime: the argument must outlive the sending).
 pub(crate) struct Task<'arg> {
-    trampoline: usize,
+    entry: usize,
     function: usize,
     arg: Vec<u8>,
     fds: Vec<RawFd>,
@@ -86,7 +86,7 @@ impl<'arg> Task<'arg> {
     {
         let (encoded, fds) = handles::collect(|| codec::encode(arg));
         Ok(Task {
-            trampoline: run_task::<A, R> as Trampoline as usize,
+            entry: run_task::<A, R> as TaskEntry as usize,
             function: f as usize,
             arg: encoded?,
             fds,
@@ -99,10 +99,10 @@ impl<'arg> Task<'arg> {
     /// gets the second end; the first is the parent's end of the result
     /// socket.
     pub(crate) fn packed(&self) -> Result<(OwnedFd, OwnedFd)> {
-        let (trampoline, function, fds) = (self.trampoline, self.function, &self.fds[..]);
+        let (entry, function, fds) = (self.entry, self.function, &self.fds[..]);
         let anchor = anchor();
         let base = image_base(anchor);
-        if image_base(trampoline) != base || image_base(function) != base {
+        if image_base(entry) != base || image_base(function) != base {
             return Err(Error::InvalidArgument(
                 "spawn_fn under StartMethod::Spawn or ForkServer needs a function of the program \
                  itself (or of the library that holds mpcore), not one from another shared \
@@ -116,7 +116,7 @@ impl<'arg> Task<'arg> {
             ));
         }
         let entry = Entry {
-            trampoline: trampoline.wrapping_sub(anchor) as i64,
+            entry: entry.wrapping_sub(anchor) as i64,
             function: function.wrapping_sub(anchor) as i64,
             anchor_in_image: base.map(|base| (anchor - base) as u64),
             handles: fds.len() as u32,
@@ -160,14 +160,13 @@ pub(crate) fn run_sent_task(tx: BorrowedFd<'_>, parent: Pid) -> i32 {
             "it is not the same program as its parent (the executable differs)".to_owned(),
         );
     }
-    let trampoline = anchor.wrapping_add(entry.trampoline as usize);
     let function = anchor.wrapping_add(entry.function as usize);
+    let entry = anchor.wrapping_add(entry.entry as usize);
     // SAFETY: the parent took this offset from a `run_task::<A, R>` of the
     // same executable (checked just above and by the parent's `dladdr`),
-    // so it is that function here too, and of type `Trampoline`.
-    let trampoline =
-        unsafe { std::mem::transmute::<*const (), Trampoline>(trampoline as *const ()) };
-    trampoline(function, arg, fds, tx, parent)
+    // so it is that function here too, and of type `TaskEntry`.
+    let entry = unsafe { std::mem::transmute::<*const (), TaskEntry>(entry as *const ()) };
+    entry(function, arg, fds, tx, parent)
 }
 
 /// The first packet: the [`Entry`] and the handles' descriptors.
