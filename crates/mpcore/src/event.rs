@@ -22,9 +22,9 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use serde::{Deserialize, Serialize};
 
 use crate::base::{Error, Result};
-use crate::os::deadline;
 use crate::os::futex;
 use crate::os::memfd::Segment;
+use crate::os::{deadline, spin};
 use crate::wire::handles;
 
 /// A flag that processes (and threads) share and can wait for, Python's
@@ -186,14 +186,9 @@ impl Event {
         // running sets its event within microseconds, and falling asleep
         // and being woken costs more than that (a `set` then needs no
         // system call either, as nobody sleeps yet).
-        let spin_until = Instant::now() + SPIN;
-        while Instant::now() < spin_until {
-            if wait_is_over(start, word.load(Ordering::Relaxed)) {
-                return Ok(());
-            }
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
+        let over = || wait_is_over(start, word.load(Ordering::Relaxed)).then_some(());
+        if spin::until(Instant::now() + SPIN, over).is_some() {
+            return Ok(());
         }
         loop {
             let mut now = word.load(Ordering::SeqCst);

@@ -8,7 +8,8 @@
 //! - `memfd.rs`: a shared mapping of an anonymous memfd;
 //! - `pidfd.rs`: a descriptor that names one process;
 //! - `poll.rs`: waiting for descriptors to become readable;
-//! - `fds.rs`: descriptors received over a socket (`SCM_RIGHTS`).
+//! - `fds.rs`: descriptors received over a socket (`SCM_RIGHTS`);
+//! - `spin.rs`: looking again for a moment before sleeping.
 
 pub(crate) mod deadline;
 pub(crate) mod fds;
@@ -17,6 +18,7 @@ pub(crate) mod memfd;
 pub(crate) mod mutex;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
+pub(crate) mod spin;
 
 /// The number of CPUs this process may run on: see [`crate::cpu_count`].
 pub(crate) fn cpu_count() -> usize {

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use super::deadline;
 use super::memfd::Segment;
+use super::{deadline, spin};
 use crate::base::{Error, Result};
 
 /// How many times [`RawMutex::lock`] looks at a busy lock before it
@@ -164,9 +164,7 @@ impl RawMutex {
                     return ("pthread_mutex_trylock", rc);
                 }
             }
-            for _ in 0..SPIN_PAUSES {
-                std::hint::spin_loop();
-            }
+            spin::pause(SPIN_PAUSES);
         }
         // SAFETY: `self.0` is an initialised mutex in live shared memory
         // (the invariant of `RawMutex`).

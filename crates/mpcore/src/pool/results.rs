@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use super::chunk::{CallDone, ChunkDone};
 use super::wire::ChunkResults;
 use crate::base::{Error, Result};
+use crate::os::spin;
 
 /// The results of a call as they come back, in input order or as they
 /// finish: what [`Imap`] and [`AsyncResult`] read, and what `map` collects.
@@ -222,18 +223,11 @@ impl<R: DeserializeOwned> Results<R> {
             return None;
         }
         let until = (self.submitted + typical * 2).min(Instant::now() + CALLER_LOOK_MAX);
-        while Instant::now() < until {
-            match self.done.try_recv() {
-                Ok(done) => return Some(Some(done)),
-                Err(mpsc::TryRecvError::Disconnected) => return Some(None),
-                Err(mpsc::TryRecvError::Empty) => {
-                    for _ in 0..64 {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        }
-        None
+        spin::until(until, || match self.done.try_recv() {
+            Ok(done) => Some(Some(done)),
+            Err(mpsc::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::TryRecvError::Empty) => None,
+        })
     }
 
     /// What `map` returns: waits for its `chunks` chunks of `tasks` tasks

@@ -68,6 +68,7 @@ use crate::base::{Error, Result};
 use crate::os::deadline::Wait;
 use crate::os::memfd::Segment;
 use crate::os::mutex::RawMutex;
+use crate::os::spin;
 
 /// The ring's size. Positions fit in 32 bits.
 const CAP: usize = 1 << 31;
@@ -397,11 +398,9 @@ impl Ring {
         let spin = Instant::now() + SPIN;
         let until = wait.deadline().map_or(spin, |at| at.min(spin));
         let tail = &self.header().tail.end;
-        while unpack(tail.load(Ordering::Relaxed)).1 == taken && Instant::now() < until {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-        }
+        spin::until(until, || {
+            (unpack(tail.load(Ordering::Relaxed)).1 != taken).then_some(())
+        });
     }
 
     /// After a `get` (under the consumers' lock) moved the head to `next`,

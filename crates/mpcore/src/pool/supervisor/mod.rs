@@ -64,7 +64,7 @@ use super::chunk::{Chunk, Lost, batch_packet, fail_all};
 use super::worker::SpawnWorker;
 use crate::base::StartMethod;
 use crate::base::{Error, Result};
-use crate::os::poll;
+use crate::os::{poll, spin};
 use crate::wire::channel;
 
 mod workers;
@@ -408,23 +408,11 @@ impl Supervisor {
         if waiting.is_empty() {
             return false;
         }
-        let until = Instant::now() + ANSWER_LOOK;
-        loop {
-            for &i in &waiting {
-                if self.read_results(i) > 0 {
-                    return true;
-                }
-            }
-            if self.wake.pending.load(Ordering::SeqCst) {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-        }
+        spin::until(Instant::now() + ANSWER_LOOK, || {
+            let answered = waiting.iter().any(|&i| self.read_results(i) > 0);
+            (answered || self.wake.pending.load(Ordering::SeqCst)).then_some(())
+        })
+        .is_some()
     }
 
     /// Reads every result worker `i` has sent.
