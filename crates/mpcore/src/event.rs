@@ -12,6 +12,7 @@
 //! even if a `clear` came at once.
 
 use std::fmt;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -19,13 +20,12 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use serde::{Deserialize, Serialize};
 
 use crate::base::{Error, Result};
 use crate::os::futex;
 use crate::os::memfd::Segment;
 use crate::os::{deadline, spin};
-use crate::wire::handles;
+use crate::wire::handles::{Handle, travels_as_descriptor};
 
 /// A flag that processes (and threads) share and can wait for, Python's
 /// `multiprocessing.Event`.
@@ -105,21 +105,22 @@ const SPIN: Duration = Duration::from_micros(20);
 /// An event travels to a spawned child as its memfd's descriptor (see
 /// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
 /// serializes nowhere else.
-impl Serialize for Event {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        handles::serialize(serializer, "Event", self.segment.memfd(), 0)
+impl Handle for Event {
+    const WHAT: &'static str = "Event";
+
+    fn memfd(&self) -> BorrowedFd<'_> {
+        self.segment.memfd()
+    }
+
+    fn from_memfd(memfd: OwnedFd, _: u64) -> Result<Self> {
+        let segment = Segment::from_memfd(memfd, size_of::<AtomicU32>())?;
+        Ok(Event {
+            segment: Arc::new(segment),
+        })
     }
 }
 
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (memfd, _) = handles::deserialize(deserializer, "Event")?;
-        let segment = Segment::from_memfd(memfd, size_of::<AtomicU32>())
-            .map(Arc::new)
-            .map_err(|e| handles::map_error("Event", e))?;
-        Ok(Event { segment })
-    }
-}
+travels_as_descriptor!(Event);
 
 impl Event {
     /// A new event, not set (Python's `mp.Event()`).

@@ -3,15 +3,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::base::Result;
 use crate::os::memfd::Segment;
 use crate::os::mutex::{Held, RawMutex};
-use crate::wire::handles;
+use crate::wire::handles::{Handle, travels_as_descriptor};
 
 /// A lock that processes (and threads) share, Python's
 /// `multiprocessing.Lock`.
@@ -87,24 +86,26 @@ impl fmt::Debug for Lock {
 /// A lock travels to a spawned child as its memfd's descriptor (see
 /// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
 /// serializes nowhere else.
-impl Serialize for Lock {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        handles::serialize(serializer, "Lock", self.segment.memfd(), 0)
-    }
-}
+impl Handle for Lock {
+    const WHAT: &'static str = "Lock";
 
-impl<'de> Deserialize<'de> for Lock {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (memfd, _) = handles::deserialize(deserializer, "Lock")?;
-        let segment = Segment::from_memfd(memfd, size_of::<libc::pthread_mutex_t>())
-            .map(Arc::new)
-            .map_err(|e| handles::map_error("Lock", e))?;
+    fn memfd(&self) -> BorrowedFd<'_> {
+        self.segment.memfd()
+    }
+
+    fn from_memfd(memfd: OwnedFd, _: u64) -> Result<Self> {
+        let segment = Arc::new(Segment::from_memfd(
+            memfd,
+            size_of::<libc::pthread_mutex_t>(),
+        )?);
         // SAFETY: the sender's `Lock::new` initialised the mutex at the
         // start of the segment, which lives as long as the `Lock`.
         let mutex = unsafe { RawMutex::at(segment.base()) };
         Ok(Lock { segment, mutex })
     }
 }
+
+travels_as_descriptor!(Lock);
 
 impl Lock {
     /// A new, unlocked lock (Python's `mp.Lock()`).

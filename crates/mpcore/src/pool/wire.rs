@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chunk::{ChunkDone, Lost};
 use crate::base::{Error, Result};
+use crate::start::task;
 use crate::wire::codec;
 
 /// Runs one chunk in a worker: the task's address, the encoded arguments
@@ -60,15 +61,18 @@ pub(super) enum TaskOutcome<R> {
     NotSent(String),
 }
 
-/// The address of a function, as a number that can travel to a worker.
+/// A function, as a number that can travel to a worker: its offset from
+/// mpcore's anchor ([`task::offset_of`]), which names the same function
+/// in a forked worker and, for a function of the program itself, in a
+/// worker that is a fresh run of it.
 pub(super) fn fn_addr(f: *const ()) -> u64 {
-    f.expose_provenance() as u64
+    task::offset_of(f.expose_provenance())
 }
 
-/// The pointer that [`fn_addr`] made a number of; still to be transmuted
-/// to the right `fn` type by the caller, who knows it.
+/// The pointer that [`fn_addr`] made a number of, in this process; still
+/// to be transmuted to the right `fn` type by the caller, who knows it.
 pub(super) fn fn_ptr(addr: u64) -> *const () {
-    std::ptr::with_exposed_provenance(addr as usize)
+    std::ptr::with_exposed_provenance(task::address_at(addr))
 }
 
 /// One [`ToWorker::Batch`] packet holding `count` whole `Run` packets.

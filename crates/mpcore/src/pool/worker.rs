@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Initializer;
-use super::wire::{ChunkEntry, TaskOutcome, ToWorker, batch_parts, fn_ptr};
+use super::wire::{ChunkEntry, TaskOutcome, ToWorker, batch_parts, fn_addr, fn_ptr};
 use crate::base::StartMethod;
 use crate::base::catch;
 use crate::base::{Error, Result};
@@ -40,8 +40,8 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     // the process that took it, and fork copies the whole address space,
     // the same executable image at the same place; or it is a fresh run of
     // the same executable (checked when it started), the pool checked that
-    // `f` lies in the image that moves with the anchor, and `run_packet`
-    // moved the address by as much as that image moved ([`WorkerStart`]).
+    // `f` lies in the image that moves with the anchor, and the address
+    // is taken from this run's anchor ([`fn_ptr`]).
     let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
     let mut out = Vec::new();
     let mut starts = Vec::with_capacity(count as usize);
@@ -235,7 +235,7 @@ pub(super) fn worker_main(conn: OwnedFd, number: usize, initializer: Option<Init
     WORKER_NUMBER.store(number, Ordering::Relaxed);
     let broken = initializer.and_then(|init| initialize(|| init.run()));
     // Forked: every address the pool sends is right here as it is.
-    worker_loop(conn.as_fd(), broken.as_deref(), 0);
+    worker_loop(conn.as_fd(), broken.as_deref());
 }
 
 /// Runs the pool's initializer; the message a task gets if it panicked.
@@ -254,17 +254,14 @@ fn initialize(init: impl FnOnce()) -> Option<String> {
 /// number, and the initializer with its argument, serialized (a handle in
 /// that argument travels as a descriptor).
 ///
-/// Addresses of functions taken in the pool's process are wrong in a
-/// fresh run, whose image the kernel loaded somewhere else (ASLR), but the
-/// whole image moved as one: the worker adds the distance between its own
-/// anchor and the pool's (`anchor`) to every address it is sent.
+/// Functions travel as offsets from mpcore's anchor (`wire::fn_addr`),
+/// which mean the same in a fresh run of the program as in the pool's.
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "A: Serialize", deserialize = "A: DeserializeOwned"))]
 struct WorkerStart<A> {
     conn: Descriptor,
     number: usize,
     kind: u8,
-    anchor: u64,
     /// The initializer's address (in the pool's process) and argument.
     init: Option<(u64, A)>,
 }
@@ -292,7 +289,7 @@ where
                          its address would mean nothing in a fresh run of the program",
                     ));
                 }
-                Some((addr as u64, arg.clone()))
+                Some((fn_addr(addr as *const ()), arg.clone()))
             }
             None => None,
         };
@@ -300,7 +297,6 @@ where
             conn: Descriptor(conn),
             number,
             kind: kind(method),
-            anchor: spawn::anchor_address() as u64,
             init,
         };
         builder.spawn_fn(worker_entry::<A>, start)
@@ -316,29 +312,28 @@ fn worker_entry<A: Serialize + DeserializeOwned>(start: WorkerStart<A>) {
     // This process has one thread and nothing else that could hold the
     // hook's lock: safe to take it here.
     name_worker_panics();
-    let shift = spawn::anchor_address().wrapping_sub(start.anchor as usize) as u64;
     let broken = start.init.and_then(|(addr, arg)| {
         // SAFETY: the pool took `addr` from an `fn(A)` (its initializer,
         // `spawner::<A>`, checked to lie in the anchor's image), and sent
-        // it with this very instantiation `worker_entry::<A>`; moved by
-        // `shift`, it is that function in this run of the same executable.
-        let f =
-            unsafe { std::mem::transmute::<*const (), fn(A)>(fn_ptr(addr.wrapping_add(shift))) };
+        // it with this very instantiation `worker_entry::<A>`, as its
+        // offset from the anchor: in this run of the same executable
+        // (checked when it started), that offset names the same function.
+        let f = unsafe { std::mem::transmute::<*const (), fn(A)>(fn_ptr(addr)) };
         initialize(|| f(arg))
     });
-    worker_loop(start.conn.0.as_fd(), broken.as_deref(), shift);
+    worker_loop(start.conn.0.as_fd(), broken.as_deref());
 }
 
 /// Waits for a packet, runs it, sends the results back, until `Stop` or
-/// until the pool is gone. `shift` is added to every address the pool
-/// sends (0 in a forked worker).
-fn worker_loop(conn: BorrowedFd<'_>, broken: Option<&str>, shift: u64) {
+/// until the pool is gone.
+fn worker_loop(conn: BorrowedFd<'_>, broken: Option<&str>) {
     // Only this worker reads its socket, so it may sleep in `recvmsg`.
     while let Ok(packet) = channel::recv_bytes(conn) {
         let keep_going = match batch_parts(&packet) {
-            Some(mut chunks) => chunks
-                .all(|chunk| chunk.is_some_and(|chunk| run_packet(conn, chunk, broken, shift))),
-            None => run_packet(conn, &packet, broken, shift),
+            Some(mut chunks) => {
+                chunks.all(|chunk| chunk.is_some_and(|chunk| run_packet(conn, chunk, broken)))
+            }
+            None => run_packet(conn, &packet, broken),
         };
         if !keep_going {
             return;
@@ -349,13 +344,7 @@ fn worker_loop(conn: BorrowedFd<'_>, broken: Option<&str>, shift: u64) {
 /// Runs one `Run` packet and sends its results; `false` when the worker
 /// should exit (`Stop`, a packet it cannot read, or the pool gone). With
 /// `broken`, the initializer's panic, every task fails with it instead.
-/// `shift` moves the packet's addresses into this process's image.
-pub(super) fn run_packet(
-    conn: BorrowedFd<'_>,
-    packet: &[u8],
-    broken: Option<&str>,
-    shift: u64,
-) -> bool {
+pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&str>) -> bool {
     let Ok((ToWorker::Run { entry, func, count }, args)) =
         postcard::take_from_bytes::<ToWorker>(packet)
     else {
@@ -364,11 +353,10 @@ pub(super) fn run_packet(
     // SAFETY: the pool wrote this address with
     // `fn_addr(run_chunk::<T, R> as ChunkEntry as *const ())`, so it is
     // a `ChunkEntry`. It is valid in this process: either we are a fork
-    // of the pool's process, with the same executable mapped at the same
-    // addresses (`shift` is 0), or a fresh run of the same executable,
-    // whose image lies `shift` bytes away from the pool's.
-    let entry =
-        unsafe { std::mem::transmute::<*const (), ChunkEntry>(fn_ptr(entry.wrapping_add(shift))) };
+    // of the pool's process, with the same anchor at the same address, or
+    // a fresh run of the same executable (checked when it started), whose
+    // anchor moved with the whole image the entry lies in.
+    let entry = unsafe { std::mem::transmute::<*const (), ChunkEntry>(fn_ptr(entry)) };
     let results = match broken {
         // A panic's outcome is encoded alike whatever the task returns.
         Some(message) => {
@@ -379,7 +367,7 @@ pub(super) fn run_packet(
             }
             results
         }
-        None => entry(func.wrapping_add(shift), args, count),
+        None => entry(func, args, count),
     };
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.

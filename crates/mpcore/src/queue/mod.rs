@@ -2,15 +2,16 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::base::{Error, Result};
 use crate::wire::codec;
-use crate::wire::handles;
+use crate::wire::handles::{Handle, travels_as_descriptor};
 use ring::Ring;
 
 use crate::os::deadline::Wait;
@@ -84,22 +85,22 @@ impl<T> fmt::Debug for Queue<T> {
 /// A queue travels to a spawned child as its memfd's descriptor (see
 /// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
 /// serializes nowhere else.
-impl<T> Serialize for Queue<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        handles::serialize(serializer, "Queue", self.ring.memfd(), 0)
-    }
-}
+impl<T> Handle for Queue<T> {
+    const WHAT: &'static str = "Queue";
 
-impl<'de, T> Deserialize<'de> for Queue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (memfd, _) = handles::deserialize(deserializer, "Queue")?;
-        let ring = Ring::from_memfd(memfd).map_err(|e| handles::map_error("Queue", e))?;
+    fn memfd(&self) -> BorrowedFd<'_> {
+        self.ring.memfd()
+    }
+
+    fn from_memfd(memfd: OwnedFd, _: u64) -> Result<Self> {
         Ok(Queue {
-            ring: Arc::new(ring),
+            ring: Arc::new(Ring::from_memfd(memfd)?),
             _item: PhantomData,
         })
     }
 }
+
+travels_as_descriptor!(Queue<T>);
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// An empty queue (Python's `mp.Queue()`).

@@ -3,16 +3,16 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use serde::{Deserialize, Serialize};
 
 use super::{segment_for, segment_from};
 use crate::base::{Error, Result};
 use crate::os::memfd::Segment;
 use crate::os::mutex::{Held, RawMutex};
-use crate::wire::handles;
+use crate::wire::handles::{Handle, travels_as_descriptor};
 
 /// A fixed-length array of plain data that processes share, Python's
 /// `multiprocessing.Array`.
@@ -86,19 +86,21 @@ impl<T> fmt::Debug for Array<T> {
 /// length (see
 /// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
 /// serializes nowhere else.
-impl<T> Serialize for Array<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        handles::serialize(serializer, "Array", self.segment.memfd(), self.len as u64)
-    }
-}
+impl<T: Pod> Handle for Array<T> {
+    const WHAT: &'static str = "Array";
 
-impl<'de, T: Pod> Deserialize<'de> for Array<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (memfd, len) = handles::deserialize(deserializer, "Array")?;
+    fn memfd(&self) -> BorrowedFd<'_> {
+        self.segment.memfd()
+    }
+
+    fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    fn from_memfd(memfd: OwnedFd, len: u64) -> Result<Self> {
         let len = usize::try_from(len)
-            .map_err(|_| serde::de::Error::custom("an Array too long for this machine"))?;
-        let (segment, mutex, data) =
-            segment_from::<T>(memfd, len).map_err(|e| handles::map_error("Array", e))?;
+            .map_err(|_| Error::InvalidArgument("an Array too long for this machine"))?;
+        let (segment, mutex, data) = segment_from::<T>(memfd, len)?;
         Ok(Array {
             segment,
             mutex,
@@ -107,6 +109,8 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
         })
     }
 }
+
+travels_as_descriptor!(Array<T>);
 
 impl<T: Pod> Array<T> {
     /// A new shared array holding a copy of `items` (Python's

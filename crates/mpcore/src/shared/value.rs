@@ -3,16 +3,16 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use serde::{Deserialize, Serialize};
 
 use super::{segment_for, segment_from};
 use crate::base::Result;
 use crate::os::memfd::Segment;
 use crate::os::mutex::{Held, RawMutex};
-use crate::wire::handles;
+use crate::wire::handles::{Handle, travels_as_descriptor};
 
 /// One value of plain data that processes share, Python's
 /// `multiprocessing.Value`.
@@ -85,17 +85,15 @@ impl<T> fmt::Debug for Value<T> {
 /// A value travels to a spawned child as its memfd's descriptor (see
 /// [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)); it
 /// serializes nowhere else.
-impl<T> Serialize for Value<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        handles::serialize(serializer, "Value", self.segment.memfd(), 1)
-    }
-}
+impl<T: Pod> Handle for Value<T> {
+    const WHAT: &'static str = "Value";
 
-impl<'de, T: Pod> Deserialize<'de> for Value<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (memfd, _) = handles::deserialize(deserializer, "Value")?;
-        let (segment, mutex, data) =
-            segment_from::<T>(memfd, 1).map_err(|e| handles::map_error("Value", e))?;
+    fn memfd(&self) -> BorrowedFd<'_> {
+        self.segment.memfd()
+    }
+
+    fn from_memfd(memfd: OwnedFd, _: u64) -> Result<Self> {
+        let (segment, mutex, data) = segment_from::<T>(memfd, 1)?;
         Ok(Value {
             segment,
             mutex,
@@ -103,6 +101,8 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
         })
     }
 }
+
+travels_as_descriptor!(Value<T>);
 
 impl<T: Pod> Value<T> {
     /// A new shared value holding `value` (Python's `mp.Value(code, value)`).

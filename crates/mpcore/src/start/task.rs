@@ -31,8 +31,8 @@ const MAX_HANDLES: usize = 253;
 /// descriptors came with this packet.
 #[derive(Serialize, Deserialize)]
 struct Entry {
-    entry: i64,
-    function: i64,
+    entry: u64,
+    function: u64,
     /// The anchor's distance from the start of its image: the same in
     /// parent and child when both run the same file.
     anchor_in_image: Option<u64>,
@@ -116,8 +116,8 @@ impl<'arg> Task<'arg> {
             ));
         }
         let entry = Entry {
-            entry: entry.wrapping_sub(anchor) as i64,
-            function: function.wrapping_sub(anchor) as i64,
+            entry: offset_of(entry),
+            function: offset_of(function),
             anchor_in_image: base.map(|base| (anchor - base) as u64),
             handles: fds.len() as u32,
         };
@@ -160,8 +160,8 @@ pub(crate) fn run_sent_task(tx: BorrowedFd<'_>, parent: Pid) -> i32 {
             "it is not the same program as its parent (the executable differs)".to_owned(),
         );
     }
-    let function = anchor.wrapping_add(entry.function as usize);
-    let entry = anchor.wrapping_add(entry.entry as usize);
+    let function = address_at(entry.function);
+    let entry = address_at(entry.entry);
     // SAFETY: the parent took this offset from a `run_task::<A, R>` of the
     // same executable (checked just above and by the parent's `dladdr`),
     // so it is that function here too, and of type `TaskEntry`.
@@ -215,11 +215,17 @@ where
     child_main(move || f(arg), tx, parent)
 }
 
-/// The anchor's address in this run of the program. A pool's worker that
-/// is a fresh run gets the pool's anchor and translates the addresses the
-/// pool sends by the difference between the two.
-pub(crate) fn anchor_address() -> usize {
-    anchor()
+/// Where the function at `address` is, as a number that means the same
+/// function in a fork of this process and, for a function in the
+/// anchor's image ([`in_anchor_image`]), in a fresh run of the program:
+/// its distance from the anchor.
+pub(crate) fn offset_of(address: usize) -> u64 {
+    address.wrapping_sub(anchor()) as u64
+}
+
+/// The address in this process of the function [`offset_of`] described.
+pub(crate) fn address_at(offset: u64) -> usize {
+    anchor().wrapping_add(offset as usize)
 }
 
 /// Whether the function at `address` lies in the same image as the

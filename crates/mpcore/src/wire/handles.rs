@@ -143,19 +143,82 @@ pub(crate) fn map_error<E: serde::de::Error>(what: &'static str, e: Error) -> E 
     failed(format!("could not map the {what} that was received: {e}"))
 }
 
+/// A shared object that travels to a spawned child as its memfd's
+/// descriptor (and a length), and serializes nowhere else. Its serde
+/// impls come from [`travels_as_descriptor!`].
+pub(crate) trait Handle: Sized {
+    /// Its name in errors: "a Queue can be sent only ...".
+    const WHAT: &'static str;
+    /// The memfd under it, to send.
+    fn memfd(&self) -> BorrowedFd<'_>;
+    /// How many items it holds, for those whose size is not in their type.
+    fn len(&self) -> u64 {
+        0
+    }
+    /// The handle again, from a received memfd and its length.
+    fn from_memfd(memfd: OwnedFd, len: u64) -> crate::base::Result<Self>;
+}
+
+/// [`serialize`] for a [`Handle`].
+pub(crate) fn serialize_handle<H: Handle, S: Serializer>(
+    handle: &H,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serialize(serializer, H::WHAT, handle.memfd(), handle.len())
+}
+
+/// [`deserialize`] for a [`Handle`]: maps what was received.
+pub(crate) fn deserialize_handle<'de, H: Handle, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<H, D::Error> {
+    let (memfd, len) = deserialize(deserializer, H::WHAT)?;
+    H::from_memfd(memfd, len).map_err(|e| map_error(H::WHAT, e))
+}
+
+/// `Serialize` and `Deserialize` for a [`Handle`] type: as a descriptor.
+macro_rules! travels_as_descriptor {
+    ($name:ident $(<$param:ident>)?) => {
+        impl$(<$param>)? serde::Serialize for $name$(<$param>)?
+        where
+            Self: $crate::wire::handles::Handle,
+        {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                $crate::wire::handles::serialize_handle(self, serializer)
+            }
+        }
+
+        impl<'de $(, $param)?> serde::Deserialize<'de> for $name$(<$param>)?
+        where
+            Self: $crate::wire::handles::Handle,
+        {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> std::result::Result<Self, D::Error> {
+                $crate::wire::handles::deserialize_handle(deserializer)
+            }
+        }
+    };
+}
+pub(crate) use travels_as_descriptor;
+
 /// A plain descriptor that travels to a spawned child as the handles do:
 /// the socket on which a pool's spawned worker talks to its pool.
 #[derive(Debug)]
 pub(crate) struct Descriptor(pub(crate) OwnedFd);
 
-impl Serialize for Descriptor {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serialize(serializer, "descriptor", self.0.as_fd(), 0)
+impl Handle for Descriptor {
+    const WHAT: &'static str = "descriptor";
+
+    fn memfd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn from_memfd(memfd: OwnedFd, _: u64) -> crate::base::Result<Self> {
+        Ok(Descriptor(memfd))
     }
 }
 
-impl<'de> Deserialize<'de> for Descriptor {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        deserialize(deserializer, "descriptor").map(|(fd, _)| Descriptor(fd))
-    }
-}
+travels_as_descriptor!(Descriptor);
