@@ -211,7 +211,7 @@ fn fork_with_pipe(
                 }),
                 WaitStatus::Signaled(pid, signal, _) => Err(Error::Signaled {
                     pid: pid.as_raw(),
-                    signal,
+                    signal: signal.into(),
                 }),
                 _ => Ok(()),
             }

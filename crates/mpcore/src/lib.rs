@@ -115,7 +115,9 @@ pub mod job;
 pub mod logging;
 pub mod published;
 
-pub use base::{Error, ExitStatus, Result, StartMethod, get_start_method, set_start_method};
+pub use base::{
+    Errno, Error, ExitStatus, Result, Signal, StartMethod, get_start_method, set_start_method,
+};
 
 // The README's example is compiled and run with the other doc tests, so
 // that what a crates.io reader sees first keeps working.
@@ -125,9 +127,6 @@ struct ReadmeExample;
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
-/// The signals of [`Error::Signaled`] and [`ExitStatus::Signal`], re-exported
-/// so that callers need not depend on `nix` to name them.
-pub use nix::sys::signal::Signal;
 pub use pool::{AsyncResult, Pool};
 pub use process::Process;
 pub use queue::Queue;

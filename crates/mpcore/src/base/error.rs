@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::signal::Signal;
+use super::errno::Errno;
+use super::status::Signal;
 
 /// What went wrong. Every message reads as a sentence, and `Debug` prints
 /// that same sentence, so a `main` that returns `Result<(), mpcore::Error>`
@@ -470,8 +470,11 @@ impl std::fmt::Debug for Error {
 
 impl Error {
     /// Wraps a failed system call.
-    pub(crate) fn os(call: &'static str, errno: Errno) -> Self {
-        Error::Os { call, errno }
+    pub(crate) fn os(call: &'static str, errno: nix::errno::Errno) -> Self {
+        Error::Os {
+            call,
+            errno: Errno::from_raw(errno as i32),
+        }
     }
 
     /// Wraps a failed `call` that reported an `io::Error`: its errno when
@@ -479,7 +482,7 @@ impl Error {
     /// own, such as an unexpected end of file, has no errno).
     pub(crate) fn io(call: &'static str, e: std::io::Error) -> Self {
         match e.raw_os_error() {
-            Some(errno) => Error::os(call, Errno::from_raw(errno)),
+            Some(errno) => Error::os(call, nix::errno::Errno::from_raw(errno)),
             None => Error::Io {
                 call,
                 reason: e.to_string(),
@@ -600,8 +603,9 @@ mod tests {
             e,
             Error::Os {
                 call: "read",
-                errno: Errno::EBADF
-            }
+                errno
+            } if errno.raw() == libc::EBADF
+
         ));
     }
 }

@@ -6,13 +6,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid};
 
 use super::{EXITED, SERVER_ENV, read_i32s};
-use crate::base::{Error, ExitStatus, Result};
+use crate::base::{Error, ExitStatus, Result, Signal};
 use crate::start::exec::exec_self;
 use crate::start::task::Task;
 use crate::wire::channel;
@@ -191,10 +190,9 @@ pub(crate) fn read_report(reports: BorrowedFd<'_>, wait: bool) -> Result<Report>
     match read_i32s::<2>(reports, wait) {
         Ok(None) => Ok(Report::NotYet),
         Ok(Some([EXITED, code])) => Ok(Report::Ended(ExitStatus::Code(code))),
-        Ok(Some([_, signal])) => match Signal::try_from(signal) {
-            Ok(signal) => Ok(Report::Ended(ExitStatus::Signal(signal))),
-            Err(e) => Err(Error::os("waitid", e)),
-        },
+        Ok(Some([_, signal])) => Ok(Report::Ended(ExitStatus::Signal(Signal::from_number(
+            signal,
+        )))),
         Err(Errno::UnknownErrno | Errno::ECONNRESET) => Ok(Report::ServerGone),
         Err(e) => Err(Error::os("recv", e)),
     }
