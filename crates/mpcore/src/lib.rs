@@ -84,18 +84,26 @@
 //! [`Queue`] is safe to use from threads and children at once: its lock
 //! lives in the shared memory itself, so a holder in another thread of
 //! the parent releases it for the child too.
+//!
+//! # The source, by level
+//!
+//! Each folder of `src/` opens with a map of itself, and imports only
+//! from the levels below it:
+//!
+//! 1. `base/`: the error type and the plain values it names (an exit
+//!    status, a signal, a start method), and a panic as a message;
+//! 2. `os/`: one kernel mechanism a file: futex, deadlines, the robust
+//!    mutex, memfd mappings, pidfds, poll, descriptors over a socket;
+//! 3. `wire/`: packets on a socket pair, the codec, and the handles that
+//!    travel to a spawned child as descriptors;
+//! 4. `start/`: a child's life after the fork, a task sent to a fresh
+//!    run of the program, the hook before `main`, the fork server;
+//! 5. one room per public type: `lock.rs`, `event.rs`, `shared/`,
+//!    `queue/`, `named/`, `process/`; and `pool/` above `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]
 
-// The rooms, by level; each imports only rooms on lower levels.
-//
-// 1. `base`: the error type and the plain values it names;
-// 2. `os`: one kernel mechanism a file (futex, mutex, memfd, pidfd, ...);
-// 3. `wire`: packets, the codec, handles that travel as descriptors;
-// 4. `start`: a child's life, tasks, exec, the fork server;
-// 5. one room per public type: `lock`, `event`, `shared`, `queue`,
-//    `named`, `process`; and `pool` above `process`.
 mod base;
 mod os;
 mod wire;
