@@ -58,12 +58,12 @@ use crate::wire::handles::{Handle, travels_as_descriptor};
 /// If a process is killed while it holds the lock, Python's lock stays
 /// locked for ever. Here the next `acquire` (or `try_acquire`, or
 /// `acquire_timeout`, including one already waiting) returns
-/// [`Error::OwnerDied`]. By then the lock has been repaired and released:
+/// [`Error::OwnerDied`](crate::Error::OwnerDied). By then the lock has been repaired and released:
 /// call `acquire` again to take it. Whatever the dead process was changing
 /// under the lock may be half-done; the error is your cue to check it.
 ///
 /// The lock is not reentrant, like Python's `Lock` (not `RLock`): `acquire`
-/// from the thread that holds it returns [`Error::WouldDeadlock`] where
+/// from the thread that holds it returns [`Error::WouldDeadlock`](crate::Error::WouldDeadlock) where
 /// Python would hang.
 #[derive(Clone)]
 pub struct Lock {
@@ -112,7 +112,7 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the shared memory cannot be mapped.
+    /// [`Error::Os`](crate::Error::Os) when the shared memory cannot be mapped.
     pub fn new() -> Result<Lock> {
         let segment = Segment::shared(
             size_of::<libc::pthread_mutex_t>(),
@@ -128,8 +128,8 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// [`Error::OwnerDied`] when the last holder died holding it (the lock
-    /// is usable again: call `acquire` again), [`Error::WouldDeadlock`]
+    /// [`Error::OwnerDied`](crate::Error::OwnerDied) when the last holder died holding it (the lock
+    /// is usable again: call `acquire` again), [`Error::WouldDeadlock`](crate::Error::WouldDeadlock)
     /// when this thread holds it already.
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
         self.mutex.lock()?;
@@ -141,19 +141,19 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// [`Error::OwnerDied`] as for [`acquire`](Self::acquire).
+    /// [`Error::OwnerDied`](crate::Error::OwnerDied) as for [`acquire`](Self::acquire).
     pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
         Ok(self.mutex.try_lock()?.then(|| self.guard()))
     }
 
     /// Like [`acquire`](Self::acquire), but gives up with
-    /// [`Error::Timeout`] once `timeout` has passed, never before, for any
+    /// [`Error::Timeout`](crate::Error::Timeout) once `timeout` has passed, never before, for any
     /// duration (Python's `l.acquire(timeout=...)` returning `False`).
     /// A zero timeout takes a free lock, like `try_acquire`.
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`], or [`Error::OwnerDied`] as for `acquire`. When
+    /// [`Error::Timeout`](crate::Error::Timeout), or [`Error::OwnerDied`](crate::Error::OwnerDied) as for `acquire`. When
     /// this thread itself holds the lock, the answer is still a timeout,
     /// after the full duration, as the wait would have found.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
@@ -189,9 +189,9 @@ impl LockGuard<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotLockHolder`] if this thread does not hold the lock after all
+    /// [`Error::NotLockHolder`](crate::Error::NotLockHolder) if this thread does not hold the lock after all
     /// (which safe code cannot bring about: the guard stays in the thread
-    /// that acquired the lock); [`Error::Os`] if the system refuses.
+    /// that acquired the lock); [`Error::Os`](crate::Error::Os) if the system refuses.
     pub fn release(self) -> Result<()> {
         self.held.release()
     }

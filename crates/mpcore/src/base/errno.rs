@@ -2,7 +2,7 @@
 //! mpcore's own type.
 
 /// What the kernel said when a system call failed: an `errno` value
-/// ([`Error::Os`]). It prints as the C library names and describes it
+/// ([`Error::Os`](crate::Error::Os)). It prints as the C library names and describes it
 /// (`EMFILE: Too many open files`), and converts to a
 /// [`std::io::Error`].
 ///

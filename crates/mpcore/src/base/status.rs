@@ -102,7 +102,6 @@ impl From<nix::sys::signal::Signal> for Signal {
     }
 }
 
-
 /// How a child process ended, as `waitpid` reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -260,7 +260,7 @@ impl RawMutex {
 }
 
 /// A [`RawMutex`] that this thread has locked, and the segment it lives in;
-/// dropping it unlocks. The one part that every guard (of a [`Lock`], a
+/// dropping it unlocks. The one part that every guard (of a [`Lock`](crate::Lock), a
 /// [`Value`](crate::Value), an [`Array`](crate::Array)) shares.
 ///
 /// It is neither `Send` nor `Sync` (it holds a raw pointer), and must stay

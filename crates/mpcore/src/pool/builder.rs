@@ -104,7 +104,7 @@ impl Builder {
 
     /// How the workers start (Python's `mp.get_context(method).Pool()`),
     /// instead of the program's default
-    /// ([`get_start_method`](crate::get_start_method)). Under
+    /// ([`get_start_method`]). Under
     /// [`StartMethod::Spawn`] each worker, and each that replaces one, is a
     /// fresh run of the program: it inherits no thread, no lock and no
     /// memory of this process's; see below.
@@ -127,7 +127,7 @@ impl Builder {
     /// # What each method gives a task
     ///
     /// [`Builder::start_method`] says how the workers start; without it, by the
-    /// program's default ([`get_start_method`](crate::get_start_method): `Fork`
+    /// program's default ([`get_start_method`]: `Fork`
     /// unless [`set_start_method`](crate::set_start_method) said otherwise).
     ///
     /// | | [`StartMethod::Fork`] | [`StartMethod::Spawn`] |

@@ -20,7 +20,7 @@ pub(super) fn fail_all(chunks: Vec<Chunk>, why: Lost) {
     }
 }
 
-/// One [`ToWorker::Batch`](super::wire::ToWorker::Batch) packet holding
+/// One [`ToWorker::Batch`] packet holding
 /// the `Run` packets of `chunks`.
 pub(super) fn batch_packet(chunks: &[Chunk]) -> Result<Vec<u8>> {
     wire::batch(chunks.iter().map(|chunk| &chunk.packet[..]), chunks.len())

@@ -3,6 +3,7 @@
 //! and `map`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -11,16 +12,16 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::chunk::{CallDone, ChunkDone};
-use super::wire::ChunkResults;
+use super::chunk::{CallDone, ChunkDone, Lost};
+use super::wire::take_result;
 use crate::base::{Error, Result};
 use crate::os::spin;
 
 /// The results of a call as they come back, in input order or as they
-/// finish: what [`Imap`] and [`AsyncResult`] read, and what `map` collects.
+/// finish: what [`Imap`](super::Imap) and [`AsyncResult`](super::AsyncResult) read, and what `map` collects.
 pub(super) struct Results<R> {
     pub(super) done: mpsc::Receiver<ChunkDone>,
-    /// The pool's [`Pool::answer_time`], read and written by every call.
+    /// The pool's `Pool::answer_time`, read and written by every call.
     pub(super) answer_time: Arc<AtomicU64>,
     /// When the call was made, and whether its first result has come.
     pub(super) submitted: Instant,
@@ -260,3 +261,45 @@ impl<R: DeserializeOwned> Results<R> {
 /// The longest a caller looks for a result before it sleeps
 /// ([`Results::look_for_answer`]).
 const CALLER_LOOK_MAX: Duration = Duration::from_micros(200);
+
+/// A chunk's reply, turned into one result per task as it is iterated.
+pub(super) struct ChunkResults<R> {
+    /// How many results are still to come.
+    left: u32,
+    /// The worker's pid and its encoded outcomes, or why there are none.
+    outcome: std::result::Result<(i32, Vec<u8>), Lost>,
+    /// Where the next encoded outcome starts.
+    at: usize,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> ChunkResults<R> {
+    pub(super) fn new(done: ChunkDone) -> Self {
+        ChunkResults {
+            left: done.count,
+            outcome: done.outcome,
+            at: 0,
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.left = self.left.checked_sub(1)?;
+        let (pid, bytes) = match &self.outcome {
+            Ok((pid, bytes)) => (*pid, bytes),
+            Err(lost) => return Some(Err(lost.to_error())),
+        };
+        let rest = bytes.get(self.at..).unwrap_or_default();
+        let (result, tail) = take_result(rest, pid);
+        self.at = bytes.len() - tail.map_or(0, <[u8]>::len);
+        Some(result)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}

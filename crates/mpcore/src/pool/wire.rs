@@ -1,7 +1,7 @@
 //! What travels between a pool and its workers: the packet to a worker
 //! ([`ToWorker`]), a batch of them in one packet, each task's
 //! [`TaskOutcome`] on the way back and how the pool reads it
-//! ([`ChunkResults`]), and how a task's function is named.
+//! ([`take_result`]), and how a task's function is named.
 //!
 //! A task is a plain `fn(T) -> R`, not a closure that captures: the worker
 //! is a forked copy of this program, so the function's code is already
@@ -16,12 +16,9 @@
 //! address, but the whole program moved by one distance, which it adds.
 //!
 
-use std::marker::PhantomData;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::chunk::{ChunkDone, Lost};
 use crate::base::{Error, Result};
 use crate::start::task;
 use crate::wire::codec;
@@ -102,67 +99,36 @@ pub(super) fn batch_parts(packet: &[u8]) -> Option<impl Iterator<Item = Option<&
     }))
 }
 
-/// A chunk's reply, turned into one result per task as it is iterated.
-pub(super) struct ChunkResults<R> {
-    /// How many results are still to come.
-    left: u32,
-    /// The worker's pid and its encoded outcomes, or why there are none.
-    outcome: std::result::Result<(i32, Vec<u8>), Lost>,
-    /// Where the next encoded outcome starts.
-    at: usize,
-    _result: PhantomData<fn() -> R>,
-}
-
-impl<R> ChunkResults<R> {
-    pub(super) fn new(done: ChunkDone) -> Self {
-        ChunkResults {
-            left: done.count,
-            outcome: done.outcome,
-            at: 0,
-            _result: PhantomData,
-        }
-    }
-}
-
-impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
-    type Item = Result<R>;
-
-    fn next(&mut self) -> Option<Result<R>> {
-        self.left = self.left.checked_sub(1)?;
-        let (pid, bytes) = match &self.outcome {
-            Ok((pid, bytes)) => (*pid, bytes),
-            Err(lost) => return Some(Err(lost.to_error())),
-        };
-        let rest = bytes.get(self.at..).unwrap_or_default();
-        Some(match postcard::take_from_bytes::<TaskOutcome<R>>(rest) {
-            Ok((outcome, tail)) => {
-                self.at = bytes.len() - tail.len();
-                match outcome {
-                    TaskOutcome::Returned(value) => Ok(value),
-                    TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
-                    TaskOutcome::BadArgument(reason) => Err(Error::Codec {
-                        action: "decode",
-                        reason,
-                    }),
-                    TaskOutcome::BadResult(reason) => Err(Error::Codec {
-                        action: "encode",
-                        reason,
-                    }),
-                    TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
-                }
-            }
-            Err(e) => {
-                // Nothing after a bad result can be found either.
-                self.at = bytes.len();
-                Err(Error::Codec {
+/// The next task's result in `bytes`, a chunk's reply from the worker
+/// `pid`, and what follows it; `None` for the rest when it cannot be read
+/// (nothing after a bad result can be found either).
+pub(super) fn take_result<R: DeserializeOwned>(
+    bytes: &[u8],
+    pid: i32,
+) -> (Result<R>, Option<&[u8]>) {
+    match postcard::take_from_bytes::<TaskOutcome<R>>(bytes) {
+        Ok((outcome, tail)) => {
+            let result = match outcome {
+                TaskOutcome::Returned(value) => Ok(value),
+                TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
+                TaskOutcome::BadArgument(reason) => Err(Error::Codec {
                     action: "decode",
-                    reason: e.to_string(),
-                })
-            }
-        })
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left as usize, Some(self.left as usize))
+                    reason,
+                }),
+                TaskOutcome::BadResult(reason) => Err(Error::Codec {
+                    action: "encode",
+                    reason,
+                }),
+                TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
+            };
+            (result, Some(tail))
+        }
+        Err(e) => (
+            Err(Error::Codec {
+                action: "decode",
+                reason: e.to_string(),
+            }),
+            None,
+        ),
     }
 }

@@ -57,7 +57,7 @@ impl Builder {
     }
 
     /// How this process starts (Python's `mp.get_context(method)`), instead
-    /// of the program's default ([`get_start_method`](crate::get_start_method)).
+    /// of the program's default ([`get_start_method`]).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = Some(method);
         self

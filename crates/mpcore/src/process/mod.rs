@@ -102,7 +102,7 @@ impl<T> Process<T> {
 /// child process belongs to the process that started it: in any other,
 /// dropping the copy does nothing, and [`join`](Self::join),
 /// [`kill`](Self::kill) and [`terminate`](Self::terminate) return
-/// [`Error::NotOwner`] rather than wait for or signal a process that is
+/// [`Error::NotOwner`](crate::Error::NotOwner) rather than wait for or signal a process that is
 /// not theirs.
 pub struct Process<T> {
     pid: Pid,
@@ -250,7 +250,7 @@ impl<T: Serialize + DeserializeOwned> Process<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the fork or its plumbing fails.
+    /// [`Error::Os`](crate::Error::Os) when the fork or its plumbing fails.
     pub fn spawn<F: FnOnce() -> T + Send + 'static>(f: F) -> Result<Self> {
         Builder::new().spawn(f)
     }

@@ -45,7 +45,7 @@ use crate::wire::handles::{Handle, travels_as_descriptor};
 ///
 /// # Errors
 ///
-/// As for [`Value`]: [`Error::OwnerDied`] and [`Error::WouldDeadlock`] from
+/// As for [`Value`](crate::Value): [`Error::OwnerDied`] and [`Error::WouldDeadlock`] from
 /// every method that takes the lock; [`Error::IndexOutOfRange`] from `get`
 /// and `set`.
 pub struct Array<T> {
@@ -210,7 +210,7 @@ impl<T: Pod> Array<T> {
 /// releases the lock.
 ///
 /// Neither `Send` nor `Sync`, on purpose, for the reasons given at
-/// [`ValueGuard`]: the guard, and every `&mut` slice from it, stays in the
+/// [`ValueGuard`](crate::ValueGuard): the guard, and every `&mut` slice from it, stays in the
 /// thread that took the lock.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T> {

@@ -231,7 +231,7 @@ impl Supervisor {
     /// for the supervisor to wake up and send it. Chunks of unknown or
     /// slow speed go one at a time to idle workers only, so that a slow
     /// chunk never holds up another that an idle worker could run. What a
-    /// worker gets in one go travels in one packet ([`ToWorker::Batch`]).
+    /// worker gets in one go travels in one packet (`ToWorker::Batch`).
     fn dispatch(&mut self) {
         let max_tasks = self.max_tasks;
         let mut batches: Vec<Vec<Chunk>> = self.workers.iter().map(|_| Vec::new()).collect();

@@ -12,10 +12,10 @@
 //! descriptors:
 //!
 //! 1. the child's end of its result socket, in which the requester has
-//!    already left what a spawned child reads ([`Task::packed`]): where the
+//!    already left what a spawned child reads (`Task::packed`): where the
 //!    task is, the handles' descriptors and the argument. The server never
 //!    looks at them; the child reads them as a spawned child does
-//!    ([`spawn::run_sent_task`]), and sends its result straight to the
+//!    (`task::run_sent_task`), and sends its result straight to the
 //!    requester. The anchor offsets hold: the server is the same file.
 //! 2. the server's end of a report socket. On it the server answers with
 //!    the child's pid (or why the fork failed), and later with how the
