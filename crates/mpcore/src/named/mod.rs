@@ -28,6 +28,9 @@
 //! Two windows remain, each a few system calls wide: a creator killed
 //! between creating the name and starting the tracker leaves the name
 //! behind, and so does a tracker killed on purpose.
+//!
+//! Files: `mod.rs` (this file), [`SharedMemory`] and its guard;
+//! `tracker.rs`, the process that removes a name.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -1,4 +1,10 @@
 //! `Queue`: Python's `multiprocessing.Queue`, for processes and threads.
+//!
+//! - `mod.rs` (this file): [`Queue`], what a message is (serde bytes, or
+//!   raw bytes for `put_bytes`), and the limits;
+//! - `ring.rs`: the ring in shared memory that holds the messages, its two
+//!   locks and its invariants;
+//! - `sleepers.rs`: where producers and consumers sleep, and who wakes them.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -1,6 +1,7 @@
 //! The supervisor thread: it forks the workers, hands out chunks, collects
 //! results, notices a worker's death, fails only the chunk that worker was
-//! running, and forks a replacement.
+//! running, and forks a replacement. Its workers' state, and how they are
+//! started, replaced and reaped, are `workers.rs`; this file is the loop.
 //!
 //! # Who forks, and why it is a thread of the pool
 //!
