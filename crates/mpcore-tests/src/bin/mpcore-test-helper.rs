@@ -1,5 +1,6 @@
 //! Scenarios that need a process of their own, run by mpcore's integration
-//! tests with a deadline (`tests/common/mod.rs`, `run_helper`).
+//! tests (`tests/*.rs`) with a deadline: they start this binary with
+//! `testkit::run` and `env!("CARGO_BIN_EXE_mpcore-test-helper")`.
 //!
 //! - `orphan [fork|spawn|forkserver]`: starts a child that sleeps (forked,
 //!   spawned with `StartMethod::Spawn`, or forked by the fork server),
