@@ -7,8 +7,9 @@
 //! reports how it ended. Handles travel to either as descriptors.
 //!
 //! Each scenario below is written once and runs under both methods
-//! (`spawn::...` and `forkserver::...`, see `methods/mod.rs`); what only
-//! one of them does is in `mod spawn_only` here and in `tests/forkserver.rs`.
+//! (`scenario::spawn` and `scenario::forkserver`, see `methods/mod.rs`);
+//! what only one of them does is in `mod spawn_only` here and in
+//! `tests/forkserver.rs`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -5,39 +5,40 @@
 //! under_spawn_and_forkserver! {
 //!     /// What it shows.
 //!     fn a_child_returns_its_result(method) {
-//!         let mut p = Builder::new().start_method(method).spawn_fn(square, 12)?;
+//!         let mut p = Builder::new().start_method(method).spawn_fn(square, 12).unwrap();
 //!     }
 //! }
 //! ```
 //!
-//! makes `spawn::a_child_returns_its_result` and
-//! `forkserver::a_child_returns_its_result`, each with `method` bound to
-//! its `StartMethod`. `under_methods!([fork: Fork, spawn: Spawn] { ... })`
-//! chooses the methods. The generated modules `use super::*`, so a
-//! scenario sees what its file declares.
+//! makes a module `a_child_returns_its_result` with the tests `spawn` and
+//! `forkserver`, each with `method` bound to its `StartMethod`
+//! (`cargo test a_child_returns_its_result` runs both, `cargo test
+//! ::spawn` every scenario under spawn). `under_methods!([fork: Fork,
+//! spawn: Spawn] { ... })` chooses the methods. The generated modules
+//! `use super::*`, so a scenario sees what its file declares.
 #![allow(unused_macros)]
 
-/// `under_methods!([module: Method, ...] { fn name(method) { body } ... })`:
-/// a module per method, holding one `#[test]` per scenario.
+/// `under_methods!([test: Method, ...] { fn scenario(method) { body } ... })`:
+/// a module per scenario, holding one `#[test]` per method.
 macro_rules! under_methods {
-    ([$($module:ident: $method:ident),+ $(,)?] $tests:tt) => {
-        $( under_methods!(@one $module $method $tests); )+
+    ($methods:tt { $( $(#[$meta:meta])* fn $name:ident($m:ident) $body:block )* }) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                under_methods!(@each $methods $m $body);
+            }
+        )*
     };
-    (@one $module:ident $method:ident {
-        $( $(#[$meta:meta])* fn $name:ident($m:ident) $body:block )*
-    }) => {
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                $(#[$meta])*
-                #[test]
-                fn $name() {
-                    let $m = mpcore::StartMethod::$method;
-                    $body
-                }
-            )*
-        }
+    (@each [$($test:ident: $method:ident),+ $(,)?] $m:ident $body:block) => {
+        $(
+            #[test]
+            fn $test() {
+                let $m = mpcore::StartMethod::$method;
+                $body
+            }
+        )+
     };
 }
 
@@ -46,5 +47,12 @@ macro_rules! under_methods {
 macro_rules! under_spawn_and_forkserver {
     ($($tests:tt)*) => {
         under_methods!([spawn: Spawn, forkserver: ForkServer] { $($tests)* });
+    };
+}
+
+/// The scenarios that hold for every start method.
+macro_rules! under_every_method {
+    ($($tests:tt)*) => {
+        under_methods!([fork: Fork, spawn: Spawn, forkserver: ForkServer] { $($tests)* });
     };
 }
