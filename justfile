@@ -57,7 +57,7 @@ compare *ARGS:
 # Compile and run every Rust block in docs/, then build the API docs.
 docs:
     cargo test -p docs
-    cargo doc --no-deps -p mpcore
+    cargo doc --no-deps -p mpcore -p course
 
 # The course as a book (mdbook, from docs/), built to target/book.
 book:

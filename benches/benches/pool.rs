@@ -6,9 +6,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use course::floor;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mpbench::tiny;
-use mpcore::{Pool, floor};
+use mpcore::Pool;
 use rayon::prelude::*;
 
 const TINY: u64 = 100_000;

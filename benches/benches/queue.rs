@@ -7,10 +7,11 @@ use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use course::floor;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipc_channel::ipc;
 use mpbench::MIB;
-use mpcore::{Process, floor};
+use mpcore::Process;
 
 const SMALL: u64 = 100_000;
 const LARGE: u64 = 20;

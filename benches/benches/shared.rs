@@ -13,9 +13,10 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use course::floor;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mpbench::published::{self, RawSyncCounter};
-use mpcore::{Lock, SharedMemory, Value, floor};
+use mpcore::{Lock, SharedMemory, Value};
 
 const PER_PROC: u64 = 100_000;
 const ROUNDS: u64 = 1_000;

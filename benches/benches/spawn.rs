@@ -12,8 +12,9 @@
 
 use std::hint::black_box;
 
+use course::floor;
 use criterion::{Criterion, criterion_group};
-use mpcore::{Error, Pool, StartMethod, floor};
+use mpcore::{Pool, StartMethod};
 
 fn spawn(c: &mut Criterion) {
     // Check the answers once, outside the timed loop.
@@ -36,23 +37,6 @@ fn spawn(c: &mut Criterion) {
     group.finish();
 }
 
-/// Whether this build of mpcore can start a child by `method`: a method
-/// it does not have yet gets no row, and says so, instead of failing the
-/// whole run.
-fn available(method: StartMethod, answer: Result<u64, Error>) -> bool {
-    match answer {
-        Ok(value) => {
-            assert_eq!(value, 42, "{method}");
-            true
-        }
-        Err(e @ Error::StartMethodUnavailable { .. }) => {
-            eprintln!("start_methods: no {method} row: {e}");
-            false
-        }
-        Err(e) => panic!("{method}: {e}"),
-    }
-}
-
 fn start_methods(c: &mut Criterion) {
     let methods = [
         StartMethod::Fork,
@@ -61,11 +45,12 @@ fn start_methods(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("start_methods");
     for method in methods {
-        if available(method, mpbench::spawn_join_with(method, 41)) {
-            group.bench_function(format!("mpcore {method}: spawn_fn + join (u64)"), |b| {
-                b.iter(|| mpbench::spawn_join_with(method, black_box(41)).unwrap())
-            });
-        }
+        let answer =
+            mpbench::spawn_join_with(method, 41).unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(answer, 42, "{method}");
+        group.bench_function(format!("mpcore {method}: spawn_fn + join (u64)"), |b| {
+            b.iter(|| mpbench::spawn_join_with(method, black_box(41)).unwrap())
+        });
     }
     let procspawn_join = |x: u64| procspawn::spawn(x, mpbench::plus_one).join().unwrap();
     assert_eq!(procspawn_join(41), 42);

@@ -1,4 +1,4 @@
-//! The tutorial's job (`mpcore::job`), two of them: one after the other,
+//! The tutorial's job (`course::job`), two of them: one after the other,
 //! in 2 threads, in 2 processes, at `timing_demo`'s default size. On 2
 //! cores the last two can be at most 2x faster than the first.
 //! Run with `cargo bench -p mpbench --bench timing`.

@@ -181,8 +181,7 @@ pub fn plus_one(x: u64) -> u64 {
 ///
 /// # Errors
 ///
-/// [`mpcore::Error::StartMethodUnavailable`] for a method this build of
-/// mpcore cannot start yet, and whatever the start or the join gives.
+/// Whatever the start or the join gives.
 pub fn spawn_join_with(method: StartMethod, x: u64) -> Result<u64> {
     process::Builder::new()
         .start_method(method)
@@ -344,19 +343,19 @@ pub fn event_wake(rounds: u64) -> Result<u64> {
 
 /// The tutorial's `normal()`: the job twice, one after the other.
 pub fn timing_normal(n: u64) -> u128 {
-    mpcore::job::cpu_job(n) + mpcore::job::cpu_job(n)
+    course::job::cpu_job(n) + course::job::cpu_job(n)
 }
 
 /// The tutorial's `multithread()`: the job in 2 threads.
 pub fn timing_threads(n: u64) -> u128 {
-    let t1 = std::thread::spawn(move || mpcore::job::cpu_job(n));
-    let t2 = std::thread::spawn(move || mpcore::job::cpu_job(n));
+    let t1 = std::thread::spawn(move || course::job::cpu_job(n));
+    let t2 = std::thread::spawn(move || course::job::cpu_job(n));
     t1.join().expect("job thread") + t2.join().expect("job thread")
 }
 
 /// The tutorial's `multicore()`: the job in 2 processes.
 pub fn timing_processes(n: u64) -> Result<u128> {
-    let mut p1 = Process::spawn(move || mpcore::job::cpu_job(n))?;
-    let mut p2 = Process::spawn(move || mpcore::job::cpu_job(n))?;
+    let mut p1 = Process::spawn(move || course::job::cpu_job(n))?;
+    let mut p2 = Process::spawn(move || course::job::cpu_job(n))?;
     Ok(p1.join()? + p2.join()?)
 }

@@ -5,7 +5,7 @@
 //! group.
 //!
 //! raw_sync's calls are `unsafe` (raw pointers into shared memory):
-//! `mpcore::published` makes them, each behind the promise it keeps, and
+//! `course::published` makes them, each behind the promise it keeps, and
 //! these baselines use its safe types, which add next to nothing to the
 //! paths measured (a lock is raw_sync's `lock` after a check of a flag, a
 //! set is raw_sync's `set`). A
@@ -14,8 +14,8 @@
 
 use std::error::Error;
 
+use course::published::{RawSyncEvent, RawSyncMutex};
 use mpcore::Process;
-use mpcore::published::{RawSyncEvent, RawSyncMutex};
 use shared_memory::ShmemConf;
 
 type Res<T> = std::result::Result<T, Box<dyn Error>>;

@@ -60,7 +60,7 @@ fn job(x: u64) -> u64 {
 
 /// The tutorial's CPU job, `res += i + i**2 + i**3`, over one range.
 fn cpu_job((start, end): (u64, u64)) -> u128 {
-    mpcore::job::cpu_job_range(start, end)
+    course::job::cpu_job_range(start, end)
 }
 
 /// `range(1000000)` cut into ten ranges, the inputs of the heavier map.

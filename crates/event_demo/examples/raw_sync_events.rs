@@ -7,14 +7,14 @@
 //!     cargo run -p event_demo --example raw_sync_events
 //!
 //! raw_sync's calls are `unsafe` (raw pointers into shared memory):
-//! `mpcore::published` makes them, behind the promise each one keeps, and
+//! `course::published` makes them, behind the promise each one keeps, and
 //! gives this example a safe `RawSyncEvent`. A child reaches its event by
 //! opening the segment by name.
 
 use std::time::Duration;
 
+use course::published::RawSyncEvent;
 use mpcore::Process;
-use mpcore::published::RawSyncEvent;
 
 const WAIT: Duration = Duration::from_secs(2);
 

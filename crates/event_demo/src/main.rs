@@ -127,7 +127,7 @@ impl Consumer {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    mpcore::logging::init();
+    course::logging::init();
     // Ctrl-C (or SIGTERM) sets this event instead of killing us, so an
     // interrupted run stops the same clean way as a finished one.
     let interrupted = Event::new()?;

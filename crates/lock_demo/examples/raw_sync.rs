@@ -9,17 +9,17 @@
 //!
 //! raw_sync's calls are `unsafe`: it hands out raw pointers into shared
 //! memory, and the caller promises what the compiler cannot check. That
-//! is the other reason mpcore keeps its own lock. `mpcore::published`
+//! is the other reason mpcore keeps its own lock. `course::published`
 //! makes those calls, each behind the promise it keeps, and hands this
 //! example a safe `RawSyncMutex`: a value under raw_sync's mutex.
 
 use std::time::{Duration, Instant};
 
-use mpcore::published::RawSyncMutex;
+use course::published::RawSyncMutex;
 use mpcore::{Event, Lock, Process};
 
 /// Adds `num` to the counter `times` times, each time under the lock.
-fn add(counter: &RawSyncMutex<u64>, num: u64, times: u32) -> mpcore::Result<()> {
+fn add(counter: &RawSyncMutex<u64>, num: u64, times: u32) -> course::published::Result<()> {
     for _ in 0..times {
         *counter.lock()? += num;
     }
@@ -30,7 +30,7 @@ fn add(counter: &RawSyncMutex<u64>, num: u64, times: u32) -> mpcore::Result<()> 
 /// (raw pointers) cannot be moved into a child.
 fn in_child(
     os_id: &str,
-    body: impl FnOnce(&RawSyncMutex<u64>) -> mpcore::Result<()>,
+    body: impl FnOnce(&RawSyncMutex<u64>) -> course::published::Result<()>,
 ) -> Result<(), String> {
     let counter = RawSyncMutex::open(os_id).map_err(|e| e.to_string())?;
     body(&counter).map_err(|e| e.to_string())

@@ -69,8 +69,8 @@
 //! another thread held at that instant is copied locked, and no thread in
 //! the child will ever release it. When other threads exist, `spawn`
 //! holds Rust's stdout and stderr locks across the fork (and glibc guards
-//! malloc), so `println!` and the [`logging`] helper are safe in a child
-//! even while other threads print.
+//! malloc), so `println!` and a logger that writes to stderr are safe in
+//! a child even while other threads print.
 //! A `Mutex` of your own that another thread holds during `spawn` is not:
 //! the child hangs on it. Neither is a lock inside std that mpcore cannot
 //! reach: if another thread is in the middle of printing a panic message
@@ -117,11 +117,6 @@ pub mod pool;
 pub mod process;
 mod queue;
 mod shared;
-
-pub mod floor;
-pub mod job;
-pub mod logging;
-pub mod published;
 
 pub use base::{
     Errno, Error, ExitStatus, Result, Signal, StartMethod, get_start_method, set_start_method,

@@ -6,7 +6,7 @@
 //!
 //! The crate gives bytes, not values: no type, no lock, and reading them
 //! while another process writes them is a data race, which Rust leaves
-//! undefined. `mpcore::published::SharedAtomics` puts atomics in the
+//! undefined. `course::published::SharedAtomics` puts atomics in the
 //! segment instead (an `AtomicF64` is an `f64`'s bits in an `AtomicU64`),
 //! so every access is whole even while both processes run. Each update
 //! here is still a load and then a store: two processes that changed the
@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicI32;
 use std::sync::atomic::Ordering::Relaxed;
 
+use course::published::{AtomicF64, SharedAtomics};
 use mpcore::Process;
-use mpcore::published::{AtomicF64, SharedAtomics};
 
 /// `value1`, `value2` and `array`.
 type Data = (AtomicI32, AtomicF64, [AtomicI32; 4]);

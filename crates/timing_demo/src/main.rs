@@ -40,7 +40,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
-use mpcore::job::cpu_job_range;
+use course::job::cpu_job_range;
 use mpcore::{Process, Queue};
 
 mod gil;
@@ -395,7 +395,7 @@ mod tests {
     fn under_the_gil_the_threads_take_turns() {
         let n = 2_000_000;
         let way = multithread(Job::Cpu { n }, 2, Some(Duration::from_micros(50))).unwrap();
-        assert_eq!(way.result, 2 * mpcore::job::cpu_job(n));
+        assert_eq!(way.result, 2 * course::job::cpu_job(n));
         for lane in 0..2 {
             let slices = way.bars.iter().filter(|b| b.lane == lane).count();
             assert!(slices > 1, "thread {} ran in one slice", lane + 1);

@@ -363,17 +363,6 @@ pub enum Error {
         method: crate::StartMethod,
     },
 
-    /// The start method cannot start this kind of child (yet).
-    #[error("the {method} start method is not available for {what} yet: {advice}")]
-    StartMethodUnavailable {
-        /// The start method that was asked for.
-        method: crate::StartMethod,
-        /// What was to be started, e.g. `"a Process"`.
-        what: &'static str,
-        /// What to use instead.
-        advice: &'static str,
-    },
-
     /// A spawned child could not get to its task: it could not read the
     /// argument, or it is not the same program as its parent.
     #[error("spawned child process {pid} could not start its task: {message}")]
@@ -442,19 +431,6 @@ pub enum Error {
         type_name: &'static str,
         /// That type's size.
         size: usize,
-    },
-
-    /// A call of the `raw_sync` crate failed, through
-    /// [`published`](crate::published). `reason` is raw_sync's own message,
-    /// word for word: raw_sync reports a timeout this way too
-    /// (`Failed to acquire mutex : 110`, `Failed waiting for signal`), and
-    /// does not tell it apart from a failure.
-    #[error("{reason}")]
-    RawSync {
-        /// The raw_sync call, e.g. `"try_lock"`.
-        call: &'static str,
-        /// What raw_sync said.
-        reason: String,
     },
 
     /// An argument was out of its range, e.g. a pool of zero processes.

@@ -96,12 +96,6 @@ impl fmt::Debug for Signal {
     }
 }
 
-impl From<nix::sys::signal::Signal> for Signal {
-    fn from(signal: nix::sys::signal::Signal) -> Signal {
-        Signal(signal as i32)
-    }
-}
-
 /// How a child process ended, as `waitpid` reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -300,9 +300,7 @@ impl Builder {
     /// child (Python's `ValueError`), or for an
     /// [`initializer`](Self::initializer) under a start method other than
     /// `Fork` (use [`initializer_fn`](Self::initializer_fn));
-    /// [`Error::StartMethodUnavailable`] for a start method that cannot
-    /// start a worker yet; [`Error::Os`] when the thread or a worker cannot
-    /// be started.
+    /// [`Error::Os`] when the thread or a worker cannot be started.
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(os::cpu_count);
         if processes == 0 {

@@ -199,7 +199,9 @@ impl<T> Process<T> {
             match waitpid(self.pid, flags) {
                 Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
                 Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    self.status = Some(ExitStatus::Signal(signal.into()))
+                    self.status = Some(ExitStatus::Signal(crate::base::Signal::from_number(
+                        signal as i32,
+                    )))
                 }
                 Ok(_) if flags.is_none() => continue,
                 Ok(_) => {}

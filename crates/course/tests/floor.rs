@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use testkit::{has_ended, live_children, wait_until_ended};
 
-const HELPER: &str = env!("CARGO_BIN_EXE_mpcore-test-helper");
+const HELPER: &str = env!("CARGO_BIN_EXE_course-test-helper");
 
 #[test]
 fn the_pingpong_child_dies_with_its_killed_parent() {

@@ -2,8 +2,10 @@
 //! replaces one, is a fresh run of this test binary, which mpcore's
 //! constructor sends to the worker loop before libtest's `main`.
 //!
-//! Every test runs under each method of [`METHODS`]: a method joins them
-//! all by being added there.
+//! Every scenario is written once and runs as one test per method
+//! (`scenario::spawn`, `scenario::forkserver`, and `scenario::fork` for
+//! those that hold for every method; see `methods/mod.rs`). `Fork` alone
+//! is covered by the `tests/pool_*.rs` files.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,10 +18,10 @@ use mpcore::{Error, Event, ExitStatus, Lock, Pool, Queue, Signal, StartMethod, V
 use nix::sys::signal::raise;
 use testkit::{has_ended, within};
 
-const LIMIT: Duration = Duration::from_secs(60);
+#[macro_use]
+mod methods;
 
-/// The methods under test besides `Fork`, which `tests/pool.rs` covers.
-const METHODS: &[StartMethod] = &[StartMethod::Spawn, StartMethod::ForkServer];
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn pool(method: StartMethod, processes: usize) -> Pool {
     Builder::new()
@@ -58,9 +60,8 @@ fn mark(_: ()) -> (u32, u32) {
     (MARK.load(Ordering::SeqCst), std::process::id())
 }
 
-#[test]
-fn map_apply_and_imap_run_in_fresh_workers() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn map_apply_and_imap_run_in_fresh_workers(method) {
         within(LIMIT, move || {
             MARK.store(7, Ordering::SeqCst);
             let pool = pool(method, 2);
@@ -112,9 +113,8 @@ fn panics_on_3(x: u32) -> u32 {
     x
 }
 
-#[test]
-fn a_panic_is_named_after_the_worker_on_stderr() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn a_panic_is_named_after_the_worker_on_stderr(method) {
         let out = testkit::run(
             env!("CARGO_BIN_EXE_mpcore-test-helper"),
             &["pool-panic", &method.to_string()],
@@ -135,9 +135,8 @@ fn a_panic_is_named_after_the_worker_on_stderr() {
     }
 }
 
-#[test]
-fn a_panicking_task_fails_alone() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn a_panicking_task_fails_alone(method) {
         within(LIMIT, move || {
             let pool = pool(method, 2);
             let pids = pool.pids();
@@ -160,15 +159,14 @@ fn a_panicking_task_fails_alone() {
 /// Kills its own worker with SIGKILL in the middle of task 3.
 fn killed_on_3(x: u32) -> u32 {
     if x == 3 {
-        raise(Signal::SIGKILL).expect("raise");
+        raise(nix::sys::signal::Signal::SIGKILL).expect("raise");
         std::thread::sleep(Duration::from_secs(60));
     }
     x
 }
 
-#[test]
-fn a_killed_worker_fails_its_task_only_and_is_replaced() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn a_killed_worker_fails_its_task_only_and_is_replaced(method) {
         within(LIMIT, move || {
             let pool = pool(method, 2);
             let mut seen: BTreeSet<i32> = pool.pids().into_iter().collect();
@@ -202,9 +200,8 @@ fn square_with_pid(x: u64) -> (i32, u64) {
     (std::process::id() as i32, x * x)
 }
 
-#[test]
-fn max_tasks_per_child_replaces_workers() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn max_tasks_per_child_replaces_workers(method) {
         within(LIMIT, move || {
             let pool = Builder::new()
                 .processes(1)
@@ -238,9 +235,8 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
-#[test]
-fn terminate_and_drop_reap_every_worker() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn terminate_and_drop_reap_every_worker(method) {
         within(LIMIT, move || {
             let pool = pool(method, 2);
             let pids: BTreeSet<i32> = pool.pids().into_iter().collect();
@@ -264,9 +260,8 @@ fn pool_for_drop(method: StartMethod) -> Pool {
     pool
 }
 
-#[test]
-fn a_pool_worker_dies_with_its_killed_parent() {
-    for method in std::iter::once(&StartMethod::Fork).chain(METHODS) {
+under_every_method! {
+    fn a_pool_worker_dies_with_its_killed_parent(method) {
         let name = method.to_string();
         let (ended, worker) = testkit::child_dies_with_killed_parent(
             env!("CARGO_BIN_EXE_mpcore-test-helper"),
@@ -302,10 +297,9 @@ fn job_with_queue((q, n): (Queue<u64>, u64)) {
     q.put(n).unwrap();
 }
 
-#[test]
-fn a_queue_reaches_the_workers_through_initializer_fn_not_a_task_argument() {
+under_every_method! {
+    fn a_queue_reaches_the_workers_through_initializer_fn_not_a_task_argument(method) {
     // initializer_fn is for every method: Fork too.
-    for &method in std::iter::once(&StartMethod::Fork).chain(METHODS) {
         within(LIMIT, move || {
             let _turn = my_turn();
             let q = Queue::new().unwrap();
@@ -349,9 +343,8 @@ fn count(_: u32) {
     value.set(now + 1).unwrap();
 }
 
-#[test]
-fn workers_count_in_a_value_under_a_lock() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn workers_count_in_a_value_under_a_lock(method) {
         within(LIMIT, move || {
             let value = Value::new(0u32).unwrap();
             let lock = Lock::new().unwrap();
@@ -381,9 +374,8 @@ fn wait_for_go(_: ()) -> bool {
         .is_ok()
 }
 
-#[test]
-fn workers_wait_on_an_event_the_parent_sets() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn workers_wait_on_an_event_the_parent_sets(method) {
         within(LIMIT, move || {
             let go = Event::new().unwrap();
             let pool = Builder::new()
@@ -405,9 +397,8 @@ fn workers_wait_on_an_event_the_parent_sets() {
 
 fn set_nothing(_: u8) {}
 
-#[test]
-fn a_closure_initializer_needs_fork_and_says_what_to_use() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn a_closure_initializer_needs_fork_and_says_what_to_use(method) {
         let err = Builder::new()
             .processes(1)
             .start_method(method)
@@ -457,9 +448,8 @@ fn prints(x: u64) -> u64 {
     x
 }
 
-#[test]
-fn locks_held_by_another_thread_do_not_reach_fresh_workers() {
-    for &method in METHODS {
+under_spawn_and_forkserver! {
+    fn locks_held_by_another_thread_do_not_reach_fresh_workers(method) {
         within(LIMIT, move || {
             // This thread holds all three while the pool's thread starts
             // workers, and while they run the tasks that take them.

@@ -143,7 +143,7 @@ isolated! {
         })?;
         held.wait()?;
         let died = child.join().unwrap_err();
-        assert_eq!(died.signal(), Some(Signal::SIGKILL), "{died}");
+        assert_eq!(died.signal(), Some(mpcore::Signal::SIGKILL), "{died}");
 
         let err = lock.acquire().unwrap_err();
         assert!(err.is_owner_died(), "{err}");

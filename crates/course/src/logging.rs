@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 /// Calling it twice is harmless (the second call does nothing).
 ///
 /// ```
-/// mpcore::logging::init();
+/// course::logging::init();
 /// log::info!("Producer is working...");
 /// // stderr: 2026-11-23 12:52:04,123.123.0:rust_out:4242:INFO:4242:Producer is working...
 /// ```
@@ -61,7 +61,7 @@ pub fn thread_id() -> i32 {
 /// `/etc/localtime` under it), and a child forked while another thread of
 /// the parent is inside it would wait for that lock for ever. `time` only
 /// asks the C library for the offset with its `local-offset` feature,
-/// which mpcore leaves off; `tests/logging.rs` forks a child while a
+/// which this crate leaves off; `tests/logging.rs` forks a child while a
 /// thread holds that very lock, and checks that the child still logs.
 fn asctime(now: SystemTime) -> (String, u32) {
     let t = OffsetDateTime::from(now);

@@ -1,10 +1,6 @@
 //! The tutorial's CPU-bound job, kept in one place so that `timing_demo`
 //! and the benchmarks measure exactly the same work.
 //!
-//! Course material, not library: this module is public only so that the
-//! course's demos, chapters and benchmarks share it, and it may change in
-//! any release.
-//!
 //! Seed 001, section 4:
 //!
 //! ```python
@@ -16,7 +12,7 @@
 //! ```
 //!
 //! ```
-//! use mpcore::job::cpu_job;
+//! use course::job::cpu_job;
 //!
 //! // Two jobs, as in the tutorial's `normal()`.
 //! assert_eq!(2 * cpu_job(1_000_000), 499_999_666_667_166_666_000_000);
@@ -41,7 +37,7 @@ pub fn cpu_job(n: u64) -> u128 {
 /// steps: `cpu_job_range(0, k) + cpu_job_range(k, n) == cpu_job(n)`.
 ///
 /// ```
-/// use mpcore::job::{cpu_job, cpu_job_range};
+/// use course::job::{cpu_job, cpu_job_range};
 ///
 /// assert_eq!(cpu_job_range(0, 400) + cpu_job_range(400, 1000), cpu_job(1000));
 /// // Seed 001, section 3: two jobs of range(1000) print 499667166000.

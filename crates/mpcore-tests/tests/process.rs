@@ -143,7 +143,7 @@ fn a_child_killed_by_a_signal_reports_it() {
         })
         .unwrap();
         let err = p.join().unwrap_err();
-        assert_eq!(err.signal(), Some(Signal::SIGKILL), "{err:?}");
+        assert_eq!(err.signal(), Some(mpcore::Signal::SIGKILL), "{err:?}");
         assert_eq!(
             err.to_string(),
             format!("child process {} was killed by signal SIGKILL", p.pid())
@@ -177,7 +177,7 @@ fn a_child_killed_while_sending_reports_the_signal() {
         assert!(p.is_alive(), "stalled in the middle of sending");
         p.kill().unwrap();
         let err = p.join().unwrap_err();
-        assert_eq!(err.signal(), Some(Signal::SIGKILL), "{err:?}");
+        assert_eq!(err.signal(), Some(mpcore::Signal::SIGKILL), "{err:?}");
     });
 }
 
@@ -188,7 +188,7 @@ fn terminate_ends_a_sleeping_child() {
         assert!(p.is_alive());
         p.terminate().unwrap();
         let err = p.join().unwrap_err();
-        assert_eq!(err.signal(), Some(Signal::SIGTERM), "{err:?}");
+        assert_eq!(err.signal(), Some(mpcore::Signal::SIGTERM), "{err:?}");
         assert!(!p.is_alive());
         assert_eq!(p.exitcode(), Some(-15));
         // Once reaped, signalling is a no-op rather than a shot at a reused pid.
@@ -206,7 +206,10 @@ fn kill_ends_a_busy_child() {
         })
         .unwrap();
         p.kill().unwrap();
-        assert_eq!(p.join().unwrap_err().signal(), Some(Signal::SIGKILL));
+        assert_eq!(
+            p.join().unwrap_err().signal(),
+            Some(mpcore::Signal::SIGKILL)
+        );
     });
 }
 
@@ -474,7 +477,7 @@ fn a_copy_of_a_handle_in_a_forked_child_neither_signals_nor_waits() {
         sibling.kill().unwrap();
         assert_eq!(
             sibling.join().unwrap_err().signal(),
-            Some(Signal::SIGKILL),
+            Some(mpcore::Signal::SIGKILL),
             "the child's copy reaped the sibling or took its status"
         );
     });

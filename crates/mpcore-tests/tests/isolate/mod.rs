@@ -6,8 +6,24 @@
 //! binary again with a filter that selects just that test, waits for it up
 //! to [`LIMIT`], and kills it (failing the test) if it hangs.
 //!
-//! Scenarios that are not tests at all (a parent that must be killed from
-//! outside) live in the `mpcore-test-helper` binary instead.
+//! # How a test of this crate gets a process of its own
+//!
+//! There is one mechanism: a program started with a deadline
+//! (`testkit::run_command`), which kills it, and fails the test, if it
+//! hangs. What that program is depends on what the test needs:
+//!
+//! - a test body that must not fork inside libtest's threads: this test
+//!   binary itself, filtered to that one test and run on one thread
+//!   ([`isolated!`], here), so that the body stays a `#[test]` beside the
+//!   others of its file;
+//! - a scenario that is no test at all: a parent that the test kills from
+//!   outside, output that libtest must not capture, a process that ignores
+//!   `SIGCHLD` or lowers its limits for good: a scenario of the
+//!   `mpcore-test-helper` binary (`src/bin/mpcore-test-helper/`).
+//!
+//! `testkit::within` gives no process of its own: it runs a body on a
+//! thread of the test process under a deadline, for the tests that fork
+//! simple children inside the harness, as the crate docs allow.
 #![allow(dead_code, unused_macros)]
 
 use std::process::Command;

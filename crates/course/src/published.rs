@@ -20,7 +20,7 @@
 //! raw_sync's objects are raw pointers, so a child cannot be handed one.
 //! The creator's handle removes the name when it is dropped, as the
 //! `shared_memory` crate does; a creator killed with `SIGKILL` leaves it in
-//! `/dev/shm` (mpcore's [`SharedMemory`](crate::SharedMemory) is the one
+//! `/dev/shm` (mpcore's [`SharedMemory`](mpcore::SharedMemory) is the one
 //! that cleans up after a killed creator).
 //!
 //! # What the safe calls promise
@@ -28,8 +28,8 @@
 //! Every segment starts with a 64-byte header that names what the creator
 //! put in it and its layout, written last; `open` checks it before it
 //! makes a single raw_sync call, so a segment that holds something else,
-//! or that its creator never finished, is an error ([`Error::BadSegment`])
-//! instead of a pthread call on garbage. The value behind a
+//! or that its creator never finished, is an error
+//! ([`mpcore::Error::BadSegment`], inside [`Error::Mpcore`]) instead of a pthread call on garbage. The value behind a
 //! [`RawSyncMutex`] is reached only through its guard, while the mutex is
 //! held; a [`SharedAtomics`] holds nothing but integer atomics, so two
 //! processes that write it at once cannot make a data race.
@@ -48,14 +48,14 @@
 //! flag without its lock while opening it).
 //!
 //! ```
-//! use mpcore::published::RawSyncMutex;
+//! use course::published::RawSyncMutex;
 //!
 //! let counter = RawSyncMutex::create(0u64)?;
 //! // Another process: the same segment by its name, the same mutex.
 //! let theirs = RawSyncMutex::<u64>::open(counter.os_id())?;
 //! *theirs.lock()? += 3;
 //! assert_eq!(*counter.lock()?, 3);
-//! # Ok::<(), mpcore::Error>(())
+//! # Ok::<(), course::published::Error>(())
 //! ```
 
 use std::cell::Cell;
@@ -72,8 +72,67 @@ use raw_sync::events::{Event, EventImpl, EventInit, EventState};
 use raw_sync::locks::{LockGuard, LockImpl, LockInit, Mutex};
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
-use crate::base::{Error, Result};
-use crate::named::shmem_error;
+/// What went wrong: what mpcore itself would say (the segment, a second
+/// lock through one handle), or what raw_sync said.
+///
+/// Its `Debug` prints the same sentence as its `Display`, as
+/// [`mpcore::Error`]'s does, so that a `main` that returns it shows the
+/// reader what happened.
+#[derive(thiserror::Error, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error that mpcore reports too, with mpcore's words: a segment
+    /// that cannot be made ([`mpcore::Error::Os`]), a name that no segment
+    /// has ([`mpcore::Error::NoSuchName`]), a segment that holds something
+    /// else ([`mpcore::Error::BadSegment`]), a type aligned past a page
+    /// ([`mpcore::Error::AlignmentTooLarge`]), a second lock through one
+    /// handle ([`mpcore::Error::WouldDeadlock`]).
+    #[error(transparent)]
+    Mpcore(#[from] mpcore::Error),
+
+    /// A call of the `raw_sync` crate failed. `reason` is raw_sync's own
+    /// message, word for word: raw_sync reports a timeout this way too
+    /// (`Failed to acquire mutex : 110`, `Failed waiting for signal`), and
+    /// does not tell it apart from a failure.
+    #[error("{reason}")]
+    RawSync {
+        /// The raw_sync call, e.g. `"try_lock"`.
+        call: &'static str,
+        /// What raw_sync said.
+        reason: String,
+    },
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The shared_memory crate's error as mpcore reports it: an errno stays
+/// one.
+fn shmem_error(call: &'static str, e: ShmemError) -> Error {
+    Error::Mpcore(match e {
+        ShmemError::MapCreateFailed(errno)
+        | ShmemError::MapOpenFailed(errno)
+        | ShmemError::UnknownOsError(errno) => mpcore::Error::Os {
+            call,
+            errno: mpcore::Errno::from_raw(errno as i32),
+        },
+        other => mpcore::Error::Io {
+            call,
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// mpcore's sentence for a segment that cannot be used.
+fn bad_segment(what: String) -> Error {
+    Error::Mpcore(mpcore::Error::BadSegment { what })
+}
 
 /// A timeout as raw_sync takes it. raw_sync adds the seconds to the clock
 /// as a signed number, unchecked: a timeout of some 300 billion years
@@ -125,8 +184,8 @@ impl Segment {
     /// room for `body` bytes after the header. The caller places its
     /// object, then [`publish`](Segment::publish)es it.
     fn create(body: usize) -> Result<Segment> {
-        let size = body.checked_add(HEADER).ok_or_else(|| Error::BadSegment {
-            what: format!("cannot make a shared memory segment of {body} bytes: that is more than memory can hold"),
+        let size = body.checked_add(HEADER).ok_or_else(|| {
+            bad_segment(format!("cannot make a shared memory segment of {body} bytes: that is more than memory can hold"))
         })?;
         let shmem = ShmemConf::new()
             .size(size)
@@ -140,18 +199,18 @@ impl Segment {
     fn open(os_id: &str, kind: Kind, layout: u64, body: usize) -> Result<Segment> {
         let shmem = ShmemConf::new().os_id(os_id).open().map_err(|e| match e {
             ShmemError::MapOpenFailed(errno) if errno == Errno::ENOENT as u32 => {
-                Error::NoSuchName {
+                Error::Mpcore(mpcore::Error::NoSuchName {
                     name: os_id.to_owned(),
-                }
+                })
             }
             other => shmem_error("shm_open", other),
         })?;
         let segment = Segment { shmem };
-        let bad = |why: &str| Error::BadSegment {
-            what: format!(
+        let bad = |why: &str| {
+            bad_segment(format!(
                 "the shared memory segment {os_id:?} does not hold {}: {why}",
                 kind.what()
-            ),
+            ))
         };
         if segment.shmem.len() < HEADER {
             return Err(bad("it is too small"));
@@ -236,13 +295,13 @@ fn round_up(n: usize, align: usize) -> usize {
 ///
 /// ```
 /// use std::time::Duration;
-/// use mpcore::published::RawSyncMutex;
+/// use course::published::RawSyncMutex;
 ///
 /// let pair = RawSyncMutex::create([1.5f64, 2.5])?;
 /// let mut guard = pair.try_lock(Duration::from_secs(1))?;
 /// guard[0] += 1.0;
 /// assert_eq!(*guard, [2.5, 2.5]);
-/// # Ok::<(), mpcore::Error>(())
+/// # Ok::<(), course::published::Error>(())
 /// ```
 pub struct RawSyncMutex<T: Pod> {
     mutex: Box<dyn LockImpl>,
@@ -261,7 +320,7 @@ impl<T: Pod> RawSyncMutex<T> {
     fn value_offset() -> Result<usize> {
         let align = align_of::<T>();
         if align > PAGE {
-            return Err(Error::AlignmentTooLarge { align });
+            return Err(mpcore::Error::AlignmentTooLarge { align }.into());
         }
         Ok(round_up(Mutex::size_of(None), align.max(64)))
     }
@@ -275,8 +334,8 @@ impl<T: Pod> RawSyncMutex<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::AlignmentTooLarge`] for a type aligned to more than a
-    /// page; [`Error::Os`] when the segment cannot be made;
+    /// [`mpcore::Error::AlignmentTooLarge`] for a type aligned to more than a
+    /// page; [`mpcore::Error::Os`] when the segment cannot be made;
     /// [`Error::RawSync`] when raw_sync cannot initialise its mutex.
     pub fn create(value: T) -> Result<RawSyncMutex<T>> {
         let value_at = Self::value_offset()?;
@@ -305,8 +364,8 @@ impl<T: Pod> RawSyncMutex<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchName`] when no segment has that name;
-    /// [`Error::BadSegment`] when the segment holds something else (another
+    /// [`mpcore::Error::NoSuchName`] when no segment has that name;
+    /// [`mpcore::Error::BadSegment`] when the segment holds something else (another
     /// kind of object, a value of another size) or is not finished.
     pub fn open(os_id: &str) -> Result<RawSyncMutex<T>> {
         let value_at = Self::value_offset()?;
@@ -343,7 +402,7 @@ impl<T: Pod> RawSyncMutex<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::WouldDeadlock`] when this handle's guard is alive;
+    /// [`mpcore::Error::WouldDeadlock`] when this handle's guard is alive;
     /// [`Error::RawSync`] when the pthread call fails.
     pub fn lock(&self) -> Result<RawSyncGuard<'_, T>> {
         self.not_held()?;
@@ -359,7 +418,7 @@ impl<T: Pod> RawSyncMutex<T> {
     /// [`Error::RawSync`] with raw_sync's words, when the time is up too:
     /// `Failed to acquire mutex : 110` (110 is `ETIMEDOUT`; 22,
     /// `EINVAL`, is raw_sync's deadline bug, see the [module](self));
-    /// [`Error::WouldDeadlock`] when this handle's guard is alive.
+    /// [`mpcore::Error::WouldDeadlock`] when this handle's guard is alive.
     pub fn try_lock(&self, timeout: Duration) -> Result<RawSyncGuard<'_, T>> {
         self.not_held()?;
         let guard = self
@@ -371,7 +430,7 @@ impl<T: Pod> RawSyncMutex<T> {
 
     fn not_held(&self) -> Result<()> {
         match self.held.get() {
-            true => Err(Error::WouldDeadlock),
+            true => Err(mpcore::Error::WouldDeadlock.into()),
             false => Ok(()),
         }
     }
@@ -450,13 +509,13 @@ impl<T: Pod> Drop for RawSyncGuard<'_, T> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use mpcore::published::RawSyncEvent;
+/// use course::published::RawSyncEvent;
 ///
 /// let event = RawSyncEvent::create(false)?;
 /// let theirs = RawSyncEvent::open(event.os_id())?;
 /// event.set()?;
 /// theirs.wait_timeout(Duration::from_secs(1))?;
-/// # Ok::<(), mpcore::Error>(())
+/// # Ok::<(), course::published::Error>(())
 /// ```
 pub struct RawSyncEvent {
     event: Box<dyn EventImpl>,
@@ -475,7 +534,7 @@ impl RawSyncEvent {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the segment cannot be made; [`Error::RawSync`]
+    /// [`mpcore::Error::Os`] when the segment cannot be made; [`Error::RawSync`]
     /// when raw_sync cannot initialise the event.
     pub fn create(auto_reset: bool) -> Result<RawSyncEvent> {
         let segment = Segment::create(Self::body())?;
@@ -493,8 +552,8 @@ impl RawSyncEvent {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchName`] when no segment has that name;
-    /// [`Error::BadSegment`] when the segment holds something else or is
+    /// [`mpcore::Error::NoSuchName`] when no segment has that name;
+    /// [`mpcore::Error::BadSegment`] when the segment holds something else or is
     /// not finished.
     pub fn open(os_id: &str) -> Result<RawSyncEvent> {
         let segment = Segment::open(os_id, Kind::Event, Self::body() as u64, Self::body())?;
@@ -575,7 +634,7 @@ impl fmt::Debug for RawSyncEvent {
 ///
 /// ```
 /// use std::sync::atomic::Ordering::Relaxed;
-/// use mpcore::published::AtomicF64;
+/// use course::published::AtomicF64;
 ///
 /// let x = AtomicF64::new(3.25);
 /// x.store(x.load(Relaxed) * 2.0, Relaxed);
@@ -619,7 +678,7 @@ mod sealed {
 /// Each is made of integer atomics alone: all-zero bits are a value (the
 /// new segment's), so is every other pattern, and it changes only through
 /// atomic operations, so processes that write it at once make no data
-/// race. It cannot be implemented outside mpcore.
+/// race. It cannot be implemented outside this crate.
 pub trait Atomics: sealed::Sealed + Sync {
     /// Writes the type's shape, with the offsets of a tuple's fields, so
     /// that `open` can tell two layouts apart.
@@ -681,12 +740,12 @@ tuple!(0: A, 1: B, 2: C, 3: D);
 /// leaves undefined. Atomics make every access a whole, ordered one, so
 /// safe code in two processes can use the segment at once. A
 /// read-modify-write of several values still needs a lock (a
-/// [`RawSyncMutex`], or mpcore's [`Value`](crate::Value) and
-/// [`Array`](crate::Array)).
+/// [`RawSyncMutex`], or mpcore's [`Value`](mpcore::Value) and
+/// [`Array`](mpcore::Array)).
 ///
 /// ```
 /// use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
-/// use mpcore::published::{AtomicF64, SharedAtomics};
+/// use course::published::{AtomicF64, SharedAtomics};
 ///
 /// let shared = SharedAtomics::<(AtomicI32, AtomicF64)>::create()?;
 /// let (count, mean) = &*shared;
@@ -696,7 +755,7 @@ tuple!(0: A, 1: B, 2: C, 3: D);
 /// // Another process: the same segment by its name.
 /// let theirs = SharedAtomics::<(AtomicI32, AtomicF64)>::open(shared.os_id())?;
 /// assert_eq!((theirs.0.load(Relaxed), theirs.1.load(Relaxed)), (3, 0.5));
-/// # Ok::<(), mpcore::Error>(())
+/// # Ok::<(), course::published::Error>(())
 /// ```
 pub struct SharedAtomics<T: Atomics> {
     segment: Segment,
@@ -719,7 +778,7 @@ impl<T: Atomics> SharedAtomics<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] when the segment cannot be made.
+    /// [`mpcore::Error::Os`] when the segment cannot be made.
     pub fn create() -> Result<SharedAtomics<T>> {
         let segment = Segment::create(size_of::<T>())?;
         segment.publish(Kind::Atomics, Self::layout());
@@ -734,8 +793,8 @@ impl<T: Atomics> SharedAtomics<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchName`] when no segment has that name;
-    /// [`Error::BadSegment`] when the segment holds something else (other
+    /// [`mpcore::Error::NoSuchName`] when no segment has that name;
+    /// [`mpcore::Error::BadSegment`] when the segment holds something else (other
     /// atomics, or another object).
     pub fn open(os_id: &str) -> Result<SharedAtomics<T>> {
         let segment = Segment::open(os_id, Kind::Atomics, Self::layout(), size_of::<T>())?;
@@ -803,10 +862,13 @@ mod tests {
     fn a_second_lock_through_one_handle_is_refused_not_waited_for() {
         let m = RawSyncMutex::create(0i32).unwrap();
         let guard = m.lock().unwrap();
-        assert!(matches!(m.lock(), Err(Error::WouldDeadlock)));
+        assert!(matches!(
+            m.lock(),
+            Err(Error::Mpcore(mpcore::Error::WouldDeadlock))
+        ));
         assert!(matches!(
             m.try_lock(Duration::from_secs(1)),
-            Err(Error::WouldDeadlock)
+            Err(Error::Mpcore(mpcore::Error::WouldDeadlock))
         ));
         drop(guard);
         assert_eq!(*m.lock().unwrap(), 0);
@@ -880,7 +942,10 @@ mod tests {
     fn open_refuses_a_segment_that_is_not_finished() {
         let bare = ShmemConf::new().size(4096).create().unwrap();
         let e = RawSyncMutex::<u64>::open(bare.get_os_id()).unwrap_err();
-        assert!(matches!(e, Error::BadSegment { .. }), "{e}");
+        assert!(
+            matches!(e, Error::Mpcore(mpcore::Error::BadSegment { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains("has not finished making it"), "{e}");
         let small = ShmemConf::new().size(8).create().unwrap();
         let e = RawSyncEvent::open(small.get_os_id()).unwrap_err();
@@ -890,7 +955,10 @@ mod tests {
     #[test]
     fn open_of_a_missing_name_says_so() {
         let e = RawSyncEvent::open("/mpcore-published-no-such-name").unwrap_err();
-        assert!(matches!(e, Error::NoSuchName { .. }), "{e}");
+        assert!(
+            matches!(e, Error::Mpcore(mpcore::Error::NoSuchName { .. })),
+            "{e}"
+        );
     }
 
     #[test]
@@ -926,6 +994,12 @@ mod tests {
         #[repr(C, align(8192))]
         struct Huge([[u8; 4096]; 2]);
         let e = RawSyncMutex::create(Huge([[0; 4096]; 2])).unwrap_err();
-        assert!(matches!(e, Error::AlignmentTooLarge { align: 8192 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Mpcore(mpcore::Error::AlignmentTooLarge { align: 8192 })
+            ),
+            "{e}"
+        );
     }
 }

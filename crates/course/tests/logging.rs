@@ -27,7 +27,7 @@ fn fields(line: &str) -> (&str, &str, &str, i32, &str, i32, &str) {
 #[test]
 fn lines_follow_the_seeds_format_in_parent_and_child() {
     let run = testkit::run(
-        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        env!("CARGO_BIN_EXE_course-test-helper"),
         &["log"],
         Duration::from_secs(60),
     );
@@ -46,7 +46,7 @@ fn lines_follow_the_seeds_format_in_parent_and_child() {
         format!("{}.0", asctime[20..].parse::<u32>().unwrap()),
         "msecs repeats the milliseconds"
     );
-    assert_eq!(name, "mpcore_test_helper");
+    assert_eq!(name, "course_test_helper");
     assert_eq!(level, "INFO");
     assert_eq!(message, "from the parent");
     assert_eq!(thread, parent_pid, "the main thread's id is the process id");
@@ -70,7 +70,7 @@ fn a_child_logs_while_another_thread_holds_the_time_zone_lock() {
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("zone");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_course-test-helper"));
     command
         .arg("log-tz-held")
         .env("TZ", format!(":{}", fifo.display()));

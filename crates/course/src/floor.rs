@@ -1,30 +1,95 @@
 //! The physical floors that the benchmarks (`mpbench`) hold mpcore up
 //! against: the bare system calls, with nothing of mpcore's around them.
 //!
-//! Course material, not library: this module is public only so that the
-//! course's benchmarks and demos can call it, and it may change in any
-//! release. It is here, not in the benchmarks, because it needs `unsafe` (a
-//! raw `fork`), and mpcore is the one crate of the course that may use it.
-//! It is not part of the Python vocabulary; a course reader meets it in
-//! chapter 10 of the course (`docs/10-performance.md`).
+//! It is here, not in the benchmarks, because it needs `unsafe` (a raw
+//! `fork`, a shared mapping), which the course keeps to mpcore and to this
+//! crate. It is not part of the Python vocabulary; a course reader meets it
+//! in chapter 10 of the course (`docs/10-performance.md`). Failures are
+//! reported as [`mpcore::Error`]s, so that a floor and the mpcore call it
+//! is the floor of fail alike.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe2};
 
-use crate::base::{Error, Result};
+use mpcore::{Error, Result};
+
+/// A failed system call, as mpcore reports one.
+fn os(call: &'static str, errno: Errno) -> Error {
+    Error::Os {
+        call,
+        errno: mpcore::Errno::from_raw(errno as i32),
+    }
+}
+
+/// A failed `call` that reported an `io::Error`, as mpcore reports one: its
+/// errno when it has one, else its own words.
+fn io(call: &'static str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(errno) => os(call, Errno::from_raw(errno)),
+        None => Error::Io {
+            call,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// One page of anonymous memory shared with the children forked after it
+/// is made (`MAP_SHARED | MAP_ANONYMOUS`), unmapped when dropped.
+struct SharedPage {
+    base: NonNull<std::ffi::c_void>,
+}
+
+impl SharedPage {
+    const LEN: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+
+    fn new() -> Result<SharedPage> {
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's
+        // choice overlaps nothing of ours; the result is checked.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                Self::LEN,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(|e| os("mmap", e))?;
+        Ok(SharedPage { base })
+    }
+
+    /// The page's first 8 bytes as a counter, zero at first.
+    fn counter(&self) -> &AtomicU64 {
+        // SAFETY: the page is zeroed (any bits are a valid AtomicU64) and
+        // page-aligned, lives as long as `self`, which the reference
+        // borrows, and every process touches it only atomically.
+        unsafe { &*self.base.as_ptr().cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly `LEN` bytes at `base`, and no reference
+        // into them outlives `self`.
+        let _ = unsafe { munmap(self.base, Self::LEN.get()) };
+    }
+}
 
 /// Forks a child that writes `value + 1` to a pipe and `_exit`s; reads it
 /// and reaps the child. What `Process::spawn(move || value + 1)` plus
 /// `join` costs at the very least.
 ///
 /// ```
-/// assert_eq!(mpcore::floor::fork_pipe_waitpid(41)?, 42);
+/// assert_eq!(course::floor::fork_pipe_waitpid(41)?, 42);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub fn fork_pipe_waitpid(value: u64) -> Result<u64> {
@@ -43,7 +108,7 @@ pub fn fork_pipe_waitpid(value: u64) -> Result<u64> {
 /// The floor under a queue carrying the same messages one way.
 ///
 /// ```
-/// assert_eq!(mpcore::floor::fork_pipe_stream(1000, 8)?, 8000);
+/// assert_eq!(course::floor::fork_pipe_stream(1000, 8)?, 8000);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub fn fork_pipe_stream(count: usize, size: usize) -> Result<usize> {
@@ -76,12 +141,12 @@ pub fn fork_pipe_stream(count: usize, size: usize) -> Result<usize> {
 /// `apply_async(..).get()`, a pair of events).
 ///
 /// ```
-/// assert_eq!(mpcore::floor::fork_pipe_pingpong(100)?, 100);
+/// assert_eq!(course::floor::fork_pipe_pingpong(100)?, 100);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
     let (to_child_r, to_child_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))?;
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os("pipe2", e))?;
     let (mut to_child_r, mut to_child_w) = (File::from(to_child_r), File::from(to_child_w));
     let mut played = 0;
     let parent = getpid();
@@ -120,20 +185,19 @@ pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
 /// shared `Value`: the cheapest correct shared counter there is.
 ///
 /// ```
-/// assert_eq!(mpcore::floor::shared_atomic_increments(2, 1000)?, 2000);
+/// assert_eq!(course::floor::shared_atomic_increments(2, 1000)?, 2000);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
-    let segment = crate::os::memfd::Segment::new("mpcore-floor", 8, 8)?;
-    // SAFETY: the segment is 8 zeroed, page-aligned bytes that live until
-    // the end of this function, after every child is reaped; every process
-    // touches them only atomically.
-    let counter = unsafe { &*segment.base().cast::<AtomicU64>() };
+    // The page lives until the end of this function, after every child
+    // is reaped.
+    let page = SharedPage::new()?;
+    let counter = page.counter();
     let mut children = Vec::with_capacity(procs);
     for _ in 0..procs {
         // SAFETY: the child only does atomic adds and calls `_exit`: it
         // takes no lock and allocates nothing.
-        let forked = unsafe { fork() }.map_err(|e| Error::os("fork", e));
+        let forked = unsafe { fork() }.map_err(|e| os("fork", e));
         match forked.inspect_err(|_| kill_and_reap(&children))? {
             ForkResult::Child => {
                 for _ in 0..per_proc {
@@ -146,7 +210,7 @@ pub fn shared_atomic_increments(procs: usize, per_proc: u64) -> Result<u64> {
         }
     }
     for child in children {
-        reap(child).map_err(|e| Error::os("waitpid", e))?;
+        reap(child).map_err(|e| os("waitpid", e))?;
     }
     Ok(counter.load(Ordering::SeqCst))
 }
@@ -178,12 +242,12 @@ fn fork_with_pipe(
     write: impl FnOnce(&mut File),
     read: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))?;
+    let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os("pipe2", e))?;
     // SAFETY: the child only writes to a pipe and calls `_exit`; it takes
     // no lock that another thread could hold (no allocation before the
     // write in `fork_pipe_waitpid`; `fork_pipe_stream` allocates, which
     // glibc makes safe after fork).
-    match unsafe { fork() }.map_err(|e| Error::os("fork", e))? {
+    match unsafe { fork() }.map_err(|e| os("fork", e))? {
         ForkResult::Child => {
             drop(r);
             let mut w = File::from(w);
@@ -199,10 +263,10 @@ fn fork_with_pipe(
             let status = loop {
                 match waitpid(child, None) {
                     Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other.map_err(|e| Error::os("waitpid", e))?,
+                    other => break other.map_err(|e| os("waitpid", e))?,
                 }
             };
-            read_result.map_err(|e| Error::io("read", e))?;
+            read_result.map_err(|e| io("read", e))?;
             match status {
                 WaitStatus::Exited(_, 0) => Ok(()),
                 WaitStatus::Exited(pid, code) => Err(Error::Exited {
@@ -211,7 +275,7 @@ fn fork_with_pipe(
                 }),
                 WaitStatus::Signaled(pid, signal, _) => Err(Error::Signaled {
                     pid: pid.as_raw(),
-                    signal: signal.into(),
+                    signal: mpcore::Signal::from_number(signal as i32),
                 }),
                 _ => Ok(()),
             }
