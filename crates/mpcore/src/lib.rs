@@ -49,8 +49,11 @@
 //! serde, flushes stdout, and leaves with `_exit`, so it never
 //! returns into the parent's code and never runs the parent's destructors.
 //! It asks the kernel for `PR_SET_PDEATHSIG` so that it dies with its
-//! parent. That signal fires when the *thread* that called `spawn` exits,
-//! not only the process: spawn from a thread that outlives the child.
+//! parent. That signal fires when the *thread* that forked exits, not only
+//! the process, so a `spawn` from any thread but the main one is forked
+//! by a thread of mpcore's that lives as long as the process: a child
+//! started by a short-lived thread (a thread pool's worker, a scoped
+//! thread) runs on after that thread ends, and dies with the process.
 //!
 //! [`StartMethod::Spawn`] starts the child as a fresh `exec` of the same
 //! program instead ([`process::Builder::spawn_fn`]): it runs a plain `fn`

@@ -1,18 +1,18 @@
 //! [`Builder`]: how a child starts, by each start method.
 
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nix::unistd::{ForkResult, fork, getpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Process;
 use crate::base::{Error, Result, StartMethod, get_start_method};
 use crate::start::child::{lock_std_streams, run_child, single_threaded};
-use crate::start::{Task, exec, forkserver};
+use crate::start::{Task, exec, forker, forkserver};
 use crate::wire::channel;
 
 static PROCESS_COUNTER: AtomicUsize = AtomicUsize::new(1);
@@ -195,49 +195,64 @@ impl Builder {
         // written out only when asked for: an allocation here would be one
         // more heap page for the child to copy.
         let (number, name) = self.number_and_name();
-        let (tx, rx) = channel::pair()?;
-        let parent = getpid();
+        // Forked by a thread that lives as long as the process, so that
+        // the child dies with the process, never with a thread of it.
+        let (pid, results) = forker::on_lasting_thread(move || fork_child(f))??;
+        Ok(Process::started(pid, name, number, self.daemon, results))
+    }
+}
 
-        // If other threads exist, hold the std streams' locks across the
-        // fork, so that none of them owns one at the instant of the copy: a
-        // lock that is held then stays held for ever in the child, which
-        // would hang at its first `println!`. A process with one thread has
-        // nobody to hold them, and is spared the copy-on-write faults of
-        // releasing them after the fork (two in each process). Flush
-        // stdout either way (under the lock, if taken), or the child would
-        // inherit, and print again, whatever the parent had buffered.
-        let mut std_locks = if single_threaded() {
-            None
-        } else {
-            Some(lock_std_streams()?)
-        };
-        // The same for the fork server's lock: a child that found it held
-        // for ever could never start a fork-server child of its own.
-        let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
-        let _ = match &mut std_locks {
-            Some((stdout, _)) => stdout.flush(),
-            None => io::stdout().flush(),
-        };
+/// Forks a child that runs `f` and sends what it returns on a new socket;
+/// returns its pid and the parent's end of that socket.
+fn fork_child<T, F>(f: F) -> Result<(Pid, OwnedFd)>
+where
+    F: FnOnce() -> T,
+    T: Serialize + DeserializeOwned,
+{
+    let (tx, rx) = channel::pair()?;
+    let parent = getpid();
 
-        // SAFETY: after `fork` the child has one thread, a copy of this one.
-        // What makes that hazardous is a lock some other thread held at the
-        // instant of the fork. The std streams' locks are held by this
-        // thread (above) when another thread might want them; glibc takes
-        // its malloc locks around `fork` itself.
-        // Locks of the caller's own that other threads hold are outside our
-        // reach: the crate docs say so (the "fork with threads" hazard).
-        match unsafe { fork() } {
-            Err(e) => Err(Error::os("fork", e)),
-            Ok(ForkResult::Child) => {
-                drop((std_locks, server_lock));
-                drop(rx);
-                run_child(f, tx.as_fd(), parent)
-            }
-            Ok(ForkResult::Parent { child }) => {
-                drop((std_locks, server_lock));
-                drop(tx);
-                Ok(Process::started(child, name, number, self.daemon, rx))
-            }
+    // If other threads exist, hold the std streams' locks across the
+    // fork, so that none of them owns one at the instant of the copy: a
+    // lock that is held then stays held for ever in the child, which
+    // would hang at its first `println!`. A process with one thread has
+    // nobody to hold them, and is spared the copy-on-write faults of
+    // releasing them after the fork (two in each process). Flush
+    // stdout either way (under the lock, if taken), or the child would
+    // inherit, and print again, whatever the parent had buffered.
+    let mut std_locks = if single_threaded() {
+        None
+    } else {
+        Some(lock_std_streams()?)
+    };
+    // The same for the fork server's lock and the forking thread's: a
+    // child that found one held for ever could never start a child of
+    // its own.
+    let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
+    let forker_lock = std_locks.is_some().then(forker::hold_across_fork);
+    let _ = match &mut std_locks {
+        Some((stdout, _)) => stdout.flush(),
+        None => io::stdout().flush(),
+    };
+
+    // SAFETY: after `fork` the child has one thread, a copy of this one.
+    // What makes that hazardous is a lock some other thread held at the
+    // instant of the fork. The std streams' locks are held by this
+    // thread (above) when another thread might want them; glibc takes
+    // its malloc locks around `fork` itself.
+    // Locks of the caller's own that other threads hold are outside our
+    // reach: the crate docs say so (the "fork with threads" hazard).
+    match unsafe { fork() } {
+        Err(e) => Err(Error::os("fork", e)),
+        Ok(ForkResult::Child) => {
+            drop((std_locks, server_lock, forker_lock));
+            drop(rx);
+            run_child(f, tx.as_fd(), parent)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((std_locks, server_lock, forker_lock));
+            drop(tx);
+            Ok((child, rx))
         }
     }
 }

@@ -29,6 +29,7 @@ use nix::unistd::{Pid, getpid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::forker;
 use super::hook::{CHILD_ENV, SPAWNED_CHILD_HOOK};
 use super::task::Task;
 use crate::base::{Error, Result};
@@ -48,7 +49,9 @@ where
 fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd)> {
     let (ours, theirs) = task.packed()?;
     let value = format!("{} {}", theirs.as_raw_fd(), getpid());
-    let pid = exec_self(CHILD_ENV, &value, theirs, true)?;
+    // Started by a thread that lives as long as the process: the child's
+    // death signal then follows the process, not the calling thread.
+    let pid = forker::on_lasting_thread(move || exec_self(CHILD_ENV, &value, theirs, true))??;
     Ok((pid, ours))
 }
 
@@ -56,7 +59,8 @@ fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd)> {
 /// very file this process runs from) with `var=value` in its environment
 /// and `keep` open in it under the same number: the one descriptor of ours
 /// it inherits (every other is close-on-exec). With `die_with_us`, it gets
-/// `PR_SET_PDEATHSIG` SIGKILL before the exec. Returns its pid; this
+/// `PR_SET_PDEATHSIG` SIGKILL before the exec, a signal that follows the
+/// thread that calls this (see `forker.rs`). Returns its pid; this
 /// process's copy of `keep` is closed. std's `Child` neither waits nor
 /// kills when dropped: the caller's handle does both, by pid.
 pub(crate) fn exec_self(var: &str, value: &str, keep: OwnedFd, die_with_us: bool) -> Result<Pid> {

@@ -5,13 +5,16 @@
 //!   unwinding into the parent's code), and the std streams' locks;
 //! - `task.rs`: a task that travels to a fresh program: its entry, its
 //!   argument and the handles' descriptors;
-//! - `exec.rs`: the re-executed program, and the hook before `main`
-//!   that sends it to its task;
+//! - `forker.rs`: the thread that forks for the program's other threads,
+//!   so that a child dies with its parent process, not with a thread;
+//! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
+//!   `main` that sends it to its task;
 //! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
 //!   own loop (`server.rs`).
 
 pub(crate) mod child;
 pub(crate) mod exec;
+pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
 pub(crate) mod task;
