@@ -19,7 +19,11 @@ fn slow_increment(x: u64) -> u64 {
 #[test]
 fn a_child_of_a_thread_that_ended_runs_on_under_every_method() {
     within(LIMIT, || {
-        for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        for method in [
+            StartMethod::Fork,
+            StartMethod::Spawn,
+            StartMethod::ForkServer,
+        ] {
             for round in 0..5u64 {
                 let mut child = std::thread::spawn(move || {
                     let child = Builder::new()
