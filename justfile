@@ -1,7 +1,7 @@
 # Recipes for the course. Each one is a plain cargo command underneath;
 # `just --list` shows them. Install just with `cargo install just`.
 
-demos := "process_demo join_demo cpu_count_demo queue_demo timing_demo pool_demo shared_memory_demo lock_demo event_demo start_methods_demo"
+demos := "process_demo join_demo cpu_count_demo queue_demo timing_demo pool_demo shared_memory_demo lock_demo event_demo cluster_demo start_methods_demo"
 
 # List the recipes.
 default:
@@ -11,15 +11,16 @@ default:
 demo NAME *ARGS:
     cargo run -q -p {{NAME}} -- {{ARGS}}
 
-# Run every demo in reading order, in release mode (timing_demo needs it).
+# Run every demo in reading order, in release mode (timing_demo needs it);
+# cluster_demo runs on 2 local processes, as `just cluster` does.
 demos:
     #!/usr/bin/env bash
     set -euo pipefail
     for d in {{demos}}; do
-        if [ -d "crates/$d" ]; then
-            echo "=== cargo run --release -p $d"
-            cargo run -q --release -p "$d"
-        fi
+        args=()
+        if [ "$d" = cluster_demo ]; then args=(--local 2); fi
+        echo "=== cargo run --release -p $d -- ${args[*]:-}"
+        cargo run -q --release -p "$d" -- "${args[@]}"
     done
 
 # The whole test suite (the README's command).

@@ -1,7 +1,7 @@
 //! Beyond one machine: the Pool chapter's `map`, on workers in several
 //! processes that talk over TCP, with timely-dataflow.
 //!
-//! The Python it mirrors (seed 001, section 5, and the CPU job of section 4):
+//! The Python it mirrors (the 多进程 tutorial, section 5, and the CPU job of section 4):
 //!
 //! ```python
 //! def job(x):

@@ -1,7 +1,7 @@
 //! The tutorial's CPU-bound job, kept in one place so that `timing_demo`
 //! and the benchmarks measure exactly the same work.
 //!
-//! Seed 001, section 4:
+//! The 多进程 tutorial, section 4:
 //!
 //! ```python
 //! def job(q):
@@ -40,7 +40,7 @@ pub fn cpu_job(n: u64) -> u128 {
 /// use course::job::{cpu_job, cpu_job_range};
 ///
 /// assert_eq!(cpu_job_range(0, 400) + cpu_job_range(400, 1000), cpu_job(1000));
-/// // Seed 001, section 3: two jobs of range(1000) print 499667166000.
+/// // The 多进程 tutorial, section 3: two jobs of range(1000) print 499667166000.
 /// assert_eq!(2 * cpu_job(1000), 499_667_166_000);
 /// ```
 pub fn cpu_job_range(start: u64, end: u64) -> u128 {

@@ -4,7 +4,7 @@
 //! | Module | What | Used by |
 //! | --- | --- | --- |
 //! | [`job`] | the tutorial's CPU-bound job, `res += i + i**2 + i**3` | `timing_demo`, `cluster_demo`, the benchmarks, chapters 5 and 11 |
-//! | [`logging`] | log lines in the format of seed 000's `logging.basicConfig` | `event_demo`, chapter 9 |
+//! | [`logging`] | log lines in the format of the wongwonggoods tutorial's `logging.basicConfig` | `event_demo`, chapter 9 |
 //! | [`floor`] | the physical floors: a raw `fork`, a pipe, `waitpid` | the benchmarks, chapter 10 |
 //! | [`published`] | raw_sync and shared_memory, the crates a reader would add, behind safe calls | the examples of chapters 7, 8 and 9, the benchmarks' baselines |
 //!

@@ -1,6 +1,6 @@
 //! Log lines in the format of the tutorial's `logging.basicConfig`.
 //!
-//! Seed 000 configures Python's logging with
+//! The wongwonggoods tutorial configures Python's logging with
 //! `%(asctime)s.%(msecs)s:%(name)s:%(thread)d:%(levelname)s:%(process)d:%(message)s`.
 //! [`init`] sets up `log` + `env_logger` to print the same fields in the
 //! same order, so a reader can lay a Rust line beside a Python one:

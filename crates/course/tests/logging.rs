@@ -1,4 +1,4 @@
-//! The logging helper prints the fields of seed 000's format, in its order:
+//! The logging helper prints the fields of the wongwonggoods tutorial's format, in its order:
 //! `%(asctime)s.%(msecs)s:%(name)s:%(thread)d:%(levelname)s:%(process)d:%(message)s`.
 
 use std::time::Duration;
@@ -57,7 +57,7 @@ fn lines_follow_the_seeds_format_in_parent_and_child() {
     assert_eq!(child_thread, child_pid, "the child's only thread");
 }
 
-/// Seed 000 logs from a producer thread and a consumer process at once, so
+/// The wongwonggoods tutorial logs from a producer thread and a consumer process at once, so
 /// a child may be forked while another thread is formatting a date. A
 /// date formatted through glibc's local time takes its time-zone lock, and
 /// a child forked while another thread holds it waits for ever. The helper

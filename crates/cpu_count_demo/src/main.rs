@@ -1,4 +1,4 @@
-//! Seed 000, "利用 multiprocessing 模組查看自己的CPU「有多少核心」": ask how
+//! The wongwonggoods tutorial, "利用 multiprocessing 模組查看自己的CPU「有多少核心」": ask how
 //! many CPUs there are and start one process per CPU.
 //!
 //! The Python it mirrors:

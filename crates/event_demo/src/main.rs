@@ -1,7 +1,7 @@
-//! Seed 000's program: a `Producer` thread and a `Consumer` process, each
+//! The wongwonggoods tutorial's program: a `Producer` thread and a `Consumer` process, each
 //! saying that it is working once a second until its stop event is set.
 //!
-//! The Python it mirrors (shortened; the seed prints with `print`, under a
+//! The Python it mirrors (shortened; the tutorial prints with `print`, under a
 //! `logging.basicConfig` whose format is used here):
 //!
 //! ```python
@@ -31,7 +31,7 @@
 //!
 //!     cargo run -p event_demo -- --seconds 3
 //!
-//! (3 is the default; fractions such as `0.2` work). It logs, in the seed's
+//! (3 is the default; fractions such as `0.2` work). It logs, in the tutorial's
 //! format, `Producer is working...` from the thread and `Consumer is
 //! working...` from the child process about once a second, then stops and
 //! joins both. Ctrl-C stops it early, the same clean way.
@@ -46,7 +46,7 @@ use mpcore::{Event, Process};
 /// A Producer thread and a Consumer process, stopped by events.
 #[derive(Parser)]
 struct Args {
-    /// How long to let them work, in seconds (the seed waits an hour).
+    /// How long to let them work, in seconds (the tutorial waits an hour).
     #[arg(long, default_value = "3", value_parser = parse_seconds)]
     seconds: Duration,
 }
@@ -62,7 +62,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 fn run(name: &str, stop: &Event) {
     while !stop.is_set() {
         info!("{name} is working...");
-        // The seed sleeps a whole second; waiting on the event instead
+        // The tutorial sleeps a whole second; waiting on the event instead
         // wakes as soon as it is set. A timeout is the normal case.
         if let Err(e) = stop.wait_timeout(Duration::from_secs(1)) {
             if !e.is_timeout() {
@@ -133,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let interrupted = Event::new()?;
     interrupted.set_on_interrupt()?;
 
-    // The seed's order: the thread first, then the fork. A fork while
+    // The tutorial's order: the thread first, then the fork. A fork while
     // another thread runs is the hazard the chapter explains; mpcore holds
     // the stdout and stderr locks across it, so the child can log.
     let producer = Producer::start()?;

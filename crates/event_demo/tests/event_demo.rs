@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 const BIN: &str = env!("CARGO_BIN_EXE_event_demo");
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A log line in the seed's format ends with `:<pid>:<message>`.
+/// A log line in the tutorial's format ends with `:<pid>:<message>`.
 fn pid_and_message(line: &str) -> Option<(i32, &str)> {
     let mut fields = line.rsplitn(3, ':');
     let message = fields.next()?;
@@ -55,7 +55,7 @@ fn producer_thread_and_consumer_process_work_until_stopped() {
 
 #[test]
 fn thread_then_fork_never_hangs_in_many_short_runs() {
-    // The seed starts the thread, then forks: if a lock the child needs
+    // The tutorial starts the thread, then forks: if a lock the child needs
     // were held by the thread at that instant, the child would hang. Many
     // short runs give that instant many chances.
     let mut both = 0;

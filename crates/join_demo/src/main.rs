@@ -1,4 +1,4 @@
-//! Seed 000, "多個 Process 同時平行處理": five processes print as they run,
+//! The wongwonggoods tutorial, "多個 Process 同時平行處理": five processes print as they run,
 //! in whatever order the scheduler picks; joining them in order gives
 //! their results in order.
 //!
@@ -30,7 +30,7 @@ use mpcore::Process;
 
 const NUM_PROCESS: u32 = 5;
 
-/// Seed 000's `task(num)`, which also returns what it was given, with the
+/// The wongwonggoods tutorial's `task(num)`, which also returns what it was given, with the
 /// pid that ran it, so the parent can show it collected them in order.
 fn task(num: u32) -> (u32, u32) {
     // Python's print puts a space between its arguments, hence two spaces.

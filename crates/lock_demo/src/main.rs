@@ -1,4 +1,4 @@
-//! Section 7 of seed 001, "进程锁 Lock": two processes add to one shared
+//! Section 7 of the 多进程 tutorial, "进程锁 Lock": two processes add to one shared
 //! `Value`, first without a lock, then with one; then the same at scale,
 //! where the updates that are lost without the lock are counted.
 //!

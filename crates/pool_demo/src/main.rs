@@ -1,4 +1,4 @@
-//! Section 5 of seed 001 ("进程池 Pool"): put a function and its inputs
+//! Section 5 of the 多进程 tutorial ("进程池 Pool"): put a function and its inputs
 //! into a pool of worker processes and get the return values back, in
 //! order, with `map` and `apply_async`.
 //!

@@ -1,5 +1,6 @@
-//! Section 2 of seed 001 ("添加进程 Process") and the first example of seed
-//! 000: start a function in a thread and in a process, then join both.
+//! Section 2 of the 多进程 tutorial ("添加进程 Process") and the first
+//! example of the wongwonggoods tutorial: start a function in a thread and
+//! in a process, then join both.
 //!
 //! The Python it mirrors:
 //!
@@ -29,25 +30,25 @@ use std::thread;
 
 use mpcore::Process;
 
-/// Seed 001's `job(a, d)`: it ignores its arguments, as in the tutorial.
+/// The 多进程 tutorial's `job(a, d)`: it ignores its arguments, as in the tutorial.
 fn job(_a: i32, _d: i32) {
     println!("aaaaa");
 }
 
-/// Seed 000's `task(a, b)`.
+/// The wongwonggoods tutorial's `task(a, b)`.
 fn task(a: i32, b: i32) {
     println!("Task in the Process.");
     println!("{a} {b}");
 }
 
 fn main() -> Result<(), mpcore::Error> {
-    println!("== seed 001: job(1, 2) in a thread and in a process ==");
+    println!("== the 多进程 tutorial: job(1, 2) in a thread and in a process ==");
     let t1 = thread::spawn(|| job(1, 2));
     let mut p1 = Process::spawn(|| job(1, 2))?;
     t1.join().expect("the thread does not panic");
     p1.join()?;
 
-    println!("== seed 000: task(1, 2) in a process ==");
+    println!("== the wongwonggoods tutorial: task(1, 2) in a process ==");
     let mut p1 = Process::spawn(|| task(1, 2))?;
     p1.join()?;
 

@@ -24,10 +24,10 @@ fn prints_the_tutorial_lines_and_who_ran_where() {
     assert_eq!(
         lines[..6],
         [
-            "== seed 001: job(1, 2) in a thread and in a process ==",
+            "== the 多进程 tutorial: job(1, 2) in a thread and in a process ==",
             "aaaaa",
             "aaaaa",
-            "== seed 000: task(1, 2) in a process ==",
+            "== the wongwonggoods tutorial: task(1, 2) in a process ==",
             "Task in the Process.",
             "1 2",
         ]

@@ -1,4 +1,4 @@
-//! Section 3 of seed 001, "存储进程输出 Queue": two processes compute the
+//! Section 3 of the 多进程 tutorial, "存储进程输出 Queue": two processes compute the
 //! same job and put their results on a Queue; the parent gets both and
 //! prints the sum.
 //!

@@ -1,4 +1,4 @@
-//! Section 6 of seed 001, "共享内存 shared memory": a `Value` and an `Array`
+//! Section 6 of the 多进程 tutorial, "共享内存 shared memory": a `Value` and an `Array`
 //! that a child process changes and the parent reads, then the tutorial's
 //! table of type codes with the Rust type for each.
 //!

@@ -3,7 +3,8 @@
 //! A plain `Mutex` taken for each step of the loop would not do: nothing
 //! makes the thread that lets go wait, so it can take the lock straight
 //! back, and one thread may well run its whole job before the other
-//! starts. CPython (3.2 and later, `Python/ceval_gil.c`) forces the turns:
+//! starts. CPython (3.2 and later: `Python/ceval_gil.h` up to 3.11,
+//! `Python/ceval_gil.c` since 3.12) forces the turns:
 //!
 //! - a thread that wants the GIL waits at most the switch interval,
 //!   `sys.getswitchinterval()`, 5 ms by default; if the holder has not let

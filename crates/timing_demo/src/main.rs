@@ -1,4 +1,4 @@
-//! Section 4 of seed 001 ("效率对比 threading & multiprocessing"): the same
+//! Section 4 of the 多进程 tutorial ("效率对比 threading & multiprocessing"): the same
 //! CPU-bound job done three ways, one after the other, timed.
 //!
 //! The Python it mirrors:

@@ -58,7 +58,7 @@ fn more_workers_do_more_jobs() {
     let out = run(&["--n", "1000", "--workers", "3"]);
     out.assert_success();
     let lines = out.lines();
-    // Seed 001, section 3: one job of range(1000) is 249833583000.
+    // The 多进程 tutorial, section 3: one job of range(1000) is 249833583000.
     let three_jobs = (3 * 249_833_583_000u64).to_string();
     for (way, workers) in [("normal", "1"), ("multithread", "3"), ("multicore", "3")] {
         assert_eq!(
