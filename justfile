@@ -40,7 +40,7 @@ ci:
 bench *ARGS:
     cargo bench -p mpbench {{ARGS}}
 
-# CPython's multiprocessing beside mpcore, alternating, in one table (`--quick`: small sizes; `--svg FILE`: the ratios as a chart).
+# CPython's multiprocessing beside mpcore, alternating, in one table with the targets (`--quick`: small sizes; `--svg FILE`: the ratios as a chart; `--record`: write docs/data/compare.json).
 compare *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -54,6 +54,16 @@ compare *ARGS:
         exit 1
     fi
     python3 benches/python/compare.py {{ARGS}}
+
+# Measure on a quiet machine and record the figures the chapters quote, in
+# docs/data/ (benches/README.md): criterion, then the side-by-side, then
+# criterion's medians, then chapter 5's runs of timing_demo. Takes about
+# half an hour.
+record:
+    cargo bench -p mpbench
+    python3 benches/python/compare.py --record
+    python3 benches/python/record.py criterion
+    python3 benches/python/record.py timing
 
 # Compile and run every Rust block in docs/, then build the API docs.
 docs:

@@ -8,41 +8,49 @@ prints one table. Standard library only.
 
     python3 benches/python/compare.py             # what `just compare` runs
     python3 benches/python/compare.py --quick     # small sizes, to check it works
-    python3 benches/python/compare.py --svg docs/img/10-ratios.svg   # and draw the ratios
+    python3 benches/python/compare.py --svg /tmp/ratios.svg   # and draw the ratios
+    python3 benches/python/compare.py --record    # the run the chapters quote
 
 Every figure is a median: each program prints the median of `--runs` runs,
-and the table takes the median over the rounds.
+and the table takes the median over the rounds. The table printed has a
+column of targets, the goals mpcore is held to (benches/README.md); the
+chapters show the measurements only. `--record` runs every workload, and
+the CPython-only ones of chapter 12, and writes them to
+docs/data/compare.json, from which record.py renders the tables and the
+charts that the chapters include: do it on a machine with nothing else
+running.
 """
 
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
-from xml.sax.saxutils import escape
+import record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 MIB = 1 << 20
 
-# name: (what, unit, goal as (kind, number) or None). Order is table order.
+# name: (what, unit, goal against Python, goal against the floor), each
+# goal (kind, number) or None; benches/README.md lists them. Order is table
+# order. A floor goal bounds mpcore's time over the floor's.
 ROWS = [
     ("spawn_join", "spawn + join, returning a u64", "us/op", ("faster", 8.0), ("floor", 1.3)),
     ("spawn_join_spawn", "spawn + join, start method spawn", "us/op", ("faster", 10.0), None),
     ("spawn_join_forkserver", "spawn + join, start method forkserver", "us/op", ("faster", 5.0), ("floor", 2.0)),
     ("pool_map10", "Pool(2) + map 10 + close, mpcore default vs Python forkserver", "ms/op", ("faster", 3.0), None),
-    ("queue_small", "Queue, 100,000 small ints child to parent", "msgs/s", ("faster", 3.0), None),
+    ("queue_small", "Queue, 100,000 small ints child to parent", "msgs/s", ("faster", 8.0), ("floor", 1.0)),
     ("queue_1mib", "Queue, 1 MiB byte messages", "MB/s", ("faster", 3.0), None),
     ("pool_map_tiny", "Pool(2).map, 100,000 tiny tasks, default chunks", "tasks/s", ("faster", 3.0), None),
     ("pool_map_chunk1", "Pool(2).map, 20,000 tasks, chunksize 1", "tasks/s", ("faster", 5.0), None),
     ("apply_async_rtt", "apply_async(..).get() round trip", "us/op", ("faster", 2.0), None),
     ("value_incr", "2 processes x 100,000 locked Value increments", "incr/s", ("faster", 20.0), None),
-    ("event_wake", "Event set-to-wake round trip, 2 processes", "us/op", ("faster", 1.0), None),
+    ("event_wake", "Event set-to-wake round trip, 2 processes", "us/op", ("faster", 1.0), ("floor", 1.5)),
     ("timing_normal", "timing job x2, normal (per loop step)", "ns/iter", None, None),
     ("timing_threads", "timing job x2, 2 threads (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
     ("timing_processes", "timing job x2, 2 processes (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
@@ -52,6 +60,11 @@ ROWS = [
 # pool under its default method (fork) against CPython's pool under the
 # method Python 3.14 makes its default on Linux.
 PYTHON_SIDE = {"pool_map10": "pool_map10_forkserver"}
+
+# The CPython side of chapter 12's table that no row has: the pool and a
+# round trip under the other start methods (mpbench::PYTHON_ONLY).
+PYTHON_ONLY = ["pool_map10", "pool_map10_spawn", "apply_async_rtt_spawn", "apply_async_rtt_forkserver"]
+PYTHON_ONLY_UNIT = {"pool_map10": "ms/op", "pool_map10_spawn": "ms/op"}
 
 # What the floor column holds when it is not a raw fork + pipe: the
 # forkserver row is measured against mpcore's own fork.
@@ -121,8 +134,14 @@ def main():
     parser.add_argument("--runs", type=int, default=None, help="runs per program call (default 5)")
     parser.add_argument("--rust-bin", help="the mpbench `compare` binary (default: build it)")
     parser.add_argument("--svg", metavar="FILE", help="also draw the mpcore/Python ratios as an SVG chart in FILE")
+    parser.add_argument(
+        "--record", nargs="?", const=str(record.DATA), metavar="DIR",
+        help="write the run to DIR/compare.json (default docs/data) and render the chapters' tables from it",
+    )
     parser.add_argument("workloads", nargs="*", help="only these workloads")
     args = parser.parse_args()
+    if args.record and (args.quick or args.workloads):
+        parser.error("--record records the full run: no --quick, no list of workloads")
     rounds = args.rounds or (1 if args.quick else 3)
     runs = args.runs or (1 if args.quick else 5)
     binary = rust_binary(args)
@@ -155,17 +174,27 @@ def main():
             statistics.median(fl) if fl else None,
         )
 
+    python_only = {}
+    if args.record:
+        for name in PYTHON_ONLY:
+            runs_py = [per_op(run_json(python + [name, "--runs", str(runs)])) for _ in range(rounds)]
+            unit = PYTHON_ONLY_UNIT.get(name, "us/op")
+            python_only[name] = {"unit": unit, "python": shown(unit, statistics.median(runs_py))}
+            print(f"  {name}: python {python_only[name]['python']:.1f} {unit}", file=sys.stderr)
+
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python3 benches/python/compare.py " + " ".join(sys.argv[1:])
     print(f"{command.strip()}  ({now}, {os.cpu_count()} CPUs, Python {platform.python_version()})")
     print("mpcore/Python: how many times faster mpcore is (higher is better);")
     print("mpcore/floor: mpcore's time over the floor's (1.00 is the floor);")
     print("the forkserver row's floor is mpcore's own fork, and its pool row is")
-    print("mpcore's default method (fork) against Python's forkserver.")
+    print("mpcore's default method (fork) against Python's forkserver;")
+    print("goal: the targets of benches/README.md, met or not in this run.")
     print()
     head = ["workload", "unit", "Python", "mpcore", "mpcore/Python", "floor", "mpcore/floor", "goal"]
     rows = []
     ratios = []
+    recorded = []
     normal = medians.get("timing_normal")
     for name, what, unit, goal, floor_goal in ROWS:
         if name not in medians:
@@ -182,7 +211,14 @@ def main():
             py_v, rs_v, fl_v = shown(unit, py), shown(unit, rs), shown(unit, fl)
             ratio = py / rs
             over_floor = rs / fl if fl else None
-        ratios.append((what, ratio))
+        ratios.append((what, ratio, unit))
+        recorded.append({
+            "name": name, "what": what, "unit": unit,
+            "python": py_v, "mpcore": rs_v, "ratio": round(ratio, 2),
+            "floor": fl_v, "over_floor": None if over_floor is None else round(over_floor, 2),
+            # What mpcore adds to the floor, in the row's unit.
+            "over_floor_by": rs_v - fl_v if fl_v is not None and unit.endswith("/op") else None,
+        })
         verdicts = []
         if goal is not None:
             ok = ratio >= goal[1]
@@ -196,7 +232,10 @@ def main():
                 verdicts.append(f">= 1.8x normal {'met' if ok else 'NOT met'}")
             else:
                 floor_name = FLOOR_NAME.get(name, "floor")
-                verdicts.append(f"<= {floor_goal[1]:g}x {floor_name} {'met' if ok else 'NOT met'}")
+                label = f"<= {floor_goal[1]:g}x {floor_name}"
+                if unit.endswith("/s"):
+                    label = "at least the floor's rate" if floor_goal[1] == 1.0 else label
+                verdicts.append(f"{label} {'met' if ok else 'NOT met'}")
         rows.append(
             [what, unit, fmt(py_v), fmt(rs_v), f"{ratio:.2f}x", fmt(fl_v),
              "-" if over_floor is None else f"{over_floor:.2f}", "; ".join(verdicts) or "-"]
@@ -211,70 +250,24 @@ def main():
         print(f"not measured: {name}: {why}")
     if args.svg:
         heading = f"{command.strip()}  ({now}, {os.cpu_count()} CPUs, Python {platform.python_version()})"
-        Path(args.svg).write_text(ratio_chart(ratios, heading, args.quick), encoding="utf-8")
+        Path(args.svg).write_text(record.ratio_chart(ratios, heading, args.quick), encoding="utf-8")
         print(f"\nchart written to {args.svg}")
+    if args.record:
+        out = Path(args.record)
+        data = {
+            "_how": record.HOW,
+            "date": now.split(" ")[0],
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "rounds": rounds,
+            "runs": runs,
+            "rows": recorded,
+            "python_only": python_only,
+        }
+        (out / "compare.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"\nrecorded in {out / 'compare.json'}")
+        record.render(out)
     return 0
-
-
-def ratio_chart(ratios, heading, quick):
-    """An SVG bar chart of how many times faster mpcore is than CPython, one
-    bar per workload, on a log scale around 1x (as fast as CPython): bars to
-    the right are faster, to the left slower. Written by hand, so that the
-    Python side needs nothing beyond the standard library."""
-    # Wide enough for the longest label and the command line, at about 7
-    # pixels a character of a 12-pixel sans-serif font.
-    longest = max([len(what) for what, _ in ratios] + [0])
-    label_w, plot_w, right, row_h, top = max(330, 7 * longest + 24), 420, 60, 26, 96
-    lo = min([0.5] + [r / 1.5 for _, r in ratios if r > 0])
-    hi = max([2.0] + [r * 1.5 for _, r in ratios])
-    span = math.log10(hi) - math.log10(lo)
-
-    def x(ratio):
-        return label_w + plot_w * (math.log10(max(ratio, lo)) - math.log10(lo)) / span
-
-    height = top + row_h * len(ratios) + 50
-    width = max(label_w + plot_w + right, 7 * len(heading.split("  (", 1)[0]) + 20)
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        '<text x="10" y="22" font-size="15" font-weight="bold">'
-        "mpcore against CPython's multiprocessing: how many times faster (log scale)</text>",
-    ]
-    # The command, then when and where: two lines, so that a long command fits.
-    for i, part in enumerate(heading.split("  (", 1)):
-        text = part if i == 0 else "(" + part
-        out.append(f'<text x="10" y="{42 + 16 * i}" fill="#555">{escape(text)}</text>')
-    if quick:
-        out.append(
-            '<text x="10" y="78" fill="#b00" font-weight="bold">'
-            "A --quick run: small sizes, one round. Not the figures to quote.</text>"
-        )
-    axis_y = top + row_h * len(ratios) + 4
-    for tick in [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]:
-        if lo <= tick <= hi:
-            tx = x(tick)
-            out.append(f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{axis_y}" stroke="#ddd"/>')
-            out.append(f'<text x="{tx:.1f}" y="{axis_y + 16}" text-anchor="middle" fill="#555">{tick:g}x</text>')
-    one = x(1)
-    for i, (what, ratio) in enumerate(ratios):
-        y = top + i * row_h
-        start, end = sorted((one, x(ratio)))
-        colour = "#2a7ab9" if ratio >= 1 else "#d9822b"
-        out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{escape(what)}</text>')
-        out.append(
-            f'<rect class="bar" x="{start:.1f}" y="{y + 3}" width="{max(end - start, 1):.1f}" '
-            f'height="{row_h - 8}" fill="{colour}"><title>{escape(what)}: {ratio:.2f}x</title></rect>'
-        )
-        out.append(f'<text x="{end + 4 if ratio >= 1 else start - 4:.1f}" y="{y + 15}" '
-                   f'text-anchor="{"start" if ratio >= 1 else "end"}">{ratio:.2f}x</text>')
-    out.append(f'<line x1="{one:.1f}" y1="{top - 6}" x2="{one:.1f}" y2="{axis_y}" stroke="black"/>')
-    out.append(
-        f'<text x="{one:.1f}" y="{axis_y + 32}" text-anchor="middle">'
-        "1x: as fast as CPython; right of it mpcore is faster</text>"
-    )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
