@@ -69,52 +69,55 @@ pub fn draw(path: &Path, tables: &[(String, Vec<Way>)]) -> Result<(), Box<dyn Er
                 .x_label_style(("sans-serif", 12))
                 .x_label_formatter(&|s| format!("{:.*} ms", decimals, s * 1000.0))
                 .draw()?;
+            // Lane 0 at the top. Bars are drawn in pixels: a slice of a
+            // pixel or less (a GIL turn that only handled a reply) still
+            // shows, 2 pixels wide, and wider ones keep a white pixel at
+            // each end so that back-to-back slices stay apart.
             for bar in &way.bars {
-                // Lane 0 at the top; a white edge keeps back-to-back slices
-                // apart, so even a GIL turn of a pixel or two shows.
                 let top = lanes - bar.lane as f64;
-                let corners = [(bar.start, top - 0.2), (bar.end, top - 0.8)];
-                let edge = if way.bars.len() > 8 { 1 } else { 2 };
-                chart.draw_series([
-                    Rectangle::new(corners, color.filled()),
-                    Rectangle::new(corners, WHITE.stroke_width(edge)),
-                ])?;
-            }
-            // Name each job once, at its first slice, after every bar is
-            // drawn so that none covers a name; over a slice too narrow
-            // for white text, on a white label of its own.
-            let mut labelled = Vec::new();
-            for bar in &way.bars {
-                if labelled.contains(&bar.job) {
-                    continue;
-                }
-                labelled.push(bar.job);
-                let top = lanes - bar.lane as f64;
-                let (x, y) = chart.backend_coord(&(bar.start, top - 0.5));
-                let (right, _) = chart.backend_coord(&(bar.end, top - 0.5));
-                let label = format!("job {}", bar.job);
-                if right - x >= 44 {
-                    root.draw(&Text::new(
-                        label,
-                        (x + 6, y - 6),
-                        ("sans-serif", 12).into_font().color(&WHITE),
-                    ))?;
+                let (x0, y0) = chart.backend_coord(&(bar.start, top - 0.2));
+                let (x1, y1) = chart.backend_coord(&(bar.end, top - 0.8));
+                let (left, right) = if x1 - x0 >= 4 {
+                    (x0 + 1, x1 - 1)
                 } else {
-                    root.draw(&Rectangle::new(
-                        [(x + 2, y - 8), (x + 42, y + 7)],
-                        WHITE.mix(0.85).filled(),
-                    ))?;
+                    (x0, x0 + (x1 - x0).max(2))
+                };
+                root.draw(&Rectangle::new([(left, y0), (right, y1)], color.filled()))?;
+            }
+            // A job cut into slices (under the GIL) is named beside its
+            // lane; a job in one piece, on its bar, in white, or after it,
+            // in black, when the bar is too short for its name.
+            let sliced = way
+                .bars
+                .iter()
+                .any(|bar| way.bars.iter().filter(|b| b.job == bar.job).count() > 1);
+            if !sliced {
+                for bar in &way.bars {
+                    let top = lanes - bar.lane as f64;
+                    let (x, y) = chart.backend_coord(&(bar.start, top - 0.5));
+                    let (right, _) = chart.backend_coord(&(bar.end, top - 0.5));
+                    let label = format!("job {}", bar.job);
+                    let (at, colour) = if right - x >= 44 {
+                        (x + 6, &WHITE)
+                    } else {
+                        (right + 4, &BLACK)
+                    };
                     root.draw(&Text::new(
                         label,
-                        (x + 6, y - 6),
-                        ("sans-serif", 12).into_font().color(&BLACK),
+                        (at, y - 6),
+                        ("sans-serif", 12).into_font().color(colour),
                     ))?;
                 }
             }
             for (lane, name) in way.lanes.iter().enumerate() {
                 let (x, y) = chart.backend_coord(&(0.0, lanes - lane as f64 - 0.5));
+                let job = way.bars.iter().find(|bar| bar.lane == lane);
+                let name = match job {
+                    Some(bar) if sliced => format!("{name}, job {}", bar.job),
+                    _ => name.clone(),
+                };
                 root.draw(&Text::new(
-                    name.clone(),
+                    name,
                     (x - 124, y - 7),
                     ("sans-serif", 14).into_font(),
                 ))?;
