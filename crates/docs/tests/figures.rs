@@ -74,11 +74,6 @@ const NOT_MEASURED: &[(&str, &str, &str)] = &[
     ),
     (
         "06-pool.md",
-        "100 µs",
-        "the pool's threshold for a fast chunk",
-    ),
-    (
-        "06-pool.md",
         "100 ms",
         "the pool's retry interval for a replacement",
     ),

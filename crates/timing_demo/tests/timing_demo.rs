@@ -121,16 +121,36 @@ fn svg_holds_one_panel_per_way_with_its_lanes() {
             "{caption:?} in {texts:?}"
         );
     }
+    // A job cut into slices (under the GIL, when it runs longer than a
+    // switch interval) is named beside its lane, "thread 1, job 1"; a job
+    // in one piece on its bar.
+    let lane = |name: &str| {
+        texts
+            .iter()
+            .filter(|t| **t == name || t.starts_with(&format!("{name}, job ")))
+            .count()
+    };
     assert_eq!(count("main thread"), 1);
-    assert_eq!(count("thread 1"), 2, "multithread and GIL panels");
-    assert_eq!(count("thread 2"), 2);
+    assert_eq!(lane("thread 1"), 2, "multithread and GIL panels");
+    assert_eq!(lane("thread 2"), 2);
     assert_eq!(
         texts.iter().filter(|t| t.starts_with("process ")).count(),
         2
     );
-    // One bar per job: 2 in normal's lane, 1 in each other lane.
-    assert_eq!(count("job 1"), 4);
-    assert_eq!(count("job 2"), 4);
+    // Each job named once per panel: 2 in normal's lane, 1 in each other.
+    let job = |n: u32| {
+        texts
+            .iter()
+            .filter(|t| **t == format!("job {n}") || t.ends_with(&format!(", job {n}")))
+            .count()
+    };
+    assert_eq!(job(1), 4);
+    assert_eq!(job(2), 4);
+    // No label box: every rectangle is a bar, a background or a panel.
+    assert!(
+        !svg.contains("opacity=\"0.85\""),
+        "a white label box over the bars"
+    );
 }
 
 #[test]
