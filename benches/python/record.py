@@ -256,6 +256,12 @@ def read_criterion(root):
         stamps.append(info.parent.joinpath("estimates.json").stat().st_mtime)
     if not benches:
         raise SystemExit(f"record.py: no criterion results under {root}: run `cargo bench -p mpbench` first")
+    missing = [g for g in GROUPS if not any(b["group"] == g for b in benches)]
+    if missing:
+        raise SystemExit(
+            f"record.py: no criterion results for {', '.join(missing)} under {root}: "
+            "the chapters quote every group, so record the whole `cargo bench -p mpbench`"
+        )
     order = {g: i for i, g in enumerate(GROUPS)}
     benches.sort(key=lambda b: order.get(b["group"], len(GROUPS)))
     day = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d")
