@@ -26,10 +26,12 @@
 //! is gone, and then removes the name.
 //!
 //! A segment is made in an order that leaves no window: a file with no
-//! name (`O_TMPFILE`), its lock set up, the file handed to the tracker,
-//! and only then the name (`linkat`). A creator killed at any point
-//! leaves no name, or a tracked one; an opener never finds a half-made
-//! segment.
+//! name (`O_TMPFILE`), its memory reserved (`fallocate`: a segment that
+//! `/dev/shm` has no room for is an error then, not a `SIGBUS` later), its
+//! lock set up, the file handed to the tracker, and only then the name
+//! (`linkat`). A creator killed at any point leaves no name, or a tracked
+//! one; an opener never finds a half-made segment. An opener refuses a
+//! file that another user could reach (see [`SharedMemory::open`]).
 //!
 //! What remains: a tracker killed on purpose (`SIGKILL`) forgets the names
 //! it held (another program that opened the segment has a tracker of its
@@ -111,6 +113,13 @@ const CREATING: Duration = Duration::from_secs(2);
 ///   as in Python.
 /// - A name cannot be reused while its segment is being removed:
 ///   [`open`](SharedMemory::open) then says so ([`Error::SegmentRemoved`]).
+/// - The memory is reserved when the segment is made, as a file of that
+///   size in `/dev/shm` (Python's is sparse, its pages taken at first
+///   use): a segment larger than `/dev/shm` has room for is an error of
+///   [`create`](SharedMemory::create), where Python's segment kills its
+///   process with `SIGBUS` when it reaches the missing pages.
+/// - [`open`](SharedMemory::open) refuses a segment that another user
+///   could reach; Python opens whatever the name leads to.
 ///
 /// # What is promised, and what is not
 ///
@@ -195,13 +204,16 @@ impl SharedMemory {
 
     /// A new segment of `size` bytes, all zero, named `name` (Python's
     /// `SharedMemory(name=name, create=True, size=n)`): `/dev/shm/<name>`,
-    /// readable and writable by this user only.
+    /// readable and writable by this user only. Its memory is reserved
+    /// now, and counts as used in `/dev/shm` from now on.
     ///
     /// # Errors
     ///
     /// [`Error::NameExists`] when a segment has that name already;
-    /// [`Error::BadSegment`] for a size of 0 or a name that is empty, too
-    /// long or holds a `/`; [`Error::Os`] when the system
+    /// [`Error::BadSegment`] for a size of 0, a size that `/dev/shm` has
+    /// no room for (`ENOSPC`, its free and total bytes in the message) or
+    /// that this process may not make (`ulimit -f`), or a name that is
+    /// empty, too long or holds a `/`; [`Error::Os`] when the system
     /// refuses, e.g. `EAGAIN` when the program's tracker cannot be started
     /// under a process limit (no name is left behind then), and
     /// [`Error::Io`] when it cannot be started at all (a program with
@@ -244,13 +256,21 @@ impl SharedMemory {
     /// Opens the segment that another process created under `name`
     /// (Python's `SharedMemory(name=name)`), as one more of its users.
     ///
+    /// Only a segment that no other user can reach is opened: a regular
+    /// file (not a symbolic link) that belongs to the user this process
+    /// runs as (its effective id), and that neither its group nor others
+    /// may read or write. Another user's, or one open to others, could be
+    /// shortened under us (every touch past its new end a `SIGBUS`) or
+    /// written behind its lock.
+    ///
     /// # Errors
     ///
     /// [`Error::NoSuchName`] when no segment has that name,
     /// [`Error::SegmentRemoved`] when its last user has just gone and it
     /// is being removed, [`Error::BadSegment`] for a name that is empty,
-    /// too long or holds a `/`, or for a segment that its creator never
-    /// finished making (it died, or it is not an mpcore segment); as
+    /// too long or holds a `/`, for a segment refused as above (the
+    /// message says why), or for one that its creator never finished
+    /// making (it died, or it is not an mpcore segment); as
     /// [`create`](SharedMemory::create) when the program's tracker cannot
     /// be started.
     pub fn open(name: &str) -> Result<SharedMemory> {

@@ -1,5 +1,6 @@
 //! A segment's file in `/dev/shm` and its mapping: made with no name,
-//! then named in one step; or opened by name.
+//! its memory reserved, then named in one step; or opened by name, once
+//! it is known to be ours alone.
 
 use std::ffi::{CStr, CString};
 use std::num::NonZeroUsize;
@@ -8,10 +9,10 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, open};
+use nix::fcntl::{AtFlags, FallocateFlags, OFlag, fallocate, open};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-use nix::sys::stat::{FileStat, Mode, fchmod, fstat, lstat};
-use nix::unistd::linkat;
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, lstat};
+use nix::unistd::{Uid, linkat};
 
 use crate::base::{Error, Result};
 use crate::start::tracker::SHM_DIR;
@@ -30,14 +31,27 @@ pub(super) struct Segment {
 
 impl Segment {
     /// A new file in `/dev/shm` with no name yet, `len` bytes long (the
-    /// caller's `size` plus the header), all zero, owner-only. Locked
-    /// shared, and mapped.
+    /// caller's `size` plus the header), all zero, owner-only, with its
+    /// memory reserved now: a segment that `/dev/shm` has no room for is
+    /// an error here, not a `SIGBUS` at its first use. Locked shared,
+    /// and mapped.
     pub(super) fn create(size: usize, len: usize) -> Result<Segment> {
         let too_big = |why: String| Error::BadSegment {
             what: format!("cannot make a shared memory segment of {size} bytes: {why}"),
         };
         let bytes = i64::try_from(len)
             .map_err(|_| too_big("that is more than a file can hold".to_owned()))?;
+        // Past the file size limit the kernel would send SIGXFSZ, which
+        // kills the process: say so instead.
+        if let Ok((limit, _)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
+        {
+            if limit != libc::RLIM_INFINITY && len as u64 > limit {
+                return Err(too_big(format!(
+                    "this process may not make a file larger than {limit} bytes (ulimit -f)"
+                )));
+            }
+        }
         // O_TMPFILE: a file in /dev/shm that no name leads to yet, so
         // nothing is left there if we die before it is named and tracked.
         let file = open(
@@ -48,7 +62,22 @@ impl Segment {
         .map_err(|e| Error::os("open(/dev/shm, O_TMPFILE)", e))?;
         // The mode is exactly 0600, whatever the umask took away.
         fchmod(&file, Mode::S_IRUSR | Mode::S_IWUSR).map_err(|e| Error::os("fchmod", e))?;
-        nix::unistd::ftruncate(&file, bytes).map_err(|e| Error::os("ftruncate", e))?;
+        match fallocate(&file, FallocateFlags::empty(), 0, bytes) {
+            Ok(()) => {}
+            Err(Errno::ENOSPC) => {
+                let (free, total) = space_in_shm_dir();
+                return Err(too_big(format!(
+                    "{SHM_DIR} has {free} bytes free of {total} (ENOSPC): ask for less, free \
+                     some there, or give {SHM_DIR} more room (docker run --shm-size, say)"
+                )));
+            }
+            Err(Errno::EFBIG) => {
+                return Err(too_big(format!(
+                    "that is more than a file in {SHM_DIR} can hold (EFBIG)"
+                )));
+            }
+            Err(e) => return Err(Error::os("fallocate", e)),
+        }
         flock(file.as_fd(), libc::LOCK_SH).map_err(|e| Error::os("flock", e))?;
         Segment::map(file, len)
     }
@@ -73,7 +102,9 @@ impl Segment {
     }
 
     /// Opens the segment named `path` (`name` in `/dev/shm`), as one of
-    /// its users, if its last user has not gone yet.
+    /// its users: only a regular file that belongs to this process's
+    /// (effective) user and that nobody else may read or write, whose
+    /// last user has not gone yet.
     pub(super) fn open(path: &CStr, name: &str) -> Result<Segment> {
         let file = open(
             path,
@@ -88,9 +119,11 @@ impl Segment {
             Errno::ENOENT => Error::NoSuchName {
                 name: name.to_owned(),
             },
+            Errno::ELOOP => refused(name, "it is a symbolic link, not a segment".to_owned()),
             e => Error::os("open", e),
         })?;
         let stat = fstat(&file).map_err(|e| Error::os("fstat", e))?;
+        check_owner_only(&stat, name)?;
         match flock(file.as_fd(), libc::LOCK_SH | libc::LOCK_NB) {
             Ok(()) => {}
             Err(Errno::EWOULDBLOCK) => {
@@ -200,6 +233,39 @@ pub(super) fn path_of(name: &str) -> Result<CString> {
     })
 }
 
+/// Refuses a segment that another user could reach: one that is not a
+/// regular file, belongs to another user, or lets others in. Such a user
+/// could shorten the file under us (every access past its new end is a
+/// `SIGBUS`), or write the bytes and the lock behind our backs.
+fn check_owner_only(stat: &FileStat, name: &str) -> Result<()> {
+    let euid = Uid::effective().as_raw();
+    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(refused(name, "it is not a regular file".to_owned()));
+    }
+    if stat.st_uid != euid {
+        return Err(refused(
+            name,
+            format!(
+                "it belongs to user {}, not to user {euid}, whom this process runs as; another \
+                 user could shorten it under us (a SIGBUS) or change it behind its lock",
+                stat.st_uid
+            ),
+        ));
+    }
+    let mode = stat.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(refused(
+            name,
+            format!(
+                "its mode {mode:04o} lets other users in, who could shorten it under us (a \
+                 SIGBUS) or change it behind its lock; mpcore makes its segments readable and \
+                 writable by their owner only (0600)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn refused(name: &str, why: String) -> Error {
     Error::BadSegment {
         what: format!("refusing to open the shared memory segment {name:?}: {why}"),
@@ -221,6 +287,18 @@ pub(super) fn unfinished(name: &str) -> Error {
 /// symbolic link).
 fn names(path: &CStr, ours: &FileStat) -> bool {
     lstat(path).is_ok_and(|now| now.st_ino == ours.st_ino && now.st_dev == ours.st_dev)
+}
+
+/// The free and total bytes of `/dev/shm`, for an error message (0 and 0
+/// if it cannot be told).
+fn space_in_shm_dir() -> (u64, u64) {
+    nix::sys::statvfs::statvfs(SHM_DIR).map_or((0, 0), |s| {
+        let unit = s.fragment_size();
+        (
+            s.blocks_available().saturating_mul(unit),
+            s.blocks().saturating_mul(unit),
+        )
+    })
 }
 
 /// `flock(2)` on a file we hold open. (nix's `Flock` owns the file and

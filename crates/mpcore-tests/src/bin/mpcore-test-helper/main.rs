@@ -59,10 +59,10 @@
 //!   creator, prints `opened NAME`, waits for a line on standard input (or
 //!   its end), then prints the values it finds and their sum.
 //! - `named many PREFIX N`, `named open-many PREFIX N STEP`, `named nproc
-//!   NAME ROOM`, `named tracker-killed PREFIX`, `named fork-child PREFIX`:
-//!   named segments and their tracker under many segments, a process
-//!   limit, a killed tracker, a forked child (each is described in
-//!   `named.rs`).
+//!   NAME ROOM`, `named small-shm`, `named tracker-killed PREFIX`, `named
+//!   fork-child PREFIX`: named segments and their tracker under many
+//!   segments, a process limit, a small `/dev/shm`, a killed tracker, a
+//!   forked child (each is described in `named.rs`).
 //!
 //! One module per group of scenarios: `orphans`, `fork_server`, `shared`
 //! (`shm`, `named create|read`), `named` (the other `named` ones), `output` (`print-storm`, `buffered`, `stdout-held`),

@@ -1,5 +1,6 @@
 //! Named segments and their tracker: many segments, a process limit, a
-//! tracker killed, a forked child that makes a segment.
+//! `/dev/shm` too small, a tracker killed, a forked child that makes a
+//! segment.
 
 use std::io::{BufRead, Write};
 
@@ -18,6 +19,7 @@ pub(crate) fn scenario(args: &[String]) -> Res {
         "many" => many(arg(1)?, arg(2)?.parse()?),
         "open-many" => open_many(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?),
         "nproc" => nproc(arg(1)?, arg(2)?.parse()?),
+        "small-shm" => small_shm(),
         "tracker-killed" => tracker_killed(arg(1)?),
         "fork-child" => fork_child(arg(1)?),
         other => Err(format!("unknown named scenario {other:?}").into()),
@@ -133,6 +135,53 @@ fn tasks_of(uid: u32) -> Result<u64, Box<dyn std::error::Error>> {
         }
     }
     Ok(count)
+}
+
+/// `small-shm`: in a mount namespace of its own whose `/dev/shm` holds
+/// 1 MiB, creates and fills a segment of 600 KiB (`A`), then tries a
+/// second one (`B`, more than is left) and one of 2 MiB (`C`, more than
+/// all of it), filling each it gets; prints `X: ok` or `X: error: ...`
+/// for each. Prints `skipped: ...` if it may not make the namespace.
+fn small_shm() -> Res {
+    // SAFETY: this process has one thread; `unshare` and `mount` change
+    // only its own view of the file systems, and read only the strings.
+    let made = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/dev/shm".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"size=1m".as_ptr().cast(),
+            ) == 0
+    };
+    if !made {
+        return say(&format!(
+            "skipped: no mount namespace of its own: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut kept = Vec::new();
+    for (label, size) in [("A", 600 << 10), ("B", 600 << 10), ("C", 2 << 20)] {
+        match SharedMemory::create(&format!("small-{label}"), size) {
+            Ok(shm) => {
+                // Every page: one that the file system cannot give is a
+                // SIGBUS here.
+                shm.lock()?.fill(1);
+                say(&format!("{label}: ok"))?;
+                kept.push(shm);
+            }
+            Err(e) => say(&format!("{label}: error: {e}"))?,
+        }
+    }
+    Ok(())
 }
 
 /// The live children of this process.
