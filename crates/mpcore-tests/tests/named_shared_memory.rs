@@ -44,10 +44,11 @@ fn gone_within(name: &str, limit: Duration) -> bool {
     true
 }
 
-/// Processes whose command line names `name`: the helpers, and the
-/// tracker (a fork of the creating helper, so it has the same command
-/// line). None may be left once the name is gone: the tracker exits
-/// right after removing it.
+/// Processes whose command line names `name`: the helpers (and a tracker
+/// forked from one, which would have the same command line). None may be
+/// left once the name is gone. The trackers of today are fresh runs of
+/// the helper with no argument; `tests/named_tracker.rs` checks that
+/// they end.
 fn processes_naming(name: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
