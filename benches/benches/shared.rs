@@ -6,8 +6,10 @@
 //! raw_sync's mutex and auto-reset events in a segment of the
 //! `shared_memory` crate (`mpbench::published`). Last, what a named
 //! segment costs to make: the `shared_memory` crate's create + drop beside
-//! `mpcore::SharedMemory`'s (which also starts its tracker process) and an
-//! anonymous `Value`. Run with `cargo bench -p mpbench --bench shared`.
+//! `mpcore::SharedMemory`'s (which also reserves its memory, takes its
+//! lock and hands its file to the program's one tracker process, started
+//! once, before the timing) and an anonymous `Value`. Run with `cargo
+//! bench -p mpbench --bench shared`.
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};

@@ -106,8 +106,8 @@ pub fn raw_sync_event_wake(rounds: u64) -> Res<u64> {
 
 /// Creates a 4 KiB segment of the shared_memory crate and drops it
 /// (`shm_open`, `ftruncate`, `mmap`; `munmap`, `shm_unlink`): the
-/// baseline of `mpcore::SharedMemory::new`, which also starts its
-/// tracker process.
+/// baseline of `mpcore::SharedMemory::new`, which also reserves the
+/// memory, takes its lock and hands the file to its program's tracker.
 pub fn shared_memory_create_drop() -> Res<usize> {
     let shmem = ShmemConf::new().size(4096).create()?;
     Ok(shmem.len())

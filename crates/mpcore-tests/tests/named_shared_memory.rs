@@ -44,10 +44,11 @@ fn gone_within(name: &str, limit: Duration) -> bool {
     true
 }
 
-/// Processes whose command line names `name`: the helpers, and the
-/// tracker (a fork of the creating helper, so it has the same command
-/// line). None may be left once the name is gone: the tracker exits
-/// right after removing it.
+/// Processes whose command line names `name`: the helpers (and a tracker
+/// forked from one, which would have the same command line). None may be
+/// left once the name is gone. The trackers of today are fresh runs of
+/// the helper with no argument; `tests/named_tracker.rs` checks that
+/// they end.
 fn processes_naming(name: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -79,6 +80,20 @@ fn no_process_left(name: &str, limit: Duration) -> Result<(), Vec<String>> {
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A new file `/dev/shm/<name>`, mode 0600 as mpcore's segments are (one
+/// that lets other users in is refused before anything else is looked
+/// at).
+fn owner_only_file(name: &str) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(shm_path(name))
+        .expect("a file in /dev/shm")
 }
 
 /// A helper run with piped streams; it waits for a line on its stdin.
@@ -279,7 +294,7 @@ fn a_segment_whose_last_user_has_gone_cannot_be_joined() {
     // What an opener finds while the tracker removes a segment: the file
     // is there, and somebody holds the exclusive lock on it.
     let name = unique("removed");
-    let file = std::fs::File::create(shm_path(&name)).expect("a file in /dev/shm");
+    let file = owner_only_file(&name);
     file.set_len(4096).expect("size it");
     let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .expect("take the tracker's lock");
@@ -317,7 +332,7 @@ fn a_segment_that_is_not_one_of_mpcores_is_refused_after_a_short_wait() {
     // that never is (another program's, or one whose creator died while
     // making it) is an error, not a hang and not a garbage lock.
     let name = unique("foreign");
-    let file = std::fs::File::create(shm_path(&name)).expect("a file in /dev/shm");
+    let file = owner_only_file(&name);
     file.set_len(4096).expect("size it");
     let e = testkit::within(Duration::from_secs(30), {
         let name = name.clone();
@@ -332,4 +347,144 @@ fn a_segment_that_is_not_one_of_mpcores_is_refused_after_a_short_wait() {
         )),
         "{e}"
     );
+}
+
+/// A file that looks like an mpcore segment (big enough, its ready word
+/// set), with the given mode.
+fn made_up_segment(name: &str, mode: u32) {
+    use std::io::Write as _;
+    let mut file = owner_only_file(name);
+    let mut header = [0u8; 64];
+    header[48..52].copy_from_slice(&0x6d70_7368u32.to_ne_bytes());
+    file.write_all(&header).expect("write the header");
+    file.set_len(4096).expect("size it");
+    std::fs::set_permissions(shm_path(name), std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn a_segment_that_other_users_can_reach_is_refused() {
+    // Open to others: anyone could shorten it under us (a SIGBUS in safe
+    // code) or write it behind its lock.
+    let open_to_all = unique("mode-0666");
+    made_up_segment(&open_to_all, 0o666);
+    let e = SharedMemory::open(&open_to_all).map(drop);
+    let _ = std::fs::remove_file(shm_path(&open_to_all));
+    let e = e.expect_err("a segment of mode 0666");
+    assert!(matches!(e, Error::BadSegment { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "refusing to open the shared memory segment {open_to_all:?}: its mode 0666 lets \
+             other users in, who could shorten it under us (a SIGBUS) or change it behind its \
+             lock; mpcore makes its segments readable and writable by their owner only (0600)"
+        )
+    );
+
+    // A symbolic link to one of ours.
+    let ours = unique("link-target");
+    let link = unique("link");
+    let shm = SharedMemory::create(&ours, 8).expect("create");
+    std::os::unix::fs::symlink(shm_path(&ours), shm_path(&link)).expect("symlink");
+    let e = SharedMemory::open(&link).map(drop);
+    let _ = std::fs::remove_file(shm_path(&link));
+    let e = e.expect_err("a symbolic link");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "refusing to open the shared memory segment {link:?}: it is a symbolic link, not a \
+             segment"
+        )
+    );
+    drop(shm);
+
+    // Another user's, owner-only: only root can make one here.
+    if nix::unistd::Uid::effective().is_root() {
+        let theirs = unique("other-user");
+        made_up_segment(&theirs, 0o600);
+        nix::unistd::chown(
+            shm_path(&theirs).as_str(),
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+        )
+        .expect("chown");
+        let e = SharedMemory::open(&theirs).map(drop);
+        let _ = std::fs::remove_file(shm_path(&theirs));
+        assert_eq!(
+            e.expect_err("another user's segment").to_string(),
+            format!(
+                "refusing to open the shared memory segment {theirs:?}: it belongs to user \
+                 65534, not to user 0, whom this process runs as; another user could shorten it \
+                 under us (a SIGBUS) or change it behind its lock"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_segments_memory_is_reserved_when_it_is_made() {
+    use std::os::unix::fs::MetadataExt;
+    let name = unique("reserved");
+    let shm = SharedMemory::create(&name, 4 << 20).expect("create");
+    let file = std::fs::metadata(shm_path(&name)).expect("the name exists");
+    assert_eq!(file.len(), (4 << 20) + 64);
+    // Every block, not a sparse file whose pages come (or do not) at
+    // their first use.
+    assert!(
+        file.blocks() * 512 >= file.len(),
+        "{} of {} bytes reserved",
+        file.blocks() * 512,
+        file.len()
+    );
+    drop(shm);
+    assert!(gone_within(&name, Duration::from_secs(10)), "left behind");
+}
+
+#[test]
+fn a_segment_larger_than_dev_shm_can_hold_is_an_error_at_create_not_a_sigbus() {
+    // A /dev/shm of 1 MiB (a container's is 64 MiB) in a mount namespace
+    // of the helper's own: 600 KiB fit; another 600 KiB do not, nor do
+    // 2 MiB. The helper fills each segment it gets: a segment whose pages
+    // the file system cannot give kills it with SIGBUS.
+    let run = testkit::run(HELPER, &["named", "small-shm"], LIMIT);
+    if let Some(why) = run.stdout.strip_prefix("skipped: ") {
+        eprintln!("not checked here: {why}");
+        return;
+    }
+    run.assert_success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert_eq!(lines[0], "A: ok");
+    assert!(
+        lines[1].starts_with(
+            "B: error: cannot make a shared memory segment of 614400 bytes: /dev/shm has "
+        ) && lines[1].contains(" bytes free of 1048576 (ENOSPC): ask for less"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with(
+            "C: error: cannot make a shared memory segment of 2097152 bytes: /dev/shm has "
+        ),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn a_size_no_file_can_have_is_refused_at_create_and_leaves_no_name() {
+    for size in [1usize << 50, isize::MAX as usize, usize::MAX] {
+        let name = unique("huge");
+        let e = SharedMemory::create(&name, size).expect_err("far too big");
+        assert!(matches!(e, Error::BadSegment { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot make a shared memory segment of {size} bytes: "
+            )),
+            "{e}"
+        );
+        assert!(
+            !Path::new(&shm_path(&name)).exists(),
+            "{size}: a name was left"
+        );
+    }
 }

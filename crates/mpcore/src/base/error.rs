@@ -408,8 +408,10 @@ pub enum Error {
         name: String,
     },
 
-    /// A name that `/dev/shm` cannot hold, a size it cannot give, or a
-    /// segment that its creator never finished making.
+    /// A name that `/dev/shm` cannot hold, a size it cannot give (or has
+    /// no room for), a segment that its creator never finished making, or
+    /// one that [`SharedMemory::open`](crate::SharedMemory::open) refuses
+    /// because another user could reach it.
     #[error("{what}")]
     BadSegment {
         /// What was wrong and what to do, as a sentence.

@@ -5,8 +5,8 @@
 //! Forked children need no name: they inherit [`Value`](crate::Value) and
 //! [`Array`](crate::Array)'s anonymous mappings. A second program started
 //! on its own has nothing to inherit, so the segment gets a name in
-//! `/dev/shm`, through the [`shared_memory`] crate (`shm_open` + `mmap`;
-//! it creates the file owner-only, mode 0600).
+//! `/dev/shm`: the file `shm_open` would make, owner-only (mode 0600),
+//! mapped shared.
 //!
 //! A name outlives the processes that use it. Python leaves it to
 //! `unlink()`, and behind that to each program's `resource_tracker`
@@ -17,44 +17,46 @@
 //! 82300; Python 3.13's `track=False` turns the tracking off, and then
 //! nothing removes a segment whose creator was killed). Here every user
 //! (the creator and each opener) holds a shared `flock` on its own open of
-//! the file for as long as it uses the segment, and the creator starts a
-//! small tracker process that waits for an exclusive `flock` on the same
-//! file. The kernel drops a process's locks when it closes the file or
-//! dies, `SIGKILL` included, so the tracker gets its lock exactly when the
-//! last user is gone; it then removes the name and exits. It runs in a
-//! session of its own (a double fork: nobody's zombie, out of reach of the
-//! terminal's Ctrl-C) and holds no other descriptor of its creator's.
+//! the file for as long as it uses the segment, and hands the file to its
+//! program's tracker (`start/tracker/`): one small process per program, a
+//! fresh run of it started at its first `create` or `open`, which tries
+//! for an exclusive lock on each file it holds. The kernel drops a
+//! process's locks when it closes the file or dies, `SIGKILL` included,
+//! so a tracker gets its lock exactly when the last user of any program
+//! is gone, and then removes the name.
 //!
-//! Two windows remain, each a few system calls wide: a creator killed
-//! between creating the name and starting the tracker leaves the name
-//! behind, and so does a tracker killed on purpose.
+//! A segment is made in an order that leaves no window: a file with no
+//! name (`O_TMPFILE`), its memory reserved (`fallocate`: a segment that
+//! `/dev/shm` has no room for is an error then, not a `SIGBUS` later), its
+//! lock set up, the file handed to the tracker, and only then the name
+//! (`linkat`). A creator killed at any point leaves no name, or a tracked
+//! one; an opener never finds a half-made segment. An opener refuses a
+//! file that another user could reach (see [`SharedMemory::open`]).
+//!
+//! What remains: a tracker killed on purpose (`SIGKILL`) forgets the names
+//! it held (another program that opened the segment has a tracker of its
+//! own, which still removes it); and a program of the same user (or root)
+//! may shorten the file, after which touching the lost pages is a
+//! `SIGBUS`, or remove the name early.
 //!
 //! Files: `mod.rs` (this file), [`SharedMemory`] and its guard;
-//! `tracker.rs`, the process that removes a name.
+//! `segment.rs`, the file and its mapping.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
-use nix::errno::Errno;
-use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::base::{Error, Result};
 use crate::os::mutex::RawMutex;
+use crate::start::tracker;
 
-mod tracker;
+mod segment;
 
-use tracker::start_tracker;
-
-/// Where POSIX shared memory lives on Linux: `shm_open("/x")` is
-/// `/dev/shm/x`.
-const SHM_DIR: &str = "/dev/shm";
+use segment::{Segment, path_of, unfinished};
 
 /// The segment starts with this header: the robust mutex every view
 /// takes, then a word that says the mutex is ready. The data follows, so
@@ -66,7 +68,7 @@ const READY_AT: usize = 48;
 const READY: u32 = 0x6d70_7368; // "mpsh"
 
 /// How long an opener waits for a segment that another process is still
-/// creating (sizing it, initialising its lock).
+/// creating (an older mpcore's, which named it before it was ready).
 const CREATING: Duration = Duration::from_secs(2);
 
 /// A named block of shared bytes, Python's
@@ -111,6 +113,39 @@ const CREATING: Duration = Duration::from_secs(2);
 ///   as in Python.
 /// - A name cannot be reused while its segment is being removed:
 ///   [`open`](SharedMemory::open) then says so ([`Error::SegmentRemoved`]).
+/// - The memory is reserved when the segment is made, as a file of that
+///   size in `/dev/shm` (Python's is sparse, its pages taken at first
+///   use): a segment larger than `/dev/shm` has room for is an error of
+///   [`create`](SharedMemory::create), where Python's segment kills its
+///   process with `SIGBUS` when it reaches the missing pages.
+/// - [`open`](SharedMemory::open) refuses a segment that another user
+///   could reach; Python opens whatever the name leads to.
+///
+/// # What is promised, and what is not
+///
+/// - Each program runs one tracker, whatever the number of segments it
+///   makes or opens: a small process (`mpcore-tracker` in `ps`), a fresh
+///   run of the program started by its first `create` or `open`, holding
+///   none of the program's memory or descriptors. It is the program's
+///   child, in a session of its own, and ignores the signals that ask a
+///   process to stop (`SIGTERM`, `SIGINT`, `SIGHUP`, ...): `killall
+///   -TERM`, `pkill` or `systemctl stop` end the program, and the tracker
+///   then removes each name whose last user is gone, and exits once none
+///   is left. A forked child uses its parent's tracker.
+/// - A name goes within a moment of its last user: the tracker hears of
+///   each close at once (`inotify`), and looks at each segment at least
+///   once a second in any case.
+/// - Not covered: a tracker killed on purpose (`SIGKILL`) forgets the
+///   names it held (a program that opened the segment has a tracker of
+///   its own, which still removes it). A program of the same user, or
+///   root, can shorten the file (`ftruncate`), after which touching the
+///   pages past its new end kills the process with `SIGBUS`, or remove
+///   the name early: the kernel gives a file's owner no way to forbid
+///   either, so a segment is only as safe as the programs of its user.
+/// - The tracker is a fresh run of the program itself, so `create` and
+///   `open` fail in a program that runs with secure execution (set-user-ID,
+///   set-group-ID or file capabilities) and where mpcore is in a shared
+///   library rather than in the program.
 ///
 /// # Errors
 ///
@@ -118,16 +153,15 @@ const CREATING: Duration = Duration::from_secs(2);
 /// died holding it (the lock is repaired and released: call again), and
 /// [`Error::WouldDeadlock`] when this thread holds it already.
 pub struct SharedMemory {
-    shmem: Shmem,
+    mutex: RawMutex,
+    /// The file (holding the shared `flock` that tells the tracker this
+    /// process still uses the segment) and its mapping.
+    segment: Segment,
     name: String,
     size: usize,
-    mutex: RawMutex,
-    /// Our own open of the file, holding the shared `flock` that tells the
-    /// tracker this process still uses the segment.
-    _in_use: File,
 }
 
-// SAFETY: `Shmem` is only a mapping (a pointer, a length and a
+// SAFETY: `Segment` is only a mapping (a pointer, a length and a
 // descriptor), which any thread may use or unmap; the bytes in it are
 // reached only under the process-shared mutex, as with `Value`.
 unsafe impl Send for SharedMemory {}
@@ -170,13 +204,21 @@ impl SharedMemory {
 
     /// A new segment of `size` bytes, all zero, named `name` (Python's
     /// `SharedMemory(name=name, create=True, size=n)`): `/dev/shm/<name>`,
-    /// readable and writable by this user only.
+    /// readable and writable by this user only. Its memory is reserved
+    /// now, and counts as used in `/dev/shm` from now on.
     ///
     /// # Errors
     ///
-    /// [`Error::NameExists`] when a segment has that name already,
-    /// [`Error::BadSegment`] for a size of 0 or a name that is empty, too
-    /// long or holds a `/`, [`Error::Os`] when the system refuses.
+    /// [`Error::NameExists`] when a segment has that name already;
+    /// [`Error::BadSegment`] for a size of 0, a size that `/dev/shm` has
+    /// no room for (`ENOSPC`, its free and total bytes in the message) or
+    /// that this process may not make (`ulimit -f`), or a name that is
+    /// empty, too long or holds a `/`; [`Error::Os`] when the system
+    /// refuses, e.g. `EAGAIN` when the program's tracker cannot be started
+    /// under a process limit (no name is left behind then), and
+    /// [`Error::Io`] when it cannot be started at all (a program with
+    /// secure execution, or mpcore in a shared library) or does not take
+    /// the segment within 10 s (a stopped tracker).
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
         let path = path_of(name)?;
         if size == 0 {
@@ -191,133 +233,70 @@ impl SharedMemory {
                  memory can hold"
             ),
         })?;
-        let mut shmem = ShmemConf::new()
-            .os_id(format!("/{name}"))
-            .size(total)
-            .create()
-            .map_err(|e| match e {
-                ShmemError::MappingIdExists => Error::NameExists {
-                    name: name.to_owned(),
-                },
-                other => shmem_error("shm_open", other),
-            })?;
-        // The tracker removes the name, not this handle's drop: it knows
-        // when the last user is gone.
-        shmem.set_owner(false);
-        let started = (|| {
-            let in_use = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io("open", e))?;
-            // Nobody else can hold the exclusive lock yet: the tracker is
-            // started only below.
-            flock(&in_use, libc::LOCK_SH).map_err(|e| Error::os("flock", e))?;
-            // SAFETY: the mapping is fresh, page-aligned and `total` bytes
-            // long; nobody locks its mutex before READY is set below.
-            let mutex = unsafe { RawMutex::init(shmem.as_ptr())? };
-            ready_word(&shmem).store(READY, Ordering::Release);
-            start_tracker(&path)?;
-            Ok((in_use, mutex))
-        })();
-        match started {
-            Ok((in_use, mutex)) => Ok(SharedMemory {
-                mutex,
-                shmem,
-                name: name.to_owned(),
-                size,
-                _in_use: in_use,
-            }),
-            Err(e) => {
-                // No tracker will remove it: do it now.
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
+        // A file with no name yet: if anything below fails, or this
+        // process dies, it goes with its last descriptor, and nothing is
+        // left in /dev/shm.
+        let segment = Segment::create(size, total)?;
+        // SAFETY: the mapping is fresh, page-aligned and `total` bytes
+        // long; nobody else can reach it before it is named below.
+        let mutex = unsafe { RawMutex::init(segment.as_ptr())? };
+        ready_word(&segment).store(READY, Ordering::Release);
+        // The tracker holds the file before it has a name, so that a name
+        // never exists untracked.
+        tracker::track(segment.fd(), name)?;
+        segment.link(&path, name)?;
+        Ok(SharedMemory {
+            mutex,
+            segment,
+            name: name.to_owned(),
+            size,
+        })
     }
 
     /// Opens the segment that another process created under `name`
-    /// (Python's `SharedMemory(name=name)`).
+    /// (Python's `SharedMemory(name=name)`), as one more of its users.
+    ///
+    /// Only a segment that no other user can reach is opened: a regular
+    /// file (not a symbolic link) that belongs to the user this process
+    /// runs as (its effective id), and that neither its group nor others
+    /// may read or write. Another user's, or one open to others, could be
+    /// shortened under us (every touch past its new end a `SIGBUS`) or
+    /// written behind its lock.
     ///
     /// # Errors
     ///
     /// [`Error::NoSuchName`] when no segment has that name,
     /// [`Error::SegmentRemoved`] when its last user has just gone and it
     /// is being removed, [`Error::BadSegment`] for a name that is empty,
-    /// too long or holds a `/`, or for a segment that its creator never
-    /// finished making (it died, or it is not an mpcore segment).
+    /// too long or holds a `/`, for a segment refused as above (the
+    /// message says why), or for one that its creator never finished
+    /// making (it died, or it is not an mpcore segment); as
+    /// [`create`](SharedMemory::create) when the program's tracker cannot
+    /// be started.
     pub fn open(name: &str) -> Result<SharedMemory> {
         let path = path_of(name)?;
-        let missing = || Error::NoSuchName {
-            name: name.to_owned(),
-        };
-        let in_use = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => missing(),
-                _ => Error::io("open", e),
-            })?;
-        match flock(&in_use, libc::LOCK_SH | libc::LOCK_NB) {
-            Ok(()) => {}
-            Err(Errno::EWOULDBLOCK) => {
-                return Err(Error::SegmentRemoved {
-                    name: name.to_owned(),
-                });
-            }
-            Err(e) => return Err(Error::os("flock", e)),
-        }
-        // A segment being created is sized, then initialised: wait (a
-        // little) for both.
+        let segment = Segment::open(&path, name)?;
+        // An older mpcore named its segment before it was ready: wait (a
+        // little) for that.
         let since = Instant::now();
-        let unfinished = || Error::BadSegment {
-            what: format!(
-                "cannot open the shared memory segment {name:?}: its creator never finished \
-                 making it (it died while doing so, or the segment is not one of mpcore's): \
-                 remove /dev/shm/{name} and create it anew"
-            ),
-        };
-        loop {
-            let len = in_use.metadata().map_err(|e| Error::io("fstat", e))?.len();
-            if len > HEADER as u64 {
-                break;
-            }
+        while ready_word(&segment).load(Ordering::Acquire) != READY {
             if since.elapsed() > CREATING {
-                return Err(unfinished());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let shmem = ShmemConf::new()
-            .os_id(format!("/{name}"))
-            .open()
-            .map_err(|e| match e {
-                ShmemError::MapOpenFailed(errno) if errno == Errno::ENOENT as u32 => missing(),
-                other => shmem_error("shm_open", other),
-            })?;
-        // `shm_open` looked the name up again: make sure it found the file
-        // we hold locked, not a new segment made under the same name after
-        // an `unlink`.
-        let ours = in_use.metadata().map_err(|e| Error::io("fstat", e))?;
-        match std::fs::metadata(&path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
-            _ => return Err(missing()),
-        }
-        while ready_word(&shmem).load(Ordering::Acquire) != READY {
-            if since.elapsed() > CREATING {
-                return Err(unfinished());
+                return Err(unfinished(name));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         // SAFETY: READY says the creator initialised the mutex at the
-        // start of the mapping, which lives as long as `shmem`.
-        let mutex = unsafe { RawMutex::at(shmem.as_ptr()) };
+        // start of the mapping, which lives as long as `segment`.
+        let mutex = unsafe { RawMutex::at(segment.as_ptr()) };
+        // This program's tracker holds it too: if the creator's program
+        // and its tracker are gone (a `systemctl stop` ends both, in the
+        // end), the name still goes when this program lets go.
+        tracker::track(segment.fd(), name)?;
         Ok(SharedMemory {
             mutex,
-            size: shmem.len() - HEADER,
-            shmem,
+            size: segment.len() - HEADER,
+            segment,
             name: name.to_owned(),
-            _in_use: in_use,
         })
     }
 
@@ -377,21 +356,19 @@ impl SharedMemory {
     /// [`Error::NoSuchName`] when the name is gone already.
     pub fn unlink(&self) -> Result<()> {
         // Remove only our own segment, not a newer one under the name.
-        let ours = self._in_use.metadata().map_err(|e| Error::io("fstat", e))?;
         let path = path_of(&self.name)?;
-        match std::fs::metadata(&path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                std::fs::remove_file(&path).map_err(|e| Error::io("shm_unlink", e))
-            }
-            _ => Err(Error::NoSuchName {
+        if self.segment.is_named(&path)? {
+            nix::unistd::unlink(path.as_c_str()).map_err(|e| Error::os("shm_unlink", e))
+        } else {
+            Err(Error::NoSuchName {
                 name: self.name.clone(),
-            }),
+            })
         }
     }
 
     fn data(&self) -> *mut u8 {
         // SAFETY: the mapping is HEADER + size bytes long.
-        unsafe { self.shmem.as_ptr().add(HEADER) }
+        unsafe { self.segment.as_ptr().add(HEADER) }
     }
 }
 
@@ -479,54 +456,9 @@ impl fmt::Debug for SharedMemoryGuard<'_> {
     }
 }
 
-/// `/dev/shm/<name>`, for a name that `shm_open` takes as one file.
-fn path_of(name: &str) -> Result<String> {
-    // NAME_MAX is 255; `shm_open` adds nothing to the name on Linux.
-    let what = if name.is_empty() {
-        "a shared memory segment cannot have an empty name: give it one"
-    } else if name.contains('/') || name.contains('\0') || name == "." || name == ".." {
-        "a shared memory segment's name cannot hold a '/' or a NUL, nor be '.' or '..': \
-         Python adds the leading '/' itself, and so does mpcore, so leave it out"
-    } else if name.len() > 255 {
-        "a shared memory segment's name cannot be longer than 255 bytes: use a shorter one"
-    } else {
-        return Ok(format!("{SHM_DIR}/{name}"));
-    };
-    Err(Error::BadSegment {
-        what: what.to_owned(),
-    })
-}
-
-/// `flock(2)` on a file we hold open. (nix's `Flock` owns the file and
-/// unlocks on drop; here the lock lives exactly as long as the file, which
-/// the kernel already ensures.)
-fn flock(file: &File, operation: libc::c_int) -> std::result::Result<(), Errno> {
-    loop {
-        // SAFETY: a valid descriptor that `file` owns; flock touches no
-        // memory of ours.
-        match Errno::result(unsafe { libc::flock(file.as_raw_fd(), operation) }) {
-            Err(Errno::EINTR) => continue,
-            other => return other.map(drop),
-        }
-    }
-}
-
 /// The READY word in the header.
-fn ready_word(shmem: &Shmem) -> &AtomicU32 {
+fn ready_word(segment: &Segment) -> &AtomicU32 {
     // SAFETY: READY_AT is inside the header and 4-aligned (the base is
     // page-aligned); every process touches the word atomically only.
-    unsafe { &*shmem.as_ptr().add(READY_AT).cast::<AtomicU32>() }
-}
-
-/// The shared_memory crate's error as mpcore's: an errno stays one.
-pub(crate) fn shmem_error(call: &'static str, e: ShmemError) -> Error {
-    match e {
-        ShmemError::MapCreateFailed(errno)
-        | ShmemError::MapOpenFailed(errno)
-        | ShmemError::UnknownOsError(errno) => Error::os(call, Errno::from_raw(errno as i32)),
-        other => Error::Io {
-            call,
-            reason: other.to_string(),
-        },
-    }
+    unsafe { &*segment.as_ptr().add(READY_AT).cast::<AtomicU32>() }
 }

@@ -29,6 +29,7 @@ extern "C" fn spawned_child_hook() {
     // The fork server is a fresh run of the program too, reached the same
     // way (`forkserver/server.rs`); it never returns either.
     server::serve_if_asked();
+    super::tracker::server::serve_if_asked();
     let Some(value) = std::env::var_os(CHILD_ENV) else {
         return;
     };

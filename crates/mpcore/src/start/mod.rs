@@ -10,7 +10,11 @@
 //! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
 //!   `main` that sends it to its task;
 //! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
-//!   own loop (`server.rs`).
+//!   own loop (`server.rs`);
+//! - `tracker/`: the tracker of named shared memory segments, one small
+//!   process per program that removes a name once its last user is gone:
+//!   its client side (`client.rs`), its loop (`server.rs`) and its files
+//!   (`watch.rs`).
 
 pub(crate) mod child;
 pub(crate) mod exec;
@@ -18,6 +22,7 @@ pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
 pub(crate) mod task;
+pub(crate) mod tracker;
 
 pub(crate) use child::Outcome;
 pub(crate) use task::Task;

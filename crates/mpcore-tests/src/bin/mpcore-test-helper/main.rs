@@ -58,9 +58,14 @@
 //! - `named read NAME`: opens NAME as a program that is no child of its
 //!   creator, prints `opened NAME`, waits for a line on standard input (or
 //!   its end), then prints the values it finds and their sum.
+//! - `named many PREFIX N`, `named open-many PREFIX N STEP`, `named nproc
+//!   NAME ROOM`, `named small-shm`, `named tracker-killed PREFIX`, `named
+//!   fork-child PREFIX`: named segments and their tracker under many
+//!   segments, a process limit, a small `/dev/shm`, a killed tracker, a
+//!   forked child (each is described in `named.rs`).
 //!
 //! One module per group of scenarios: `orphans`, `fork_server`, `shared`
-//! (`shm`, `named`), `output` (`print-storm`, `buffered`, `stdout-held`),
+//! (`shm`, `named create|read`), `named` (the other `named` ones), `output` (`print-storm`, `buffered`, `stdout-held`),
 //! `children` (`unwind`, `sigchld-ignored`, `pool-panic`) and `descriptors`
 //! (`no-free-fd`, `fork-retry`).
 //!
@@ -79,6 +84,7 @@ use mpcore::StartMethod;
 mod children;
 mod descriptors;
 mod fork_server;
+mod named;
 mod orphans;
 mod output;
 mod shared;
@@ -99,10 +105,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("pool-panic") => children::pool_panic(args.get(1).map(String::as_str)),
         Some("no-free-fd") => descriptors::no_free_descriptor(),
         Some("fork-retry") => descriptors::fork_retry(),
-        Some("named") => shared::named(
-            args.get(1).map(String::as_str),
-            args.get(2).ok_or("named: which name?")?,
-        ),
+        Some("named") if matches!(args.get(1).map(String::as_str), Some("create" | "read")) => {
+            shared::named(
+                args.get(1).map(String::as_str),
+                args.get(2).ok_or("named: which name?")?,
+            )
+        }
+        Some("named") => named::scenario(&args[1..]),
         other => Err(format!("unknown scenario {other:?}").into()),
     }
 }
