@@ -47,14 +47,3 @@ pub(crate) fn recv_with_fds<const MAX: usize>(
         }
     }
 }
-
-/// Whether `fd` is an open socket.
-pub(crate) fn is_socket(fd: RawFd) -> bool {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: `fstat` on any number is safe (a closed one gives EBADF);
-    // `stat` is ours and large enough.
-    let rc = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
-    // SAFETY: filled in when `fstat` succeeded; zeroed otherwise.
-    let stat = unsafe { stat.assume_init() };
-    rc == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
-}

@@ -129,6 +129,21 @@ impl Builder {
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     ///
+    /// A privileged program (set-user-ID, set-group-ID, file
+    /// capabilities, secure execution) cannot start a fresh run of itself:
+    /// this fails, starting nothing, with an error that says why;
+    /// [`StartMethod::Fork`] works there.
+    ///
+    /// What the fresh run trusts: mpcore's hook before `main` runs in every
+    /// program that links mpcore, so it obeys only a socket that its parent
+    /// process made for it, as a process of the same user, in a run that
+    /// is not privileged (no secure execution, real ids equal to the
+    /// effective ones); it calls only a task entry that mpcore registered,
+    /// and `f` only if it lies in the code of the image that holds mpcore.
+    /// Which function of that code `f` is, the parent says: a process of
+    /// the same user that started the child, which could run any code in
+    /// it anyway.
+    ///
     /// `join`, `join_timeout`, `kill`, `terminate`, `is_alive` and the
     /// exit code work as for a forked child, and the child dies with its
     /// parent (`PR_SET_PDEATHSIG`) in the same way. A child of the fork
@@ -142,7 +157,8 @@ impl Builder {
     /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
     /// that is not of a spawned child's argument, say);
     /// [`Error::InvalidArgument`] for an `f` that lives in another
-    /// shared library than mpcore, or an `arg` with more than 253 handles;
+    /// shared library than mpcore, an `arg` with more than 253 handles, or
+    /// a privileged program;
     /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
     /// fails; [`Error::Io`] when the fork server dies twice in a row before
     /// it could start the child. A child that cannot decode `arg` makes its
