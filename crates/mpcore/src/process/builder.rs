@@ -129,10 +129,16 @@ impl Builder {
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     ///
-    /// A privileged program (set-user-ID, set-group-ID, file
-    /// capabilities, secure execution) cannot start a fresh run of itself:
-    /// this fails, starting nothing, with an error that says why;
-    /// [`StartMethod::Fork`] works there.
+    /// A fresh run of the program can be started only where it reaches
+    /// mpcore before `main`: mpcore in the program itself or in a library
+    /// the program loads at start-up (not one loaded with `dlopen`, as a
+    /// plugin or a Python extension is: the fresh run would be the host
+    /// program, and run its own `main`), `/proc` mounted, the program
+    /// started directly (not as `ld.so PROGRAM`, where `/proc/self/exe` is
+    /// the loader), and not privileged (set-user-ID, set-group-ID, file
+    /// capabilities, secure execution). Elsewhere this fails, starting
+    /// nothing, with an error that says why; [`StartMethod::Fork`] works
+    /// there.
     ///
     /// What the fresh run trusts: mpcore's hook before `main` runs in every
     /// program that links mpcore, so it obeys only a socket that its parent
@@ -158,7 +164,9 @@ impl Builder {
     /// that is not of a spawned child's argument, say);
     /// [`Error::InvalidArgument`] for an `f` that lives in another
     /// shared library than mpcore, an `arg` with more than 253 handles, or
-    /// a privileged program;
+    /// a program that cannot be run afresh (mpcore loaded with `dlopen`,
+    /// a program started through the dynamic loader, a privileged
+    /// program); [`Error::Io`] without `/proc/self/exe`;
     /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
     /// fails; [`Error::Io`] when the fork server dies twice in a row before
     /// it could start the child. A child that cannot decode `arg` makes its

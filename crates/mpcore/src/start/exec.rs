@@ -18,10 +18,15 @@
 //! skipped the same way. A program that does not spawn has the variable
 //! unset, and the constructor returns at once.
 //!
-//! [`exec_self`] refuses, with an error that says why, when the program
-//! runs set-user-ID or set-group-ID or with file capabilities: the child
-//! would be under secure execution, where the constructor ignores its
-//! variable.
+//! That works only where a fresh run of `/proc/self/exe` reaches mpcore's
+//! constructor: [`exec_self`] refuses, with an error that says why and
+//! what to do, when `/proc` is missing, when the program was started
+//! through the dynamic loader (`ld.so PROGRAM`, where `/proc/self/exe` is
+//! the loader), when mpcore is in a library loaded with `dlopen` (a fresh
+//! run would be the host program, which would run its own `main`), and
+//! when the program runs set-user-ID or set-group-ID or with file
+//! capabilities (the child would be under secure execution, where the
+//! constructor ignores its variable).
 //!
 //! How the task names its function in a fresh run of the program is
 //! `task.rs`.
@@ -39,6 +44,7 @@ use serde::de::DeserializeOwned;
 
 use super::forker;
 use super::hook::{CHILD_ENV, SPAWNED_CHILD_HOOK};
+use super::image;
 use super::task::Task;
 use crate::base::{Error, Result};
 
@@ -138,7 +144,17 @@ pub(crate) fn exec_self(var: &str, value: &str, keep: OwnedFd, die_with_us: bool
 /// Whether a fresh run of `/proc/self/exe` would reach mpcore's hook, and
 /// the hook would obey: an error that says why not, and what to do.
 fn can_run_afresh() -> Result<()> {
-    let exe = std::fs::metadata("/proc/self/exe").map_err(|e| Error::io("stat", e))?;
+    let exe = std::fs::metadata("/proc/self/exe").map_err(|e| Error::Io {
+        call: "exec of /proc/self/exe",
+        reason: format!(
+            "StartMethod::Spawn and ForkServer start a fresh run of the program through \
+             /proc/self/exe, which names the program's file, and it cannot be read ({e}): is \
+             /proc mounted? Mount it, or use StartMethod::Fork"
+        ),
+    })?;
+    if let Some(why) = image::unable_to_rerun() {
+        return Err(Error::InvalidArgument(why));
+    }
     // Set-user-ID and set-group-ID bits count unless the file system
     // ignores them.
     let honoured =

@@ -10,7 +10,8 @@
 //! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
 //!   `main` that sends it to its task, and what it checks first;
 //! - `image.rs`: what the loaded images say: the table of task entries,
-//!   mpcore's own code;
+//!   mpcore's own code, whether a fresh run of the program reaches the
+//!   hook at all;
 //! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
 //!   own loop (`server.rs`).
 

@@ -113,9 +113,10 @@ impl<'arg> Task<'arg> {
         let base = image_base(anchor);
         if image_base(entry) != base || image_base(function) != base {
             return Err(Error::InvalidArgument(
-                "spawn_fn under StartMethod::Spawn or ForkServer needs a function of the program \
-                 itself (or of the library that holds mpcore), not one from another shared \
-                 library: its address would mean nothing in the new child",
+                "spawn_fn under StartMethod::Spawn or ForkServer needs a function of the image \
+                 that holds mpcore (the program itself, or the library that holds mpcore when the \
+                 program loads it at start-up), not one from another shared library: its address \
+                 would mean nothing in the new child",
             ));
         }
         if fds.len() > MAX_HANDLES {

@@ -1,5 +1,5 @@
 //! What runs before `main`: mpcore's hook, steered by hostile values of
-//! its variables; and what a privileged program is told.
+//! its variables; and what a program that cannot run afresh is told.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -307,6 +307,15 @@ impl Elf<'_> {
             .ok_or("no loaded segment")
     }
 
+    /// The path of the program's interpreter (`PT_INTERP`).
+    fn interpreter(&self) -> Option<String> {
+        let segments = self.segments()?;
+        let &(_, offset, _, size) = segments.iter().find(|s| s.0 == 3)?;
+        let bytes = self.0.get(offset as usize..(offset + size) as usize)?;
+        let bytes = bytes.split(|&b| b == 0).next()?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+
     /// The symbol table (`SHT_SYMTAB`): names and values.
     fn symbols(&self) -> Result<Vec<(String, u64)>, &'static str> {
         self.read_symbols().ok_or("no readable symbol table")
@@ -333,6 +342,17 @@ impl Elf<'_> {
         }
         Some(symbols)
     }
+}
+
+/// `interpreter`: prints the path of this program's interpreter (the
+/// dynamic loader named in its `PT_INTERP`), or `none`.
+pub(crate) fn interpreter() -> Result<(), Box<dyn std::error::Error>> {
+    let elf = std::fs::read("/proc/self/exe")?;
+    println!(
+        "{}",
+        Elf(&elf).interpreter().unwrap_or_else(|| "none".into())
+    );
+    Ok(())
 }
 
 fn square(x: u64) -> u64 {

@@ -66,15 +66,16 @@
 //!   a process that is not the target's parent, a task whose entry is a
 //!   function that mpcore did not register, a request whose maker has
 //!   ended), and prints `target: exit N`.
+//! - `interpreter`: prints the dynamic loader named in this binary.
 //! - `spawn-square spawn|forkserver`: starts `square(7)` by that method
-//!   and prints `result: 49` or `error: ...` (run set-user-ID by the
-//!   tests).
+//!   and prints `result: 49` or `error: ...` (run through the dynamic
+//!   loader, or without `/proc`, by the tests).
 //!
 //! One module per group of scenarios: `orphans`, `fork_server`, `shared`
 //! (`shm`, `named`), `output` (`print-storm`, `buffered`, `stdout-held`),
 //! `children` (`unwind`, `sigchld-ignored`, `pool-panic`), `descriptors`
 //! (`no-free-fd`, `fork-retry`) and `before_main` (`main-ran`, `attack`,
-//! `spawn-square`).
+//! `interpreter`, `spawn-square`).
 //!
 //! This binary is how mpcore's tests give a scenario a process of its own
 //! when the scenario is not a test: a parent that the test kills from
@@ -102,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("main-ran") => before_main::main_ran(),
         Some("attack") => before_main::attack(&args[1..]),
+        Some("interpreter") => before_main::interpreter(),
         Some("spawn-square") => before_main::spawn_square(args.get(1).map(String::as_str)),
         Some("orphan") => orphans::orphan(args.get(1).map(String::as_str)),
         Some("pool-orphan") => orphans::pool_orphan(args.get(1).map(String::as_str)),
