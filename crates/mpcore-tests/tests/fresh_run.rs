@@ -1,6 +1,6 @@
 //! A child started by `Spawn` or `ForkServer` is a fresh run of the
-//! program (`/proc/self/exe`): the clear errors where a fresh run cannot
-//! work: mpcore in a
+//! program (`/proc/self/exe`): what it gets (the program's arguments and
+//! name), and the clear errors where a fresh run cannot work: mpcore in a
 //! library loaded with `dlopen`, a program started through the dynamic
 //! loader, no `/proc`.
 
@@ -212,4 +212,27 @@ fn without_proc_spawn_says_so() {
             run.stderr
         );
     }
+}
+
+#[test]
+fn a_fresh_child_has_the_programs_arguments_and_name() {
+    let run = testkit::run(HELPER, &["args-and-name", "two words", "", "-x"], LIMIT);
+    run.assert_success();
+    let lines = run.lines();
+    let expected = format!(
+        "{:?} | {}",
+        [HELPER, "args-and-name", "two words", "", "-x"],
+        // The kernel keeps the first 15 bytes of a program's name.
+        &Path::new(HELPER).file_name().unwrap().to_str().unwrap()[..15]
+    );
+    assert_eq!(
+        lines,
+        [
+            format!("parent {expected}"),
+            format!("spawn {expected}"),
+            format!("forkserver {expected}"),
+        ],
+        "stderr: {}",
+        run.stderr
+    );
 }

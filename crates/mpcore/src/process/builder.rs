@@ -100,11 +100,12 @@ impl Builder {
     /// `Process(target=f, args=(arg,))`).
     ///
     /// Under [`StartMethod::Spawn`] the child is a fresh run of this
-    /// program (`exec` of `/proc/self/exe`). It finds its way to `f` before
-    /// `main` runs, by itself: the program needs no set-up, and under
-    /// `cargo test` the test binary runs the task, not the tests. It has
-    /// one thread and none of the parent's locks or memory; it gets `arg`,
-    /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
+    /// program (`exec` of `/proc/self/exe`), with the program's arguments
+    /// (`std::env::args()` is the same in the child) and its name (in `ps`,
+    /// `top`, `killall`). It finds its way to `f` before `main` runs, by
+    /// itself: the program needs no set-up, and under `cargo test` the
+    /// test binary runs the task, not the tests. It has one thread and
+    /// none of the parent's locks or memory; it gets `arg`, serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
     /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
     /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
     /// same shared object in the child. Under [`StartMethod::ForkServer`]

@@ -2,10 +2,13 @@
 //! fresh `exec` of the same program.
 //!
 //! The parent execs `/proc/self/exe`, which names the very file it runs
-//! from even if that file has since been replaced or deleted, with one
-//! environment variable set: the number of the child's end of the result
-//! socket, and the parent's pid. Before anything else arrives on that
-//! socket, the parent has already written two packets to it:
+//! from even if that file has since been replaced or deleted, with the
+//! program's whole argv (so that `std::env::args()` in the child is the
+//! program's) and one environment variable set: the number of the child's
+//! end of the result socket, the parent's pid and the program's name (for
+//! `ps`: the kernel would call the child `exe`). Before anything else
+//! arrives on that socket, the parent has already written two packets to
+//! it:
 //!
 //! 1. an `Entry` (`task.rs`): where the task is, and the descriptors of the handles
 //!    in the argument (`SCM_RIGHTS`);
@@ -31,7 +34,9 @@
 //! How the task names its function in a fresh run of the program is
 //! `task.rs`.
 
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -70,16 +75,18 @@ fn start(task: &Task<'_>) -> Result<(Pid, OwnedFd)> {
 }
 
 /// Starts a fresh run of this program (`/proc/self/exe`, which names the
-/// very file this process runs from) with `var=value` in its environment
-/// and `keep` open in it: the one descriptor of ours it inherits (every
-/// other is close-on-exec), under the same number, or under one above the
-/// standard streams if it was one of them (a program that closed its
-/// standard input, say). `value` begins with `keep`'s number and a space,
-/// a number rewritten if it moved. With `die_with_us`, it gets
-/// `PR_SET_PDEATHSIG` SIGKILL before the exec, a signal that follows the
-/// thread that calls this (see `forker.rs`). Returns its pid; this
-/// process's copy of `keep` is closed. std's `Child` neither waits nor
-/// kills when dropped: the caller's handle does both, by pid.
+/// very file this process runs from) with the program's argv and
+/// `var=value` in its environment, and `keep` open in it: the one
+/// descriptor of ours it inherits (every other is close-on-exec), under
+/// the same number, or under one above the standard streams if it was one
+/// of them (a program that closed its standard input, say). `value`
+/// begins with `keep`'s number and a space, a number rewritten if it
+/// moved; the program's name follows it, after a space, for the child to
+/// take. With `die_with_us`, it gets `PR_SET_PDEATHSIG` SIGKILL before the
+/// exec, a signal that follows the thread that calls this (see
+/// `forker.rs`). Returns its pid; this process's copy of `keep` is closed.
+/// std's `Child` neither waits nor kills when dropped: the caller's handle
+/// does both, by pid.
 ///
 /// Fails, starting nothing, where the fresh run would not reach mpcore's
 /// hook ([`can_run_afresh`]).
@@ -98,13 +105,19 @@ pub(crate) fn exec_self(var: &str, value: &str, keep: OwnedFd, die_with_us: bool
     };
     let socket = keep.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
-    if let Some(name) = std::env::args_os().next() {
+    let mut args = std::env::args_os();
+    if let Some(name) = args.next() {
         command.arg0(name);
     }
-    let value = match value.split_once(' ') {
+    command.args(args);
+    let mut value = OsString::from(match value.split_once(' ') {
         Some((_, rest)) => format!("{socket} {rest}"),
         None => value.to_owned(),
-    };
+    });
+    if let Some(name) = program_name() {
+        value.push(" ");
+        value.push(name);
+    }
     command.env(var, value);
     let parent = getpid().as_raw();
     // SAFETY: the closure runs in the forked child before `exec`, where
@@ -139,6 +152,16 @@ pub(crate) fn exec_self(var: &str, value: &str, keep: OwnedFd, die_with_us: bool
     })?;
     drop(keep);
     Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// The program's name, as `ps` shows it (`/proc/self/comm`, the main
+/// thread's): for the child to take.
+fn program_name() -> Option<OsString> {
+    let mut name = std::fs::read("/proc/self/comm").ok()?;
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    (!name.is_empty()).then(|| OsString::from_vec(name))
 }
 
 /// Whether a fresh run of `/proc/self/exe` would reach mpcore's hook, and

@@ -29,7 +29,7 @@ use super::task::{Refused, receive_task, refuse};
 use crate::base::catch;
 
 /// The variable that tells a fresh run of the program that it is a spawned
-/// child: `"<socket descriptor> <parent pid>"`.
+/// child: `"<socket descriptor> <parent pid> <program name>"`.
 pub(crate) const CHILD_ENV: &str = "MPCORE_SPAWNED_CHILD";
 
 /// Run by the loader before `main`, in every program that links mpcore's
@@ -95,7 +95,9 @@ fn run_spawned_child_if_asked() {
 /// nothing to do, and must not run `main` in the task's stead; it exits
 /// with status 0.
 ///
-/// When the request holds, the socket becomes close-on-exec.
+/// When the request holds, the socket becomes close-on-exec, and this run
+/// takes the program's name (`PR_SET_NAME`): without it `ps`, `top` and
+/// `killall` would call it `exe`, after `/proc/self/exe`.
 pub(crate) fn take_request(var: &str) -> Option<(OwnedFd, Pid)> {
     let value = std::env::var_os(var)?;
     // SAFETY: `remove_var` must not race with another thread that reads or
@@ -113,7 +115,7 @@ pub(crate) fn take_request(var: &str) -> Option<(OwnedFd, Pid)> {
     if privileged() {
         return None;
     }
-    let (socket, parent, _name) = parse(&value)?;
+    let (socket, parent, name) = parse(&value)?;
     if !is_task_socket(socket) {
         return None;
     }
@@ -134,6 +136,7 @@ pub(crate) fn take_request(var: &str) -> Option<(OwnedFd, Pid)> {
     // Programs this run starts must not inherit it.
     // SAFETY: `fcntl(F_SETFD)` on a descriptor we own touches no memory.
     unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    take_name(name);
     Some((socket, parent))
 }
 
@@ -224,4 +227,18 @@ fn is_gone(pid: Pid) -> bool {
             .map_or(&[][..], |i| &stat[i + 1..]);
         matches!(after_name.trim_ascii_start().first(), Some(b'Z' | b'X'))
     })
+}
+
+/// Names this run after the program (its first 15 bytes, as the kernel
+/// keeps them), if a name came.
+fn take_name(name: &[u8]) {
+    if name.is_empty() {
+        return;
+    }
+    let mut comm = [0u8; 16];
+    let len = name.len().min(15);
+    comm[..len].copy_from_slice(&name[..len]);
+    // SAFETY: `PR_SET_NAME` reads a NUL-terminated string of at most 16
+    // bytes: `comm` is one.
+    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
 }

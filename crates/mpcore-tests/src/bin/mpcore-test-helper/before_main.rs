@@ -1,6 +1,7 @@
 //! What runs before `main`: mpcore's hook, steered by hostile values of
 //! its variables; and what a program that cannot run afresh is told.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -370,6 +371,27 @@ pub(crate) fn spawn_square(method: Option<&str>) -> Result<(), Box<dyn std::erro
     match outcome {
         Ok(value) => println!("result: {value}"),
         Err(e) => println!("error: {e}"),
+    }
+    Ok(())
+}
+
+/// `args-and-name`: prints this program's arguments and name, then the
+/// arguments and name that a child started by each method sees, one line
+/// each: `METHOD ARGS | NAME`.
+pub(crate) fn args_and_name() -> Result<(), Box<dyn std::error::Error>> {
+    fn seen(_: ()) -> (Vec<OsString>, String) {
+        let name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+        (std::env::args_os().collect(), name.trim_end().to_owned())
+    }
+    let show = |label: &str, (args, name): (Vec<OsString>, String)| {
+        println!("{label} {args:?} | {name}");
+    };
+    show("parent", seen(()));
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let mut child = process::Builder::new()
+            .start_method(method)
+            .spawn_fn(seen, ())?;
+        show(&method.to_string(), child.join()?);
     }
     Ok(())
 }

@@ -70,12 +70,14 @@
 //! - `spawn-square spawn|forkserver`: starts `square(7)` by that method
 //!   and prints `result: 49` or `error: ...` (run through the dynamic
 //!   loader, or without `/proc`, by the tests).
+//! - `args-and-name`: prints its arguments and name, then those a spawned
+//!   child and a fork-server child see.
 //!
 //! One module per group of scenarios: `orphans`, `fork_server`, `shared`
 //! (`shm`, `named`), `output` (`print-storm`, `buffered`, `stdout-held`),
 //! `children` (`unwind`, `sigchld-ignored`, `pool-panic`), `descriptors`
 //! (`no-free-fd`, `fork-retry`) and `before_main` (`main-ran`, `attack`,
-//! `interpreter`, `spawn-square`).
+//! `interpreter`, `spawn-square`, `args-and-name`).
 //!
 //! This binary is how mpcore's tests give a scenario a process of its own
 //! when the scenario is not a test: a parent that the test kills from
@@ -105,6 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("attack") => before_main::attack(&args[1..]),
         Some("interpreter") => before_main::interpreter(),
         Some("spawn-square") => before_main::spawn_square(args.get(1).map(String::as_str)),
+        Some("args-and-name") => before_main::args_and_name(),
         Some("orphan") => orphans::orphan(args.get(1).map(String::as_str)),
         Some("pool-orphan") => orphans::pool_orphan(args.get(1).map(String::as_str)),
         Some("forkserver-killed") => fork_server::fork_server_killed(),
