@@ -2,12 +2,14 @@
 //! program (`/proc/self/exe`): what it gets (the program's arguments and
 //! name), and the clear errors where a fresh run cannot work: mpcore in a
 //! library loaded with `dlopen`, a program started through the dynamic
-//! loader, no `/proc`.
+//! loader, no `/proc`, no room in the child for its argument's handles.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+use mpcore::{StartMethod, Value, process};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_mpcore-test-helper");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -235,4 +237,51 @@ fn a_fresh_child_has_the_programs_arguments_and_name() {
         "stderr: {}",
         run.stderr
     );
+}
+
+/// Spawns a child whose argument holds `count` values while this process
+/// (itself a spawned child, with a table of its own to lower) leaves its
+/// children room for fewer descriptors; what joining it says.
+fn spawn_with_more_handles_than_room(count: usize) -> String {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Low numbers taken while the values are made, so that theirs are
+    // high; then given back, and the limit lowered below the values'.
+    let placeholders: Vec<std::fs::File> = (0..count + 20)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let values: Vec<Value<u64>> = (0..count as u64).map(|i| Value::new(i).unwrap()).collect();
+    drop(placeholders);
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, (count / 2) as u64, hard).unwrap();
+    fn sum(values: Vec<Value<u64>>) -> u64 {
+        values.iter().map(|v| v.get().unwrap()).sum()
+    }
+    let outcome = process::Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn_fn(sum, values)
+        .and_then(|mut child| child.join());
+    match outcome {
+        Ok(total) => format!("sum {total}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_child_without_room_for_its_handles_says_too_many_open_files() {
+    testkit::within(LIMIT, || {
+        let mut child = process::Builder::new()
+            .start_method(StartMethod::Spawn)
+            .spawn_fn(spawn_with_more_handles_than_room, 60)
+            .unwrap();
+        let said = child.join().unwrap();
+        assert!(
+            said.ends_with(
+                " could not start its task: too many open files: it could not receive the 60 \
+                 descriptors of the handles in its argument (Queue, Value, Array, Lock, Event), \
+                 because its open-file limit (ulimit -n, RLIMIT_NOFILE) was reached; raise the \
+                 limit, or pass fewer handles"
+            ),
+            "{said}"
+        );
+    });
 }

@@ -170,8 +170,9 @@ impl Builder {
     /// program); [`Error::Io`] without `/proc/self/exe`;
     /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
     /// fails; [`Error::Io`] when the fork server dies twice in a row before
-    /// it could start the child. A child that cannot decode `arg` makes its
-    /// `join` return [`Error::StartFailed`].
+    /// it could start the child. A child that cannot decode `arg`, or has
+    /// no room in its descriptor table for the handles in it ("too many
+    /// open files"), makes its `join` return [`Error::StartFailed`].
     pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
     where
         A: Serialize + DeserializeOwned + Send + 'static,

@@ -271,23 +271,34 @@ fn receive_entry(tx: BorrowedFd<'_>) -> Result<(Entry, Vec<OwnedFd>), Refused> {
             }
             Ok(msg) => {
                 // Ours now, whatever else is wrong with the packet: closed
-                // if it is refused.
+                // if it is refused. (When some did not fit, the kernel says
+                // so with `MSG_CTRUNC`, and nix lists none of those that
+                // did: they stay open, in a process that leaves at once.)
                 let fds = fds::owned(&msg).unwrap_or_default();
                 break (msg.bytes, msg.flags, fds);
             }
         }
     };
-    if len == 0 && fds.is_empty() {
+    if len == 0 && fds.is_empty() && !flags.contains(MsgFlags::MSG_CTRUNC) {
         return Err(Refused::NotATask("its parent sent no task".to_owned()));
     }
     let entry = match codec::decode::<Entry>(&buf[..len]) {
         Ok(entry) if !flags.contains(MsgFlags::MSG_TRUNC) => entry,
         _ => return Err(Refused::NotATask("what came is not a task".to_owned())),
     };
+    if flags.contains(MsgFlags::MSG_CTRUNC) {
+        // The kernel could not install every descriptor: it drops those
+        // that find no free number in the table.
+        return Err(Refused::CannotTake(format!(
+            "too many open files: it could not receive the {} descriptors of the handles in its \
+             argument (Queue, Value, Array, Lock, Event), because its open-file limit (ulimit -n, \
+             RLIMIT_NOFILE) was reached; raise the limit, or pass fewer handles",
+            entry.handles
+        )));
+    }
     if fds.len() != entry.handles as usize {
-        return Err(Refused::CannotTake(
-            "fewer handle descriptors arrived than were sent (is the open-file limit reached?)"
-                .to_owned(),
+        return Err(Refused::NotATask(
+            "its task came with another number of descriptors than it names".to_owned(),
         ));
     }
     Ok((entry, fds))
