@@ -104,8 +104,11 @@ impl Builder {
     /// (`std::env::args()` is the same in the child) and its name (in `ps`,
     /// `top`, `killall`). It finds its way to `f` before `main` runs, by
     /// itself: the program needs no set-up, and under `cargo test` the
-    /// test binary runs the task, not the tests. It has one thread and
-    /// none of the parent's locks or memory; it gets `arg`, serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
+    /// test binary runs the task, not the tests. The program's
+    /// constructors (its own and its libraries' `.init_array` functions)
+    /// do run again in it, before that; `main` does not. It has one thread
+    /// and none of the parent's locks or memory; it gets `arg`,
+    /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
     /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
     /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
     /// same shared object in the child. Under [`StartMethod::ForkServer`]

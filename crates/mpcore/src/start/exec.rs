@@ -19,7 +19,9 @@
 //! forked child does, and `_exit`s. So `main` never runs a second time,
 //! and no set-up is asked of the program: the test harness's own `main` is
 //! skipped the same way. A program that does not spawn has the variable
-//! unset, and the constructor returns at once.
+//! unset, and the constructor returns at once. The program's other
+//! constructors (its own, its libraries') do run again in the child, as
+//! they do in any run of the program.
 //!
 //! That works only where a fresh run of `/proc/self/exe` reaches mpcore's
 //! constructor: [`exec_self`] refuses, with an error that says why and
