@@ -23,7 +23,13 @@ use crate::base::{Error, Result};
 ///   inherits no threads, no locks and no memory of the parent's, only
 ///   what is sent to it: a plain `fn` and its serde argument (handles such
 ///   as [`Queue`](crate::Queue) and [`Value`](crate::Value) travel as
-///   descriptors). It costs an `exec` and the program's start-up.
+///   descriptors). It costs an `exec` and the program's start-up, and
+///   that start-up is the program's own: its constructors (functions in
+///   `.init_array`, its own and its libraries', such as a `ctor` crate's)
+///   run again in every spawned child, before mpcore takes it to its task;
+///   `main` does not run. It works where a fresh run of `/proc/self/exe`
+///   is the program with mpcore in it (see
+///   [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)).
 /// - **`ForkServer`** (Python 3.14's default on Linux): the first such
 ///   child starts a server, a fresh `exec` of the same program that stays
 ///   single-threaded and does nothing but fork. Every child after that is
@@ -33,7 +39,9 @@ use crate::base::{Error, Result};
 ///   The server, one per program, is the children's parent: it reaps
 ///   them and reports how each ended to the process that asked for it.
 ///   It ends, killing its children, when the program ends; if it has been
-///   killed, the next child starts a new one.
+///   killed, the next child starts a new one. The server is a fresh run of
+///   the program too: the program's constructors run again in it, once,
+///   and its children inherit what they did.
 ///
 /// | | `Fork` | `Spawn` | `ForkServer` |
 /// | --- | --- | --- | --- |

@@ -100,10 +100,14 @@ impl Builder {
     /// `Process(target=f, args=(arg,))`).
     ///
     /// Under [`StartMethod::Spawn`] the child is a fresh run of this
-    /// program (`exec` of `/proc/self/exe`). It finds its way to `f` before
-    /// `main` runs, by itself: the program needs no set-up, and under
-    /// `cargo test` the test binary runs the task, not the tests. It has
-    /// one thread and none of the parent's locks or memory; it gets `arg`,
+    /// program (`exec` of `/proc/self/exe`), with the program's arguments
+    /// (`std::env::args()` is the same in the child) and its name (in `ps`,
+    /// `top`, `killall`). It finds its way to `f` before `main` runs, by
+    /// itself: the program needs no set-up, and under `cargo test` the
+    /// test binary runs the task, not the tests. The program's
+    /// constructors (its own and its libraries' `.init_array` functions)
+    /// do run again in it, before that; `main` does not. It has one thread
+    /// and none of the parent's locks or memory; it gets `arg`,
     /// serialized. A [`Queue`](crate::Queue), [`Value`](crate::Value),
     /// [`Array`](crate::Array), [`Lock`](crate::Lock) or
     /// [`Event`](crate::Event) in `arg` travels as a descriptor and is the
@@ -129,6 +133,27 @@ impl Builder {
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     ///
+    /// A fresh run of the program can be started only where it reaches
+    /// mpcore before `main`: mpcore in the program itself or in a library
+    /// the program loads at start-up (not one loaded with `dlopen`, as a
+    /// plugin or a Python extension is: the fresh run would be the host
+    /// program, and run its own `main`), `/proc` mounted, the program
+    /// started directly (not as `ld.so PROGRAM`, where `/proc/self/exe` is
+    /// the loader), and not privileged (set-user-ID, set-group-ID, file
+    /// capabilities, secure execution). Elsewhere this fails, starting
+    /// nothing, with an error that says why; [`StartMethod::Fork`] works
+    /// there.
+    ///
+    /// What the fresh run trusts: mpcore's hook before `main` runs in every
+    /// program that links mpcore, so it obeys only a socket that its parent
+    /// process made for it, as a process of the same user, in a run that
+    /// is not privileged (no secure execution, real ids equal to the
+    /// effective ones); it calls only a task entry that mpcore registered,
+    /// and `f` only if it lies in the code of the image that holds mpcore.
+    /// Which function of that code `f` is, the parent says: a process of
+    /// the same user that started the child, which could run any code in
+    /// it anyway.
+    ///
     /// `join`, `join_timeout`, `kill`, `terminate`, `is_alive` and the
     /// exit code work as for a forked child, and the child dies with its
     /// parent (`PR_SET_PDEATHSIG`) in the same way. A child of the fork
@@ -142,11 +167,15 @@ impl Builder {
     /// [`Error::Codec`] when `arg` cannot be serialized (a handle in it
     /// that is not of a spawned child's argument, say);
     /// [`Error::InvalidArgument`] for an `f` that lives in another
-    /// shared library than mpcore, or an `arg` with more than 253 handles;
+    /// shared library than mpcore, an `arg` with more than 253 handles, or
+    /// a program that cannot be run afresh (mpcore loaded with `dlopen`,
+    /// a program started through the dynamic loader, a privileged
+    /// program); [`Error::Io`] without `/proc/self/exe`;
     /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
     /// fails; [`Error::Io`] when the fork server dies twice in a row before
-    /// it could start the child. A child that cannot decode `arg` makes its
-    /// `join` return [`Error::StartFailed`].
+    /// it could start the child. A child that cannot decode `arg`, or has
+    /// no room in its descriptor table for the handles in it ("too many
+    /// open files"), makes its `join` return [`Error::StartFailed`].
     pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
     where
         A: Serialize + DeserializeOwned + Send + 'static,

@@ -8,7 +8,10 @@
 //! - `forker.rs`: the thread that forks for the program's other threads,
 //!   so that a child dies with its parent process, not with a thread;
 //! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
-//!   `main` that sends it to its task;
+//!   `main` that sends it to its task, and what it checks first;
+//! - `image.rs`: what the loaded images say: the table of task entries,
+//!   mpcore's own code, whether a fresh run of the program reaches the
+//!   hook at all;
 //! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
 //!   own loop (`server.rs`);
 //! - `tracker/`: the tracker of named shared memory segments, one small
@@ -21,6 +24,7 @@ pub(crate) mod exec;
 pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
+mod image;
 pub(crate) mod task;
 pub(crate) mod tracker;
 

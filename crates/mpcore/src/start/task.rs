@@ -8,17 +8,26 @@
 //! its own anchor. The task is reached through an entry,
 //! [`run_task::<A, R>`](run_task), instantiated for the argument and
 //! result types, as the pool's `run_chunk::<T, R>` is.
+//!
+//! The child trusts neither offset blindly: the entry must be one that
+//! mpcore registered (each instantiation of `run_task` puts its address in
+//! the table of entries, `image.rs`), and the function must lie in the code
+//! of the image that holds mpcore. Which `fn(A) -> R` of that code the
+//! entry calls is the parent's word: a process of the same user that
+//! started this one (`hook.rs` checks that before any packet is read).
 
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, recvmsg, sendmsg};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::child::{Outcome, child_main};
+use super::image::{self, register_entry};
 use crate::base::{Error, Result, catch};
 use crate::os::fds;
 use crate::wire::{channel, codec, handles};
@@ -104,9 +113,10 @@ impl<'arg> Task<'arg> {
         let base = image_base(anchor);
         if image_base(entry) != base || image_base(function) != base {
             return Err(Error::InvalidArgument(
-                "spawn_fn under StartMethod::Spawn or ForkServer needs a function of the program \
-                 itself (or of the library that holds mpcore), not one from another shared \
-                 library: its address would mean nothing in the new child",
+                "spawn_fn under StartMethod::Spawn or ForkServer needs a function of the image \
+                 that holds mpcore (the program itself, or the library that holds mpcore when the \
+                 program loads it at start-up), not one from another shared library: its address \
+                 would mean nothing in the new child",
             ));
         }
         if fds.len() > MAX_HANDLES {
@@ -141,43 +151,154 @@ impl<'arg> Task<'arg> {
     }
 }
 
-/// Reads the two packets a [`Task`] left in `tx` and runs the task, in a
-/// spawned child or in a child of the fork server; `parent` is the process
-/// it must die with. Returns the exit code.
-pub(crate) fn run_sent_task(tx: BorrowedFd<'_>, parent: Pid) -> i32 {
-    let (entry, fds) = match receive_entry(tx) {
-        Ok(received) => received,
-        Err(e) => return fail(tx, format!("could not read where its task is: {e}")),
-    };
+/// A task read from its socket, checked, ready to run.
+pub(crate) struct SentTask {
+    entry: TaskEntry,
+    function: usize,
+    arg: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Why a task that was sent does not run.
+pub(crate) enum Refused {
+    /// What came is no task that mpcore made for this program: no packet,
+    /// a malformed one, another program's, an entry that mpcore did not
+    /// register, a function outside the program's code.
+    NotATask(String),
+    /// A task, but this process could not take it: its descriptors did not
+    /// fit in its table, or the socket failed.
+    CannotTake(String),
+}
+
+impl Refused {
+    /// What the parent is told.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Refused::NotATask(message) | Refused::CannotTake(message) => message,
+        }
+    }
+}
+
+/// Reads the two packets a [`Task`] left in `tx`, and checks where they
+/// say the task is.
+pub(crate) fn receive_task(tx: BorrowedFd<'_>) -> Result<SentTask, Refused> {
+    let (entry, fds) = receive_entry(tx)?;
     let arg = match channel::recv_bytes(tx) {
         Ok(arg) => arg,
-        Err(e) => return fail(tx, format!("could not read its argument: {e}")),
+        Err(Error::Disconnected) => {
+            return Err(Refused::NotATask(
+                "no argument came with its task".to_owned(),
+            ));
+        }
+        Err(e) => {
+            return Err(Refused::CannotTake(format!(
+                "could not read its argument: {e}"
+            )));
+        }
     };
     let anchor = anchor();
     if entry.anchor_in_image != image_base(anchor).map(|base| (anchor - base) as u64) {
-        return fail(
-            tx,
+        return Err(Refused::NotATask(
             "it is not the same program as its parent (the executable differs)".to_owned(),
-        );
+        ));
     }
     let function = address_at(entry.function);
     let entry = address_at(entry.entry);
-    // SAFETY: the parent took this offset from a `run_task::<A, R>` of the
-    // same executable (checked just above and by the parent's `dladdr`),
-    // so it is that function here too, and of type `TaskEntry`.
+    if !image::is_entry(entry) {
+        return Err(Refused::NotATask(
+            "what it was sent is no task entry of this program".to_owned(),
+        ));
+    }
+    if !image::in_mpcore_code(function) {
+        return Err(Refused::NotATask(
+            "the function it was sent is not in this program's code".to_owned(),
+        ));
+    }
+    // SAFETY: `entry` is the start of a function that mpcore registered
+    // as a task entry (`is_entry`): an instantiation of `run_task`, all of
+    // which have the type `TaskEntry`.
     let entry = unsafe { std::mem::transmute::<*const (), TaskEntry>(entry as *const ()) };
-    entry(function, arg, fds, tx, parent)
+    Ok(SentTask {
+        entry,
+        function,
+        arg,
+        fds,
+    })
+}
+
+impl SentTask {
+    /// Runs the task; `parent` is the process it must die with. Returns
+    /// the exit code.
+    pub(crate) fn run(self, tx: BorrowedFd<'_>, parent: Pid) -> i32 {
+        (self.entry)(self.function, self.arg, self.fds, tx, parent)
+    }
+}
+
+/// Reads the two packets a [`Task`] left in `tx` and runs the task, in a
+/// child of the fork server; `parent` is the process it must die with.
+/// Returns the exit code; if there is no task to run, the parent is told
+/// why.
+pub(crate) fn run_sent_task(tx: BorrowedFd<'_>, parent: Pid) -> i32 {
+    match receive_task(tx) {
+        Ok(task) => task.run(tx, parent),
+        Err(refused) => refuse(tx, &refused),
+    }
+}
+
+/// Tells the parent why its task does not run; the exit code.
+pub(crate) fn refuse(tx: BorrowedFd<'_>, refused: &Refused) -> i32 {
+    fail(tx, refused.message().to_owned())
 }
 
 /// The first packet: the [`Entry`] and the handles' descriptors.
-fn receive_entry(tx: BorrowedFd<'_>) -> Result<(Entry, Vec<OwnedFd>)> {
+fn receive_entry(tx: BorrowedFd<'_>) -> Result<(Entry, Vec<OwnedFd>), Refused> {
     let mut buf = [0u8; 64];
-    let (len, fds) =
-        fds::recv_with_fds::<MAX_HANDLES>(tx, &mut buf).map_err(|e| Error::os("recvmsg", e))?;
-    let entry: Entry = codec::decode(&buf[..len])?;
+    let mut space = nix::cmsg_space!([RawFd; MAX_HANDLES]);
+    let (len, flags, fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            tx.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                let e = Error::os("recvmsg", e);
+                return Err(Refused::CannotTake(format!(
+                    "could not read where its task is: {e}"
+                )));
+            }
+            Ok(msg) => {
+                // Ours now, whatever else is wrong with the packet: closed
+                // if it is refused. (When some did not fit, the kernel says
+                // so with `MSG_CTRUNC`, and nix lists none of those that
+                // did: they stay open, in a process that leaves at once.)
+                let fds = fds::owned(&msg).unwrap_or_default();
+                break (msg.bytes, msg.flags, fds);
+            }
+        }
+    };
+    if len == 0 && fds.is_empty() && !flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(Refused::NotATask("its parent sent no task".to_owned()));
+    }
+    let entry = match codec::decode::<Entry>(&buf[..len]) {
+        Ok(entry) if !flags.contains(MsgFlags::MSG_TRUNC) => entry,
+        _ => return Err(Refused::NotATask("what came is not a task".to_owned())),
+    };
+    if flags.contains(MsgFlags::MSG_CTRUNC) {
+        // The kernel could not install every descriptor: it drops those
+        // that find no free number in the table.
+        return Err(Refused::CannotTake(format!(
+            "too many open files: it could not receive the {} descriptors of the handles in its \
+             argument (Queue, Value, Array, Lock, Event), because its open-file limit (ulimit -n, \
+             RLIMIT_NOFILE) was reached; raise the limit, or pass fewer handles",
+            entry.handles
+        )));
+    }
     if fds.len() != entry.handles as usize {
-        return Err(Error::InvalidArgument(
-            "fewer handle descriptors arrived than were sent (is the open-file limit reached?)",
+        return Err(Refused::NotATask(
+            "its task came with another number of descriptors than it names".to_owned(),
         ));
     }
     Ok((entry, fds))
@@ -202,9 +323,13 @@ where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
+    register_entry!(run_task::<A, R>);
     // SAFETY: the parent took `function` from a `fn(A) -> R` and sent it
     // along with this very instantiation of `run_task`, in the same
-    // executable; fn pointers are plain code addresses.
+    // executable (`receive_task` checked that it lies in its code); fn
+    // pointers are plain code addresses. The parent is a process of our
+    // user that started this one (`hook.rs`), or the fork server's
+    // requester: its word is what this rests on.
     let f = unsafe { std::mem::transmute::<*const (), fn(A) -> R>(function as *const ()) };
     let arg = match catch(|| handles::provide(fds, || codec::decode::<A>(&arg))) {
         Ok((Ok(arg), _)) => arg,

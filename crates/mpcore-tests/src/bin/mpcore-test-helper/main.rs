@@ -63,11 +63,27 @@
 //!   fork-child PREFIX`: named segments and their tracker under many
 //!   segments, a process limit, a small `/dev/shm`, a killed tracker, a
 //!   forked child (each is described in `named.rs`).
+//! - `main-ran`: prints `main ran`, `secure: N` (the kernel's `AT_SECURE`)
+//!   and the names of mpcore's variables it sees (`mpcore variables:
+//!   none`); the target of `attack`.
+//! - `attack VAR HOW TARGET`: runs `TARGET main-ran` with mpcore's
+//!   variable VAR set to a hostile value (garbage, a pipe, a socket pair of
+//!   a process that is not the target's parent, a task whose entry is a
+//!   function that mpcore did not register, a request whose maker has
+//!   ended), and prints `target: exit N`.
+//! - `interpreter`: prints the dynamic loader named in this binary.
+//! - `spawn-square spawn|forkserver`: starts `square(7)` by that method
+//!   and prints `result: 49` or `error: ...` (run through the dynamic
+//!   loader, or without `/proc`, by the tests).
+//! - `args-and-name`: prints its arguments and name, then those a spawned
+//!   child and a fork-server child see.
 //!
 //! One module per group of scenarios: `orphans`, `fork_server`, `shared`
-//! (`shm`, `named create|read`), `named` (the other `named` ones), `output` (`print-storm`, `buffered`, `stdout-held`),
-//! `children` (`unwind`, `sigchld-ignored`, `pool-panic`) and `descriptors`
-//! (`no-free-fd`, `fork-retry`).
+//! (`shm`, `named create|read`), `named` (the other `named` ones),
+//! `output` (`print-storm`, `buffered`, `stdout-held`), `children`
+//! (`unwind`, `sigchld-ignored`, `pool-panic`), `descriptors`
+//! (`no-free-fd`, `fork-retry`) and `before_main` (`main-ran`, `attack`,
+//! `interpreter`, `spawn-square`, `args-and-name`).
 //!
 //! This binary is how mpcore's tests give a scenario a process of its own
 //! when the scenario is not a test: a parent that the test kills from
@@ -81,6 +97,7 @@ use std::time::Duration;
 
 use mpcore::StartMethod;
 
+mod before_main;
 mod children;
 mod descriptors;
 mod fork_server;
@@ -90,8 +107,14 @@ mod output;
 mod shared;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    before_main::keep_the_steered_function();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("main-ran") => before_main::main_ran(),
+        Some("attack") => before_main::attack(&args[1..]),
+        Some("interpreter") => before_main::interpreter(),
+        Some("spawn-square") => before_main::spawn_square(args.get(1).map(String::as_str)),
+        Some("args-and-name") => before_main::args_and_name(),
         Some("orphan") => orphans::orphan(args.get(1).map(String::as_str)),
         Some("pool-orphan") => orphans::pool_orphan(args.get(1).map(String::as_str)),
         Some("forkserver-killed") => fork_server::fork_server_killed(),

@@ -1,9 +1,7 @@
 //! The fork server's own loop: a single-threaded process that forks
 //! children on request, reaps them and reports how each ended.
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -15,20 +13,18 @@ use super::{EXITED, SERVER_ENV, SIGNALED, send_i32s};
 use crate::base::catch;
 use crate::os::{fds, pidfd, poll};
 use crate::start::child::{UNCAUGHT_PANIC_CODE, exit_now};
+use crate::start::hook::take_request;
 use crate::start::task::run_sent_task;
 
 /// Called by mpcore's constructor before `main`: if this run of the
 /// program is the fork server, serves, and exits without returning.
 pub(crate) fn serve_if_asked() {
-    let Some(value) = std::env::var_os(SERVER_ENV) else {
+    // The variable is removed, and obeyed only if it names a socket that
+    // the program made for this run (`hook.rs`): else `main` runs.
+    let Some((requests, _program)) = take_request(SERVER_ENV) else {
         return;
     };
-    // SAFETY: constructors run before `main`, while the loader's thread is
-    // the only one: nobody else can be reading the environment. Removed so
-    // that the server's children, and what they start, are not taken for
-    // fork servers themselves.
-    unsafe { std::env::remove_var(SERVER_ENV) };
-    let code = catch(|| serve(&value)).unwrap_or(UNCAUGHT_PANIC_CODE);
+    let code = catch(|| serve(requests)).unwrap_or(UNCAUGHT_PANIC_CODE);
     exit_now(code)
 }
 
@@ -42,29 +38,9 @@ struct Child {
 /// How often a server without pidfds looks for exited children.
 const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
 
-/// The server's loop; returns the exit code.
-fn serve(value: &OsStr) -> i32 {
-    let parsed = std::str::from_utf8(value.as_bytes()).ok().and_then(|text| {
-        let (socket, program) = text.split_once(' ')?;
-        Some((socket.parse::<RawFd>().ok()?, program.parse::<i32>().ok()?))
-    });
-    let Some((socket, program)) = parsed.filter(|&(socket, _)| fds::is_socket(socket)) else {
-        eprintln!(
-            "mpcore: {SERVER_ENV}={value:?} is set, but this is not a fork server that mpcore \
-             started; unset the variable to run the program"
-        );
-        return 2;
-    };
-    // SAFETY: the program left this descriptor open for us alone
-    // (`is_socket` checked that it is one); nothing else in this fresh
-    // program owns it.
-    let requests = unsafe { OwnedFd::from_raw_fd(socket) };
-    // SAFETY: `fcntl(F_SETFD)` on a descriptor we own touches no memory.
-    unsafe { libc::fcntl(requests.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    if getppid().as_raw() != program {
-        // The program is gone already.
-        return 0;
-    }
+/// The server's loop on the program's socket `requests`; returns the
+/// exit code.
+fn serve(requests: OwnedFd) -> i32 {
     // SAFETY: setting dispositions to "ignore" or "default" installs no
     // handler of ours; this process has one thread. SIGPIPE: a requester
     // that is gone must not kill the server as it writes a report. SIGINT:

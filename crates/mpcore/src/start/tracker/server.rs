@@ -1,17 +1,16 @@
 //! The tracker's own loop: a single-threaded process that takes files
 //! from its program, and removes each one's name once nobody uses it.
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
 use nix::unistd::{Pid, getppid};
 
+use super::super::hook::take_request;
 use super::watch::Files;
-use super::{CONNECT, READY, TRACK, TRACKER_ENV, is_file_name, secure_execution};
+use super::{CONNECT, READY, TRACK, TRACKER_ENV, is_file_name};
 use crate::base::catch;
 use crate::os::{fds, poll};
 use crate::start::child::{UNCAUGHT_PANIC_CODE, exit_now};
@@ -45,53 +44,13 @@ const POLL_FAILED: Duration = Duration::from_millis(10);
 /// Called by mpcore's constructor before `main`: if this run of the
 /// program is the tracker, tracks, and exits without returning.
 pub(crate) fn serve_if_asked() {
-    let Some(value) = std::env::var_os(TRACKER_ENV) else {
-        return;
-    };
-    if secure_execution() {
-        // Not ours to start: mpcore never asks for a tracker from such a
-        // program, and the variable decides nothing in it.
-        return;
-    }
-    // SAFETY: constructors run before `main`, while the loader's thread is
-    // the only one: nobody else can be reading the environment. Removed so
-    // that nothing this run starts is taken for a tracker.
-    unsafe { std::env::remove_var(TRACKER_ENV) };
-    let Some((socket, program)) = ours(&value) else {
-        // A stray variable, not mpcore's: the program runs as it would.
+    // The same checks as for a spawned child or the fork server: not under
+    // secure execution, and only for a socket our parent made for us.
+    let Some((socket, program)) = take_request(TRACKER_ENV) else {
         return;
     };
     let code = catch(|| serve(socket, program)).unwrap_or(UNCAUGHT_PANIC_CODE);
     exit_now(code)
-}
-
-/// The socket and program that `value` names, if it is a socket that the
-/// program `value` names made (its peer's credentials say so) and this is
-/// that program's user.
-fn ours(value: &OsStr) -> Option<(OwnedFd, Pid)> {
-    let text = std::str::from_utf8(value.as_bytes()).ok()?;
-    let (socket, program) = text.split_once(' ')?;
-    let (socket, program) = (socket.parse::<RawFd>().ok()?, program.parse::<i32>().ok()?);
-    if !fds::is_socket(socket) {
-        return None;
-    }
-    // SAFETY: `is_socket` says the descriptor is open; it is only looked
-    // at while borrowed here.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(socket) };
-    let peer =
-        nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::PeerCredentials).ok()?;
-    // SAFETY: the id calls only read this process's credentials.
-    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
-    if peer.pid() != program || peer.uid() != uid || uid != euid {
-        return None;
-    }
-    // SAFETY: the program left this descriptor open for us alone (checked
-    // just above: it made the socket); nothing else in this fresh run of
-    // the program owns it.
-    Some((
-        unsafe { OwnedFd::from_raw_fd(socket) },
-        Pid::from_raw(program),
-    ))
 }
 
 /// The tracker's life; returns the exit code.
