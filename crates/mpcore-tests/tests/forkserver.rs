@@ -228,6 +228,9 @@ fn a_fork_server_child_never_has_privileges_the_program_dropped() {
             "kill: Ok(()), join: Err(child process N was killed by signal SIGKILL)",
             "terminate: Ok(()), join: Err(child process N was killed by signal SIGTERM)",
             "pool dropped within 20 s: true",
+            "idle fork pool dropped within 20 s: true",
+            "busy fork pool dropped within 20 s: true",
+            "busy worker reaped when its task ended: true",
         ]
     );
     assert!(!dir.0.join("written-by-a-child").exists());

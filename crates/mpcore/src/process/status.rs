@@ -271,6 +271,24 @@ impl<T> Process<T> {
     /// meanwhile so that a child writing a result is never stuck behind us.
     /// Used by `Drop`, which has no use for the value and no way to fail.
     pub(super) fn reap_blocking(&mut self) {
+        if !self.reap_until(None) {
+            // Polling failed: fall back to a plain blocking wait.
+            let _ = self.wait_exit();
+        }
+    }
+
+    /// [`reap_blocking`](Self::reap_blocking), but only until `deadline`;
+    /// whether the child has ended and been reaped. For a pool's worker
+    /// that may not end (one this process can no longer signal, after it
+    /// gave up its privileges): a drop must not wait for it for ever.
+    pub(crate) fn reap_by(&mut self, deadline: Instant) -> bool {
+        self.reap_until(Some(deadline));
+        self.has_ended()
+    }
+
+    /// Drains and reaps until the child has ended or `deadline` passes;
+    /// `false` if polling failed.
+    fn reap_until(&mut self, deadline: Option<Instant>) -> bool {
         while !self.has_ended() {
             while self.outcome.is_none() && !self.hung_up {
                 match channel::try_discard(self.results.as_fd()) {
@@ -280,13 +298,14 @@ impl<T> Process<T> {
                 }
             }
             if self.poll_exit().is_err() || self.has_ended() {
-                return;
+                return true;
             }
-            if self.wait_for_event(None).is_err() {
-                // Polling failed: fall back to a plain blocking wait.
-                let _ = self.wait_exit();
-                return;
+            match self.wait_for_event(deadline) {
+                Ok(()) => {}
+                Err(Error::Timeout(_)) => return true,
+                Err(_) => return false,
             }
         }
+        true
     }
 }

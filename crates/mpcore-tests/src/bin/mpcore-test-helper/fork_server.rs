@@ -119,6 +119,8 @@ fn joined<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned>(
 /// `nobody` for good; a child started after the drop, the children from
 /// before it, and the pool.
 pub(crate) fn fork_server_privilege_drop(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::time::{Duration, Instant};
+
     let nobody = nix::unistd::User::from_name("nobody")?.ok_or("no user nobody")?;
     let (before, _, _, write) = by_server().spawn_fn(identity, dir.to_owned())?.join()?;
     println!("before the drop: euid {before}, write into the root-only directory: {write}");
@@ -130,6 +132,21 @@ pub(crate) fn fork_server_privilege_drop(dir: &str) -> Result<(), Box<dyn std::e
         .start_method(StartMethod::ForkServer)
         .build()?;
     println!("pool before the drop: {:?}", pool.map(square, 0..4)?);
+    // Forked workers, which this process will no longer be allowed to
+    // signal: one busy with a task of 7 s, two idle. (The busy one first:
+    // a fork made later holds copies of this process's descriptors, the
+    // pool's end of an idle worker's socket among them.)
+    let fork_pool = |size| {
+        mpcore::pool::Builder::new()
+            .processes(size)
+            .start_method(StartMethod::Fork)
+            .build()
+    };
+    let busy = fork_pool(1)?;
+    let _running = busy.apply_async(sleep_for, 7)?;
+    let busy_worker = busy.pids()[0];
+    let idle = fork_pool(2)?;
+    std::thread::sleep(Duration::from_millis(200));
 
     nix::unistd::setgroups(&[])?;
     nix::unistd::setgid(nobody.gid)?;
@@ -153,6 +170,25 @@ pub(crate) fn fork_server_privilege_drop(dir: &str) -> Result<(), Box<dyn std::e
         joined(&mut terminated)
     );
     println!("pool dropped within 20 s: {}", dropped_within(pool));
+    println!(
+        "idle fork pool dropped within 20 s: {}",
+        dropped_within(idle)
+    );
+    println!(
+        "busy fork pool dropped within 20 s: {}",
+        dropped_within(busy)
+    );
+    // Its worker, which the kill did not reach, ends with its task; a
+    // thread of mpcore's reaps it then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let proc = format!("/proc/{busy_worker}");
+    while std::path::Path::new(&proc).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "busy worker reaped when its task ended: {}",
+        !std::path::Path::new(&proc).exists()
+    );
     Ok(())
 }
 

@@ -14,12 +14,14 @@
 //! - `forkserver-sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, starts
 //!   fork-server children that exit with code 3, return 5 and are killed,
 //!   and prints what `join` and `exitcode` say of each.
-//! - `forkserver-drop DIR` (as root): starts fork-server children and a
-//!   fork-server pool, drops its privileges to `nobody` for good, then
-//!   prints what a child started after the drop is (its user, groups, and
-//!   whether it can write into `DIR`, a directory only root may write
-//!   in), what `kill` and `terminate` of the children from before the drop
-//!   do, and whether dropping the pool ends.
+//! - `forkserver-drop DIR` (as root): starts fork-server children, a
+//!   fork-server pool and two fork pools (one with a worker busy for
+//!   7 s), drops its privileges to `nobody` for good, then prints what a
+//!   child started after the drop is (its user, groups, and whether it
+//!   can write into `DIR`, a directory only root may write in), what
+//!   `kill` and `terminate` of the children from before the drop do,
+//!   whether dropping each pool ends, and whether the busy worker, which
+//!   no kill can reach, is reaped when its task ends.
 //! - `forkserver-fd-limit`: starts the fork server with a low soft limit
 //!   on open files and asks it for 40 children that nap; then lowers the
 //!   server's own limits so that it cannot make room, and asks for 40
