@@ -9,8 +9,9 @@
 //!   so that a child dies with its parent process, not with a thread;
 //! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
 //!   `main` that sends it to its task;
-//! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
-//!   own loop (`server.rs`).
+//! - `forkserver/`: the fork server: what the two sides say (`mod.rs`),
+//!   the program's servers and requests (`servers.rs`, `client.rs`), and
+//!   the server's own loop (`server.rs`, `intake.rs`).
 
 pub(crate) mod child;
 pub(crate) mod exec;
