@@ -179,3 +179,156 @@ fn a_forked_child_starts_a_fork_server_of_its_own() {
         assert_eq!(again, ours);
     });
 }
+
+/// A directory of its own under the temporary directory, removed when
+/// dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("mpcore-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_fork_server_child_never_has_privileges_the_program_dropped() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root can drop its privileges");
+        return;
+    }
+    // Only root may write in it; the helper drops to nobody.
+    let dir = TempDir::new("root-only");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let run = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["forkserver-drop", dir.path()],
+        LIMIT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.lines(),
+        [
+            "before the drop: euid 0, write into the root-only directory: written",
+            "pool before the drop: [0, 1, 4, 9]",
+            "after the drop: euid is nobody's: true, egid is nobody's: true, groups: [], \
+             write into the root-only directory: permission denied",
+            "kill: Ok(()), join: Err(child process N was killed by signal SIGKILL)",
+            "terminate: Ok(()), join: Err(child process N was killed by signal SIGTERM)",
+            "pool dropped within 20 s: true",
+            "idle fork pool dropped within 20 s: true",
+            "busy fork pool dropped within 20 s: true",
+            "busy worker reaped when its task ended: true",
+        ]
+    );
+    assert!(!dir.0.join("written-by-a-child").exists());
+}
+
+#[test]
+fn a_request_the_server_has_no_descriptors_for_fails_alone_and_says_why() {
+    let run = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["forkserver-fd-limit"],
+        LIMIT,
+    );
+    run.assert_success();
+    let lines = run.lines();
+    assert_eq!(
+        lines[..2],
+        [
+            "started with a low limit: some started: true, all started joined with their \
+             values: true",
+            "started with a low limit: failed: 0",
+        ],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        lines[2..],
+        [
+            "no room: some started: true, all started joined with their values: true",
+            lines[3],
+            "no room: error: fork server request failed: EMFILE: Too many open files",
+            "the same server still serves: true",
+        ],
+        "{}",
+        run.stdout
+    );
+    let failed: usize = lines[3]
+        .strip_prefix("no room: failed: ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {:?}", lines[3]));
+    assert!(failed > 0 && failed < 40, "{failed} of 40 failed");
+}
+
+#[test]
+fn a_fork_server_child_runs_in_the_requesters_working_directory() {
+    let dir = TempDir::new("cwd");
+    let run = testkit::run(
+        env!("CARGO_BIN_EXE_mpcore-test-helper"),
+        &["forkserver-cwd", dir.path()],
+        LIMIT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.lines(),
+        [
+            "the child's directory is the new one: true",
+            "the file is in the new directory: true",
+            "the file is in the old directory: false",
+        ]
+    );
+}
+
+/// The children of `pid` that are zombies, from `/proc`.
+fn zombie_children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| parent_of(p as u32) == Some(pid) && testkit::proc_state(p) == Some('Z'))
+        .collect()
+}
+
+#[test]
+fn a_killed_server_is_reaped_at_once() {
+    use std::io::{BufRead, Write};
+    let mut program = std::process::Command::new(env!("CARGO_BIN_EXE_mpcore-test-helper"))
+        .arg("forkserver-zombie")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(program.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server: i32 = line
+        .trim()
+        .strip_prefix("server ")
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while testkit::proc_state(server).is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = testkit::proc_state(server);
+    let zombies = zombie_children_of(program.id());
+    let _ = program.stdin.take().unwrap().write_all(b"done\n");
+    let ended = within(LIMIT, move || program.wait().unwrap());
+    assert!(ended.success());
+    assert_eq!(state, None, "the killed server {server} was not reaped");
+    assert_eq!(zombies, Vec::<i32>::new(), "zombie children of the program");
+}

@@ -37,11 +37,51 @@ use crate::base::{Error, Result};
 ///   `exec`, and like a spawned child it inherits none of the parent's
 ///   threads, locks or memory, only the `fn` and the argument sent to it.
 ///   The server, one per program, is the children's parent: it reaps
-///   them and reports how each ended to the process that asked for it.
-///   It ends, killing its children, when the program ends; if it has been
-///   killed, the next child starts a new one. The server is a fresh run of
-///   the program too: the program's constructors run again in it, once,
-///   and its children inherit what they did.
+///   them and reports how each ended to the process that asked for it,
+///   and it sends them the signals of [`Process::kill`](crate::Process::kill)
+///   and [`Process::terminate`](crate::Process::terminate). It ends,
+///   killing its children, when the program ends; if it has been killed,
+///   a thread of mpcore's reaps it at once, and the next child starts a
+///   new one. The server is a fresh run of the program too: the
+///   program's constructors run again in it, once, and its children
+///   inherit what they did.
+///
+///   **What a `ForkServer` child gets, and when.** With each request,
+///   from the process that asks: the `fn`, its argument (and the handles
+///   in it), and the current working directory, which the child enters
+///   before its task (a directory it may not enter fails the child with
+///   [`Error::StartFailed`](crate::Error::StartFailed)). The credentials are
+///   the program's of now: the server runs with those the program had
+///   when it started it, and if the real or effective user or group or
+///   the supplementary groups have changed since (a program that drops
+///   root after its start-up), the next request starts a new server with
+///   the new ones. The old server forks no more; its children keep the
+///   credentials they have, can still be killed and terminated (by their
+///   server, on our behalf), and the old server ends with its last child.
+///   While the real and effective user (or group) differ, `ForkServer`
+///   refuses to start a server
+///   ([`Error::InvalidArgument`](crate::Error::InvalidArgument), as
+///   `Spawn` does): that `exec` would be a secure execution, which
+///   mpcore's hook before `main` does not serve.
+///
+///   From the program's first `ForkServer` request, when the server
+///   started, as a `fork` would copy them then (Python's forkserver
+///   children, too, inherit the server's state, its preloaded modules and
+///   its `os.environ`): the environment (a later `std::env::set_var` is
+///   not seen), the command line, the resource limits (the soft limit on
+///   open files too: the server raises its own to the hard limit, and
+///   gives its children the first one back), the umask, the signal mask
+///   and the signals set to be ignored (but `SIGINT`, which the server
+///   ignores and its children get back at its default), standard input,
+///   output and error, the nice value and scheduling policy, the
+///   capabilities, the control group and namespaces, and the program file
+///   itself. Change those before the first request, or set them in the
+///   task.
+///
+///   Each running child costs the server one file descriptor and the
+///   program two (the child's result and report sockets). A request the
+///   server has no room for fails alone, with `EMFILE` ("too many open
+///   files"); the children already running are not disturbed.
 ///
 /// | | `Fork` | `Spawn` | `ForkServer` |
 /// | --- | --- | --- | --- |

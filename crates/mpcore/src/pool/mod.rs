@@ -406,6 +406,14 @@ impl Pool {
     /// with [`Error::PoolTerminated`]. Returns when the workers are gone.
     /// Python sends `SIGTERM`; a task could catch or block that, and
     /// `terminate` must not hang.
+    ///
+    /// Nor does it wait for ever on a worker that the kill cannot reach:
+    /// a forked worker after this process gave up the privileges the
+    /// worker runs with (the fork server's workers are killed by their
+    /// server, which may always). Such a worker's socket is closed, so it
+    /// leaves as soon as it is idle; one busy with a task is waited for a
+    /// few seconds, then left to a thread of mpcore's that reaps it when
+    /// its task is done.
     pub fn terminate(&self) {
         self.terminated.store(true, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);

@@ -158,7 +158,12 @@ impl Builder {
     /// exit code work as for a forked child, and the child dies with its
     /// parent (`PR_SET_PDEATHSIG`) in the same way. A child of the fork
     /// server is the server's child, not ours: the server reaps it and
-    /// reports how it ended, and kills it if this program ends. If the
+    /// reports how it ended, sends it the signals of `kill` and
+    /// `terminate` (so they work even after this program has dropped the
+    /// privileges the child runs with), and kills it if this program
+    /// ends. It runs in this process's working directory of the moment of
+    /// the request; what else it inherits, and from when, is said at
+    /// [`StartMethod::ForkServer`]. If the
     /// server is killed, its children die with it, and their `join`
     /// returns [`Error::ForkServerLost`] (unless a result had come).
     ///
@@ -172,8 +177,11 @@ impl Builder {
     /// a program started through the dynamic loader, a privileged
     /// program); [`Error::Io`] without `/proc/self/exe`;
     /// [`Error::Os`] when the socket, the `exec` or the fork server's fork
-    /// fails; [`Error::Io`] when the fork server dies twice in a row before
-    /// it could start the child. A child that cannot decode `arg`, or has
+    /// fails, and with `EMFILE` ("fork server request failed: EMFILE: Too
+    /// many open files") when the fork server has no file descriptor left
+    /// for another child (that request fails alone; the server and its
+    /// other children go on); [`Error::Io`] when the fork server dies
+    /// twice in a row before it could start the child. A child that cannot decode `arg`, or has
     /// no room in its descriptor table for the handles in it ("too many
     /// open files"), makes its `join` return [`Error::StartFailed`].
     pub fn spawn_fn<A, R>(mut self, f: fn(A) -> R, arg: A) -> Result<Process<R>>
@@ -199,9 +207,14 @@ impl Builder {
                 // of the argument goes now.
                 drop(task);
                 drop(arg);
-                let mut child = Process::started(pid, name, number, self.daemon, results);
-                child.watch_reports(reports);
-                Ok(child)
+                Ok(Process::served(
+                    pid,
+                    name,
+                    number,
+                    self.daemon,
+                    results,
+                    reports,
+                ))
             }
         }
     }

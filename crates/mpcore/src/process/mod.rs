@@ -23,7 +23,6 @@ pub use builder::Builder;
 
 use crate::base::{ExitStatus, Result};
 use crate::os::pidfd;
-use crate::os::poll;
 use crate::start::Outcome;
 
 impl<T> Process<T> {
@@ -36,6 +35,21 @@ impl<T> Process<T> {
         daemon: bool,
         results: OwnedFd,
     ) -> Process<T> {
+        let pidfd = pidfd::open(pid);
+        Process::handle(pid, name, number, daemon, results, pidfd, None)
+    }
+
+    /// The handle, with what watches the child's exit: a pidfd, or the
+    /// fork server's report socket.
+    fn handle(
+        pid: Pid,
+        name: OnceLock<String>,
+        number: usize,
+        daemon: bool,
+        results: OwnedFd,
+        pidfd: Option<OwnedFd>,
+        reports: Option<OwnedFd>,
+    ) -> Process<T> {
         Process {
             pid,
             owner: getpid(),
@@ -43,8 +57,8 @@ impl<T> Process<T> {
             number,
             daemon,
             results,
-            pidfd: pidfd::open(pid),
-            reports: None,
+            pidfd,
+            reports,
             status: None,
             reaped_elsewhere: false,
             server_lost: false,
@@ -57,17 +71,21 @@ impl<T> Process<T> {
 }
 
 impl<T> Process<T> {
-    /// Makes this the handle on a child of the fork server, whose exit
-    /// the server reports on `reports` (it is not our child: no `waitpid`).
-    fn watch_reports(&mut self, reports: OwnedFd) {
-        // The pidfd names the child only if the child had not yet been
-        // reaped when it was opened: the server sends its report before it
-        // reaps. A report already there means the child is gone.
-        if poll::readable_now(&[reports.as_fd()]).map_or(true, |ready| ready[0]) {
-            self.pidfd = None;
-        }
-        self.reports = Some(reports);
-        let _ = self.poll_exit();
+    /// The handle on a child of the fork server, whose result comes on
+    /// `results` and whose exit the server reports on `reports` (it is
+    /// not our child: no `waitpid`). No pidfd: the report socket says
+    /// when the child has ended, and the server signals it for us.
+    fn served(
+        pid: Pid,
+        name: OnceLock<String>,
+        number: usize,
+        daemon: bool,
+        results: OwnedFd,
+        reports: OwnedFd,
+    ) -> Process<T> {
+        let mut child = Process::handle(pid, name, number, daemon, results, None, Some(reports));
+        let _ = child.poll_exit();
+        child
     }
 }
 

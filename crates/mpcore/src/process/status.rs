@@ -1,7 +1,8 @@
 //! How the parent watches a child: whether it lives, how it ended, the
 //! signals it is sent, and the waits that reap it (with a pidfd where the
 //! kernel has them). A child of the fork server is reaped by the server,
-//! which reports how it ended; the waits read that report instead.
+//! which reports how it ended (the waits read that report instead), and
+//! signalled by it, on our behalf.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -82,10 +83,20 @@ impl<T> Process<T> {
     /// Asks the child to stop with `SIGTERM` (Python's `p.terminate()`).
     /// Does nothing once the child has ended. Follow with `join`.
     ///
+    /// A child of the fork server
+    /// ([`StartMethod::ForkServer`](crate::StartMethod::ForkServer)) is
+    /// signalled by the server, its parent, on our behalf: that needs no
+    /// permission over the child (it may run with credentials this
+    /// process has since given up), and reaches the child only while the
+    /// server has not reaped it. The request is sent, not awaited: follow
+    /// with `join`, as always.
+    ///
     /// # Errors
     ///
     /// [`Error::NotOwner`] in a process other than the one that started
-    /// the child; [`Error::Os`] if the kernel refuses the signal.
+    /// the child; [`Error::Os`] if the kernel refuses the signal (`EPERM`
+    /// for a forked or spawned child that runs with privileges this
+    /// process has given up).
     pub fn terminate(&self) -> Result<()> {
         self.check_owner("terminate")?;
         self.signal(Signal::SIGTERM)
@@ -107,6 +118,13 @@ impl<T> Process<T> {
     pub(super) fn signal(&self, signal: Signal) -> Result<()> {
         if self.has_ended() {
             return Ok(());
+        }
+        if let Some(reports) = &self.reports {
+            // A child of the fork server: the server, its parent, sends
+            // the signal. It may always signal its child, even once this
+            // program has given up the credentials the child runs with,
+            // and it knows whether the child is reaped yet.
+            return forkserver::send_signal(reports.as_fd(), signal);
         }
         let (call, sent) = match &self.pidfd {
             // A pidfd names this very process, never a later one with the
@@ -133,7 +151,7 @@ impl<T> Process<T> {
         if self.reports.is_some() {
             // The fork server's child, which the server reaps only after
             // reporting it: no report read yet, no reaping yet (but for the
-            // instant between the two, on kernels without pidfds).
+            // instant between the two).
             return !self.has_ended();
         }
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
@@ -253,6 +271,24 @@ impl<T> Process<T> {
     /// meanwhile so that a child writing a result is never stuck behind us.
     /// Used by `Drop`, which has no use for the value and no way to fail.
     pub(super) fn reap_blocking(&mut self) {
+        if !self.reap_until(None) {
+            // Polling failed: fall back to a plain blocking wait.
+            let _ = self.wait_exit();
+        }
+    }
+
+    /// [`reap_blocking`](Self::reap_blocking), but only until `deadline`;
+    /// whether the child has ended and been reaped. For a pool's worker
+    /// that may not end (one this process can no longer signal, after it
+    /// gave up its privileges): a drop must not wait for it for ever.
+    pub(crate) fn reap_by(&mut self, deadline: Instant) -> bool {
+        self.reap_until(Some(deadline));
+        self.has_ended()
+    }
+
+    /// Drains and reaps until the child has ended or `deadline` passes;
+    /// `false` if polling failed.
+    fn reap_until(&mut self, deadline: Option<Instant>) -> bool {
         while !self.has_ended() {
             while self.outcome.is_none() && !self.hung_up {
                 match channel::try_discard(self.results.as_fd()) {
@@ -262,13 +298,14 @@ impl<T> Process<T> {
                 }
             }
             if self.poll_exit().is_err() || self.has_ended() {
-                return;
+                return true;
             }
-            if self.wait_for_event(None).is_err() {
-                // Polling failed: fall back to a plain blocking wait.
-                let _ = self.wait_exit();
-                return;
+            match self.wait_for_event(deadline) {
+                Ok(()) => {}
+                Err(Error::Timeout(_)) => return true,
+                Err(_) => return false,
             }
         }
+        true
     }
 }

@@ -12,8 +12,9 @@
 //! - `image.rs`: what the loaded images say: the table of task entries,
 //!   mpcore's own code, whether a fresh run of the program reaches the
 //!   hook at all;
-//! - `forkserver/`: the fork server, its client side (`mod.rs`) and its
-//!   own loop (`server.rs`);
+//! - `forkserver/`: the fork server: what the two sides say (`mod.rs`),
+//!   the program's servers and requests (`servers.rs`, `client.rs`), and
+//!   the server's own loop (`server.rs`, `intake.rs`);
 //! - `tracker/`: the tracker of named shared memory segments, one small
 //!   process per program that removes a name once its last user is gone:
 //!   its client side (`client.rs`), its loop (`server.rs`) and its files

@@ -14,6 +14,25 @@
 //! - `forkserver-sigchld-ignored`: with `SIGCHLD` set to `SIG_IGN`, starts
 //!   fork-server children that exit with code 3, return 5 and are killed,
 //!   and prints what `join` and `exitcode` say of each.
+//! - `forkserver-drop DIR` (as root): starts fork-server children, a
+//!   fork-server pool and two fork pools (one with a worker busy for
+//!   7 s), drops its privileges to `nobody` for good, then prints what a
+//!   child started after the drop is (its user, groups, and whether it
+//!   can write into `DIR`, a directory only root may write in), what
+//!   `kill` and `terminate` of the children from before the drop do,
+//!   whether dropping each pool ends, and whether the busy worker, which
+//!   no kill can reach, is reaped when its task ends.
+//! - `forkserver-fd-limit`: starts the fork server with a low soft limit
+//!   on open files and asks it for 40 children that nap; then lowers the
+//!   server's own limits so that it cannot make room, and asks for 40
+//!   more. Prints how many started, why the others did not, and whether
+//!   every child that started returned its value.
+//! - `forkserver-cwd DIR`: starts the fork server in `DIR/first`, moves to
+//!   `DIR/second`, and prints where a fork-server child's relative write
+//!   landed.
+//! - `forkserver-zombie`: kills its fork server, prints `server N`, and
+//!   waits for a line on standard input, so that the test can look for a
+//!   zombie meanwhile.
 //! - `pool-orphan [fork|spawn|forkserver]`: the same with a pool of one
 //!   worker (started by that method): prints the worker's pid as
 //!   `child-pid N`.
@@ -119,6 +138,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("pool-orphan") => orphans::pool_orphan(args.get(1).map(String::as_str)),
         Some("forkserver-killed") => fork_server::fork_server_killed(),
         Some("forkserver-sigchld-ignored") => fork_server::fork_server_sigchld_ignored(),
+        Some("forkserver-drop") => fork_server::fork_server_privilege_drop(
+            args.get(1).ok_or("forkserver-drop: which directory?")?,
+        ),
+        Some("forkserver-fd-limit") => fork_server::fork_server_fd_limit(),
+        Some("forkserver-cwd") => {
+            fork_server::fork_server_cwd(args.get(1).ok_or("forkserver-cwd: which directory?")?)
+        }
+        Some("forkserver-zombie") => fork_server::fork_server_zombie(),
         Some("shm") => shared::shared_objects(args.get(1).map(String::as_str)),
         Some("print-storm") => output::print_storm(args.get(1).map_or(Ok(200), |n| n.parse())?),
         Some("buffered") => output::buffered(),

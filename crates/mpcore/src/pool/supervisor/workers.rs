@@ -2,8 +2,8 @@
 //! replaced, reaped and killed.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::PoisonError;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::super::chunk::{Chunk, Lost};
@@ -20,12 +20,21 @@ const FORK_RETRY: Duration = Duration::from_millis(100);
 /// How long forks may keep failing, with no worker in service, before
 /// the queued tasks fail.
 const FORK_GIVE_UP: Duration = Duration::from_secs(2);
+/// How long ending the pool waits for its killed workers to exit. A
+/// killed worker exits at once; one that outlasts this is one the kill
+/// could not reach (this process gave up the privileges it runs with),
+/// whose socket is closed: it exits when its task ends, and a thread of
+/// its own reaps it then.
+const KILLED_WORKERS_WAIT: Duration = Duration::from_secs(5);
 
 /// One worker process, as the supervisor sees it.
 pub(crate) struct Worker {
-    pub(super) process: Process<()>,
     /// The pool's end of the worker's own socket: tasks out, results in.
+    /// Declared (so dropped) before `process`: a worker whose socket
+    /// closes leaves its loop and exits, even one that this process can
+    /// no longer signal, and the process's drop waits for that exit.
     pub(super) conn: OwnedFd,
+    pub(super) process: Process<()>,
     /// The chunks sent to it and not yet answered, oldest first: the
     /// first is the one it runs, the others have not started (at most
     /// [`FAST_IN_FLIGHT`] in all).
@@ -177,9 +186,20 @@ impl Supervisor {
             Some(spawner) => spawner(builder, there, number, self.start_method)?,
             None => {
                 name_worker_panics();
+                // A fork copies every descriptor: the pool's end of this
+                // worker's socket, and of every other worker's. The
+                // worker closes those copies, so that each worker sees
+                // its socket's end when the pool closes it (even one the
+                // pool may no longer signal).
+                let pool_ends: Vec<RawFd> = std::iter::once(here.as_raw_fd())
+                    .chain(self.workers.iter().map(|w| w.conn.as_raw_fd()))
+                    .collect();
                 builder.spawn({
                     let initializer = self.initializer.clone();
-                    move || worker_main(there, number, initializer)
+                    move || {
+                        close_copies(&pool_ends);
+                        worker_main(there, number, initializer)
+                    }
                 })?
             }
         };
@@ -236,22 +256,66 @@ impl Supervisor {
         }
     }
 
-    /// Kills every worker, fails every task not finished, reaps them all.
+    /// Kills every worker, fails every task not finished, reaps them all,
+    /// waiting for them no longer than [`KILLED_WORKERS_WAIT`].
     pub(super) fn kill_all(&mut self) {
         // Signal all first, so they die together, then reap one by one.
         for worker in &self.workers {
             let _ = worker.process.kill();
         }
-        for mut worker in self.workers.drain(..) {
-            for chunk in worker.jobs.drain(..) {
+        let deadline = Instant::now() + KILLED_WORKERS_WAIT;
+        for worker in self.workers.drain(..) {
+            let Worker {
+                conn,
+                mut process,
+                mut jobs,
+                ..
+            } = worker;
+            for chunk in jobs.drain(..) {
                 chunk.finish(Err(Lost::Terminated));
             }
-            // A daemon `Process` kills (again, harmlessly) and reaps on drop.
-            drop(worker);
+            // Its socket first: a worker the kill did not reach leaves its
+            // loop when it sees the end of it.
+            drop(conn);
+            if !process.reap_by(deadline) {
+                leave_to_a_thread(process);
+            }
         }
         for chunk in self.queue.drain(..) {
             chunk.finish(Err(Lost::Terminated));
         }
         self.publish_pids();
+    }
+}
+
+/// Closes, in a forked worker, its copies of the pool's ends of the
+/// workers' sockets.
+fn close_copies(fds: &[RawFd]) {
+    for &fd in fds {
+        // SAFETY: in the forked worker these numbers are copies of the
+        // pool's `OwnedFd`s, which this process never uses or drops: a
+        // forked child leaves by `_exit`, never returning to the code
+        // that owns them (`start/child.rs`). No double close, and no later
+        // use of the number.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Hands a killed worker that has not exited to a thread of its own,
+/// which reaps it whenever it ends (a daemon `Process` kills again, and
+/// reaps, on drop): no zombie, and no wait here. Should no thread be had,
+/// the handle is forgotten rather than waited for.
+fn leave_to_a_thread(process: Process<()>) {
+    let pid = process.pid();
+    let slot = Arc::new(Mutex::new(Some(process)));
+    let theirs = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new()
+        .name(format!("mpcore-reap-{pid}"))
+        .spawn(move || drop(theirs.lock().unwrap_or_else(PoisonError::into_inner).take()));
+    if let Err(e) = spawned {
+        log::warn!(
+            "mpcore pool: worker {pid} outlived its kill, and no thread can wait for it: {e}"
+        );
+        std::mem::forget(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }
