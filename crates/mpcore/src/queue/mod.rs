@@ -4,6 +4,7 @@
 //!   raw bytes for `put_bytes`), and the limits;
 //! - `ring.rs`: the ring in shared memory that holds the messages, its two
 //!   locks and its invariants;
+//! - `layout.rs`: where in the ring each message goes;
 //! - `sleepers.rs`: where producers and consumers sleep, and who wakes them.
 
 use std::fmt;
@@ -22,6 +23,7 @@ use ring::Ring;
 
 use crate::os::deadline::Wait;
 
+mod layout;
 mod ring;
 mod sleepers;
 

@@ -14,13 +14,14 @@
 //!    lock moves the head, each with one store of one 64-bit word.
 //! 5. A ring that was read gives back its pages beyond the first [`KEEP`].
 //!
-//! The tests that prove them: (1) and (2)
+//! The tests that prove them (the ring's unit tests are in
+//! `ring_tests.rs`, `place`'s in `layout.rs`): (1) and (2)
 //! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring` and
-//! `a_consumer_that_died_mid_get_left_the_message_in_place` below, and in
+//! `a_consumer_that_died_mid_get_left_the_message_in_place`, and in
 //! mpcore's integration tests `many_producers_and_consumers_lose_and_duplicate_nothing`,
 //! `producers_and_consumers_killed_at_random_lose_at_most_what_they_held`
 //! and `large_messages_going_round_the_ring_arrive_whole`; (3)
-//! `place_never_lets_the_tail_catch_the_head` below and
+//! `place_never_lets_the_tail_catch_the_head` and
 //! `a_million_puts_with_no_reader_then_a_million_gets`; (5)
 //! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read`.
 //!
@@ -63,6 +64,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
+use super::layout::{CAP, EARLY_WRAP, KEEP, place};
 use super::sleepers::Sleepers;
 use crate::base::{Error, Result};
 use crate::os::deadline::Wait;
@@ -70,25 +72,12 @@ use crate::os::memfd::Segment;
 use crate::os::mutex::RawMutex;
 use crate::os::spin;
 
-/// The ring's size. Positions fit in 32 bits.
-const CAP: usize = 1 << 31;
 /// The largest message a queue takes: small enough that a ring holding
 /// under 1 GiB always has room for one more.
 pub(crate) const MAX_MESSAGE: usize = 256 << 20;
-/// The bytes at the start of the ring that stay in memory once written,
-/// for the next messages: everything beyond is given back as it is read.
-const KEEP: usize = 8 << 20;
 /// While a long queue is read, what was read beyond [`KEEP`] is given
 /// back in steps of this much.
 const STEP: usize = 16 << 20;
-/// A `put` into an empty queue whose tail is past this starts again at the
-/// beginning of the ring.
-const EARLY_WRAP: usize = 1 << 20;
-/// A `put` whose tail is past this, into a ring whose start has room
-/// again, starts again at the beginning: past [`EARLY_WRAP`] for a ring
-/// that is not empty, half of [`KEEP`], so that a busy queue goes round
-/// within the pages it keeps.
-const BUSY_WRAP: usize = KEEP / 2;
 /// The page before the ring: the locks, the ends, the wait words.
 const HEADER: usize = 4096;
 /// A message's length, before its bytes; this value instead says that the
@@ -501,99 +490,6 @@ fn record(len: usize) -> usize {
     (8 + len).next_multiple_of(8)
 }
 
-/// Where a record of `rec` bytes can go, with the head and tail at these
-/// positions; `None` when there is no room. `empty` when nothing lies
-/// between them: then the record may start again at 0. A put must never
-/// make the tail catch the head: that would read as empty.
-fn place(head: usize, tail: usize, rec: usize, empty: bool) -> Option<usize> {
-    if empty {
-        // Back to the start, if the record ends before the old tail: the
-        // mark that sends readers there stays whole, and the new tail
-        // stays short of the head.
-        let back = rec < tail && (tail > EARLY_WRAP || rec > CAP - tail);
-        return Some(if back { 0 } else { tail });
-    }
-    if tail > head {
-        // Start again at 0 once the tail is well into the ring and the
-        // start has room: the ring then keeps going round the same warm
-        // pages, instead of moving on into fresh ones that the kernel must
-        // zero, while what it left behind is given back.
-        if tail >= BUSY_WRAP && rec < head {
-            return Some(0);
-        }
-        if rec < CAP - tail || (rec == CAP - tail && head != 0) {
-            return Some(tail);
-        }
-        // Skip the end of the ring; start again at 0.
-        return (rec < head).then_some(0);
-    }
-    (rec < head - tail).then_some(tail)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn place_never_lets_the_tail_catch_the_head() {
-        assert_eq!(place(0, 0, 16, true), Some(0));
-        assert_eq!(place(64, 64, 16, true), Some(64));
-        assert_eq!(place(EARLY_WRAP + 8, EARLY_WRAP + 8, 16, true), Some(0));
-        // A record that would reach the old tail, where the mark is, goes
-        // on from there instead.
-        let tail = EARLY_WRAP + 8;
-        assert_eq!(place(tail, tail, tail, true), Some(tail));
-        assert_eq!(place(tail, tail, tail - 8, true), Some(0));
-        assert_eq!(place(0, CAP - 16, 16, false), None);
-        assert_eq!(place(8, CAP - 16, 16, false), Some(CAP - 16));
-        assert_eq!(place(16, CAP - 8, 16, false), None);
-        assert_eq!(place(24, CAP - 8, 16, false), Some(0));
-        assert_eq!(place(64, 32, 24, false), Some(32));
-        assert_eq!(place(64, 32, 32, false), None);
-        // Well into the ring, with room at the start: round again.
-        assert_eq!(place(64, BUSY_WRAP, 56, false), Some(0));
-        assert_eq!(place(64, BUSY_WRAP, 64, false), Some(BUSY_WRAP));
-        assert_eq!(place(64, BUSY_WRAP - 8, 56, false), Some(BUSY_WRAP - 8));
-    }
-
-    #[test]
-    fn a_producer_that_died_mid_put_left_no_message_and_a_working_ring() {
-        let ring = Ring::new(u64::MAX).unwrap();
-        ring.put(&[b"first"], Wait::Never).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // Half a put, then the thread ends holding the lock: a
-                // length behind the tail, but no commit.
-                let locked = ring.lock(ring.producers).unwrap();
-                // SAFETY: position 16 is free space within the ring, and
-                // we hold the producers' lock.
-                unsafe { ring.data().add(16).cast::<u64>().write(3) };
-                std::mem::forget(locked);
-            });
-        });
-        // The next producer finds the owner dead, and goes on.
-        ring.put(&[b"second"], Wait::Never).unwrap();
-        assert_eq!(ring.count(), 2);
-        let got = |ring: &Ring| ring.get(Wait::Never, <[u8]>::to_vec);
-        assert_eq!(got(&ring).unwrap(), b"first");
-        assert_eq!(got(&ring).unwrap(), b"second");
-        assert!(matches!(got(&ring), Err(Error::Empty)));
-    }
-
-    #[test]
-    fn a_consumer_that_died_mid_get_left_the_message_in_place() {
-        let ring = Ring::new(u64::MAX).unwrap();
-        ring.put(&[b"kept"], Wait::Never).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // The message read, then the thread ends holding the lock
-                // before it moved the head.
-                let locked = ring.lock(ring.consumers).unwrap();
-                assert_eq!(ring.length_at(0), 4);
-                std::mem::forget(locked);
-            });
-        });
-        assert_eq!(ring.count(), 1);
-        assert_eq!(ring.get(Wait::Never, <[u8]>::to_vec).unwrap(), b"kept");
-    }
-}
+#[path = "ring_tests.rs"]
+mod tests;
