@@ -330,3 +330,27 @@ fn large_messages_going_round_the_ring_arrive_whole() {
         }
     });
 }
+
+#[test]
+fn a_queue_drained_twice_far_into_its_ring_keeps_no_page_there() {
+    within(LIMIT, || {
+        // Twice: a queue filled far beyond its warm 8 MiB and drained,
+        // then a put that starts again at the start, leaving a mark at the
+        // end of the lap for the reader, and its get.
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        for blocks in [10, 5] {
+            for _ in 0..blocks {
+                q.put_bytes(&[7; 3 << 20]).unwrap();
+            }
+            for _ in 0..blocks {
+                assert_eq!(q.get_bytes().unwrap().len(), 3 << 20);
+            }
+            q.put_bytes(b"again").unwrap();
+            assert_eq!(q.get_bytes().unwrap(), b"again");
+        }
+        // Nothing beyond the warm pages holds a message: not even the
+        // pages of the marks.
+        let kept = q.memory_used().unwrap();
+        assert!(kept <= KEPT, "{kept} bytes kept after draining");
+    });
+}

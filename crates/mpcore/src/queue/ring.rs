@@ -23,7 +23,8 @@
 //! and `large_messages_going_round_the_ring_arrive_whole`; (3)
 //! `place_never_lets_the_tail_catch_the_head` and
 //! `a_million_puts_with_no_reader_then_a_million_gets`; (5)
-//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read`.
+//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read` and
+//! `a_queue_drained_twice_far_into_its_ring_keeps_no_page_there`.
 //!
 //! # Where the bytes live
 //!
@@ -422,8 +423,9 @@ impl Ring {
         };
         let tail = tail_at();
         if tail == next {
-            // Drained: nothing beyond the pages kept holds a message.
-            self.punch(KEEP, next.max(reach));
+            // Drained: nothing beyond the pages kept holds a message, nor
+            // the page of the mark at the end of an earlier lap.
+            self.punch(KEEP, next.max((reach + 8).next_multiple_of(4096)));
             head.reach.store(0, Ordering::Relaxed);
         } else if step {
             // Read from `from` to `next` in this lap. A producer that came
