@@ -12,19 +12,31 @@
 //! 3. The tail never catches the head: a full ring never reads as empty.
 //! 4. Only the producers' lock moves the tail and only the consumers'
 //!    lock moves the head, each with one store of one 64-bit word.
-//! 5. A ring that was read gives back its pages beyond the first [`KEEP`].
+//! 5. A ring that was read gives back its pages beyond the first [`KEEP`],
+//!    and only pages that hold no message.
+//! 6. A `put` finds room until the ring is full: it waits only with at
+//!    least 1 GiB of messages unread, whatever the readers did before.
 //!
 //! The tests that prove them (the ring's unit tests are in
 //! `ring_tests.rs`, `place`'s in `layout.rs`): (1) and (2)
-//! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring` and
-//! `a_consumer_that_died_mid_get_left_the_message_in_place`, and in
+//! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring`,
+//! `a_producer_that_died_mid_jump_left_a_working_ring`,
+//! `a_consumer_that_died_mid_get_left_the_message_in_place` and
+//! `messages_put_and_got_in_random_bursts_arrive_whole_and_in_order`, and in
 //! mpcore's integration tests `many_producers_and_consumers_lose_and_duplicate_nothing`,
 //! `producers_and_consumers_killed_at_random_lose_at_most_what_they_held`
 //! and `large_messages_going_round_the_ring_arrive_whole`; (3)
 //! `place_never_lets_the_tail_catch_the_head` and
 //! `a_million_puts_with_no_reader_then_a_million_gets`; (5)
-//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read` and
-//! `a_queue_drained_twice_far_into_its_ring_keeps_no_page_there`.
+//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read`,
+//! `a_queue_drained_twice_far_into_its_ring_keeps_no_page_there` and
+//! `a_ring_read_behind_a_jump_gives_back_only_what_was_read`; (6)
+//! `a_tail_with_no_room_in_front_of_the_head_goes_on_beyond_its_lap`,
+//! `a_busy_queue_goes_round_early_only_with_a_small_backlog`, and in the
+//! integration tests `a_reader_that_took_a_few_messages_leaves_the_queue_its_whole_size`,
+//! `a_reader_that_kept_up_then_stopped_leaves_the_queue_its_whole_size`,
+//! `a_queue_drained_far_into_its_ring_still_holds_a_million` and
+//! `a_queue_filled_while_its_reader_started_is_drained_by_it`.
 //!
 //! # Where the bytes live
 //!
@@ -34,7 +46,12 @@
 //! it back as it is read (`fallocate(PUNCH_HOLE)`), keeping only the first
 //! [`KEEP`] bytes warm for the next messages. A `put` into an empty queue
 //! whose tail has gone past [`EARLY_WRAP`] starts again at the beginning,
-//! in pages that are already there.
+//! in pages that are already there, and so does one into a busy queue
+//! with a small backlog (`layout.rs`). Going back early must not cost
+//! room: a tail that then meets the head, because the readers stopped,
+//! goes on beyond the end of the lap they are still reading (with a mark
+//! that sends them there once they have come round), and may go back to
+//! the start only once they have read what it left there ([`Fence`]).
 //!
 //! # Two sides that rarely meet
 //!
@@ -65,7 +82,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
-use super::layout::{CAP, EARLY_WRAP, KEEP, place};
+use super::layout::{CAP, EARLY_WRAP, Ends, Fence, KEEP, SKIP, place};
 use super::sleepers::Sleepers;
 use crate::base::{Error, Result};
 use crate::os::deadline::Wait;
@@ -81,9 +98,6 @@ pub(crate) const MAX_MESSAGE: usize = 256 << 20;
 const STEP: usize = 16 << 20;
 /// The page before the ring: the locks, the ends, the wait words.
 const HEADER: usize = 4096;
-/// A message's length, before its bytes; this value instead says that the
-/// rest of the ring is unused and the next message is at the start.
-const WRAP: u64 = u64::MAX;
 /// A message this large or larger gets its pages with one system call
 /// before it is copied ([`Ring::populate`]).
 const POPULATE: usize = 64 << 10;
@@ -107,6 +121,11 @@ struct Side {
     freed: AtomicU64,
     /// Consumers: how far earlier laps reached, beyond what went back.
     reach: AtomicU64,
+    /// Producers: where the last lap ended ([`Ends::lap_end`]).
+    lap_end: AtomicU64,
+    /// Producers: where the tail went on beyond the head's lap, if it did
+    /// ([`Fence`]; 0: it did not).
+    fence: AtomicU64,
 }
 
 /// The shared page before the ring.
@@ -256,39 +275,70 @@ impl Ring {
         let rec = record(len);
         let header = self.header();
         let max_count = self.max_count();
+        let side = &header.tail;
         loop {
             let locked = self.lock(self.producers)?;
-            let (tail, put) = unpack(header.tail.end.load(Ordering::Relaxed));
-            let mut seen = header.tail.seen.load(Ordering::Relaxed);
+            let (tail, put) = unpack(side.end.load(Ordering::Relaxed));
+            let lap_end = side.lap_end.load(Ordering::Relaxed) as usize;
+            let fence = Fence::load(side.fence.load(Ordering::Relaxed));
+            let mut seen = side.seen.load(Ordering::Relaxed);
             let mut fresh = false;
-            let room = loop {
+            let (room, held) = loop {
                 let (head, taken) = unpack(seen);
                 let count = put.wrapping_sub(taken);
+                let held = fence.is_some_and(|fence| fence.holds(head, tail));
+                let ends = Ends {
+                    head,
+                    tail,
+                    empty: count == 0,
+                    lap_end,
+                    start_held: held,
+                };
                 let room = (u64::from(count) < max_count)
-                    .then(|| place(head, tail, rec, count == 0))
+                    .then(|| place(ends, rec))
                     .flatten();
                 // The head seen last may be out of date: look again before
-                // calling the ring full, and before writing far from its
-                // start into a ring that may have emptied meanwhile.
-                if !fresh && (room.is_none() || (count > 0 && tail > EARLY_WRAP)) {
+                // calling the ring full or going on beyond the head's lap,
+                // and before writing far from its start into a ring that
+                // may have emptied meanwhile.
+                if !fresh && (room.is_none_or(|at| at > tail) || (count > 0 && tail > EARLY_WRAP)) {
                     seen = header.head.end.load(Ordering::SeqCst);
-                    header.tail.seen.store(seen, Ordering::Relaxed);
+                    side.seen.store(seen, Ordering::Relaxed);
                     fresh = true;
                     continue;
                 }
-                break room;
+                break (room, held);
             };
+            if fence.is_some() && !held {
+                // The head has come round (or the jump never counted): the
+                // head never goes back into the lap it was in.
+                side.fence.store(0, Ordering::Relaxed);
+            }
             if let Some(at) = room {
                 if rec >= POPULATE {
                     self.populate(at, rec);
                 }
+                // Where the lap ends, or where the tail goes on beyond it,
+                // before the message counts: a producer killed in between
+                // leaves a word that the next one finds out of date
+                // (`Fence::holds`), or that nobody reads before a lap
+                // ends again (`lap_end` matters only behind the head).
+                if at < tail {
+                    side.lap_end.store(tail as u64, Ordering::Relaxed);
+                } else if at + rec == CAP {
+                    side.lap_end.store(CAP as u64, Ordering::Relaxed);
+                } else if at > tail {
+                    let jump = Fence { from: tail, to: at };
+                    side.fence.store(jump.word(), Ordering::Relaxed);
+                }
                 // SAFETY: `place` found `rec` free bytes at `at` (and, if
-                // it wrapped, 8 at `tail`), within the ring, beyond every
-                // committed message: no consumer reads there, and we hold
-                // the producers' lock, so no producer writes there.
+                // it is not at the tail, 8 at `tail` for the mark), within
+                // the ring, beyond every committed message: no consumer
+                // reads there, and we hold the producers' lock, so no
+                // producer writes there.
                 unsafe {
                     if at != tail {
-                        self.data().add(tail).cast::<u64>().write(WRAP);
+                        self.data().add(tail).cast::<u64>().write(SKIP | at as u64);
                     }
                     let mut to = self.data().add(at);
                     to.cast::<u64>().write(len as u64);
@@ -299,7 +349,7 @@ impl Ring {
                     }
                 }
                 // The message is whole: now it counts.
-                header.tail.end.store(
+                side.end.store(
                     pack((at + rec) % CAP, put.wrapping_add(1)),
                     Ordering::SeqCst,
                 );
@@ -340,10 +390,10 @@ impl Ring {
             if put != taken {
                 let mut at = head;
                 let mut len = self.length_at(at);
-                let wrapped = len == WRAP;
-                if wrapped {
-                    at = 0;
-                    len = self.length_at(0);
+                if len & SKIP != 0 {
+                    // A mark: the message is where it says.
+                    at = (len & !SKIP) as usize % CAP;
+                    len = self.length_at(at);
                 }
                 let len = len as usize;
                 // SAFETY: a committed record: `len` bytes after its length,
@@ -354,7 +404,7 @@ impl Ring {
                 let next = (at + record(len)) % CAP;
                 let taken = taken.wrapping_add(1);
                 header.head.end.store(pack(next, taken), Ordering::SeqCst);
-                self.give_back(wrapped.then_some(head), next);
+                self.give_back((at < head).then_some(head), next);
                 drop(locked);
                 header.space.wake(i32::MAX);
                 if put != taken {
@@ -429,8 +479,16 @@ impl Ring {
             head.reach.store(0, Ordering::Relaxed);
         } else if step {
             // Read from `from` to `next` in this lap. A producer that came
-            // round to the start has messages below its tail: keep them.
-            self.punch(if tail < next { from.max(tail) } else { from }, next);
+            // round to the start has messages below its tail, and one that
+            // went on beyond this lap below its fence: keep them.
+            let fence = Fence::load(header.tail.fence.load(Ordering::Relaxed))
+                .filter(|fence| fence.holds(next, tail));
+            let kept = match fence {
+                _ if tail < next => tail,
+                Some(fence) => fence.from + 8,
+                None => 0,
+            };
+            self.punch(from.max(kept), next);
         } else {
             return;
         }
