@@ -316,13 +316,16 @@ pub struct RawSyncMutex<T: Pod> {
 
 impl<T: Pod> RawSyncMutex<T> {
     /// Where the value starts after the header: past the mutex, at its
-    /// own alignment.
+    /// own alignment. The mapping is page-aligned, and the body starts
+    /// [`HEADER`] bytes into it: the value is aligned where it lands in
+    /// memory, for any alignment up to a page (a `#[repr(align(128))]`
+    /// type, crossbeam's `CachePadded`), not just in the body.
     fn value_offset() -> Result<usize> {
         let align = align_of::<T>();
         if align > PAGE {
             return Err(mpcore::Error::AlignmentTooLarge { align }.into());
         }
-        Ok(round_up(Mutex::size_of(None), align.max(64)))
+        Ok(round_up(HEADER + Mutex::size_of(None), align.max(64)) - HEADER)
     }
 
     /// What the header records: the value's size and alignment.
@@ -330,7 +333,8 @@ impl<T: Pod> RawSyncMutex<T> {
         ((size_of::<T>() as u64) << 16) | align_of::<T>() as u64
     }
 
-    /// A new segment, a raw_sync mutex in it, and `value` beside it.
+    /// A new segment, a raw_sync mutex in it, and `value` beside it, at
+    /// its type's alignment in memory (up to a page).
     ///
     /// # Errors
     ///
@@ -347,7 +351,8 @@ impl<T: Pod> RawSyncMutex<T> {
         // `publish` below, so nobody else touches these bytes meanwhile.
         let (mutex, _) = unsafe { Mutex::new(mem, data) }.map_err(raw_sync_error("Mutex::new"))?;
         // SAFETY: `data` is inside the segment (it was sized for it) and
-        // aligned for `T`; nobody else can see the segment yet.
+        // aligned for `T` (`value_offset`); nobody else can see the
+        // segment yet.
         unsafe { data.cast::<T>().write(value) };
         segment.publish(Kind::Mutex, Self::layout());
         Ok(RawSyncMutex {
@@ -814,8 +819,11 @@ impl<T: Atomics> SharedAtomics<T> {
 impl<T: Atomics> Deref for SharedAtomics<T> {
     type Target = T;
     fn deref(&self) -> &T {
+        // Every `Atomics` type is aligned to 8 at most; were one added
+        // that is not, it would not compile rather than be misaligned.
+        const { assert!(align_of::<T>() <= HEADER) };
         // SAFETY: the body starts 64-aligned, which meets the alignment of
-        // every `Atomics` type (8 at most), and holds `size_of::<T>()`
+        // every `Atomics` type (asserted above), and holds `size_of::<T>()`
         // bytes (`create` sized it, `open` checked it). The header says it
         // holds a `T` of this very shape; a `T` is integer atomics only, so
         // any bits (the fresh segment's zeros, whatever another process
@@ -986,6 +994,35 @@ mod tests {
         let theirs = SharedAtomics::<Data>::open(data.os_id()).unwrap();
         assert_eq!(theirs.1.load(Relaxed), 3.5);
         assert_eq!(theirs.2[3].load(Relaxed), -4);
+    }
+
+    #[test]
+    fn a_type_aligned_past_64_bytes_is_aligned_in_the_segment() {
+        /// Aligned as crossbeam's `CachePadded` is on x86_64.
+        #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Zeroable, bytemuck::Pod)]
+        #[repr(C, align(128))]
+        struct Padded([u64; 16]);
+        /// Aligned to a page, the most a segment can give.
+        #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+        #[repr(C, align(4096))]
+        struct Paged([u8; 4096]);
+
+        let m = RawSyncMutex::create(Padded([7; 16])).unwrap();
+        {
+            let mut guard = m.lock().unwrap();
+            assert_eq!((&raw const *guard).addr() % 128, 0, "a misaligned &mut");
+            guard.0[15] = 8;
+        }
+        let theirs = RawSyncMutex::<Padded>::open(m.os_id()).unwrap();
+        let guard = theirs.lock().unwrap();
+        assert_eq!((&raw const *guard).addr() % 128, 0, "a misaligned &mut");
+        assert_eq!(guard.0[..2], [7, 7]);
+        assert_eq!(guard.0[15], 8);
+
+        let page = RawSyncMutex::create(Paged([1; 4096])).unwrap();
+        let guard = page.lock().unwrap();
+        assert_eq!((&raw const *guard).addr() % 4096, 0, "a misaligned &mut");
+        assert!(guard.0.iter().all(|&b| b == 1));
     }
 
     #[test]

@@ -330,3 +330,146 @@ fn large_messages_going_round_the_ring_arrive_whole() {
         }
     });
 }
+
+/// Puts `n` numbers from `from` with `try_put`, each of which must find
+/// room: the queue holds far less than its 2 GiB.
+fn try_put_all(q: &Queue<u64>, from: u64, n: u64) {
+    for i in from..from + n {
+        if let Err(e) = q.try_put(i) {
+            panic!(
+                "put {i} failed with {} messages ({} MiB of memory) queued: {e}",
+                q.qsize(),
+                q.memory_used().unwrap() >> 20
+            );
+        }
+    }
+}
+
+/// Gets every message that is there, in order, from `from` up to `to`.
+fn get_in_order(q: &Queue<u64>, from: u64, to: u64) {
+    for i in from..to {
+        assert_eq!(q.try_get().unwrap(), i);
+    }
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+}
+
+#[test]
+fn a_reader_that_took_a_few_messages_leaves_the_queue_its_whole_size() {
+    within(LIMIT, || {
+        // A reader took the first messages: the head has moved, by a few
+        // records.
+        let q: Queue<u64> = Queue::new().unwrap();
+        try_put_all(&q, 0, 4);
+        for i in 0..3 {
+            assert_eq!(q.try_get().unwrap(), i);
+        }
+        // A million more, 16-24 MiB of records, with nobody reading.
+        try_put_all(&q, 4, 1_000_000);
+        assert_eq!(q.qsize(), 1_000_001);
+        get_in_order(&q, 3, 1_000_004);
+        let kept = q.memory_used().unwrap();
+        assert!(kept <= KEPT, "{kept} bytes kept after draining");
+    });
+}
+
+#[test]
+fn a_reader_that_kept_up_then_stopped_leaves_the_queue_its_whole_size() {
+    within(LIMIT, || {
+        // A reader that keeps up, message by message, for long enough that
+        // the ring goes round its first pages a few times; then it stops.
+        let q: Queue<u64> = Queue::new().unwrap();
+        for i in 0..1_000_000 {
+            try_put_all(&q, i, 1);
+            assert_eq!(q.try_get().unwrap(), i);
+        }
+        // Then it lags a few messages behind for a while, and stops.
+        try_put_all(&q, 1_000_000, 8);
+        for i in 1_000_008..1_300_000 {
+            try_put_all(&q, i, 1);
+            assert_eq!(q.try_get().unwrap(), i - 8);
+        }
+        try_put_all(&q, 1_300_000, 1_000_000);
+        assert_eq!(q.qsize(), 1_000_008);
+        get_in_order(&q, 1_299_992, 2_300_000);
+        let kept = q.memory_used().unwrap();
+        assert!(kept <= KEPT, "{kept} bytes kept after draining");
+    });
+}
+
+#[test]
+fn a_queue_drained_far_into_its_ring_still_holds_a_million() {
+    within(LIMIT, || {
+        // Emptied with its tail 2 MiB into the ring: the next put starts
+        // again at the start, in front of a head that stays where it is.
+        let q: Queue<u64> = Queue::new().unwrap();
+        try_put_all(&q, 0, 131_072);
+        get_in_order(&q, 0, 131_072);
+        try_put_all(&q, 0, 1_000_000);
+        get_in_order(&q, 0, 1_000_000);
+    });
+}
+
+#[test]
+fn a_queue_filled_while_its_reader_started_is_drained_by_it() {
+    within(LIMIT, || {
+        // Python's "fill the queue, then let the consumer go", with a
+        // consumer that took a few messages before it was told to wait.
+        const N: u64 = 1_000_000;
+        let q: Queue<u64> = Queue::new().unwrap();
+        let go = Event::new().unwrap();
+        let (child_q, child_go) = (q.clone(), go.clone());
+        let mut consumer = Process::spawn(move || {
+            for i in 0..3 {
+                assert_eq!(child_q.get().unwrap(), i);
+            }
+            child_go.wait_timeout(Duration::from_secs(60)).unwrap();
+            for i in 3..N {
+                assert_eq!(child_q.get_timeout(Duration::from_secs(60)).unwrap(), i);
+            }
+        })
+        .unwrap();
+        for i in 0..3 {
+            q.put(i).unwrap();
+        }
+        while !q.empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 3..N {
+            // A put that waits would wait for ever: the consumer waits for
+            // `go`. Give up instead, and say so.
+            if let Err(e) = q.put_timeout(i, Duration::from_secs(10)) {
+                let queued = q.qsize();
+                consumer.kill().unwrap();
+                let _ = consumer.join();
+                panic!("put {i} with {queued} queued: {e}");
+            }
+        }
+        go.set();
+        consumer.join().unwrap();
+        assert!(q.empty());
+    });
+}
+
+#[test]
+fn a_queue_drained_twice_far_into_its_ring_keeps_no_page_there() {
+    within(LIMIT, || {
+        // Twice: a queue filled far beyond its warm 8 MiB and drained,
+        // then a put that starts again at the start, leaving a mark at the
+        // end of the lap for the reader, and its get.
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        for blocks in [10, 5] {
+            for _ in 0..blocks {
+                q.put_bytes(&[7; 3 << 20]).unwrap();
+            }
+            for _ in 0..blocks {
+                assert_eq!(q.get_bytes().unwrap().len(), 3 << 20);
+            }
+            q.put_bytes(b"again").unwrap();
+            assert_eq!(q.get_bytes().unwrap(), b"again");
+        }
+        // Nothing beyond the warm pages holds a message: not even the
+        // pages of the marks.
+        let kept = q.memory_used().unwrap();
+        assert!(kept <= KEPT, "{kept} bytes kept after draining");
+    });
+}

@@ -4,6 +4,8 @@
 //!   raw bytes for `put_bytes`), and the limits;
 //! - `ring.rs`: the ring in shared memory that holds the messages, its two
 //!   locks and its invariants;
+//! - `layout.rs`: where in the ring each message goes, so that `put`
+//!   waits only when the ring is full;
 //! - `sleepers.rs`: where producers and consumers sleep, and who wakes them.
 
 use std::fmt;
@@ -22,6 +24,7 @@ use ring::Ring;
 
 use crate::os::deadline::Wait;
 
+mod layout;
 mod ring;
 mod sleepers;
 
@@ -49,10 +52,12 @@ mod sleepers;
 /// start the consumers later, if you like. The messages wait in shared
 /// memory (a memfd that every holder of the queue maps), which takes
 /// memory only as messages wait and gives it back as they are read. `put`
-/// waits only when the queue holds 2 GiB of messages (at least 1 GiB of
-/// them unread data, however they are cut), or, for a
-/// [`bounded`](Self::bounded) queue, its most messages. A message may be
-/// up to 256 MiB.
+/// waits only when the queue's 2 GiB are full: when the messages waiting
+/// take more than 1 GiB of them (each its bytes rounded up to 8, and 8
+/// more), however they are cut and however far the readers have read
+/// (a reader that took a few messages and stopped costs no room); or,
+/// for a [`bounded`](Self::bounded) queue, when it holds its most
+/// messages. A message may be up to 256 MiB.
 ///
 /// Python's `put` hands the item to a feeder thread, and a child waits at
 /// exit until that thread has written everything into a pipe, which is why

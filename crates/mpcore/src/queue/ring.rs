@@ -12,17 +12,31 @@
 //! 3. The tail never catches the head: a full ring never reads as empty.
 //! 4. Only the producers' lock moves the tail and only the consumers'
 //!    lock moves the head, each with one store of one 64-bit word.
-//! 5. A ring that was read gives back its pages beyond the first [`KEEP`].
+//! 5. A ring that was read gives back its pages beyond the first [`KEEP`],
+//!    and only pages that hold no message.
+//! 6. A `put` finds room until the ring is full: it waits only with at
+//!    least 1 GiB of messages unread, whatever the readers did before.
 //!
-//! The tests that prove them: (1) and (2)
-//! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring` and
-//! `a_consumer_that_died_mid_get_left_the_message_in_place` below, and in
+//! The tests that prove them (the ring's unit tests are in
+//! `ring_tests.rs`, `place`'s in `layout.rs`): (1) and (2)
+//! `a_producer_that_died_mid_put_left_no_message_and_a_working_ring`,
+//! `a_producer_that_died_mid_jump_left_a_working_ring`,
+//! `a_consumer_that_died_mid_get_left_the_message_in_place` and
+//! `messages_put_and_got_in_random_bursts_arrive_whole_and_in_order`, and in
 //! mpcore's integration tests `many_producers_and_consumers_lose_and_duplicate_nothing`,
 //! `producers_and_consumers_killed_at_random_lose_at_most_what_they_held`
 //! and `large_messages_going_round_the_ring_arrive_whole`; (3)
-//! `place_never_lets_the_tail_catch_the_head` below and
+//! `place_never_lets_the_tail_catch_the_head` and
 //! `a_million_puts_with_no_reader_then_a_million_gets`; (5)
-//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read`.
+//! `a_queue_that_held_a_gibibyte_gives_it_back_as_it_is_read`,
+//! `a_queue_drained_twice_far_into_its_ring_keeps_no_page_there` and
+//! `a_ring_read_behind_a_jump_gives_back_only_what_was_read`; (6)
+//! `a_tail_with_no_room_in_front_of_the_head_goes_on_beyond_its_lap`,
+//! `a_busy_queue_goes_round_early_only_with_a_small_backlog`, and in the
+//! integration tests `a_reader_that_took_a_few_messages_leaves_the_queue_its_whole_size`,
+//! `a_reader_that_kept_up_then_stopped_leaves_the_queue_its_whole_size`,
+//! `a_queue_drained_far_into_its_ring_still_holds_a_million` and
+//! `a_queue_filled_while_its_reader_started_is_drained_by_it`.
 //!
 //! # Where the bytes live
 //!
@@ -32,7 +46,12 @@
 //! it back as it is read (`fallocate(PUNCH_HOLE)`), keeping only the first
 //! [`KEEP`] bytes warm for the next messages. A `put` into an empty queue
 //! whose tail has gone past [`EARLY_WRAP`] starts again at the beginning,
-//! in pages that are already there.
+//! in pages that are already there, and so does one into a busy queue
+//! with a small backlog (`layout.rs`). Going back early must not cost
+//! room: a tail that then meets the head, because the readers stopped,
+//! goes on beyond the end of the lap they are still reading (with a mark
+//! that sends them there once they have come round), and may go back to
+//! the start only once they have read what it left there ([`Fence`]).
 //!
 //! # Two sides that rarely meet
 //!
@@ -63,6 +82,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
+use super::layout::{CAP, EARLY_WRAP, Ends, Fence, KEEP, SKIP, place};
 use super::sleepers::Sleepers;
 use crate::base::{Error, Result};
 use crate::os::deadline::Wait;
@@ -70,30 +90,14 @@ use crate::os::memfd::Segment;
 use crate::os::mutex::RawMutex;
 use crate::os::spin;
 
-/// The ring's size. Positions fit in 32 bits.
-const CAP: usize = 1 << 31;
 /// The largest message a queue takes: small enough that a ring holding
 /// under 1 GiB always has room for one more.
 pub(crate) const MAX_MESSAGE: usize = 256 << 20;
-/// The bytes at the start of the ring that stay in memory once written,
-/// for the next messages: everything beyond is given back as it is read.
-const KEEP: usize = 8 << 20;
 /// While a long queue is read, what was read beyond [`KEEP`] is given
 /// back in steps of this much.
 const STEP: usize = 16 << 20;
-/// A `put` into an empty queue whose tail is past this starts again at the
-/// beginning of the ring.
-const EARLY_WRAP: usize = 1 << 20;
-/// A `put` whose tail is past this, into a ring whose start has room
-/// again, starts again at the beginning: past [`EARLY_WRAP`] for a ring
-/// that is not empty, half of [`KEEP`], so that a busy queue goes round
-/// within the pages it keeps.
-const BUSY_WRAP: usize = KEEP / 2;
 /// The page before the ring: the locks, the ends, the wait words.
 const HEADER: usize = 4096;
-/// A message's length, before its bytes; this value instead says that the
-/// rest of the ring is unused and the next message is at the start.
-const WRAP: u64 = u64::MAX;
 /// A message this large or larger gets its pages with one system call
 /// before it is copied ([`Ring::populate`]).
 const POPULATE: usize = 64 << 10;
@@ -117,6 +121,11 @@ struct Side {
     freed: AtomicU64,
     /// Consumers: how far earlier laps reached, beyond what went back.
     reach: AtomicU64,
+    /// Producers: where the last lap ended ([`Ends::lap_end`]).
+    lap_end: AtomicU64,
+    /// Producers: where the tail went on beyond the head's lap, if it did
+    /// ([`Fence`]; 0: it did not).
+    fence: AtomicU64,
 }
 
 /// The shared page before the ring.
@@ -266,39 +275,70 @@ impl Ring {
         let rec = record(len);
         let header = self.header();
         let max_count = self.max_count();
+        let side = &header.tail;
         loop {
             let locked = self.lock(self.producers)?;
-            let (tail, put) = unpack(header.tail.end.load(Ordering::Relaxed));
-            let mut seen = header.tail.seen.load(Ordering::Relaxed);
+            let (tail, put) = unpack(side.end.load(Ordering::Relaxed));
+            let lap_end = side.lap_end.load(Ordering::Relaxed) as usize;
+            let fence = Fence::load(side.fence.load(Ordering::Relaxed));
+            let mut seen = side.seen.load(Ordering::Relaxed);
             let mut fresh = false;
-            let room = loop {
+            let (room, held) = loop {
                 let (head, taken) = unpack(seen);
                 let count = put.wrapping_sub(taken);
+                let held = fence.is_some_and(|fence| fence.holds(head, tail));
+                let ends = Ends {
+                    head,
+                    tail,
+                    empty: count == 0,
+                    lap_end,
+                    start_held: held,
+                };
                 let room = (u64::from(count) < max_count)
-                    .then(|| place(head, tail, rec, count == 0))
+                    .then(|| place(ends, rec))
                     .flatten();
                 // The head seen last may be out of date: look again before
-                // calling the ring full, and before writing far from its
-                // start into a ring that may have emptied meanwhile.
-                if !fresh && (room.is_none() || (count > 0 && tail > EARLY_WRAP)) {
+                // calling the ring full or going on beyond the head's lap,
+                // and before writing far from its start into a ring that
+                // may have emptied meanwhile.
+                if !fresh && (room.is_none_or(|at| at > tail) || (count > 0 && tail > EARLY_WRAP)) {
                     seen = header.head.end.load(Ordering::SeqCst);
-                    header.tail.seen.store(seen, Ordering::Relaxed);
+                    side.seen.store(seen, Ordering::Relaxed);
                     fresh = true;
                     continue;
                 }
-                break room;
+                break (room, held);
             };
+            if fence.is_some() && !held {
+                // The head has come round (or the jump never counted): the
+                // head never goes back into the lap it was in.
+                side.fence.store(0, Ordering::Relaxed);
+            }
             if let Some(at) = room {
                 if rec >= POPULATE {
                     self.populate(at, rec);
                 }
+                // Where the lap ends, or where the tail goes on beyond it,
+                // before the message counts: a producer killed in between
+                // leaves a word that the next one finds out of date
+                // (`Fence::holds`), or that nobody reads before a lap
+                // ends again (`lap_end` matters only behind the head).
+                if at < tail {
+                    side.lap_end.store(tail as u64, Ordering::Relaxed);
+                } else if at + rec == CAP {
+                    side.lap_end.store(CAP as u64, Ordering::Relaxed);
+                } else if at > tail {
+                    let jump = Fence { from: tail, to: at };
+                    side.fence.store(jump.word(), Ordering::Relaxed);
+                }
                 // SAFETY: `place` found `rec` free bytes at `at` (and, if
-                // it wrapped, 8 at `tail`), within the ring, beyond every
-                // committed message: no consumer reads there, and we hold
-                // the producers' lock, so no producer writes there.
+                // it is not at the tail, 8 at `tail` for the mark), within
+                // the ring, beyond every committed message: no consumer
+                // reads there, and we hold the producers' lock, so no
+                // producer writes there.
                 unsafe {
                     if at != tail {
-                        self.data().add(tail).cast::<u64>().write(WRAP);
+                        self.data().add(tail).cast::<u64>().write(SKIP | at as u64);
                     }
                     let mut to = self.data().add(at);
                     to.cast::<u64>().write(len as u64);
@@ -309,7 +349,7 @@ impl Ring {
                     }
                 }
                 // The message is whole: now it counts.
-                header.tail.end.store(
+                side.end.store(
                     pack((at + rec) % CAP, put.wrapping_add(1)),
                     Ordering::SeqCst,
                 );
@@ -350,10 +390,10 @@ impl Ring {
             if put != taken {
                 let mut at = head;
                 let mut len = self.length_at(at);
-                let wrapped = len == WRAP;
-                if wrapped {
-                    at = 0;
-                    len = self.length_at(0);
+                if len & SKIP != 0 {
+                    // A mark: the message is where it says.
+                    at = (len & !SKIP) as usize % CAP;
+                    len = self.length_at(at);
                 }
                 let len = len as usize;
                 // SAFETY: a committed record: `len` bytes after its length,
@@ -364,7 +404,7 @@ impl Ring {
                 let next = (at + record(len)) % CAP;
                 let taken = taken.wrapping_add(1);
                 header.head.end.store(pack(next, taken), Ordering::SeqCst);
-                self.give_back(wrapped.then_some(head), next);
+                self.give_back((at < head).then_some(head), next);
                 drop(locked);
                 header.space.wake(i32::MAX);
                 if put != taken {
@@ -433,13 +473,22 @@ impl Ring {
         };
         let tail = tail_at();
         if tail == next {
-            // Drained: nothing beyond the pages kept holds a message.
-            self.punch(KEEP, next.max(reach));
+            // Drained: nothing beyond the pages kept holds a message, nor
+            // the page of the mark at the end of an earlier lap.
+            self.punch(KEEP, next.max((reach + 8).next_multiple_of(4096)));
             head.reach.store(0, Ordering::Relaxed);
         } else if step {
             // Read from `from` to `next` in this lap. A producer that came
-            // round to the start has messages below its tail: keep them.
-            self.punch(if tail < next { from.max(tail) } else { from }, next);
+            // round to the start has messages below its tail, and one that
+            // went on beyond this lap below its fence: keep them.
+            let fence = Fence::load(header.tail.fence.load(Ordering::Relaxed))
+                .filter(|fence| fence.holds(next, tail));
+            let kept = match fence {
+                _ if tail < next => tail,
+                Some(fence) => fence.from + 8,
+                None => 0,
+            };
+            self.punch(from.max(kept), next);
         } else {
             return;
         }
@@ -501,99 +550,6 @@ fn record(len: usize) -> usize {
     (8 + len).next_multiple_of(8)
 }
 
-/// Where a record of `rec` bytes can go, with the head and tail at these
-/// positions; `None` when there is no room. `empty` when nothing lies
-/// between them: then the record may start again at 0. A put must never
-/// make the tail catch the head: that would read as empty.
-fn place(head: usize, tail: usize, rec: usize, empty: bool) -> Option<usize> {
-    if empty {
-        // Back to the start, if the record ends before the old tail: the
-        // mark that sends readers there stays whole, and the new tail
-        // stays short of the head.
-        let back = rec < tail && (tail > EARLY_WRAP || rec > CAP - tail);
-        return Some(if back { 0 } else { tail });
-    }
-    if tail > head {
-        // Start again at 0 once the tail is well into the ring and the
-        // start has room: the ring then keeps going round the same warm
-        // pages, instead of moving on into fresh ones that the kernel must
-        // zero, while what it left behind is given back.
-        if tail >= BUSY_WRAP && rec < head {
-            return Some(0);
-        }
-        if rec < CAP - tail || (rec == CAP - tail && head != 0) {
-            return Some(tail);
-        }
-        // Skip the end of the ring; start again at 0.
-        return (rec < head).then_some(0);
-    }
-    (rec < head - tail).then_some(tail)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn place_never_lets_the_tail_catch_the_head() {
-        assert_eq!(place(0, 0, 16, true), Some(0));
-        assert_eq!(place(64, 64, 16, true), Some(64));
-        assert_eq!(place(EARLY_WRAP + 8, EARLY_WRAP + 8, 16, true), Some(0));
-        // A record that would reach the old tail, where the mark is, goes
-        // on from there instead.
-        let tail = EARLY_WRAP + 8;
-        assert_eq!(place(tail, tail, tail, true), Some(tail));
-        assert_eq!(place(tail, tail, tail - 8, true), Some(0));
-        assert_eq!(place(0, CAP - 16, 16, false), None);
-        assert_eq!(place(8, CAP - 16, 16, false), Some(CAP - 16));
-        assert_eq!(place(16, CAP - 8, 16, false), None);
-        assert_eq!(place(24, CAP - 8, 16, false), Some(0));
-        assert_eq!(place(64, 32, 24, false), Some(32));
-        assert_eq!(place(64, 32, 32, false), None);
-        // Well into the ring, with room at the start: round again.
-        assert_eq!(place(64, BUSY_WRAP, 56, false), Some(0));
-        assert_eq!(place(64, BUSY_WRAP, 64, false), Some(BUSY_WRAP));
-        assert_eq!(place(64, BUSY_WRAP - 8, 56, false), Some(BUSY_WRAP - 8));
-    }
-
-    #[test]
-    fn a_producer_that_died_mid_put_left_no_message_and_a_working_ring() {
-        let ring = Ring::new(u64::MAX).unwrap();
-        ring.put(&[b"first"], Wait::Never).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // Half a put, then the thread ends holding the lock: a
-                // length behind the tail, but no commit.
-                let locked = ring.lock(ring.producers).unwrap();
-                // SAFETY: position 16 is free space within the ring, and
-                // we hold the producers' lock.
-                unsafe { ring.data().add(16).cast::<u64>().write(3) };
-                std::mem::forget(locked);
-            });
-        });
-        // The next producer finds the owner dead, and goes on.
-        ring.put(&[b"second"], Wait::Never).unwrap();
-        assert_eq!(ring.count(), 2);
-        let got = |ring: &Ring| ring.get(Wait::Never, <[u8]>::to_vec);
-        assert_eq!(got(&ring).unwrap(), b"first");
-        assert_eq!(got(&ring).unwrap(), b"second");
-        assert!(matches!(got(&ring), Err(Error::Empty)));
-    }
-
-    #[test]
-    fn a_consumer_that_died_mid_get_left_the_message_in_place() {
-        let ring = Ring::new(u64::MAX).unwrap();
-        ring.put(&[b"kept"], Wait::Never).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // The message read, then the thread ends holding the lock
-                // before it moved the head.
-                let locked = ring.lock(ring.consumers).unwrap();
-                assert_eq!(ring.length_at(0), 4);
-                std::mem::forget(locked);
-            });
-        });
-        assert_eq!(ring.count(), 1);
-        assert_eq!(ring.get(Wait::Never, <[u8]>::to_vec).unwrap(), b"kept");
-    }
-}
+#[path = "ring_tests.rs"]
+mod tests;
