@@ -115,16 +115,8 @@ def shown(unit, seconds_per_op):
     return 1 / seconds_per_op  # msgs/s, tasks/s, incr/s
 
 
-def fmt(x):
-    if x is None:
-        return "-"
-    if x >= 1000:
-        return f"{x:,.0f}"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
+# The table prints figures as the recorded tables do.
+fmt = record.fmt
 
 
 def main():
