@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
-}
+mod common;
+
+use common::docs;
 
 /// The chapter files, `NN-name.md`, in `docs/`.
 fn chapters() -> BTreeSet<String> {

@@ -17,11 +17,9 @@
 //! with why.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
-fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
-}
+use common::{docs, included};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -336,11 +334,8 @@ fn shown(page: &str) -> Vec<(f64, Kind)> {
 /// A page with each `{{#include data/FILE}}` line replaced by the file.
 fn with_includes(text: &str) -> String {
     text.lines()
-        .map(|line| match line.trim().strip_prefix("{{#include ") {
-            Some(rest) => {
-                let file = rest.trim_end_matches("}}").trim();
-                fs::read_to_string(docs().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-            }
+        .map(|line| match included(line) {
+            Some(text) => text.unwrap_or_else(|e| panic!("{e}")),
             None => format!("{line}\n"),
         })
         .collect()

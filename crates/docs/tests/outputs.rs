@@ -34,15 +34,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{DEMO_CHAPTERS, docs, included, workspace};
+
 const MARK: &str = "<!-- output of ";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn docs() -> PathBuf {
-    workspace().join("docs")
-}
 
 /// A piece of a format string.
 #[derive(Debug, Clone, PartialEq)]
@@ -474,15 +470,12 @@ fn quoted(page: &str) -> Vec<Quoted> {
         let body = lines[i + 2..]
             .iter()
             .take_while(|l| l.trim() != "```")
-            .flat_map(|l| match l.trim().strip_prefix("{{#include ") {
-                Some(rest) => {
-                    let file = rest.trim_end_matches("}}").trim();
-                    fs::read_to_string(docs().join(file))
-                        .unwrap_or_else(|e| panic!("{page}:{}: {file}: {e}", i + 1))
-                        .lines()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                }
+            .flat_map(|l| match included(l) {
+                Some(text) => text
+                    .unwrap_or_else(|e| panic!("{page}:{}: {e}", i + 1))
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
                 None => vec![l.to_string()],
             })
             .collect();
@@ -517,22 +510,6 @@ fn misfits(page: &str) -> (usize, Vec<String>) {
     }
     (blocks.len(), wrong)
 }
-
-/// Every chapter that goes with a demo crate quotes at least one of its
-/// outputs.
-const DEMO_CHAPTERS: [&str; 11] = [
-    "01-process-basics.md",
-    "02-ordered-join.md",
-    "03-cpu-count.md",
-    "04-queue.md",
-    "05-timing-comparison.md",
-    "06-pool.md",
-    "07-shared-memory.md",
-    "08-lock.md",
-    "09-events-producer-consumer.md",
-    "11-beyond-one-machine.md",
-    "12-start-methods.md",
-];
 
 #[test]
 fn every_quoted_output_is_one_its_demo_prints() {

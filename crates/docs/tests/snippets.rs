@@ -16,28 +16,11 @@
 //! paragraph: what the chapter skips there need not be in the demo.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{DEMO_CHAPTERS, workspace};
 
 const MARK: &str = "<!-- from ";
-
-/// Every chapter that goes with a demo crate.
-const DEMO_CHAPTERS: [&str; 11] = [
-    "01-process-basics.md",
-    "02-ordered-join.md",
-    "03-cpu-count.md",
-    "04-queue.md",
-    "05-timing-comparison.md",
-    "06-pool.md",
-    "07-shared-memory.md",
-    "08-lock.md",
-    "09-events-producer-consumer.md",
-    "11-beyond-one-machine.md",
-    "12-start-methods.md",
-];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// A block marked as the demo's: the file it is from, its line in the
 /// chapter, and its lines.
