@@ -144,7 +144,7 @@ pub(crate) fn take_request(var: &str) -> Option<(OwnedFd, Pid)> {
 /// Whether this run is privileged: under secure execution (the kernel's
 /// `AT_SECURE`: set-user-ID, set-group-ID, file capabilities), or with
 /// effective ids that differ from the real ones.
-fn privileged() -> bool {
+pub(crate) fn privileged() -> bool {
     // SAFETY: `getauxval` reads the auxiliary vector; an absent entry is 0.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
     secure || getuid() != geteuid() || getgid() != getegid()

@@ -12,7 +12,8 @@ use nix::sys::time::TimeVal;
 use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, getpid};
 
-use super::{CONNECT, READY, TRACK, TRACKER_ENV, secure_execution};
+use super::super::hook::privileged;
+use super::{CONNECT, READY, TRACK, TRACKER_ENV};
 use crate::base::{Error, Result};
 use crate::start::exec::exec_self;
 use crate::wire::channel;
@@ -138,7 +139,7 @@ fn launch() -> Result<Link> {
         call: "start mpcore's shared memory tracker",
         reason: reason.to_owned(),
     };
-    if secure_execution() {
+    if privileged() {
         return Err(refuse(
             "this program runs with secure execution (set-user-ID, set-group-ID or file \
              capabilities), and mpcore starts no fresh run of such a program",

@@ -81,16 +81,3 @@ pub(crate) fn is_file_name(name: &[u8]) -> bool {
         && !name.contains(&b'/')
         && !name.contains(&0)
 }
-
-/// Whether this process runs with secure execution (set-user-ID,
-/// set-group-ID or file capabilities), or with real and effective ids
-/// that differ (an exec of it would then be one).
-fn secure_execution() -> bool {
-    // SAFETY: `getauxval` only reads the auxiliary vector the kernel gave
-    // this process; the id calls only read credentials.
-    unsafe {
-        libc::getauxval(libc::AT_SECURE) != 0
-            || libc::getuid() != libc::geteuid()
-            || libc::getgid() != libc::getegid()
-    }
-}
