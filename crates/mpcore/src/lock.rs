@@ -131,6 +131,7 @@ impl Lock {
     /// [`Error::OwnerDied`](crate::Error::OwnerDied) when the last holder died holding it (the lock
     /// is usable again: call `acquire` again), [`Error::WouldDeadlock`](crate::Error::WouldDeadlock)
     /// when this thread holds it already.
+    #[inline]
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
         self.mutex.lock()?;
         Ok(self.guard())
@@ -161,9 +162,10 @@ impl Lock {
         Ok(self.guard())
     }
 
+    #[inline]
     fn guard(&self) -> LockGuard<'_> {
         LockGuard {
-            held: Held::new(self.mutex, &self.segment),
+            held: Held::new(self.mutex),
             _lock: PhantomData,
         }
     }

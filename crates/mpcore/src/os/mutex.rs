@@ -30,13 +30,11 @@
 //!   futex: no mutex, no condition variable.
 
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use super::memfd::Segment;
 use super::{deadline, spin};
 use crate::base::{Error, Result};
 
@@ -62,7 +60,7 @@ unsafe extern "C" {
 }
 
 /// A robust, process-shared, error-checking pthread mutex somewhere in a
-/// [`Segment`]. Whoever holds one keeps that segment alive.
+/// [`Segment`](super::memfd::Segment). Whoever holds one keeps that segment alive.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawMutex(*mut libc::pthread_mutex_t);
 
@@ -125,8 +123,31 @@ impl RawMutex {
     /// It first tries a few times without sleeping: a lock around a short
     /// step (`*v.lock()? += 1`) is usually free again within a microsecond,
     /// far sooner than a sleep in the kernel and a wake-up would take.
+    ///
+    /// The first try and its success are inlined into the caller: an
+    /// uncontended lock is then one call into glibc, with nothing of ours
+    /// between it and the caller's code (chapter 10 measures what that
+    /// saves).
+    #[inline]
     pub(crate) fn lock(self) -> Result<()> {
-        let (call, rc) = self.acquire();
+        // SAFETY: `self.0` is an initialised mutex in live shared memory
+        // (the invariant of `RawMutex`).
+        match unsafe { libc::pthread_mutex_trylock(self.0) } {
+            0 => Ok(()),
+            rc => self.lock_slowly(rc),
+        }
+    }
+
+    /// The rest of [`lock`](Self::lock), once its first try has answered
+    /// `first` (busy, or a dead owner's lock to repair, or an error).
+    #[cold]
+    #[inline(never)]
+    fn lock_slowly(self, first: libc::c_int) -> Result<()> {
+        let (call, rc) = if first == libc::EBUSY {
+            self.acquire_after_first_try()
+        } else {
+            ("pthread_mutex_trylock", first)
+        };
         self.locked(call, rc)
     }
 
@@ -150,13 +171,24 @@ impl RawMutex {
     /// `pthread_mutex_lock`, after a few tries without sleeping: the name
     /// of the call that answered, and its answer.
     fn acquire(self) -> (&'static str, libc::c_int) {
-        for tries in 0..SPIN_TRIES {
-            // Try at once, then look before each try: a failed try is a
-            // write to the lock's cache line, which takes the line from
-            // the holder and slows it down; a look only shares the line.
-            // (Looking before the first try would cost a second trip for
+        // SAFETY: as below.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
+        if rc != libc::EBUSY {
+            return ("pthread_mutex_trylock", rc);
+        }
+        self.acquire_after_first_try()
+    }
+
+    /// [`acquire`](Self::acquire) once its first try found the mutex busy.
+    fn acquire_after_first_try(self) -> (&'static str, libc::c_int) {
+        for _ in 1..SPIN_TRIES {
+            spin::pause(SPIN_PAUSES);
+            // Look before each try: a failed try is a write to the lock's
+            // cache line, which takes the line from the holder and slows
+            // it down; a look only shares the line. (The first try, in
+            // `acquire`, does not look: that would cost a second trip for
             // the line when the lock is free but last used elsewhere.)
-            if tries == 0 || self.looks_free() {
+            if self.looks_free() {
                 // SAFETY: as below.
                 let rc = unsafe { libc::pthread_mutex_trylock(self.0) };
                 if rc != libc::EBUSY {
@@ -164,8 +196,8 @@ impl RawMutex {
                     return ("pthread_mutex_trylock", rc);
                 }
             }
-            spin::pause(SPIN_PAUSES);
         }
+        spin::pause(SPIN_PAUSES);
         // SAFETY: `self.0` is an initialised mutex in live shared memory
         // (the invariant of `RawMutex`).
         let rc = unsafe { libc::pthread_mutex_lock(self.0) };
@@ -228,6 +260,7 @@ impl RawMutex {
     /// Unlocks. Only the thread that locked may: for any other thread the
     /// mutex (an error-checking one) stays as it is, and the answer is
     /// [`Error::NotLockHolder`].
+    #[inline]
     pub(crate) fn unlock(self) -> Result<()> {
         // SAFETY: as in `lock`. A thread that does not own the mutex gets
         // `EPERM`, and the mutex is left untouched.
@@ -259,9 +292,15 @@ impl RawMutex {
     }
 }
 
-/// A [`RawMutex`] that this thread has locked, and the segment it lives in;
-/// dropping it unlocks. The one part that every guard (of a [`Lock`](crate::Lock), a
+/// A [`RawMutex`] that this thread has locked; dropping it unlocks. The one
+/// part that every guard (of a [`Lock`](crate::Lock), a
 /// [`Value`](crate::Value), an [`Array`](crate::Array)) shares.
+///
+/// It keeps no segment alive: each of those guards borrows the value that
+/// holds the segment, so the mutex's memory outlives the guard. (It once
+/// held a clone of the segment's `Arc`: two atomic read-modify-writes more
+/// per lock and unlock, most of the uncontended lock's cost beyond
+/// glibc's; chapter 10 has the measurement.)
 ///
 /// It is neither `Send` nor `Sync` (it holds a raw pointer), and must stay
 /// so: it says "this thread holds the lock". In another thread it would
@@ -272,16 +311,16 @@ impl RawMutex {
 pub(crate) struct Held {
     /// `None` once [`release`](Held::release) has unlocked it.
     mutex: Option<RawMutex>,
-    _segment: Arc<Segment>,
 }
 
 impl Held {
     /// Takes over a mutex that this thread has just locked.
-    pub(crate) fn new(mutex: RawMutex, segment: &Arc<Segment>) -> Held {
-        Held {
-            mutex: Some(mutex),
-            _segment: Arc::clone(segment),
-        }
+    ///
+    /// The caller's guard must borrow what keeps the mutex's segment
+    /// alive, for as long as the `Held` lives.
+    #[inline]
+    pub(crate) fn new(mutex: RawMutex) -> Held {
+        Held { mutex: Some(mutex) }
     }
 
     /// Unlocks now, and says whether that worked.
@@ -291,6 +330,7 @@ impl Held {
 }
 
 impl Drop for Held {
+    #[inline]
     fn drop(&mut self) {
         if let Some(mutex) = self.mutex.take() {
             // A destructor cannot return the error, and a lock that stays

@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::Process;
 use crate::base::{Error, Result, StartMethod, get_start_method};
-use crate::start::child::{lock_std_streams, run_child, single_threaded};
+use crate::start::child::{run_child, single_threaded};
+use crate::start::streams::{self, lock_std_streams};
 use crate::start::{Task, exec, forker, forkserver, tracker};
 use crate::wire::channel;
 
@@ -267,12 +268,14 @@ where
     } else {
         Some(lock_std_streams()?)
     };
-    // The same for the fork server's lock, the forking thread's and the
-    // named segments' tracker's: a child that found one held for ever
-    // could never start a child of its own, or make or open a segment.
+    // The same for the fork server's lock, the forking thread's, the
+    // named segments' tracker's and the streams' probe's: a child that
+    // found one held for ever could never start a child of its own, or
+    // make or open a segment.
     let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
     let forker_lock = std_locks.is_some().then(forker::hold_across_fork);
     let tracker_lock = std_locks.is_some().then(tracker::hold_across_fork);
+    let probe_lock = std_locks.is_some().then(streams::hold_across_fork);
     let _ = match &mut std_locks {
         Some((stdout, _)) => stdout.flush(),
         None => io::stdout().flush(),
@@ -288,12 +291,24 @@ where
     match unsafe { fork() } {
         Err(e) => Err(Error::os("fork", e)),
         Ok(ForkResult::Child) => {
-            drop((std_locks, server_lock, forker_lock, tracker_lock));
+            drop((
+                std_locks,
+                server_lock,
+                forker_lock,
+                tracker_lock,
+                probe_lock,
+            ));
             drop(rx);
             run_child(f, tx.as_fd(), parent)
         }
         Ok(ForkResult::Parent { child }) => {
-            drop((std_locks, server_lock, forker_lock, tracker_lock));
+            drop((
+                std_locks,
+                server_lock,
+                forker_lock,
+                tracker_lock,
+                probe_lock,
+            ));
             drop(tx);
             Ok((child, rx))
         }

@@ -187,7 +187,7 @@ impl<T: Pod> Array<T> {
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
         self.mutex.lock()?;
         Ok(ArrayGuard {
-            _held: Held::new(self.mutex, &self.segment),
+            _held: Held::new(self.mutex),
             data: self.data,
             len: self.len,
             _array: PhantomData,

@@ -146,7 +146,7 @@ impl<T: Pod> Value<T> {
     pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
         self.mutex.lock()?;
         Ok(ValueGuard {
-            _held: Held::new(self.mutex, &self.segment),
+            _held: Held::new(self.mutex),
             data: self.data,
             _value: PhantomData,
         })

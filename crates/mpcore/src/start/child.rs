@@ -1,12 +1,12 @@
-//! What a forked child does, from the fork to `_exit`, and what makes a
-//! fork safe to do while other threads run: the std streams' locks.
+//! What a forked child does, from the fork to `_exit`. (What makes a fork
+//! safe to do while other threads run, the std streams' locks, is in
+//! `streams.rs`.)
 
 use std::borrow::Cow;
 use std::io::{self, Write};
 use std::mem;
 use std::os::fd::BorrowedFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getppid};
@@ -115,40 +115,6 @@ fn encode_result<T: Serialize + DeserializeOwned>(
             )),
         },
     }
-}
-
-/// How long a fork waits for another thread to let go of stdout and
-/// stderr: far longer than any print takes, far shorter than a hang.
-const STREAM_LOCK_WAIT: Duration = Duration::from_millis(500);
-
-/// Takes the stdout and stderr locks, unless they stay held for
-/// [`STREAM_LOCK_WAIT`]: then [`Error::StreamLocked`].
-///
-/// std offers no `try_lock` for its streams, and a plain `lock()` could
-/// wait for ever: the holder may be waiting for this very fork (a thread
-/// that holds `stdout().lock()` while it calls `Pool::new`, whose thread
-/// forks the workers). So a short-lived thread takes and releases both
-/// locks first, and this thread waits for it only so long. Once the probe
-/// got them they were free a moment ago, and a print holds them for
-/// microseconds: the `lock()` that follows waits no longer than that. If
-/// the probe is still waiting when we give up, it takes and releases the
-/// locks whenever their holder lets go, and ends.
-pub(crate) fn lock_std_streams() -> Result<(io::StdoutLock<'static>, io::StderrLock<'static>)> {
-    let (free, freed) = std::sync::mpsc::channel();
-    let probe = std::thread::Builder::new()
-        .name("mpcore-stdio-probe".to_owned())
-        .spawn(move || {
-            drop((io::stdout().lock(), io::stderr().lock()));
-            let _ = free.send(());
-        });
-    if probe.is_ok() && freed.recv_timeout(STREAM_LOCK_WAIT).is_err() {
-        return Err(Error::StreamLocked {
-            waited: STREAM_LOCK_WAIT,
-        });
-    }
-    // (Without a probe thread, for want of memory or threads, wait as
-    // before rather than fail the fork.)
-    Ok((io::stdout().lock(), io::stderr().lock()))
 }
 
 /// Whether this process has only one thread, the caller. glibc (2.32 and

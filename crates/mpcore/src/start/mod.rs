@@ -2,7 +2,9 @@
 //! [`Pool`](crate::Pool): above `wire/`, `os/` and `base/`.
 //!
 //! - `child.rs`: a child's life after the fork, to `_exit` (never
-//!   unwinding into the parent's code), and the std streams' locks;
+//!   unwinding into the parent's code);
+//! - `streams.rs`: the std streams' locks, taken across a fork made
+//!   while other threads run;
 //! - `task.rs`: a task that travels to a fresh program: its entry, its
 //!   argument and the handles' descriptors;
 //! - `forker.rs`: the thread that forks for the program's other threads,
@@ -26,6 +28,7 @@ pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
 mod image;
+pub(crate) mod streams;
 pub(crate) mod task;
 pub(crate) mod tracker;
 
