@@ -67,7 +67,8 @@ PYTHON_ONLY = ["pool_map10", "pool_map10_spawn", "apply_async_rtt_spawn", "apply
 PYTHON_ONLY_UNIT = {"pool_map10": "ms/op", "pool_map10_spawn": "ms/op"}
 
 # What the floor column holds when it is not a raw fork + pipe: the
-# forkserver row is measured against mpcore's own fork.
+# forkserver row is measured against mpcore's own fork, timed in a fresh
+# run of the compare binary that never started a fork server.
 FLOOR_NAME = {"spawn_join_forkserver": "mpcore fork"}
 
 

@@ -35,10 +35,26 @@ struct Args {
     /// Print the workloads' names, one a line, and nothing else.
     #[arg(long, exclusive = true)]
     list: bool,
+    /// Internal: time N forks + joins of mpcore in this fresh run, and
+    /// print the seconds (the forkserver row's floor).
+    #[arg(long, exclusive = true, hide = true, value_name = "N")]
+    fresh_forks: Option<u64>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(n) = args.fresh_forks {
+        return match time_forks(n) {
+            Ok(seconds) => {
+                println!("{seconds}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("compare: --fresh-forks: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.list {
         for w in mpbench::WORKLOADS {
             println!("{}", w.name);
@@ -71,6 +87,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Times `n` forks + joins of mpcore (each child returns 42), after one
+/// that warms up; the seconds the `n` took.
+fn time_forks(n: u64) -> mpcore::Result<f64> {
+    mpbench::spawn_join(41)?;
+    let start = Instant::now();
+    let sum = (0..n).try_fold(0, |acc, _| {
+        Ok::<_, mpcore::Error>(acc + mpbench::spawn_join(41)?)
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(sum, n * 42, "a workload returned a wrong answer");
+    Ok(seconds)
+}
+
+/// [`time_forks`] in a fresh run of this program: a process that has never
+/// started a fork server, and so has none of its threads or descriptors.
+/// Timed in the same program, mpcore's fork would be the fork of a program
+/// that has a fork server, which is not what a program that forks pays.
+fn fresh_fork_seconds(n: u64) -> mpcore::Result<f64> {
+    let failed = |reason: String| mpcore::Error::Io {
+        call: "compare --fresh-forks",
+        reason,
+    };
+    let exe = std::env::current_exe().map_err(|e| failed(e.to_string()))?;
+    let out = std::process::Command::new(exe)
+        .arg("--fresh-forks")
+        .arg(n.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(format!("it ended with {}", out.status)));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| failed(format!("{e}")))
 }
 
 fn median_of<A: PartialEq + std::fmt::Debug>(
@@ -135,10 +189,10 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
                     })
                 })?;
                 // The goal is to stay within 2x of mpcore's own fork: that
-                // is this row's floor.
-                median_of(&mut floors, &(n * 42), || {
-                    (0..n).try_fold(0, |acc, _| Ok(acc + mpbench::spawn_join(41)?))
-                })?;
+                // is this row's floor, timed in a fresh run of this program
+                // that never started a fork server, as a program that
+                // forks and nothing else would be (`fresh_fork_seconds`).
+                floors.push(fresh_fork_seconds(n)?);
             }
             "pool_map10" => {
                 // The program's default start method, fork unless set.

@@ -96,3 +96,46 @@ fn a_forked_child_forks_from_its_own_threads_too() {
         assert_eq!(child.join_timeout(Duration::from_secs(20)).unwrap(), 8);
     });
 }
+
+/// How many of this process's threads have a name that starts with
+/// `prefix` (the kernel keeps the first 15 bytes of a name).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end().starts_with(prefix))
+        .count()
+}
+
+/// A fork made while other threads run first asks a thread of mpcore's
+/// whether stdout and stderr are free (`start/streams.rs`). That thread
+/// is started once and lasts: it was one new thread per fork, which made
+/// every such fork several times dearer. A forked child, which holds a
+/// copy of its parent's record of that thread but not the thread, starts
+/// its own when it forks from threads of its own.
+#[test]
+fn forks_from_a_process_with_threads_share_one_stream_probe() {
+    within(LIMIT, || {
+        // The harness runs each test on a thread of its own, so this
+        // process has threads: its forks take the streams' locks.
+        for x in 0..20u64 {
+            assert_eq!(
+                Process::spawn(move || x + 1).unwrap().join().unwrap(),
+                x + 1
+            );
+        }
+        assert_eq!(threads_named("mpcore-stdio-pr"), 1, "one lasting probe");
+
+        let mut child = Process::spawn(|| -> (u64, usize) {
+            let from_a_thread =
+                std::thread::spawn(|| Process::spawn(|| 41u64 + 1).unwrap().join().unwrap());
+            let here = Process::spawn(|| 1u64).unwrap().join().unwrap();
+            let sum = from_a_thread.join().unwrap() + here;
+            (sum, threads_named("mpcore-stdio-pr"))
+        })
+        .unwrap();
+        let (sum, probes) = child.join_timeout(LIMIT).unwrap();
+        assert_eq!(sum, 43, "the grandchildren's answers");
+        assert_eq!(probes, 1, "the child's own probe, and only one");
+    });
+}

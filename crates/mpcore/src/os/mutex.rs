@@ -299,8 +299,8 @@ impl RawMutex {
 /// It keeps no segment alive: each of those guards borrows the value that
 /// holds the segment, so the mutex's memory outlives the guard. (It once
 /// held a clone of the segment's `Arc`: two atomic read-modify-writes more
-/// per lock and unlock, most of the uncontended lock's cost beyond
-/// glibc's; chapter 10 has the measurement.)
+/// per lock and unlock, part of what chapter 10 found the uncontended
+/// lock spending beyond glibc's calls.)
 ///
 /// It is neither `Send` nor `Sync` (it holds a raw pointer), and must stay
 /// so: it says "this thread holds the lock". In another thread it would

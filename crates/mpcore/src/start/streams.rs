@@ -18,7 +18,7 @@
 //! the first fork that needs it. (It was a new thread for each fork: a
 //! thread's start and end, and its stack's mapping, made every fork from
 //! a process with threads three to five times slower than from one
-//! without; chapter 10 has the measurement.) If it is still waiting when
+//! without; chapter 12 says how it was measured.) If it is still waiting when
 //! a fork gives up, it takes and releases the locks whenever their holder
 //! lets go, and answers the next fork then.
 
