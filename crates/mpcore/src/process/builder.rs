@@ -248,14 +248,7 @@ impl Builder {
         // written out only when asked for: an allocation here would be one
         // more heap page for the child to copy.
         let name = self.number_and_name();
-        // The child writes its own name out, after the fork: only a name
-        // given to the builder is copied now.
-        let (number, daemon) = (name.0, self.daemon);
-        let given = name.1.get().cloned();
-        let identity = move || {
-            let name = given.unwrap_or_else(|| format!("Process-{number}"));
-            Identity::of_child(name, daemon, StartMethod::Fork)
-        };
+        let identity = self.identity(&name, StartMethod::Fork);
         // Forked by a thread that lives as long as the process, so that
         // the child dies with the process, never with a thread of it.
         let (pid, results) = forker::on_lasting_thread(move || fork_child(f, identity))??;
@@ -271,8 +264,8 @@ impl Builder {
 
 /// Forks a child that runs `f` and sends what it returns on a new socket;
 /// returns its pid and the parent's end of that socket. The child first
-/// records who it is (`identity`, called in the child).
-fn fork_child<T, F>(f: F, identity: impl FnOnce() -> Identity) -> Result<(Pid, OwnedFd)>
+/// records who it is (`identity`).
+fn fork_child<T, F>(f: F, identity: Identity) -> Result<(Pid, OwnedFd)>
 where
     F: FnOnce() -> T,
     T: Serialize + DeserializeOwned,
@@ -319,7 +312,7 @@ where
             let locks = (std_locks, server_lock, forker_lock, tracker_lock);
             drop((locks, children_lock));
             drop(rx);
-            identity::record(identity());
+            identity::record(identity);
             run_child(f, tx.as_fd(), parent)
         }
         Ok(ForkResult::Parent { child }) => {

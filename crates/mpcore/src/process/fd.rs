@@ -2,7 +2,8 @@
 //! child's end can be awaited with `poll`, mio or tokio beside other
 //! descriptors; and `join_async` on tokio's reactor (feature `tokio`).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use super::Process;
 
@@ -18,12 +19,14 @@ impl<T> Process<T> {
     ///   once it has exited;
     /// - a child of the fork server: the socket on which the server
     ///   reports its end, readable once that report is there (or the
-    ///   server has died). Read nothing from it: `join` does;
+    ///   server has died). Read nothing from it: `join` does. Once the
+    ///   handle has read the report, a descriptor of mpcore's that is
+    ///   always readable (an eventfd, one per program);
     /// - on kernels without pidfds (before Linux 5.3): the child's result
     ///   socket, readable once the child has sent its result or ended,
     ///   which is a moment *before* it has exited; `join` then waits out
-    ///   that moment. It also stays readable after `join` has read the
-    ///   result, as a pidfd does.
+    ///   that moment. Once the child is reaped, the always readable
+    ///   descriptor, as for a child of the fork server.
     ///
     /// The descriptor belongs to the handle: do not close it, and do not
     /// use it once the handle is dropped.
@@ -39,8 +42,34 @@ impl<T> Process<T> {
     /// # Ok::<(), mpcore::Error>(())
     /// ```
     pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.exit_watch().unwrap_or(self.results.as_fd())
+        let watch = self.exit_watch();
+        if self.has_ended() && self.watch.pidfd.is_none() {
+            // The report socket (or the result socket) has been read by
+            // now, and its end of file may not have come yet: a
+            // descriptor that is always readable says "ended" instead.
+            if let Some(ready) = always_readable() {
+                return ready;
+            }
+        }
+        watch.unwrap_or(self.results.as_fd())
     }
+}
+
+/// An eventfd holding 1 that nobody reads: readable for ever. One per
+/// program, made on first use; `None` if it cannot be made (no free
+/// descriptor), and the sentinel stays the socket.
+fn always_readable() -> Option<BorrowedFd<'static>> {
+    static READY: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            // SAFETY: `eventfd` takes a number and flags and returns a new
+            // descriptor or -1; it touches no memory of ours.
+            let fd = unsafe { libc::eventfd(1, libc::EFD_CLOEXEC) };
+            // SAFETY: a descriptor just made for us, owned by nothing else.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .as_ref()
+        .map(|fd| fd.as_fd())
 }
 
 /// [`Process::sentinel`]: readable once the child has ended.

@@ -13,12 +13,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use nix::errno::Errno;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid};
 
 use super::current::ProcessInfo;
-use crate::base::{Error, ExitStatus, Result, Signal, StartMethod};
+use crate::base::{Error, ExitStatus, Result, StartMethod};
 use crate::os::poll;
+use crate::os::wait::{self, Which};
 use crate::start::forkserver::{self, Report};
 
 /// How a child was found to have ended.
@@ -115,20 +115,13 @@ impl Watch {
                 Report::ServerGone => Some(Ended::ServerLost),
             });
         }
-        loop {
-            return match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => Ok(Some(Ended::Status(ExitStatus::Code(code)))),
-                Ok(WaitStatus::Signaled(_, signal, _)) => Ok(Some(Ended::Status(
-                    ExitStatus::Signal(Signal::from_number(signal as i32)),
-                ))),
-                Ok(_) => Ok(None),
-                Err(Errno::EINTR) => continue,
-                // It was our child, not yet reaped by us (nor by
-                // `active_children`, which would have said so under the
-                // lock): someone else reaped it.
-                Err(Errno::ECHILD) => Ok(Some(Ended::Elsewhere)),
-                Err(e) => Err(Error::os("waitpid", e)),
-            };
+        match wait::ended(Which::Pid(self.pid), libc::WNOHANG) {
+            Ok(found) => Ok(found.map(|(_, status)| Ended::Status(status))),
+            // It was our child, not yet reaped by us (nor by
+            // `active_children`, which would have said so under the
+            // lock): someone else reaped it.
+            Err(Errno::ECHILD) => Ok(Some(Ended::Elsewhere)),
+            Err(e) => Err(Error::os("waitid", e)),
         }
     }
 
@@ -145,11 +138,10 @@ impl Watch {
                     poll::readable([reports.as_fd()], None)?;
                 }
                 None => {
-                    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-                    match waitid(Id::Pid(self.pid), flags) {
+                    match wait::ended(Which::Pid(self.pid), libc::WNOWAIT) {
                         // ECHILD: reaped meanwhile, by `active_children`
                         // (its status is in the watch) or by another.
-                        Ok(_) | Err(Errno::EINTR | Errno::ECHILD) => {}
+                        Ok(_) | Err(Errno::ECHILD) => {}
                         Err(e) => return Err(Error::os("waitid", e)),
                     }
                 }

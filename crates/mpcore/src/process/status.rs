@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal as NixSignal, kill};
+use nix::sys::signal::kill;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::getpid;
 
@@ -99,7 +99,7 @@ impl<T> Process<T> {
     /// process has given up).
     pub fn terminate(&self) -> Result<()> {
         self.check_owner("terminate")?;
-        self.signal(NixSignal::SIGTERM)
+        self.signal(Signal::SIGTERM)
     }
 
     /// Ends the child with `SIGKILL` (Python's `p.kill()`). Does nothing
@@ -110,7 +110,7 @@ impl<T> Process<T> {
     /// As [`terminate`](Self::terminate).
     pub fn kill(&self) -> Result<()> {
         self.check_owner("kill")?;
-        self.signal(NixSignal::SIGKILL)
+        self.signal(Signal::SIGKILL)
     }
 
     /// Python 3.14's `p.interrupt()`: sends `SIGINT`, as Ctrl-C would.
@@ -125,7 +125,7 @@ impl<T> Process<T> {
     /// As [`terminate`](Self::terminate).
     pub fn interrupt(&self) -> Result<()> {
         self.check_owner("interrupt")?;
-        self.signal(NixSignal::SIGINT)
+        self.signal(Signal::SIGINT)
     }
 
     /// Sends `signal` to the child (Python's `os.kill(p.pid, sig)`, but
@@ -138,14 +138,17 @@ impl<T> Process<T> {
     /// for a number that is no signal of this system.
     pub fn send_signal(&self, signal: Signal) -> Result<()> {
         self.check_owner("send_signal")?;
-        let signal = NixSignal::try_from(signal.number())
-            .map_err(|_| Error::InvalidArgument("send_signal: no such signal on this system"))?;
+        if !(1..=libc::SIGRTMAX()).contains(&signal.number()) {
+            return Err(Error::InvalidArgument(
+                "send_signal: the number is no signal of this system (1 to SIGRTMAX)",
+            ));
+        }
         self.signal(signal)
     }
 
     /// Sends `signal` to the child, never to another process that has
     /// since been given its pid.
-    pub(super) fn signal(&self, signal: NixSignal) -> Result<()> {
+    pub(super) fn signal(&self, signal: Signal) -> Result<()> {
         if self.has_ended() {
             return Ok(());
         }
@@ -154,12 +157,12 @@ impl<T> Process<T> {
             // the signal. It may always signal its child, even once this
             // program has given up the credentials the child runs with,
             // and it knows whether the child is reaped yet.
-            return forkserver::send_signal(reports.as_fd(), signal);
+            return forkserver::send_signal(reports.as_fd(), signal.number());
         }
         let sent = match &self.watch.pidfd {
             // A pidfd names this very process, never a later one with the
             // same pid: if the child is gone, the kernel says ESRCH.
-            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal)
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal.number())
                 .map_err(|e| ("pidfd_send_signal", e)),
             // Without one, the pid is still our child's (a zombie at worst)
             // until it is reaped, by us, by `active_children` or, if
@@ -171,7 +174,9 @@ impl<T> Process<T> {
                 if ended.is_some() || !self.still_ours() {
                     return Ok(());
                 }
-                kill(self.pid, signal).map_err(|e| ("kill", e))
+                // SAFETY: `kill` takes two numbers and touches no memory.
+                let rc = unsafe { libc::kill(self.pid.as_raw(), signal.number()) };
+                Errno::result(rc).map(drop).map_err(|e| ("kill", e))
             }
         };
         match sent {
