@@ -58,8 +58,9 @@ impl<T> Process<T> {
         !self.has_ended()
     }
 
-    /// How the child ended, once it has been reaped (by `join`, `is_alive`
-    /// or a wait); `None` while it runs.
+    /// How the child ended, once it has been reaped (by `join`, `is_alive`,
+    /// a wait or [`active_children`](super::active_children)); `None`
+    /// while it runs.
     ///
     /// Also `None` for good when something other than this handle reaped
     /// the child: with `SIGCHLD` set to `SIG_IGN` (common in daemons) the
@@ -69,7 +70,11 @@ impl<T> Process<T> {
     /// `None` (unknown), and [`join`](Self::join) still returns the value
     /// the child sent, or [`Error::ReapedElsewhere`] if it sent none.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.status
+        // Also what `active_children` found, when it reaped the child.
+        self.status.or_else(|| match *self.watch.lock() {
+            Some(Ended::Status(status)) => Some(status),
+            _ => None,
+        })
     }
 
     /// Python's `p.exitcode`: `None` while running, the exit code, or minus
@@ -77,7 +82,7 @@ impl<T> Process<T> {
     /// `None` too when the status was lost to another reaper (see
     /// [`exit_status`](Self::exit_status)).
     pub fn exitcode(&self) -> Option<i32> {
-        self.status.map(ExitStatus::exitcode)
+        self.exit_status().map(ExitStatus::exitcode)
     }
 
     /// Asks the child to stop with `SIGTERM` (Python's `p.terminate()`).
