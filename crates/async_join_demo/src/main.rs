@@ -89,11 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut [PollFd::new(done.sentinel(), PollFlags::POLLIN)],
         PollTimeout::from(10_000u16),
     )?;
-    let names: Vec<String> = active_children()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
-    println!("active children: {}", names.join(", "));
+    for child in active_children() {
+        println!("active child: {}", child.name());
+    }
     println!("quick was reaped: exit code {:?}", done.exitcode());
     done.join()?;
     go.set();
