@@ -37,8 +37,7 @@ use std::time::Duration;
 
 use mpcore::process::Builder;
 use mpcore::{
-    Error, Event, Process, active_children, current_process, get_all_start_methods,
-    parent_process,
+    Error, Event, Process, active_children, current_process, get_all_start_methods, parent_process,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -48,7 +47,9 @@ const CHILDREN: u64 = 1_000;
 /// What a child says of itself and of its parent.
 fn who(_: ()) -> String {
     let me = current_process();
-    let method = me.start_method().map_or("none".to_owned(), |m| m.to_string());
+    let method = me
+        .start_method()
+        .map_or("none".to_owned(), |m| m.to_string());
     match parent_process() {
         Some(parent) => format!(
             "{}, started by {method}; parent {}, alive: {}",
@@ -98,7 +99,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for child in &mut waiting {
         child.join()?;
     }
-    println!("active children after the joins: {}", active_children().len());
+    println!(
+        "active children after the joins: {}",
+        active_children().len()
+    );
 
     // interrupt: SIGINT, as Ctrl-C would send it.
     let mut sleeper = Process::spawn(|| std::thread::sleep(Duration::from_secs(30)))?;
@@ -159,7 +163,10 @@ fn await_a_thousand() -> Result<(), Box<dyn std::error::Error>> {
         let sum = results.into_iter().flatten().sum::<mpcore::Result<u64>>();
         (sum, peak)
     });
-    println!("awaited {CHILDREN} children from one task: the sum of their squares is {}", sum?);
+    println!(
+        "awaited {CHILDREN} children from one task: the sum of their squares is {}",
+        sum?
+    );
     println!("threads in this process while they were awaited: {peak}");
     Ok(())
 }

@@ -103,8 +103,10 @@ fn a_pools_workers_are_active_children() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     within(LIMIT, || {
         let pool = Pool::new(2).unwrap();
-        let names: BTreeSet<String> =
-            active_children().iter().map(|c| c.name().to_owned()).collect();
+        let names: BTreeSet<String> = active_children()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
         assert_eq!(
             names,
             BTreeSet::from(["ForkPoolWorker-1".to_owned(), "ForkPoolWorker-2".to_owned()])

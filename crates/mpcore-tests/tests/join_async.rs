@@ -51,8 +51,10 @@ fn a_thousand_children_awaited_from_one_task_on_one_thread() {
         rt.block_on(async {
             // Every join polled from this one task, each wake counting
             // the threads.
-            let mut joins: Vec<Pin<Box<dyn Future<Output = mpcore::Result<u64>> + '_>>> =
-                children.iter_mut().map(|c| Box::pin(c.join_async()) as _).collect();
+            let mut joins: Vec<Pin<Box<dyn Future<Output = mpcore::Result<u64>> + '_>>> = children
+                .iter_mut()
+                .map(|c| Box::pin(c.join_async()) as _)
+                .collect();
             let mut values: Vec<Option<u64>> = vec![None; CHILDREN];
             let mut peak = threads();
             std::future::poll_fn(|cx| {
@@ -71,7 +73,10 @@ fn a_thousand_children_awaited_from_one_task_on_one_thread() {
                 }
             })
             .await;
-            (values.into_iter().map(Option::unwrap).collect::<Vec<_>>(), peak)
+            (
+                values.into_iter().map(Option::unwrap).collect::<Vec<_>>(),
+                peak,
+            )
         })
     });
     let expected: Vec<u64> = (0..CHILDREN as u64).map(|i| i * 3).collect();

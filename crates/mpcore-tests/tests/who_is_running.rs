@@ -22,7 +22,13 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// What a child says of itself and of its parent: its name, pid, daemon
 /// flag and start method; its parent's pid, name and liveness.
-type Seen = (String, i32, bool, Option<String>, Option<(i32, String, bool)>);
+type Seen = (
+    String,
+    i32,
+    bool,
+    Option<String>,
+    Option<(i32, String, bool)>,
+);
 
 fn who(_: ()) -> Seen {
     let me = current_process();
@@ -63,7 +69,11 @@ fn the_main_process_is_main_process_and_has_no_parent() {
 fn every_start_method_is_listed_default_first() {
     assert_eq!(
         get_all_start_methods(),
-        [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]
+        [
+            StartMethod::Fork,
+            StartMethod::Spawn,
+            StartMethod::ForkServer
+        ]
     );
 }
 
@@ -232,7 +242,10 @@ fn signals_from_a_copy_of_the_handle_are_refused() {
             move || {
                 (
                     matches!(copy.interrupt(), Err(Error::NotOwner { .. })),
-                    matches!(copy.send_signal(Signal::SIGUSR1), Err(Error::NotOwner { .. })),
+                    matches!(
+                        copy.send_signal(Signal::SIGUSR1),
+                        Err(Error::NotOwner { .. })
+                    ),
                 )
             }
         })

@@ -128,8 +128,8 @@ mod queue;
 mod shared;
 
 pub use base::{
-    Errno, Error, ExitStatus, Result, Signal, StartMethod, get_all_start_methods,
-    get_start_method, set_start_method,
+    Errno, Error, ExitStatus, Result, Signal, StartMethod, get_all_start_methods, get_start_method,
+    set_start_method,
 };
 
 // The README's example is compiled and run with the other doc tests, so
@@ -142,9 +142,7 @@ pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
 pub use pool::{AsyncResult, Pool};
 pub use process::Process;
-pub use process::{
-    ParentProcess, ProcessInfo, active_children, current_process, parent_process,
-};
+pub use process::{ParentProcess, ProcessInfo, active_children, current_process, parent_process};
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
 

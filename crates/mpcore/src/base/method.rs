@@ -178,7 +178,11 @@ pub fn set_start_method(method: StartMethod) -> Result<()> {
 /// assert_eq!(get_all_start_methods()[0], StartMethod::default());
 /// ```
 pub fn get_all_start_methods() -> [StartMethod; 3] {
-    [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]
+    [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ]
 }
 
 /// The program's default start method: the one set by

@@ -231,7 +231,11 @@ impl Builder {
     }
 
     /// Who a fresh run of the program is to be: sent with its task.
-    fn identity(&self, (number, name): &(usize, OnceLock<String>), method: StartMethod) -> Identity {
+    fn identity(
+        &self,
+        (number, name): &(usize, OnceLock<String>),
+        method: StartMethod,
+    ) -> Identity {
         let name = match name.get() {
             Some(name) => name.clone(),
             None => format!("Process-{number}"),

@@ -148,7 +148,8 @@ mod tokio_join {
         /// end); `false` when there is no descriptor to await.
         async fn news(&self) -> Result<bool> {
             let socket = (self.outcome.is_none() && !self.hung_up).then(|| self.results.as_fd());
-            let watched: Vec<BorrowedFd<'_>> = socket.into_iter().chain(self.exit_watch()).collect();
+            let watched: Vec<BorrowedFd<'_>> =
+                socket.into_iter().chain(self.exit_watch()).collect();
             if watched.is_empty() {
                 return Ok(false);
             }

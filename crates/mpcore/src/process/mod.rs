@@ -29,9 +29,9 @@ mod status;
 
 pub use builder::Builder;
 pub use current::{ParentProcess, ProcessInfo, current_process, parent_process};
-pub(crate) use registry::hold_across_fork;
-pub use registry::active_children;
 use registry::Watch;
+pub use registry::active_children;
+pub(crate) use registry::hold_across_fork;
 
 use crate::base::{ExitStatus, Result, StartMethod};
 use crate::os::pidfd;
