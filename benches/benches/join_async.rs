@@ -36,11 +36,13 @@ fn wait_then(go: Event, i: u64) -> u64 {
 /// probe thread that checks the lock may not run in time) is tried again.
 fn start(go: &Event) -> Vec<Process<u64>> {
     (0..CHILDREN)
-        .map(|i| loop {
-            let go = go.clone();
-            match Process::spawn(move || wait_then(go, i)) {
-                Err(mpcore::Error::StreamLocked { .. }) => continue,
-                started => break started.unwrap(),
+        .map(|i| {
+            loop {
+                let go = go.clone();
+                match Process::spawn(move || wait_then(go, i)) {
+                    Err(mpcore::Error::StreamLocked { .. }) => continue,
+                    started => break started.unwrap(),
+                }
             }
         })
         .collect()
