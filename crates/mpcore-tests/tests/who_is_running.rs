@@ -181,6 +181,21 @@ under_every_method! {
     }
 }
 
+/// A number that is no signal is refused, and the child runs on.
+#[test]
+fn send_signal_refuses_a_number_that_is_no_signal() {
+    within(LIMIT, || {
+        let mut child = Process::spawn(|| sleep_ms(100)).unwrap();
+        for number in [0, -1, libc::SIGRTMAX() + 1] {
+            match child.send_signal(Signal::from_number(number)) {
+                Err(Error::InvalidArgument(why)) => assert!(why.contains("no signal"), "{why}"),
+                other => panic!("signal number {number}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+        assert_eq!(child.join().unwrap(), 100);
+    });
+}
+
 /// A grandchild's parent is the child, by its name; the child's own
 /// parent is still the main process.
 #[test]
