@@ -181,6 +181,22 @@ under_every_method! {
     }
 }
 
+/// `join_async`'s future is `Send`: it may run in a `tokio::spawn`ed
+/// task on a multi-threaded runtime.
+#[test]
+fn join_async_runs_in_a_spawned_task_on_a_multi_threaded_runtime() {
+    within(LIMIT, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_io()
+            .build()
+            .unwrap();
+        let mut child = Process::spawn(|| square(9)).unwrap();
+        let task = rt.spawn(async move { child.join_async().await });
+        assert_eq!(rt.block_on(task).unwrap().unwrap(), 81);
+    });
+}
+
 /// A number that is no signal is refused, and the child runs on.
 #[test]
 fn send_signal_refuses_a_number_that_is_no_signal() {
