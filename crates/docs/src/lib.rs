@@ -55,3 +55,8 @@ pub mod ch11_beyond_one_machine {}
 
 #[doc = include_str!("../../../docs/12-start-methods.md")]
 pub mod ch12_start_methods {}
+
+// Chapter 13's part on who is running and async join, until it is pasted
+// into docs/13-pipes-and-connections.md.
+#[doc = include_str!("../../../docs/13-async-and-who-is-running.part.md")]
+pub mod ch13_async_and_who_is_running {}

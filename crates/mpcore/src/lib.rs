@@ -22,6 +22,12 @@
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+//! | `mp.current_process().name`, `mp.parent_process()` | [`current_process()`]`.name()` (and `.start_method()`), [`parent_process()`] |
+//! | `mp.active_children()` | [`active_children()`] (reaps the finished ones, as Python's does) |
+//! | `p.interrupt()` (3.14), `os.kill(p.pid, sig)` | [`Process::interrupt`], [`Process::send_signal`] |
+//! | `p.sentinel`, `connection.wait([p.sentinel, ...])` | [`Process::sentinel`] (`Process` is `AsFd`): `poll`, mio or tokio |
+//! | `mp.get_all_start_methods()` | [`get_all_start_methods()`] |
+//! | (no Python) await a child from async code | `p.join_async().await?` (feature `tokio`) |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -122,7 +128,8 @@ mod queue;
 mod shared;
 
 pub use base::{
-    Errno, Error, ExitStatus, Result, Signal, StartMethod, get_start_method, set_start_method,
+    Errno, Error, ExitStatus, Result, Signal, StartMethod, get_all_start_methods, get_start_method,
+    set_start_method,
 };
 
 // The README's example is compiled and run with the other doc tests, so
@@ -135,6 +142,7 @@ pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
 pub use pool::{AsyncResult, Pool};
 pub use process::Process;
+pub use process::{ParentProcess, ProcessInfo, active_children, current_process, parent_process};
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
 

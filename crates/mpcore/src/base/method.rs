@@ -164,6 +164,27 @@ pub fn set_start_method(method: StartMethod) -> Result<()> {
     }
 }
 
+/// Every start method mpcore has (Python's
+/// `mp.get_all_start_methods()`), the default first, as Python lists it:
+/// `[fork, spawn, forkserver]`. Each works on Linux, where mpcore runs;
+/// `Spawn` and `ForkServer` need a program that a fresh run reaches
+/// mpcore in (see [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn)).
+///
+/// ```
+/// use mpcore::{StartMethod, get_all_start_methods};
+///
+/// let names: Vec<String> = get_all_start_methods().iter().map(|m| m.to_string()).collect();
+/// assert_eq!(names, ["fork", "spawn", "forkserver"]);
+/// assert_eq!(get_all_start_methods()[0], StartMethod::default());
+/// ```
+pub fn get_all_start_methods() -> [StartMethod; 3] {
+    [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ]
+}
+
 /// The program's default start method: the one set by
 /// [`set_start_method`], or [`StartMethod::Fork`].
 pub fn get_start_method() -> StartMethod {

@@ -11,6 +11,6 @@ mod status;
 
 pub use errno::Errno;
 pub use error::{Error, Result};
-pub use method::{StartMethod, get_start_method, set_start_method};
+pub use method::{StartMethod, get_all_start_methods, get_start_method, set_start_method};
 pub(crate) use panic::{catch, panic_message};
 pub use status::{ExitStatus, Signal};

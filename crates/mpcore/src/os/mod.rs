@@ -8,6 +8,7 @@
 //! - `memfd.rs`: a shared mapping of an anonymous memfd;
 //! - `pidfd.rs`: a descriptor that names one process;
 //! - `poll.rs`: waiting for descriptors to become readable;
+//! - `wait.rs`: `waitid` for a child's end, whatever signal ended it;
 //! - `fds.rs`: descriptors received over a socket (`SCM_RIGHTS`);
 //! - `spin.rs`: looking again for a moment before sleeping.
 
@@ -19,6 +20,7 @@ pub(crate) mod mutex;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod spin;
+pub(crate) mod wait;
 
 /// The number of CPUs this process may run on: see [`crate::cpu_count`].
 pub(crate) fn cpu_count() -> usize {

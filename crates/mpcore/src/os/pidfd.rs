@@ -4,12 +4,12 @@
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 /// `pidfd_send_signal(pidfd, signal, NULL, 0)`: signals exactly the
-/// process the pidfd was opened for.
-pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> nix::Result<()> {
+/// process the pidfd was opened for. `signal` is a number, so that a
+/// real-time signal can be sent too (nix's `Signal` has none).
+pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> nix::Result<()> {
     // SAFETY: the call takes a descriptor we hold open, a signal number, a
     // null `siginfo` (the kernel then fills one in as `kill` would) and no
     // flags; it touches no memory of ours.
@@ -17,7 +17,7 @@ pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> nix::Result<
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            signal as libc::c_int,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use super::Process;
 use crate::base::{Error, Result, StartMethod, get_start_method};
 use crate::start::child::{run_child, single_threaded};
+use crate::start::identity::{self, Identity};
 use crate::start::streams::{self, lock_std_streams};
 use crate::start::{Task, exec, forker, forkserver, tracker};
 use crate::wire::channel;
@@ -193,29 +194,30 @@ impl Builder {
         match self.method() {
             StartMethod::Fork => self.fork(move || f(arg)),
             StartMethod::Spawn => {
-                let (number, name) = self.number_and_name();
-                let (pid, results) = exec::spawn(f, &arg)?;
+                let name = self.number_and_name();
+                let identity = self.identity(&name, StartMethod::Spawn);
+                let (pid, results) = exec::spawn(f, &arg, &identity)?;
                 // The argument's handles were sent; the parent's own copy
                 // goes now, as with a fork.
                 drop(arg);
-                Ok(Process::started(pid, name, number, self.daemon, results))
+                Ok(Process::started(
+                    pid,
+                    name,
+                    self.daemon,
+                    StartMethod::Spawn,
+                    results,
+                ))
             }
             StartMethod::ForkServer => {
-                let (number, name) = self.number_and_name();
-                let task = Task::new(f, &arg)?;
+                let name = self.number_and_name();
+                let identity = self.identity(&name, StartMethod::ForkServer);
+                let task = Task::new(f, &arg, &identity)?;
                 let (pid, results, reports) = forkserver::start(&task)?;
                 // As under Spawn: the handles were sent, the parent's copy
                 // of the argument goes now.
                 drop(task);
                 drop(arg);
-                Ok(Process::served(
-                    pid,
-                    name,
-                    number,
-                    self.daemon,
-                    results,
-                    reports,
-                ))
+                Ok(Process::served(pid, name, self.daemon, results, reports))
             }
         }
     }
@@ -229,6 +231,19 @@ impl Builder {
         (PROCESS_COUNTER.fetch_add(1, Ordering::Relaxed), name)
     }
 
+    /// Who a fresh run of the program is to be: sent with its task.
+    fn identity(
+        &self,
+        (number, name): &(usize, OnceLock<String>),
+        method: StartMethod,
+    ) -> Identity {
+        let name = match name.get() {
+            Some(name) => name.clone(),
+            None => format!("Process-{number}"),
+        };
+        Identity::of_child(name, self.daemon, method)
+    }
+
     fn fork<T, F>(mut self, f: F) -> Result<Process<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -237,17 +252,25 @@ impl Builder {
         // The default name is numbered now, as Python numbers it, but
         // written out only when asked for: an allocation here would be one
         // more heap page for the child to copy.
-        let (number, name) = self.number_and_name();
+        let name = self.number_and_name();
+        let identity = self.identity(&name, StartMethod::Fork);
         // Forked by a thread that lives as long as the process, so that
         // the child dies with the process, never with a thread of it.
-        let (pid, results) = forker::on_lasting_thread(move || fork_child(f))??;
-        Ok(Process::started(pid, name, number, self.daemon, results))
+        let (pid, results) = forker::on_lasting_thread(move || fork_child(f, identity))??;
+        Ok(Process::started(
+            pid,
+            name,
+            self.daemon,
+            StartMethod::Fork,
+            results,
+        ))
     }
 }
 
 /// Forks a child that runs `f` and sends what it returns on a new socket;
-/// returns its pid and the parent's end of that socket.
-fn fork_child<T, F>(f: F) -> Result<(Pid, OwnedFd)>
+/// returns its pid and the parent's end of that socket. The child first
+/// records who it is (`identity`).
+fn fork_child<T, F>(f: F, identity: Identity) -> Result<(Pid, OwnedFd)>
 where
     F: FnOnce() -> T,
     T: Serialize + DeserializeOwned,
@@ -269,13 +292,15 @@ where
         Some(lock_std_streams()?)
     };
     // The same for the fork server's lock, the forking thread's, the
-    // named segments' tracker's and the streams' probe's: a child that
-    // found one held for ever could never start a child of its own, or
-    // make or open a segment.
+    // named segments' tracker's, the streams' probe's and the list of
+    // children's: a child that found one held for ever could never start
+    // a child of its own, make or open a segment, or call
+    // `active_children`.
     let server_lock = std_locks.is_some().then(forkserver::hold_across_fork);
     let forker_lock = std_locks.is_some().then(forker::hold_across_fork);
     let tracker_lock = std_locks.is_some().then(tracker::hold_across_fork);
     let probe_lock = std_locks.is_some().then(streams::hold_across_fork);
+    let children_lock = std_locks.is_some().then(super::hold_across_fork);
     let _ = match &mut std_locks {
         Some((stdout, _)) => stdout.flush(),
         None => io::stdout().flush(),
@@ -291,24 +316,15 @@ where
     match unsafe { fork() } {
         Err(e) => Err(Error::os("fork", e)),
         Ok(ForkResult::Child) => {
-            drop((
-                std_locks,
-                server_lock,
-                forker_lock,
-                tracker_lock,
-                probe_lock,
-            ));
+            let locks = (std_locks, server_lock, forker_lock, tracker_lock);
+            drop((locks, probe_lock, children_lock));
             drop(rx);
+            identity::record(identity);
             run_child(f, tx.as_fd(), parent)
         }
         Ok(ForkResult::Parent { child }) => {
-            drop((
-                std_locks,
-                server_lock,
-                forker_lock,
-                tracker_lock,
-                probe_lock,
-            ));
+            let locks = (std_locks, server_lock, forker_lock, tracker_lock);
+            drop((locks, probe_lock, children_lock));
             drop(tx);
             Ok((child, rx))
         }

@@ -142,7 +142,7 @@ impl<T> Drop for Process<T> {
         if self.has_ended() || !self.is_owner() {
             return;
         }
-        if self.daemon || std::thread::panicking() {
+        if self.is_daemon() || std::thread::panicking() {
             let _ = self.kill();
         }
         self.reap_blocking();

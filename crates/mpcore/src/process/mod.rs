@@ -4,24 +4,36 @@
 //! - `builder.rs`: [`Builder`], and how a child starts by each start
 //!   method (the fork itself; spawn and the fork server are `start/`);
 //! - `join.rs`: waiting for the result and the exit at once, and dropping;
-//! - `status.rs`: how the parent watches, signals and reaps a child.
+//! - `status.rs`: how the parent watches, signals and reaps a child;
+//! - `registry.rs`: what watches a child's end, shared by its handle and
+//!   this process's list of its children (`active_children`);
+//! - `current.rs`: who is running: `current_process`, `parent_process`;
+//! - `fd.rs`: the handle as a descriptor (`AsFd`, `sentinel`), and
+//!   `join_async` (feature `tokio`).
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::OnceLock;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
 
 use nix::unistd::{Pid, getpid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod builder;
+mod current;
+mod fd;
 mod join;
+mod registry;
 mod status;
 
 pub use builder::Builder;
+pub use current::{ParentProcess, ProcessInfo, current_process, parent_process};
+use registry::Watch;
+pub use registry::active_children;
+pub(crate) use registry::hold_across_fork;
 
-use crate::base::{ExitStatus, Result};
+use crate::base::{ExitStatus, Result, StartMethod};
 use crate::os::pidfd;
 use crate::start::Outcome;
 
@@ -30,35 +42,45 @@ impl<T> Process<T> {
     /// comes on `results`.
     fn started(
         pid: Pid,
-        name: OnceLock<String>,
-        number: usize,
+        name: (usize, OnceLock<String>),
         daemon: bool,
+        method: StartMethod,
         results: OwnedFd,
     ) -> Process<T> {
         let pidfd = pidfd::open(pid);
-        Process::handle(pid, name, number, daemon, results, pidfd, None)
+        Process::handle(Watch::new(pid, name, daemon, method, pidfd, None), results)
     }
 
-    /// The handle, with what watches the child's exit: a pidfd, or the
-    /// fork server's report socket.
-    fn handle(
+    /// The handle on a child of the fork server, whose result comes on
+    /// `results` and whose exit the server reports on `reports` (it is
+    /// not our child: no `waitpid`). No pidfd: the report socket says
+    /// when the child has ended, and the server signals it for us.
+    fn served(
         pid: Pid,
-        name: OnceLock<String>,
-        number: usize,
+        name: (usize, OnceLock<String>),
         daemon: bool,
         results: OwnedFd,
-        pidfd: Option<OwnedFd>,
-        reports: Option<OwnedFd>,
+        reports: OwnedFd,
     ) -> Process<T> {
-        Process {
+        let watch = Watch::new(
             pid,
-            owner: getpid(),
             name,
-            number,
             daemon,
+            StartMethod::ForkServer,
+            None,
+            Some(reports),
+        );
+        let mut child = Process::handle(watch, results);
+        let _ = child.poll_exit();
+        child
+    }
+
+    fn handle(watch: Arc<Watch>, results: OwnedFd) -> Process<T> {
+        Process {
+            pid: watch.pid,
+            owner: getpid(),
+            watch,
             results,
-            pidfd,
-            reports,
             status: None,
             reaped_elsewhere: false,
             server_lost: false,
@@ -67,25 +89,6 @@ impl<T> Process<T> {
             joined: false,
             _result: PhantomData,
         }
-    }
-}
-
-impl<T> Process<T> {
-    /// The handle on a child of the fork server, whose result comes on
-    /// `results` and whose exit the server reports on `reports` (it is
-    /// not our child: no `waitpid`). No pidfd: the report socket says
-    /// when the child has ended, and the server signals it for us.
-    fn served(
-        pid: Pid,
-        name: OnceLock<String>,
-        number: usize,
-        daemon: bool,
-        results: OwnedFd,
-        reports: OwnedFd,
-    ) -> Process<T> {
-        let mut child = Process::handle(pid, name, number, daemon, results, None, Some(reports));
-        let _ = child.poll_exit();
-        child
     }
 }
 
@@ -128,15 +131,11 @@ pub struct Process<T> {
     /// it or signal it: a process forked later holds a copy of this handle
     /// too, and must do neither.
     owner: Pid,
-    /// Set by [`Builder::name`], or `Process-{number}` on first use.
-    name: OnceLock<String>,
-    number: usize,
-    daemon: bool,
+    /// Its name, and what says it has ended (its pidfd, or the fork
+    /// server's report socket): shared with this process's list of its
+    /// children ([`active_children`]).
+    watch: Arc<Watch>,
     results: OwnedFd,
-    pidfd: Option<OwnedFd>,
-    /// For a child of the fork server: where the server reports how the
-    /// child ended, since only the server can `waitpid` for it.
-    reports: Option<OwnedFd>,
     /// Set once the child is reaped; from then on its pid may belong to
     /// another process, so no signal is sent to it any more.
     status: Option<ExitStatus>,
@@ -159,7 +158,7 @@ impl<T> fmt::Debug for Process<T> {
         f.debug_struct("Process")
             .field("name", &self.name())
             .field("pid", &self.pid.as_raw())
-            .field("daemon", &self.daemon)
+            .field("daemon", &self.is_daemon())
             .field("status", &self.status)
             .finish()
     }
@@ -288,9 +287,6 @@ impl<T> Process<T> {
     /// report socket for its children (readable once the status is there
     /// to read), the pidfd for our own.
     pub(super) fn exit_watch(&self) -> Option<BorrowedFd<'_>> {
-        self.reports
-            .as_ref()
-            .or(self.pidfd.as_ref())
-            .map(|fd| fd.as_fd())
+        self.watch.exit_fd()
     }
 }

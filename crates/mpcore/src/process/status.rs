@@ -8,15 +8,15 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::signal::kill;
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::getpid;
 
 use super::Process;
-use crate::base::ExitStatus;
-use crate::base::{Error, Result};
+use super::registry::Ended;
+use crate::base::{Error, ExitStatus, Result, Signal};
 use crate::os::{pidfd, poll};
-use crate::start::forkserver::{self, Report};
+use crate::start::forkserver;
 use crate::wire::channel;
 
 impl<T> Process<T> {
@@ -27,13 +27,13 @@ impl<T> Process<T> {
 
     /// The name given by [`Builder::name`](super::Builder::name), or `Process-N`.
     pub fn name(&self) -> &str {
-        self.name.get_or_init(|| format!("Process-{}", self.number))
+        self.watch.name()
     }
 
     /// Whether the handle kills (daemon) or waits for (non-daemon) the child
     /// when dropped unjoined.
     pub fn is_daemon(&self) -> bool {
-        self.daemon
+        self.watch.is_daemon()
     }
 
     /// Whether the child is still running (Python's `p.is_alive()`). When it
@@ -58,8 +58,9 @@ impl<T> Process<T> {
         !self.has_ended()
     }
 
-    /// How the child ended, once it has been reaped (by `join`, `is_alive`
-    /// or a wait); `None` while it runs.
+    /// How the child ended, once it has been reaped (by `join`, `is_alive`,
+    /// a wait or [`active_children`](super::active_children)); `None`
+    /// while it runs.
     ///
     /// Also `None` for good when something other than this handle reaped
     /// the child: with `SIGCHLD` set to `SIG_IGN` (common in daemons) the
@@ -69,7 +70,11 @@ impl<T> Process<T> {
     /// `None` (unknown), and [`join`](Self::join) still returns the value
     /// the child sent, or [`Error::ReapedElsewhere`] if it sent none.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.status
+        // Also what `active_children` found, when it reaped the child.
+        self.status.or_else(|| match *self.watch.lock() {
+            Some(Ended::Status(status)) => Some(status),
+            _ => None,
+        })
     }
 
     /// Python's `p.exitcode`: `None` while running, the exit code, or minus
@@ -77,7 +82,7 @@ impl<T> Process<T> {
     /// `None` too when the status was lost to another reaper (see
     /// [`exit_status`](Self::exit_status)).
     pub fn exitcode(&self) -> Option<i32> {
-        self.status.map(ExitStatus::exitcode)
+        self.exit_status().map(ExitStatus::exitcode)
     }
 
     /// Asks the child to stop with `SIGTERM` (Python's `p.terminate()`).
@@ -113,42 +118,82 @@ impl<T> Process<T> {
         self.signal(Signal::SIGKILL)
     }
 
+    /// Python 3.14's `p.interrupt()`: sends `SIGINT`, as Ctrl-C would.
+    /// A child that does not handle it ends as if killed by it
+    /// ([`Error::Signaled`] with [`Signal::SIGINT`] from `join`, and an
+    /// [`exitcode`](Self::exitcode) of `-2`; Python's child, which turns it
+    /// into `KeyboardInterrupt`, exits with code 1 instead). Does nothing
+    /// once the child has ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`terminate`](Self::terminate).
+    pub fn interrupt(&self) -> Result<()> {
+        self.check_owner("interrupt")?;
+        self.signal(Signal::SIGINT)
+    }
+
+    /// Sends `signal` to the child (Python's `os.kill(p.pid, sig)`, but
+    /// never to another process that has since been given its pid).
+    /// Does nothing once the child has ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`terminate`](Self::terminate), and [`Error::InvalidArgument`]
+    /// for a number that is no signal of this system.
+    pub fn send_signal(&self, signal: Signal) -> Result<()> {
+        self.check_owner("send_signal")?;
+        if !(1..=libc::SIGRTMAX()).contains(&signal.number()) {
+            return Err(Error::InvalidArgument(
+                "send_signal: the number is no signal of this system (1 to SIGRTMAX)",
+            ));
+        }
+        self.signal(signal)
+    }
+
     /// Sends `signal` to the child, never to another process that has
     /// since been given its pid.
     pub(super) fn signal(&self, signal: Signal) -> Result<()> {
         if self.has_ended() {
             return Ok(());
         }
-        if let Some(reports) = &self.reports {
+        if let Some(reports) = &self.watch.reports {
             // A child of the fork server: the server, its parent, sends
             // the signal. It may always signal its child, even once this
             // program has given up the credentials the child runs with,
             // and it knows whether the child is reaped yet.
-            return forkserver::send_signal(reports.as_fd(), signal);
+            return forkserver::send_signal(reports.as_fd(), signal.number());
         }
-        let (call, sent) = match &self.pidfd {
+        let sent = match &self.watch.pidfd {
             // A pidfd names this very process, never a later one with the
             // same pid: if the child is gone, the kernel says ESRCH.
-            Some(pidfd) => (
-                "pidfd_send_signal",
-                pidfd::send_signal(pidfd.as_fd(), signal),
-            ),
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal.number())
+                .map_err(|e| ("pidfd_send_signal", e)),
             // Without one, the pid is still our child's (a zombie at worst)
-            // until it is reaped, by us or, if `SIGCHLD` is ignored, by the
-            // kernel: look first (without reaping) whether it still is.
-            None if !self.still_ours() => return Ok(()),
-            None => ("kill", kill(self.pid, signal)),
+            // until it is reaped, by us, by `active_children` or, if
+            // `SIGCHLD` is ignored, by the kernel: look first (without
+            // reaping) whether it still is, under the watch's lock, so
+            // that `active_children` cannot reap it in between.
+            None => {
+                let ended = self.watch.lock();
+                if ended.is_some() || !self.still_ours() {
+                    return Ok(());
+                }
+                // SAFETY: `kill` takes two numbers and touches no memory.
+                let rc = unsafe { libc::kill(self.pid.as_raw(), signal.number()) };
+                Errno::result(rc).map(drop).map_err(|e| ("kill", e))
+            }
         };
         match sent {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::os(call, e)),
+            Ok(()) | Err((_, Errno::ESRCH)) => Ok(()),
+            Err((call, e)) => Err(Error::os(call, e)),
         }
     }
 
     /// Whether the child's pid still names our child, alive or a zombie,
     /// asked without reaping it (`waitid` with `WNOWAIT`).
     pub(super) fn still_ours(&self) -> bool {
-        if self.reports.is_some() {
+        if self.watch.reports.is_some() {
             // The fork server's child, which the server reaps only after
             // reporting it: no report read yet, no reaping yet (but for the
             // instant between the two).
@@ -187,50 +232,33 @@ impl<T> Process<T> {
         }
     }
 
-    /// `waitpid(pid)`: waits for the child to exit and records its status.
+    /// Waits for the child to exit and records its status.
     pub(super) fn wait_exit(&mut self) -> Result<()> {
-        self.reap(None)
+        let ended = self.watch.wait_reaped()?;
+        self.record(ended);
+        Ok(())
     }
 
-    /// `waitpid(pid, WNOHANG)`: records the status if the child has exited.
+    /// Records the status if the child has exited, without waiting.
     pub(super) fn poll_exit(&mut self) -> Result<()> {
-        self.reap(Some(WaitPidFlag::WNOHANG))
+        if let Some(ended) = self.watch.try_reap()? {
+            self.record(ended);
+        }
+        Ok(())
     }
 
-    /// `waitpid` on this child only (`waitpid(-1)` would reap other code's
-    /// children), recording how it ended; for a child of the fork server,
-    /// which only the server may wait for, the server's report instead. With `WNOHANG`, a child still
-    /// running leaves `status` at `None`; without, it waits for the exit.
-    pub(super) fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<()> {
-        if let Some(reports) = &self.reports {
-            match forkserver::read_report(reports.as_fd(), flags.is_none())? {
-                Report::Ended(status) => self.status = Some(status),
-                Report::NotYet => {}
-                Report::ServerGone => {
-                    self.reaped_elsewhere = true;
-                    self.server_lost = true;
-                }
+    /// Takes in how the child ended, found by this handle or by
+    /// [`active_children`](super::active_children) (`waitpid` on this
+    /// child only, never `waitpid(-1)`, which would reap other code's
+    /// children; for a child of the fork server, the server's report).
+    fn record(&mut self, ended: Ended) {
+        match ended {
+            Ended::Status(status) => self.status = Some(status),
+            Ended::Elsewhere => self.reaped_elsewhere = true,
+            Ended::ServerLost => {
+                self.reaped_elsewhere = true;
+                self.server_lost = true;
             }
-            return Ok(());
-        }
-        loop {
-            match waitpid(self.pid, flags) {
-                Ok(WaitStatus::Exited(_, code)) => self.status = Some(ExitStatus::Code(code)),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    self.status = Some(ExitStatus::Signal(crate::base::Signal::from_number(
-                        signal as i32,
-                    )))
-                }
-                Ok(_) if flags.is_none() => continue,
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                // It was our child, not yet reaped by us: someone else
-                // reaped it (the kernel, when SIGCHLD is ignored). It has
-                // ended; how, nobody can tell us any more.
-                Err(Errno::ECHILD) => self.reaped_elsewhere = true,
-                Err(e) => return Err(Error::os("waitpid", e)),
-            }
-            return Ok(());
         }
     }
 
@@ -238,6 +266,12 @@ impl<T> Process<T> {
     /// deadline passes ([`Error::Timeout`], its duration filled in by the
     /// caller that knows it).
     pub(super) fn wait_for_event(&self, deadline: Option<Instant>) -> Result<()> {
+        // `active_children` may have read its end already: news, and the
+        // report socket of a fork server child may have nothing left to
+        // wake us.
+        if self.watch.lock().is_some() {
+            return Ok(());
+        }
         // Once the message is in or the socket hung up, the socket stays
         // readable: watching it then would spin.
         let watch_socket = self.outcome.is_none() && !self.hung_up;

@@ -7,15 +7,17 @@
 //! program's) and one environment variable set: the number of the child's
 //! end of the result socket, the parent's pid and the program's name (for
 //! `ps`: the kernel would call the child `exe`). Before anything else
-//! arrives on that socket, the parent has already written two packets to
+//! arrives on that socket, the parent has already written three packets to
 //! it:
 //!
 //! 1. an `Entry` (`task.rs`): where the task is, and the descriptors of the handles
 //!    in the argument (`SCM_RIGHTS`);
-//! 2. the encoded argument (`channel::send_bytes`).
+//! 2. the encoded argument (`channel::send_bytes`);
+//! 3. the child's identity (`identity.rs`): its name, daemon flag, start
+//!    method and parent.
 //!
 //! In the child, a constructor of mpcore's (`hook.rs`) sees the variable,
-//! checks it, reads both packets, runs the task, sends its result as a
+//! checks it, reads the packets, records its identity, runs the task, sends its result as a
 //! forked child does, and `_exit`s. So `main` never runs a second time,
 //! and no set-up is asked of the program: the test harness's own `main` is
 //! skipped the same way. A program that does not spawn has the variable
@@ -51,18 +53,19 @@ use serde::de::DeserializeOwned;
 
 use super::forker;
 use super::hook::{CHILD_ENV, SPAWNED_CHILD_HOOK};
+use super::identity::Identity;
 use super::image;
 use super::task::Task;
 use crate::base::{Error, Result};
 
 /// Starts a fresh run of this program that runs `f(arg)`; returns its pid
-/// and the parent's end of its result socket.
-pub(crate) fn spawn<A, R>(f: fn(A) -> R, arg: &A) -> Result<(Pid, OwnedFd)>
+/// and the parent's end of its result socket. The child is `identity`.
+pub(crate) fn spawn<A, R>(f: fn(A) -> R, arg: &A, identity: &Identity) -> Result<(Pid, OwnedFd)>
 where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let task = Task::new(f, arg)?;
+    let task = Task::new(f, arg, identity)?;
     start(&task)
 }
 

@@ -7,6 +7,8 @@
 //!   while other threads run;
 //! - `task.rs`: a task that travels to a fresh program: its entry, its
 //!   argument and the handles' descriptors;
+//! - `identity.rs`: who this process is (its name, daemon flag, start
+//!   method and parent), recorded by a child as it begins;
 //! - `forker.rs`: the thread that forks for the program's other threads,
 //!   so that a child dies with its parent process, not with a thread;
 //! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
@@ -27,6 +29,7 @@ pub(crate) mod exec;
 pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
+pub(crate) mod identity;
 mod image;
 pub(crate) mod streams;
 pub(crate) mod task;

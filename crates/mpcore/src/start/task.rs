@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::child::{Outcome, child_main};
+use super::identity::{self, Identity};
 use super::image::{self, register_entry};
 use crate::base::{Error, Result, catch};
 use crate::os::fds;
@@ -82,13 +83,15 @@ pub(crate) struct Task<'arg> {
     entry: usize,
     function: usize,
     arg: Vec<u8>,
+    /// Who the child is ([`Identity`]), encoded: a third packet.
+    identity: Vec<u8>,
     fds: Vec<RawFd>,
     _handles: PhantomData<&'arg ()>,
 }
 
 impl<'arg> Task<'arg> {
-    /// Encodes `arg` for `f`.
-    pub(crate) fn new<A, R>(f: fn(A) -> R, arg: &'arg A) -> Result<Task<'arg>>
+    /// Encodes `arg` for `f`, in a child that is to be `identity`.
+    pub(crate) fn new<A, R>(f: fn(A) -> R, arg: &'arg A, identity: &Identity) -> Result<Task<'arg>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
@@ -98,12 +101,13 @@ impl<'arg> Task<'arg> {
             entry: run_task::<A, R> as TaskEntry as usize,
             function: f as usize,
             arg: encoded?,
+            identity: codec::encode(identity)?,
             fds,
             _handles: PhantomData,
         })
     }
 
-    /// A connected pair of sockets whose second end already holds the two
+    /// A connected pair of sockets whose second end already holds the three
     /// packets a child reads before its task ([`run_sent_task`]). The child
     /// gets the second end; the first is the parent's end of the result
     /// socket.
@@ -133,7 +137,7 @@ impl<'arg> Task<'arg> {
         };
 
         let (ours, theirs) = channel::pair()?;
-        // Both packets wait in the child's end of the socket until it reads
+        // The packets wait in the child's end of the socket until it reads
         // them; the descriptors in flight stay open until then.
         let header = codec::encode(&entry)?;
         let rights = [ControlMessage::ScmRights(fds)];
@@ -147,6 +151,7 @@ impl<'arg> Task<'arg> {
         )
         .map_err(|e| Error::os("sendmsg", e))?;
         channel::send_bytes(ours.as_fd(), &self.arg)?;
+        channel::send_bytes(ours.as_fd(), &self.identity)?;
         Ok((ours, theirs))
     }
 }
@@ -157,6 +162,7 @@ pub(crate) struct SentTask {
     function: usize,
     arg: Vec<u8>,
     fds: Vec<OwnedFd>,
+    identity: Identity,
 }
 
 /// Why a task that was sent does not run.
@@ -179,7 +185,7 @@ impl Refused {
     }
 }
 
-/// Reads the two packets a [`Task`] left in `tx`, and checks where they
+/// Reads the three packets a [`Task`] left in `tx`, and checks where they
 /// say the task is.
 pub(crate) fn receive_task(tx: BorrowedFd<'_>) -> Result<SentTask, Refused> {
     let (entry, fds) = receive_entry(tx)?;
@@ -193,6 +199,19 @@ pub(crate) fn receive_task(tx: BorrowedFd<'_>) -> Result<SentTask, Refused> {
         Err(e) => {
             return Err(Refused::CannotTake(format!(
                 "could not read its argument: {e}"
+            )));
+        }
+    };
+    let identity = match channel::recv_bytes(tx).map(|bytes| codec::decode::<Identity>(&bytes)) {
+        Ok(Ok(identity)) => identity,
+        Ok(Err(_)) | Err(Error::Disconnected) => {
+            return Err(Refused::NotATask(
+                "no identity (name, start method) came with its task".to_owned(),
+            ));
+        }
+        Err(e) => {
+            return Err(Refused::CannotTake(format!(
+                "could not read its identity: {e}"
             )));
         }
     };
@@ -223,6 +242,7 @@ pub(crate) fn receive_task(tx: BorrowedFd<'_>) -> Result<SentTask, Refused> {
         function,
         arg,
         fds,
+        identity,
     })
 }
 
@@ -230,11 +250,12 @@ impl SentTask {
     /// Runs the task; `parent` is the process it must die with. Returns
     /// the exit code.
     pub(crate) fn run(self, tx: BorrowedFd<'_>, parent: Pid) -> i32 {
+        identity::record(self.identity);
         (self.entry)(self.function, self.arg, self.fds, tx, parent)
     }
 }
 
-/// Reads the two packets a [`Task`] left in `tx` and runs the task, in a
+/// Reads the three packets a [`Task`] left in `tx` and runs the task, in a
 /// child of the fork server; `parent` is the process it must die with.
 /// Returns the exit code; if there is no task to run, the parent is told
 /// why.

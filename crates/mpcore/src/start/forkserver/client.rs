@@ -169,8 +169,8 @@ pub(crate) fn read_report(reports: BorrowedFd<'_>, wait: bool) -> Result<Report>
 /// process with the same pid. A child already reaped (its report socket
 /// closed by the server) or a server gone (and the child with it) is no
 /// error: there is nothing left to signal.
-pub(crate) fn send_signal(reports: BorrowedFd<'_>, signal: nix::sys::signal::Signal) -> Result<()> {
-    match send_i32s(reports, [SIGNAL, signal as i32], true) {
+pub(crate) fn send_signal(reports: BorrowedFd<'_>, signal: i32) -> Result<()> {
+    match send_i32s(reports, [SIGNAL, signal], true) {
         Ok(()) | Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ECONNREFUSED) => Ok(()),
         Err(e) => Err(Error::os("send", e)),
     }

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fchdir, fork, getpid, getppid};
 
 use super::intake::{Intake, Request};
@@ -17,8 +17,9 @@ use super::{
     EXITED, FORK_FAILED, REFUSED, REQUEST_FDS, SERVER_ENV, SIGNAL, SIGNALED, STARTED, read_i32s,
     send_i32s,
 };
-use crate::base::catch;
+use crate::base::{ExitStatus, catch};
 use crate::os::poll;
+use crate::os::wait::{self, Which};
 use crate::start::child::{Outcome, UNCAUGHT_PANIC_CODE, exit_now};
 use crate::start::hook::take_request;
 use crate::start::task::run_sent_task;
@@ -294,11 +295,11 @@ impl Server {
     /// that the requester has it by the time the pid is free.
     fn report_exits(&mut self) {
         loop {
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-            let (pid, report) = match waitid(Id::All, flags) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, [EXITED, code]),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, [SIGNALED, signal as i32]),
-                Err(Errno::EINTR) => continue,
+            // Not nix's `waitid`: it fails on a child killed by a
+            // real-time signal, which would then never be reported.
+            let (pid, report) = match wait::ended(Which::Any, libc::WNOHANG | libc::WNOWAIT) {
+                Ok(Some((pid, ExitStatus::Code(code)))) => (pid, [EXITED, code]),
+                Ok(Some((pid, ExitStatus::Signal(signal)))) => (pid, [SIGNALED, signal.number()]),
                 _ => return,
             };
             if let Some(i) = self.children.iter().position(|child| child.pid == pid) {
