@@ -224,6 +224,24 @@ pub enum Error {
     #[error("the queue is empty")]
     Empty,
 
+    /// [`JoinableQueue::task_done`](crate::JoinableQueue::task_done) was
+    /// called with every item put already marked done (Python's
+    /// `ValueError: task_done() called too many times`).
+    #[error(
+        "task_done was called more times than items were put in the queue; \
+         call it once for each item got, after processing it"
+    )]
+    TaskDoneTooOften,
+
+    /// A [`Barrier`](crate::Barrier) is broken (Python's
+    /// `BrokenBarrierError`): a party's wait timed out, a party was killed
+    /// while it waited, or `abort` or `reset` was called.
+    #[error(
+        "the barrier is broken: a party's wait timed out, a party was killed while it \
+         waited, or abort() or reset() was called; call reset() to use it again"
+    )]
+    BrokenBarrier,
+
     /// A channel reported end of file: every copy of its sending end is
     /// closed, so nothing more can arrive. (A [`Queue`](crate::Queue) never
     /// reports this: like Python's, every handle holds both ends, so a `get`
