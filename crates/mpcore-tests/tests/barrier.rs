@@ -182,6 +182,26 @@ under_every_method! {
 }
 
 #[test]
+fn the_last_arrival_breaks_a_round_whose_other_party_was_killed_waiting() {
+    within(LIMIT, || {
+        let barrier = Barrier::new(2).unwrap();
+        let mut victim = Process::spawn({
+            let barrier = barrier.clone();
+            move || barrier.wait().is_ok()
+        })
+        .unwrap();
+        until_waiting(&barrier, 1);
+        victim.kill().unwrap();
+        assert!(victim.join().is_err());
+        // The dead party arrived, but the round must not pass: the next
+        // round would wait for it for ever.
+        assert!(matches!(barrier.wait(), Err(Error::BrokenBarrier)));
+        barrier.reset().unwrap();
+        passes_a_round(&barrier, StartMethod::Fork);
+    });
+}
+
+#[test]
 fn a_barrier_of_no_party_is_an_error_and_one_of_one_never_waits() {
     let e = Barrier::new(0).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");

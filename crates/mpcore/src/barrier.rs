@@ -27,6 +27,15 @@
 //! party breaks within about [`SLICE`]; a round whose parties are all
 //! alive costs one lock of the header's mutex per waiter per [`SLICE`].
 //!
+//! The last party to arrive looks at the slots of the others in the same
+//! way before it lets the round pass, so that a round whose party died
+//! breaks even when nobody is left to wait in it: `n - 1` `trylock`s a
+//! round.
+//!
+//! A party killed *before* it calls `wait` cannot be told from a slow
+//! one: the others wait for it as Python's do, so give such waits a
+//! timeout.
+//!
 //! A process killed while it holds the header's mutex leaves `busy` set:
 //! the next holder (told by the robust mutex that its owner died) breaks
 //! the barrier, since the dead process may have been in the middle of
@@ -139,8 +148,11 @@ fn size(parties: usize) -> usize {
 /// there too), so that it can tell its own deadline from a break.
 ///
 /// Beyond Python: a party that is killed (or whose thread ends) while it
-/// waits breaks the barrier too, within about 100 ms, where Python's
-/// parties would wait for it for ever. The waiters look every 100 ms
+/// waits breaks the barrier too, within about 100 ms, or at once for the
+/// party that arrives last, where Python's next `wait` hangs for ever,
+/// timeout or not (its condition variable waits for the dead sleeper to
+/// wake). A party killed before it reaches `wait` is only late, as far as
+/// anyone can tell: the others wait for it, so give them a timeout. The waiters look every 100 ms
 /// whether the others are still alive; they ask the kernel, through the
 /// robust mutex that each waiting party holds, so a process id used
 /// again by another process cannot fool them.
@@ -425,7 +437,13 @@ impl Barrier {
             let (round, waiting) = unpack(header.round.load(Ordering::SeqCst));
             let index = waiting as usize;
             if index + 1 == self.parties {
-                // The last to arrive lets the round pass.
+                // The last to arrive lets the round pass, unless a party
+                // of it was killed while it waited: the next round would
+                // wait for that one for ever.
+                if self.a_party_died(round, index)? {
+                    self.break_round(&locked);
+                    return Err(Error::BrokenBarrier);
+                }
                 header.round.store(pack(round, waiting + 1), Ordering::SeqCst);
                 self.end_round(true);
                 drop(locked);

@@ -55,20 +55,20 @@ pub(crate) struct Tasks {
 /// let q = JoinableQueue::<u32>::new()?;
 /// let mut consumer = Process::spawn({
 ///     let q = q.clone();
-///     move || -> mpcore::Result<u32> {
+///     move || {
 ///         let mut sum = 0;
 ///         for _ in 0..3 {
-///             sum += q.get()?;
-///             q.task_done()?;
+///             sum += q.get().unwrap();
+///             q.task_done().unwrap();
 ///         }
-///         Ok(sum)
+///         sum
 ///     }
 /// })?;
 /// for i in 1..=3 {
 ///     q.put(i)?;
 /// }
 /// q.join_timeout(Duration::from_secs(60))?; // every item is done
-/// assert_eq!(consumer.join()??, 6);
+/// assert_eq!(consumer.join()?, 6);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 ///
