@@ -28,7 +28,10 @@ fn party((barrier, phases, me, rounds): (Barrier, Array<u32>, usize, u32)) -> Ve
         let r = barrier.wait_timeout(PATIENCE).unwrap();
         for other in 0..phases.len() {
             let theirs = phases.get(other).unwrap();
-            assert!(theirs >= round, "party {other} was at round {theirs} when {me} passed {round}");
+            assert!(
+                theirs >= round,
+                "party {other} was at round {theirs} when {me} passed {round}"
+            );
         }
         seen.push((r.index as u64, r.is_leader));
     }
@@ -42,13 +45,21 @@ fn check_rounds(all: &[Vec<(u64, bool)>], rounds: usize) {
     for round in 0..rounds {
         let mut indices: Vec<u64> = all.iter().map(|seen| seen[round].0).collect();
         indices.sort_unstable();
-        assert_eq!(indices, (0..parties as u64).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(
+            indices,
+            (0..parties as u64).collect::<Vec<_>>(),
+            "round {round}"
+        );
         let leaders: Vec<u64> = all
             .iter()
             .filter(|seen| seen[round].1)
             .map(|seen| seen[round].0)
             .collect();
-        assert_eq!(leaders, [parties as u64 - 1], "round {round}: one leader, the last");
+        assert_eq!(
+            leaders,
+            [parties as u64 - 1],
+            "round {round}: one leader, the last"
+        );
     }
 }
 
@@ -69,7 +80,10 @@ fn wait_long(barrier: Barrier) -> Result<u64, String> {
 }
 
 fn wait_for_ever(barrier: Barrier) -> Result<u64, String> {
-    barrier.wait().map(|r| r.index as u64).map_err(|e| e.to_string())
+    barrier
+        .wait()
+        .map(|r| r.index as u64)
+        .map_err(|e| e.to_string())
 }
 
 fn broken() -> Result<u64, String> {
@@ -81,7 +95,12 @@ fn broken() -> Result<u64, String> {
 fn passes_a_round(barrier: &Barrier, method: StartMethod) {
     assert!(!barrier.is_broken());
     let children: Vec<_> = (1..barrier.parties())
-        .map(|_| Builder::new().start_method(method).spawn_fn(wait_long, barrier.clone()).unwrap())
+        .map(|_| {
+            Builder::new()
+                .start_method(method)
+                .spawn_fn(wait_long, barrier.clone())
+                .unwrap()
+        })
         .collect();
     let mine = barrier.wait_timeout(PATIENCE).unwrap().index as u64;
     let mut indices = vec![mine];
@@ -205,7 +224,10 @@ fn the_last_arrival_breaks_a_round_whose_other_party_was_killed_waiting() {
 fn a_barrier_of_no_party_is_an_error_and_one_of_one_never_waits() {
     let e = Barrier::new(0).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-    assert_eq!(e.to_string(), "invalid argument: a barrier needs at least one party to wait for");
+    assert_eq!(
+        e.to_string(),
+        "invalid argument: a barrier needs at least one party to wait for"
+    );
     let one = Barrier::new(1).unwrap();
     for _ in 0..3 {
         let r = one.wait_timeout(Duration::ZERO).unwrap();
@@ -217,7 +239,12 @@ fn a_barrier_of_no_party_is_an_error_and_one_of_one_never_waits() {
 #[test]
 fn a_zero_timeout_that_is_not_the_last_arrival_breaks_the_barrier() {
     let barrier = Barrier::new(2).unwrap();
-    assert!(barrier.wait_timeout(Duration::ZERO).unwrap_err().is_timeout());
+    assert!(
+        barrier
+            .wait_timeout(Duration::ZERO)
+            .unwrap_err()
+            .is_timeout()
+    );
     assert!(barrier.is_broken());
     let e = barrier.wait().unwrap_err();
     assert_eq!(
@@ -282,10 +309,20 @@ fn a_barrier_in_a_forked_child_and_its_parent_is_one_barrier() {
         let barrier = Barrier::new(2).unwrap();
         let mut child = Process::spawn({
             let barrier = barrier.clone();
-            move || (0..100).map(|_| barrier.wait_timeout(PATIENCE).unwrap().index).sum::<usize>()
+            move || {
+                (0..100)
+                    .map(|_| barrier.wait_timeout(PATIENCE).unwrap().index)
+                    .sum::<usize>()
+            }
         })
         .unwrap();
-        let mine: usize = (0..100).map(|_| barrier.wait_timeout(PATIENCE).unwrap().index).sum();
-        assert_eq!(mine + child.join().unwrap(), 100, "one of the two is index 1 each round");
+        let mine: usize = (0..100)
+            .map(|_| barrier.wait_timeout(PATIENCE).unwrap().index)
+            .sum();
+        assert_eq!(
+            mine + child.join().unwrap(),
+            100,
+            "one of the two is index 1 each round"
+        );
     });
 }

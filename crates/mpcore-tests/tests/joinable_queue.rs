@@ -101,9 +101,15 @@ fn join_waits_for_the_last_task_done_and_not_for_less() {
                 joined_tx.send(flag.get().unwrap()).unwrap();
             }
         });
-        assert!(joined.recv_timeout(Duration::from_millis(300)).is_err(), "join returned early");
+        assert!(
+            joined.recv_timeout(Duration::from_millis(300)).is_err(),
+            "join returned early"
+        );
         let e = q.join_timeout(Duration::from_millis(50)).unwrap_err();
-        assert!(matches!(e, Error::Timeout(d) if d == Duration::from_millis(50)), "{e}");
+        assert!(
+            matches!(e, Error::Timeout(d) if d == Duration::from_millis(50)),
+            "{e}"
+        );
         go.set();
         // The flag is set before the last task_done: the join sees it.
         assert_eq!(joined.recv_timeout(PATIENCE).unwrap(), 1);
@@ -141,7 +147,11 @@ fn a_put_into_a_full_queue_that_fails_counts_no_task() {
     let q = JoinableQueue::bounded(1).unwrap();
     q.put(1u8).unwrap();
     assert!(matches!(q.try_put(2), Err(Error::Full)));
-    assert!(q.put_timeout(3, Duration::from_millis(10)).unwrap_err().is_timeout());
+    assert!(
+        q.put_timeout(3, Duration::from_millis(10))
+            .unwrap_err()
+            .is_timeout()
+    );
     assert_eq!(q.unfinished(), 1);
     assert_eq!(q.get().unwrap(), 1);
     q.task_done().unwrap();

@@ -444,7 +444,9 @@ impl Barrier {
                     self.break_round(&locked);
                     return Err(Error::BrokenBarrier);
                 }
-                header.round.store(pack(round, waiting + 1), Ordering::SeqCst);
+                header
+                    .round
+                    .store(pack(round, waiting + 1), Ordering::SeqCst);
                 self.end_round(true);
                 drop(locked);
                 return Ok(BarrierWaitResult {
@@ -455,7 +457,9 @@ impl Barrier {
             let (outcome, slot) = self.slot(round, index);
             match slot.try_lock() {
                 Ok(true) => {
-                    header.round.store(pack(round, waiting + 1), Ordering::SeqCst);
+                    header
+                        .round
+                        .store(pack(round, waiting + 1), Ordering::SeqCst);
                     break (round, index, (outcome, slot));
                 }
                 // A party of the round before last that has not left yet

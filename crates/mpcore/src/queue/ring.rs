@@ -82,8 +82,8 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
-use super::layout::{CAP, EARLY_WRAP, Ends, Fence, KEEP, SKIP, place};
 use super::joinable::Tasks;
+use super::layout::{CAP, EARLY_WRAP, Ends, Fence, KEEP, SKIP, place};
 use super::sleepers::Sleepers;
 use crate::base::{Error, Result};
 use crate::os::deadline::Wait;
