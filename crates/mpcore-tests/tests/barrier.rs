@@ -249,8 +249,8 @@ fn a_zero_timeout_that_is_not_the_last_arrival_breaks_the_barrier() {
     let e = barrier.wait().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "the barrier is broken: a party's wait timed out, a party was killed while it waited, \
-         or abort() or reset() was called; call reset() to use it again"
+        "the barrier is broken (a wait timed out, a waiting party died, or abort or reset was \
+         called); reset() makes it usable again"
     );
     barrier.reset().unwrap();
     assert!(!barrier.is_broken());

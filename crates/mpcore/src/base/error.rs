@@ -224,21 +224,14 @@ pub enum Error {
     #[error("the queue is empty")]
     Empty,
 
-    /// [`JoinableQueue::task_done`](crate::JoinableQueue::task_done) was
-    /// called with every item put already marked done (Python's
-    /// `ValueError: task_done() called too many times`).
-    #[error(
-        "task_done was called more times than items were put in the queue; \
-         call it once for each item got, after processing it"
-    )]
+    /// A `task_done` with every item put marked done (Python's `ValueError`).
+    #[error("task_done was called more times than items were put in the queue")]
     TaskDoneTooOften,
 
-    /// A [`Barrier`](crate::Barrier) is broken (Python's
-    /// `BrokenBarrierError`): a party's wait timed out, a party was killed
-    /// while it waited, or `abort` or `reset` was called.
+    /// A broken [`Barrier`](crate::Barrier) (Python's `BrokenBarrierError`).
     #[error(
-        "the barrier is broken: a party's wait timed out, a party was killed while it \
-         waited, or abort() or reset() was called; call reset() to use it again"
+        "the barrier is broken (a wait timed out, a waiting party died, or abort \
+         or reset was called); reset() makes it usable again"
     )]
     BrokenBarrier,
 
