@@ -111,6 +111,7 @@ fn join_waits_for_the_last_task_done_and_not_for_less() {
             "{e}"
         );
         go.set();
+        q.join_timeout(Duration::MAX).unwrap();
         // The flag is set before the last task_done: the join sees it.
         assert_eq!(joined.recv_timeout(PATIENCE).unwrap(), 1);
         joiner.join().unwrap();
