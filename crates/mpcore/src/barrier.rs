@@ -436,6 +436,12 @@ impl Barrier {
             }
             let (round, waiting) = unpack(header.round.load(Ordering::SeqCst));
             let index = waiting as usize;
+            if index >= self.parties {
+                // Never written so (only by a stray write into the shared
+                // memory): no slot is there, so end the round instead.
+                self.break_round(&locked);
+                return Err(Error::BrokenBarrier);
+            }
             if index + 1 == self.parties {
                 // The last to arrive lets the round pass, unless a party
                 // of it was killed while it waited: the next round would
