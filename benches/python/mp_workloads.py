@@ -41,6 +41,8 @@ SIZES = {
     "apply_async_rtt": (2_000, 20),
     "value_incr": (200_000, 2_000),
     "event_wake": (2_000, 20),
+    "barrier_round": (2_000, 20),
+    "joinable_queue": (100_000, 1_000),
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
@@ -196,6 +198,38 @@ def event_wake(n, _ctx):
     return n
 
 
+def barrier_party(b, rounds):
+    for _ in range(rounds):
+        b.wait()
+
+
+def barrier_round(n, _ctx):
+    b = mp.Barrier(2)
+    p = mp.Process(target=barrier_party, args=(b, n))
+    p.start()
+    for _ in range(n):
+        b.wait()
+    p.join()
+    return n
+
+
+def consume_joinable(q, n):
+    for _ in range(n):
+        q.get()
+        q.task_done()
+
+
+def joinable_queue(n, _ctx):
+    q = mp.JoinableQueue()
+    p = mp.Process(target=consume_joinable, args=(q, n))
+    p.start()
+    for i in range(n):
+        q.put(i)
+    q.join()
+    p.join()
+    return n
+
+
 def job(q, n):
     # The tutorial's job, word for word but for the size.
     res = 0
@@ -252,6 +286,8 @@ WORKLOADS = {
     "apply_async_rtt": apply_async_rtt,
     "value_incr": value_incr,
     "event_wake": event_wake,
+    "barrier_round": barrier_round,
+    "joinable_queue": joinable_queue,
     "timing_normal": timing_normal,
     "timing_threads": timing_threads,
     "timing_processes": timing_processes,

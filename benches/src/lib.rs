@@ -15,7 +15,9 @@ pub mod published;
 
 use std::hint::black_box;
 
-use mpcore::{Event, Pool, Process, Queue, Result, StartMethod, Value, process};
+use mpcore::{
+    Barrier, Event, JoinableQueue, Pool, Process, Queue, Result, StartMethod, Value, process,
+};
 
 /// One row of the side-by-side table: a workload that exists in Python
 /// (`benches/python/mp_workloads.py`, same name) and here.
@@ -114,6 +116,20 @@ pub const WORKLOADS: &[Workload] = &[
         ops: 2_000,
         quick_ops: 20,
         unit: "us/op",
+    },
+    Workload {
+        name: "barrier_round",
+        what: "Barrier(2) round between 2 processes",
+        ops: 2_000,
+        quick_ops: 20,
+        unit: "us/op",
+    },
+    Workload {
+        name: "joinable_queue",
+        what: "JoinableQueue, 100,000 put/get/task_done, then join",
+        ops: 100_000,
+        quick_ops: 1_000,
+        unit: "items/s",
     },
     Workload {
         name: "timing_normal",
@@ -339,6 +355,44 @@ pub fn event_wake(rounds: u64) -> Result<u64> {
     }
     child.join()?;
     Ok(rounds)
+}
+
+/// A `Barrier(2)` that this process and a child pass together `rounds`
+/// times. Returns the rounds done.
+pub fn barrier_round(rounds: u64) -> Result<u64> {
+    let barrier = Barrier::new(2)?;
+    let child_barrier = barrier.clone();
+    let mut child = Process::spawn(move || {
+        for _ in 0..rounds {
+            child_barrier.wait().unwrap();
+        }
+    })?;
+    for _ in 0..rounds {
+        barrier.wait()?;
+    }
+    child.join()?;
+    Ok(rounds)
+}
+
+/// Puts `0..n` into a `JoinableQueue` that a child takes from, marking
+/// each item done, and waits with `join` until all are done. Returns the
+/// sum the child got: [`queue_small_answer`].
+pub fn joinable_queue(n: u64) -> Result<u64> {
+    let q = JoinableQueue::new()?;
+    let child_q = q.clone();
+    let mut child = Process::spawn(move || {
+        let mut total = 0;
+        for _ in 0..n {
+            total += child_q.get().unwrap();
+            child_q.task_done().unwrap();
+        }
+        total
+    })?;
+    for i in 0..n {
+        q.put(i)?;
+    }
+    q.join()?;
+    child.join()
 }
 
 /// The tutorial's `normal()`: the job twice, one after the other.

@@ -239,6 +239,13 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
                 median_of(&mut ours, &n, || mpbench::event_wake(n))?;
                 median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
             }
+            "barrier_round" => {
+                median_of(&mut ours, &n, || mpbench::barrier_round(n))?;
+            }
+            "joinable_queue" => {
+                let want = mpbench::queue_small_answer(n);
+                median_of(&mut ours, &want, || mpbench::joinable_queue(n))?;
+            }
             "timing_normal" => {
                 let want = 2 * course::job::cpu_job(n);
                 median_of(&mut ours, &want, || Ok(mpbench::timing_normal(n)))?;

@@ -20,6 +20,9 @@
 //! | `pool = mp.Pool(3)`, `pool.map(job, range(10))` | [`Pool::new`]`(3)`, [`Pool::map`]`(job, 0..10)` (more in [`pool`]) |
 //! | `SharedMemory(name="x", create=True, size=n)`, `SharedMemory(name="x")` | [`SharedMemory::create`]`("x", n)`, [`SharedMemory::open`]`("x")` (a second program, not a child) |
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
+//! | `b = mp.Barrier(3)`, `i = b.wait()`, `b.wait(timeout=1)` | [`Barrier::new`]`(3)`, [`Barrier::wait`] (a [`BarrierWaitResult`]), [`Barrier::wait_timeout`] |
+//! | `b.abort()`, `b.reset()`, `b.broken`, `b.n_waiting`, `BrokenBarrierError` | [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`], [`Barrier::n_waiting`], [`Error::BrokenBarrier`] |
+//! | `q = mp.JoinableQueue(); q.task_done(); q.join()` | [`JoinableQueue::new`], [`JoinableQueue::task_done`], [`JoinableQueue::join`], [`JoinableQueue::join_timeout`] |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
 //! | `mp.current_process().name`, `mp.parent_process()` | [`current_process()`]`.name()` (and `.start_method()`), [`parent_process()`] |
@@ -66,7 +69,8 @@
 //! with a serde argument, and inherits no threads, no locks and no memory
 //! of the parent's. mpcore's own constructor sends it to its task before
 //! `main` runs, so the program needs no set-up. A [`Queue`], [`Value`],
-//! [`Array`], [`Lock`] or [`Event`] in the argument travels as a descriptor.
+//! [`Array`], [`Lock`], [`Event`], [`Barrier`] or [`JoinableQueue`] in the
+//! argument travels as a descriptor.
 //! [`StartMethod::ForkServer`] sends the same `fn` and argument to a
 //! single-threaded server, a fresh `exec` of the program started once, on
 //! first use; it forks the child, which is as clean as a spawned one and
@@ -107,7 +111,7 @@
 //!    travel to a spawned child as descriptors;
 //! 4. `start/`: a child's life after the fork, a task sent to a fresh
 //!    run of the program, the hook before `main`, the fork server;
-//! 5. one room per public type: `lock.rs`, `event.rs`, `shared/`,
+//! 5. one room per public type: `lock.rs`, `event.rs`, `barrier.rs`, `shared/`,
 //!    `queue/`, `named/`, `process/`; and `pool/` above `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
@@ -119,6 +123,7 @@ mod wire;
 
 mod start;
 
+mod barrier;
 mod event;
 mod lock;
 mod named;
@@ -137,13 +142,14 @@ pub use base::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
+pub use barrier::{Barrier, BarrierWaitResult};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
 pub use pool::{AsyncResult, Pool};
 pub use process::Process;
 pub use process::{ParentProcess, ProcessInfo, active_children, current_process, parent_process};
-pub use queue::Queue;
+pub use queue::{JoinableQueue, Queue};
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
 
 /// The number of CPUs this process may run on: the cores in its affinity

@@ -224,6 +224,17 @@ pub enum Error {
     #[error("the queue is empty")]
     Empty,
 
+    /// A `task_done` with every item put marked done (Python's `ValueError`).
+    #[error("task_done was called more times than items were put in the queue")]
+    TaskDoneTooOften,
+
+    /// A broken [`Barrier`](crate::Barrier) (Python's `BrokenBarrierError`).
+    #[error(
+        "the barrier is broken (a wait timed out, a waiting party died, or abort \
+         or reset was called); reset() makes it usable again"
+    )]
+    BrokenBarrier,
+
     /// A channel reported end of file: every copy of its sending end is
     /// closed, so nothing more can arrive. (A [`Queue`](crate::Queue) never
     /// reports this: like Python's, every handle holds both ends, so a `get`

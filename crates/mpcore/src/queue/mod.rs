@@ -6,7 +6,9 @@
 //!   locks and its invariants;
 //! - `layout.rs`: where in the ring each message goes, so that `put`
 //!   waits only when the ring is full;
-//! - `sleepers.rs`: where producers and consumers sleep, and who wakes them.
+//! - `sleepers.rs`: where producers and consumers sleep, and who wakes them;
+//! - `joinable.rs`: [`JoinableQueue`], a queue that counts the items not
+//!   yet marked done.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -20,10 +22,12 @@ use serde::de::DeserializeOwned;
 use crate::base::{Error, Result};
 use crate::wire::codec;
 use crate::wire::handles::{Handle, travels_as_descriptor};
+pub use joinable::JoinableQueue;
 use ring::Ring;
 
 use crate::os::deadline::Wait;
 
+mod joinable;
 mod layout;
 mod ring;
 mod sleepers;

@@ -82,6 +82,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
+use super::joinable::Tasks;
 use super::layout::{CAP, EARLY_WRAP, Ends, Fence, KEEP, SKIP, place};
 use super::sleepers::Sleepers;
 use crate::base::{Error, Result};
@@ -139,6 +140,8 @@ struct Header {
     space: Sleepers,
     /// The most messages the queue holds (`u64::MAX`: as many as fit).
     max_count: AtomicU64,
+    /// A [`JoinableQueue`](crate::JoinableQueue)'s `task_done` count.
+    tasks: Tasks,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER);
@@ -234,6 +237,18 @@ impl Ring {
     /// The most messages this ring holds.
     pub(crate) fn max_count(&self) -> u64 {
         self.header().max_count.load(Ordering::Relaxed)
+    }
+
+    /// How many messages were ever put, wrapping: counted by the store
+    /// that makes each message whole, so a producer killed mid-`put` is
+    /// counted exactly when its message is in the ring.
+    pub(super) fn puts(&self) -> u32 {
+        unpack(self.header().tail.end.load(Ordering::SeqCst)).1
+    }
+
+    /// The words of a [`JoinableQueue`](crate::JoinableQueue).
+    pub(super) fn tasks(&self) -> &Tasks {
+        &self.header().tasks
     }
 
     /// How many messages it holds now (exact at the instant it is read).

@@ -1,6 +1,7 @@
-//! How a [`Queue`](crate::Queue), [`Value`](crate::Value),
-//! [`Array`](crate::Array), [`Lock`](crate::Lock) or [`Event`](crate::Event)
-//! travels to a spawned child: as a descriptor.
+//! How a [`Queue`](crate::Queue), [`JoinableQueue`](crate::JoinableQueue),
+//! [`Value`](crate::Value), [`Array`](crate::Array), [`Lock`](crate::Lock),
+//! [`Event`](crate::Event) or [`Barrier`](crate::Barrier) travels to a
+//! spawned child: as a descriptor.
 //!
 //! Each of them is memory in a memfd. A forked child inherits the mapping;
 //! a spawned one (a fresh `exec`) has none, so it gets the memfd itself and
