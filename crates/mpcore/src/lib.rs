@@ -22,6 +22,10 @@
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+//! | `rl = mp.RLock()`, `with rl:` (again, in the same thread) | [`RLock::new`], [`RLock::acquire`] (a guard; the outermost one releases) |
+//! | `sem = mp.Semaphore(2)`, `with sem:`, `sem.release()` | [`Semaphore::new`]`(2)`, [`Semaphore::acquire`] (a [`Permit`]), [`Semaphore::release`] |
+//! | `mp.BoundedSemaphore(2)` | [`Semaphore::bounded`]`(2)` (over-release: [`Error::ReleasedTooManyTimes`]) |
+//! | `c = mp.Condition()`, `with c: c.wait_for(pred)`, `c.notify()` | [`Condition::new`], `c.acquire()?.wait_for(pred)?`, [`ConditionGuard::notify`]`(1)` |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -102,7 +106,8 @@
 //! 4. `start/`: a child's life after the fork, a task sent to a fresh
 //!    run of the program, the hook before `main`, the fork server;
 //! 5. one room per public type: `lock.rs`, `event.rs`, `shared/`,
-//!    `queue/`, `named/`, `process/`; and `pool/` above `process/`.
+//!    `queue/`, `named/`, `process/`; `sync/` (RLock, Semaphore,
+//!    Condition) above `lock.rs`, and `pool/` above `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]
@@ -120,6 +125,7 @@ pub mod pool;
 pub mod process;
 mod queue;
 mod shared;
+mod sync;
 
 pub use base::{
     Errno, Error, ExitStatus, Result, Signal, StartMethod, get_start_method, set_start_method,
@@ -137,6 +143,7 @@ pub use pool::{AsyncResult, Pool};
 pub use process::Process;
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
+pub use sync::{Condition, ConditionGuard, Permit, RLock, RLockGuard, Semaphore};
 
 /// The number of CPUs this process may run on: the cores in its affinity
 /// mask, further limited by a cgroup CPU quota when there is one.
