@@ -1,28 +1,30 @@
-//! [`Condition`]: Python's `multiprocessing.Condition`, a [`Lock`] and
-//! three words in shared memory that waiters sleep on (a futex).
+//! [`Condition`]: Python's `multiprocessing.Condition`, a [`Lock`] and a
+//! table of waiters in shared memory.
 //!
 //! Not glibc's process-shared condition variable, which a waiter killed
-//! while it waits can jam for every later `notify` (see `event.rs`).
-//! Here the words are:
+//! while it waits can jam for every later `notify` (see `event.rs`), and
+//! not one sequence word either: a `notify(1)` must wake one waiter that
+//! was there before it, not a later one that happens to look first (that
+//! one would take the wake-up, go back to sleep, and the first would
+//! sleep on: a lost wake-up). So each waiter takes a slot of the table,
+//! under the lock:
 //!
-//! - `seq`, the futex: it moves at every `notify`, and a waiter sleeps
-//!   only while it still reads what it read before it last looked for a
-//!   signal, so a `notify` that comes between a waiter's check of its
-//!   predicate and its sleep is never lost (the waiter registered under
-//!   the lock, before it let go of it);
-//! - `counts`: the waiters registered and not yet signalled (low 16
-//!   bits) and the signals not yet taken (high 16 bits), in one word so
-//!   that a `notify(n)` turns up to `n` waiters into signals, and a
-//!   waiter that returns takes one unit away, in one step each;
-//! - `sleepers`: how many are asleep, so that a `notify` with nobody
-//!   asleep makes no system call.
+//! - its word (`state`), which it sleeps on (a futex), and which a
+//!   `notify` sets to `SIGNALLED`: the wake-up is addressed, and a waiter
+//!   registered under the lock before it let go of it cannot miss it;
+//! - its ticket, so that `notify(n)` signals the `n` oldest waiters, in
+//!   the order they came (Python's order);
+//! - a robust mutex, held by the waiter for as long as it has the slot:
+//!   a waiter that is killed leaves it "owner died", and the next
+//!   `notify` that picks that slot finds out (with a `trylock`), frees
+//!   the slot and signals a live waiter instead. So a killed waiter
+//!   takes no wake-up with it.
 //!
-//! A waiter that is killed leaves its unit in `counts`: a later `notify`
-//! may count it and give its signal to a live waiter (so a `notify(1)`
-//! still wakes one live waiter), or, if the dead one was already
-//! signalled, the next waiter finds that signal and wakes at once: a
-//! spurious wake-up, which a predicate loop ([`ConditionGuard::wait_for`])
-//! shrugs off.
+//! Everything but the word a waiter sleeps on changes only under the
+//! condition's lock (a `notify` is a method of the guard), and a waiter
+//! that times out decides whether it was notified after it has the lock
+//! again: a `notify` then either came first (and it counts) or did not
+//! pick it.
 
 use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::{Error, Result};
 use crate::lock::{Lock, LockGuard};
 use crate::os::memfd::Segment;
+use crate::os::mutex::RawMutex;
 use crate::os::{deadline, futex, spin};
 use crate::wire::handles::{Handle, travels_as_descriptor};
 
@@ -59,10 +62,10 @@ use crate::wire::handles::{Handle, travels_as_descriptor};
 /// let ready = Value::new(0u32)?;
 /// let mut consumer = Process::spawn({
 ///     let (cond, ready) = (cond.clone(), ready.clone());
-///     move || -> mpcore::Result<u32> {
-///         let guard = cond.acquire()?;
-///         let _guard = guard.wait_for(|| ready.get().is_ok_and(|r| r > 0))?;
-///         ready.get()
+///     move || {
+///         let guard = cond.acquire().unwrap();
+///         let _guard = guard.wait_for(|| ready.get().is_ok_and(|r| r > 0)).unwrap();
+///         ready.get().unwrap()
 ///     }
 /// })?;
 /// {
@@ -70,7 +73,7 @@ use crate::wire::handles::{Handle, travels_as_descriptor};
 ///     ready.set(7)?;
 ///     guard.notify_all();
 /// }
-/// assert_eq!(consumer.join()??, 7);
+/// assert_eq!(consumer.join()?, 7);
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 ///
@@ -87,25 +90,29 @@ pub struct Condition {
     lock: Lock,
 }
 
-/// The condition's three words, in a mapping of their own: a handle that
-/// travels as a descriptor, beside its lock's.
+/// The condition's table of waiters, in a mapping of its own: a handle
+/// that travels as a descriptor, beside its lock's.
 #[derive(Clone)]
 struct Words(Arc<Segment>);
 
-#[repr(C)]
-struct State {
-    seq: AtomicU32,
-    counts: AtomicU32,
-    sleepers: AtomicU32,
-    /// Unused: makes the mapping 16 bytes, a size no other handle has.
-    _reserved: AtomicU32,
-}
+/// How many processes and threads may wait on one condition at once.
+pub(crate) const SLOTS: usize = 256;
 
-const WAITER: u32 = 1;
-const SIGNAL: u32 = 1 << 16;
-const MASK: u32 = 0xffff;
+/// The table's layout: two words (how many slots wait unsignalled, the
+/// next ticket), then the slots' words, their tickets, their mutexes.
+const STATES: usize = 8;
+const TICKETS: usize = STATES + 4 * SLOTS;
+const MUTEXES: usize = TICKETS + 4 * SLOTS;
+const SIZE: usize = MUTEXES + SLOTS * size_of::<libc::pthread_mutex_t>();
 
-/// How long a waiter looks for a signal before it sleeps.
+/// A slot's word: free, or taken by a waiter that waits (and may sleep),
+/// or that has been signalled.
+const FREE: u32 = 0;
+const WAITING: u32 = 1;
+const SLEEPING: u32 = 2;
+const SIGNALLED: u32 = 4;
+
+/// How long a waiter looks for its signal before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
 
 impl Handle for Words {
@@ -116,14 +123,193 @@ impl Handle for Words {
     }
 
     fn from_memfd(memfd: OwnedFd, _: u64) -> Result<Self> {
-        Ok(Words(Arc::new(Segment::from_memfd(
-            memfd,
-            size_of::<State>(),
-        )?)))
+        Ok(Words(Arc::new(Segment::from_memfd(memfd, SIZE)?)))
     }
 }
 
 travels_as_descriptor!(Words);
+
+impl Words {
+    fn new() -> Result<Words> {
+        let segment = Segment::shared(SIZE, align_of::<libc::pthread_mutex_t>())?;
+        for i in 0..SLOTS {
+            // SAFETY: the segment is fresh, page-aligned and `SIZE` long;
+            // slot `i`'s mutex lies inside it, aligned (`MUTEXES` is a
+            // multiple of 8, as is the mutex's size), and lives as long as
+            // every handle to the condition.
+            unsafe {
+                RawMutex::init(
+                    segment
+                        .base()
+                        .add(MUTEXES + i * size_of::<libc::pthread_mutex_t>()),
+                )?
+            };
+        }
+        Ok(Words(segment))
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset + 4 <= MUTEXES && offset % 4 == 0);
+        // SAFETY: `offset` is one of the table's words (below `MUTEXES`,
+        // 4-aligned), in a mapping that lives as long as `self`; every
+        // process touches them only atomically.
+        unsafe { &*self.0.base().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// How many slots wait, not yet signalled.
+    fn waiting(&self) -> &AtomicU32 {
+        self.word(0)
+    }
+
+    fn next_ticket(&self) -> &AtomicU32 {
+        self.word(4)
+    }
+
+    fn state(&self, i: usize) -> &AtomicU32 {
+        self.word(STATES + 4 * i)
+    }
+
+    fn ticket(&self, i: usize) -> &AtomicU32 {
+        self.word(TICKETS + 4 * i)
+    }
+
+    fn mutex(&self, i: usize) -> RawMutex {
+        // SAFETY: `Words::new` initialised a mutex here, inside the
+        // mapping, which lives as long as `self`.
+        unsafe {
+            RawMutex::at(
+                self.0
+                    .base()
+                    .add(MUTEXES + i * size_of::<libc::pthread_mutex_t>()),
+            )
+        }
+    }
+
+    /// Whether the waiter that holds slot `i` is dead; if so the slot is
+    /// free again. Under the condition's lock.
+    fn reclaim_if_dead(&self, i: usize) -> bool {
+        match self.mutex(i).try_lock() {
+            Ok(false) => false,
+            Ok(true) => {
+                // Free, yet the word says taken: its waiter died between
+                // freeing its word and its mutex. Free it again.
+                let _ = self.mutex(i).unlock();
+                self.forget(i);
+                true
+            }
+            Err(_) => {
+                // `OwnerDied`: the mutex is repaired and released.
+                self.forget(i);
+                true
+            }
+        }
+    }
+
+    /// Frees slot `i`, whose waiter is gone without freeing it.
+    fn forget(&self, i: usize) {
+        let was = self.state(i).swap(FREE, Ordering::SeqCst);
+        if was & SIGNALLED == 0 && was != FREE {
+            self.waiting().fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes a free slot for this thread. Under the condition's lock.
+    fn register(&self) -> Result<usize> {
+        let free = (0..SLOTS).find(|&i| self.state(i).load(Ordering::SeqCst) == FREE);
+        let slot = free.or_else(|| (0..SLOTS).find(|&i| self.reclaim_if_dead(i)));
+        let Some(i) = slot else {
+            return Err(Error::InvalidArgument(
+                "a Condition takes at most 256 waiters at once",
+            ));
+        };
+        // A free slot's mutex is free, or was left by a waiter killed as
+        // it freed the slot: `try_lock` then repairs it, and the next
+        // takes it.
+        let mutex = self.mutex(i);
+        if !matches!(mutex.try_lock(), Ok(true)) && !mutex.try_lock()? {
+            return Err(Error::InvalidArgument(
+                "a Condition's waiter slot was held by a live thread while marked free",
+            ));
+        }
+        let ticket = self.next_ticket().fetch_add(1, Ordering::SeqCst);
+        self.ticket(i).store(ticket, Ordering::SeqCst);
+        self.state(i).store(WAITING, Ordering::SeqCst);
+        self.waiting().fetch_add(1, Ordering::SeqCst);
+        Ok(i)
+    }
+
+    /// Gives slot `i` back; says whether it was signalled. Under the
+    /// condition's lock, by the thread that took it.
+    fn leave(&self, i: usize) -> bool {
+        let was = self.state(i).swap(FREE, Ordering::SeqCst);
+        let signalled = was & SIGNALLED != 0;
+        if !signalled {
+            self.waiting().fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Err(e) = self.mutex(i).unlock() {
+            log::error!("mpcore: a Condition's waiter could not release its slot: {e}");
+        }
+        signalled
+    }
+
+    /// The waiting slot that came first, if any.
+    fn oldest(&self) -> Option<usize> {
+        let next = self.next_ticket().load(Ordering::SeqCst);
+        (0..SLOTS)
+            .filter(|&i| self.state(i).load(Ordering::SeqCst) & (WAITING | SIGNALLED) == WAITING)
+            .max_by_key(|&i| next.wrapping_sub(self.ticket(i).load(Ordering::SeqCst)))
+    }
+
+    /// Signals up to `n` live waiters, oldest first. Under the lock.
+    fn notify(&self, mut n: u32) {
+        while n > 0 && self.waiting().load(Ordering::SeqCst) > 0 {
+            let Some(i) = self.oldest() else { return };
+            if self.reclaim_if_dead(i) {
+                continue;
+            }
+            let was = self.state(i).swap(SIGNALLED, Ordering::SeqCst);
+            self.waiting().fetch_sub(1, Ordering::SeqCst);
+            if was & SLEEPING != 0 {
+                futex::wake(self.state(i), 1);
+            }
+            n -= 1;
+        }
+    }
+
+    /// Between letting go of the lock and taking it again: looks for the
+    /// signal, then sleeps on the slot's word until it comes or the
+    /// deadline passes.
+    fn sleep(&self, i: usize, deadline: Option<Instant>) -> Result<()> {
+        let state = self.state(i);
+        let signalled = || (state.load(Ordering::Relaxed) & SIGNALLED != 0).then_some(());
+        let spin_until = Instant::now() + SPIN;
+        if spin::until(
+            deadline.map_or(spin_until, |d| d.min(spin_until)),
+            signalled,
+        )
+        .is_some()
+        {
+            return Ok(());
+        }
+        loop {
+            let now = state.load(Ordering::SeqCst);
+            if now & SIGNALLED != 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
+            }
+            if now & SLEEPING == 0
+                && state
+                    .compare_exchange(now, now | SLEEPING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
+                continue;
+            }
+            match futex::wait(state, now | SLEEPING, deadline) {
+                Ok(()) | Err(Errno::EAGAIN | Errno::EINTR | Errno::ETIMEDOUT) => {}
+                Err(e) => return Err(Error::os("futex", e)),
+            }
+        }
+    }
+}
 
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -148,20 +334,15 @@ impl Condition {
     ///
     /// [`Error::Os`] when the shared memory cannot be mapped.
     pub fn with_lock(lock: Lock) -> Result<Condition> {
-        let words = Words(Segment::shared(size_of::<State>(), align_of::<State>())?);
-        Ok(Condition { words, lock })
+        Ok(Condition {
+            words: Words::new()?,
+            lock,
+        })
     }
 
     /// The condition's lock.
     pub fn lock(&self) -> &Lock {
         &self.lock
-    }
-
-    fn state(&self) -> &State {
-        // SAFETY: the segment starts with a zeroed `State`, page-aligned,
-        // that lives as long as `self`; every process touches it only
-        // atomically.
-        unsafe { &*self.words.0.base().cast::<State>() }
     }
 
     /// Takes the lock (Python's `with cond:`), to look at the shared data
@@ -190,55 +371,6 @@ impl Condition {
             guard: self.lock.acquire_timeout(timeout)?,
         })
     }
-
-    /// Takes one signal, if there is one.
-    fn take_signal(&self) -> bool {
-        self.state()
-            .counts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c >> 16 > 0).then(|| c - SIGNAL)
-            })
-            .is_ok()
-    }
-
-    /// A waiter gives up: takes its unit away, as a signal if one is
-    /// waiting (then it was notified after all), else as a waiter.
-    fn leave(&self) -> bool {
-        let was = self
-            .state()
-            .counts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                if c >> 16 > 0 {
-                    Some(c - SIGNAL)
-                } else {
-                    Some(c.saturating_sub(WAITER))
-                }
-            });
-        was.is_ok_and(|c| c >> 16 > 0)
-    }
-
-    fn notify(&self, n: u32) {
-        let State {
-            seq,
-            counts,
-            sleepers,
-            ..
-        } = self.state();
-        let moved = counts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-            let k = (c & MASK).min(n).min(MASK - (c >> 16));
-            (k > 0).then(|| c - k * WAITER + k * SIGNAL)
-        });
-        if moved.is_err() {
-            return; // nobody waits
-        }
-        seq.fetch_add(1, Ordering::SeqCst);
-        // Every sleeper wakes and tries for a signal; those that get none
-        // sleep again. Waking only `n` would lose the signal of one that
-        // was killed as it woke.
-        if sleepers.load(Ordering::SeqCst) > 0 {
-            futex::wake(seq, i32::MAX);
-        }
-    }
 }
 
 /// The lock of a [`Condition`], held; dropping it releases the lock.
@@ -252,16 +384,18 @@ pub struct ConditionGuard<'a> {
 
 impl<'a> ConditionGuard<'a> {
     /// Releases the lock, sleeps until notified, takes the lock again
-    /// (Python's `cond.wait()`). No spurious wake-ups, except after a
-    /// waiter was killed (see [`Condition`]); still, check what you wait
-    /// for in a loop, or use [`wait_for`](Self::wait_for): another
-    /// process may have got there first.
+    /// (Python's `cond.wait()`). It returns only after a notify that
+    /// picked it (no spurious wake-ups); still, check what you wait for
+    /// in a loop, or use [`wait_for`](Self::wait_for): another process
+    /// may have taken the lock first and changed it again.
     ///
     /// # Errors
     ///
     /// [`Error::OwnerDied`] if, while this one waited, a holder of the
     /// lock died holding it: the lock works again, but this guard is
-    /// gone; [`Error::Os`] if the kernel refuses the wait.
+    /// gone; [`Error::InvalidArgument`] when 256 processes and threads
+    /// wait on this condition already; [`Error::Os`] if the kernel
+    /// refuses the wait.
     pub fn wait(self) -> Result<ConditionGuard<'a>> {
         self.wait_until(None).map(|(guard, _)| guard)
     }
@@ -319,13 +453,13 @@ impl<'a> ConditionGuard<'a> {
     /// condition (Python's `cond.notify(n)`); they run once this guard
     /// releases the lock.
     pub fn notify(&self, n: u32) {
-        self.cond.notify(n);
+        self.cond.words.notify(n);
     }
 
     /// Wakes every process and thread waiting on the condition (Python's
     /// `cond.notify_all()`).
     pub fn notify_all(&self) {
-        self.cond.notify(u32::MAX);
+        self.cond.words.notify(u32::MAX);
     }
 
     /// Releases the lock now. Dropping the guard does the same, but can
@@ -340,73 +474,35 @@ impl<'a> ConditionGuard<'a> {
 
     fn wait_until(self, deadline: Option<Instant>) -> Result<(ConditionGuard<'a>, bool)> {
         let cond = self.cond;
-        let State {
-            seq,
-            counts,
-            sleepers,
-            ..
-        } = cond.state();
-        // Register while we hold the lock: a notify from now on counts us.
-        counts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c & MASK < MASK).then_some(c + WAITER)
-            })
-            .map_err(|_| {
-                Error::InvalidArgument("a Condition takes at most 65535 waiters at once")
-            })?;
-        let notified = self
+        let words = &cond.words;
+        // Take a slot while we hold the lock: a notify from now on sees us.
+        let slot = words.register()?;
+        let slept = self
             .guard
             .release()
-            .and_then(|()| cond.sleep(seq, sleepers, deadline));
-        let notified = match notified {
-            Ok(notified) => notified,
-            Err(e) => {
-                cond.leave();
-                return Err(e);
+            .and_then(|()| words.sleep(slot, deadline));
+        // The lock again, whatever happened: the slot is given back under
+        // it. A holder that died meanwhile leaves it repaired and free.
+        let mut died = false;
+        let guard = loop {
+            match cond.lock.acquire() {
+                Ok(guard) => break guard,
+                Err(Error::OwnerDied) => died = true,
+                Err(e) => {
+                    // Not ours to hold: give the slot back without it
+                    // rather than leave it taken.
+                    words.leave(slot);
+                    return Err(e);
+                }
             }
         };
-        Ok((
-            ConditionGuard {
-                cond,
-                guard: cond.lock.acquire()?,
-            },
-            notified,
-        ))
-    }
-}
-
-impl Condition {
-    /// Between a waiter's letting go of the lock and its taking it again:
-    /// looks for a signal, then sleeps on `seq`. Whether it was notified.
-    fn sleep(
-        &self,
-        seq: &AtomicU32,
-        sleepers: &AtomicU32,
-        deadline: Option<Instant>,
-    ) -> Result<bool> {
-        let spin_until = Instant::now() + SPIN;
-        let spin_until = deadline.map_or(spin_until, |d| d.min(spin_until));
-        if spin::until(spin_until, || self.take_signal().then_some(())).is_some() {
-            return Ok(true);
+        let notified = words.leave(slot);
+        slept?;
+        if died {
+            drop(guard);
+            return Err(Error::OwnerDied);
         }
-        loop {
-            // Read the sequence before looking for a signal: a notify
-            // after the look moves it, and the futex then returns at once.
-            let now = seq.load(Ordering::SeqCst);
-            if self.take_signal() {
-                return Ok(true);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(self.leave());
-            }
-            sleepers.fetch_add(1, Ordering::SeqCst);
-            let slept = futex::wait(seq, now, deadline);
-            sleepers.fetch_sub(1, Ordering::SeqCst);
-            match slept {
-                Ok(()) | Err(Errno::EAGAIN | Errno::EINTR | Errno::ETIMEDOUT) => {}
-                Err(e) => return Err(Error::os("futex", e)),
-            }
-        }
+        Ok((ConditionGuard { cond, guard }, notified))
     }
 }
 
@@ -430,11 +526,8 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(20));
         assert!(cond.lock().try_acquire().unwrap().is_none(), "held again");
         drop(guard);
-        assert_eq!(
-            cond.state().counts.load(Ordering::SeqCst),
-            0,
-            "unregistered"
-        );
+        assert_eq!(cond.words.waiting().load(Ordering::SeqCst), 0);
+        assert!((0..SLOTS).all(|i| cond.words.state(i).load(Ordering::SeqCst) == FREE));
     }
 
     #[test]
@@ -451,12 +544,12 @@ mod tests {
                     }
                 });
             }
-            while cond.state().counts.load(Ordering::SeqCst) & MASK < 2 {
+            while cond.words.waiting().load(Ordering::SeqCst) < 2 {
                 std::thread::yield_now();
             }
             cond.acquire().unwrap().notify(1);
         });
         assert_eq!(woke.load(Ordering::SeqCst), 1);
-        assert_eq!(cond.state().counts.load(Ordering::SeqCst), 0);
+        assert_eq!(cond.words.waiting().load(Ordering::SeqCst), 0);
     }
 }

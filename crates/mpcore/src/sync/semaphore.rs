@@ -36,18 +36,17 @@ use crate::wire::handles::{Handle, travels_as_descriptor};
 /// let workers: Vec<_> = (0..5)
 ///     .map(|_| {
 ///         let (sem, inside, most) = (sem.clone(), inside.clone(), most.clone());
-///         Process::spawn(move || -> mpcore::Result<()> {
-///             let _permit = sem.acquire()?;
-///             let now = { let mut n = inside.lock()?; *n += 1; *n };
-///             { let mut m = most.lock()?; *m = (*m).max(now); }
+///         Process::spawn(move || {
+///             let _permit = sem.acquire().unwrap();
+///             let now = { let mut n = inside.lock().unwrap(); *n += 1; *n };
+///             { let mut m = most.lock().unwrap(); *m = (*m).max(now); }
 ///             std::thread::sleep(std::time::Duration::from_millis(10));
-///             *inside.lock()? -= 1;
-///             Ok(())
+///             *inside.lock().unwrap() -= 1;
 ///         })
 ///     })
 ///     .collect::<mpcore::Result<_>>()?;
 /// for mut w in workers {
-///     w.join()??;
+///     w.join()?;
 /// }
 /// assert!(most.get()? <= 2);
 /// assert_eq!(sem.value(), 2);
