@@ -185,6 +185,13 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
                 median_of(&mut ours, &n, || mpbench::event_wake(n))?;
                 median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
             }
+            "semaphore_uncontended" => {
+                median_of(&mut ours, &n, || mpbench::semaphore_uncontended(n))?;
+            }
+            "condition_pingpong" => {
+                median_of(&mut ours, &n, || mpbench::condition_pingpong(n))?;
+                median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
+            }
             "timing_normal" => {
                 let want = 2 * course::job::cpu_job(n);
                 median_of(&mut ours, &want, || Ok(mpbench::timing_normal(n)))?;
