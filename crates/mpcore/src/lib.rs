@@ -64,7 +64,8 @@
 //! with a serde argument, and inherits no threads, no locks and no memory
 //! of the parent's. mpcore's own constructor sends it to its task before
 //! `main` runs, so the program needs no set-up. A [`Queue`], [`Value`],
-//! [`Array`], [`Lock`] or [`Event`] in the argument travels as a descriptor.
+//! [`Array`], [`Lock`], [`Event`], [`RLock`], [`Semaphore`] or
+//! [`Condition`] in the argument travels as a descriptor.
 //! [`StartMethod::ForkServer`] sends the same `fn` and argument to a
 //! single-threaded server, a fresh `exec` of the program started once, on
 //! first use; it forks the child, which is as clean as a spawned one and

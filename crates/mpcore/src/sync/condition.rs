@@ -114,6 +114,8 @@ const SIGNALLED: u32 = 4;
 
 /// How long a waiter looks for its signal before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
+/// How long a woken waiter tries the lock often before it waits for it.
+const RELOCK_SPIN: Duration = Duration::from_micros(20);
 
 impl Handle for Words {
     const WHAT: &'static str = "Condition";
@@ -340,6 +342,26 @@ impl Condition {
         })
     }
 
+    /// Takes the lock, to wait or notify, or again after a wait. Its
+    /// holder is a waiter about to sleep or a notifier about to let go
+    /// (it holds the lock as it wakes us): both let go within
+    /// microseconds, so look again often for a little while, before the
+    /// lock's own wait (which looks seldom, to let a busy holder run on,
+    /// and then sleeps).
+    fn relock(&self) -> Result<LockGuard<'_>> {
+        let soon = spin::until(Instant::now() + RELOCK_SPIN, || {
+            match self.lock.try_acquire() {
+                Ok(None) => None,
+                taken => Some(taken),
+            }
+        });
+        match soon {
+            Some(Ok(Some(guard))) => Ok(guard),
+            Some(Err(e)) => Err(e),
+            _ => self.lock.acquire(),
+        }
+    }
+
     /// The condition's lock.
     pub fn lock(&self) -> &Lock {
         &self.lock
@@ -355,7 +377,7 @@ impl Condition {
     pub fn acquire(&self) -> Result<ConditionGuard<'_>> {
         Ok(ConditionGuard {
             cond: self,
-            guard: self.lock.acquire()?,
+            guard: self.relock()?,
         })
     }
 
@@ -485,7 +507,7 @@ impl<'a> ConditionGuard<'a> {
         // it. A holder that died meanwhile leaves it repaired and free.
         let mut died = false;
         let guard = loop {
-            match cond.lock.acquire() {
+            match cond.relock() {
                 Ok(guard) => break guard,
                 Err(Error::OwnerDied) => died = true,
                 Err(e) => {

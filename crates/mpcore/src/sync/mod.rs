@@ -8,9 +8,11 @@
 //!   thread holding it in again, and a depth count;
 //! - `semaphore.rs`: [`Semaphore`] (bounded or not), one counter word
 //!   and a futex: no lock, so a holder that dies blocks nobody;
-//! - `condition.rs`: [`Condition`], a [`Lock`](crate::Lock) and a
-//!   sequence word that waiters sleep on (a futex, not glibc's condition
-//!   variable, which a killed waiter can jam: see `event.rs`).
+//! - `condition.rs`: [`Condition`], a [`Lock`](crate::Lock) and a table
+//!   of waiter slots: each waiter sleeps on its own slot's word (a
+//!   futex), which a `notify` marks, and holds a robust mutex of its slot
+//!   so that a `notify` can tell a killed waiter and skip it (not glibc's
+//!   condition variable, which a killed waiter can jam: see `event.rs`).
 //!
 //! This room sits above `lock.rs` (a `Condition` holds a `Lock`) and below
 //! nothing else of the library.
