@@ -23,6 +23,9 @@ use mpcore::{Condition, Event, Process, RLock, Semaphore, Value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// A section of the chapter: its title, and the function that runs it.
+type Section = (&'static str, fn() -> Res<()>);
+
 /// Python's `deposit`: takes the lock again, inside `transfer`'s hold.
 fn deposit(lock: &RLock, balance: &Value<i32>, amount: i32) -> mpcore::Result<()> {
     let _again = lock.acquire()?; // with lock:  (this thread holds it already)
@@ -156,7 +159,7 @@ fn condition() -> Res<()> {
 
 fn main() -> Res<()> {
     // One section per type; Barrier and JoinableQueue join this list.
-    let sections: [(&str, fn() -> Res<()>); 3] = [
+    let sections: [Section; 3] = [
         ("RLock", rlock),
         ("Semaphore", semaphore),
         ("Condition", condition),

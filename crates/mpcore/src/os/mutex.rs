@@ -194,7 +194,7 @@ impl RawMutex {
         let word = unsafe { (*self.0.cast::<AtomicI32>()).load(Ordering::Relaxed) };
         // SAFETY: `gettid` has no preconditions and cannot fail.
         let me = unsafe { libc::gettid() };
-        word.cast_unsigned() & libc::FUTEX_TID_MASK == me.cast_unsigned()
+        word as u32 & libc::FUTEX_TID_MASK == me as u32
     }
 
     /// Locks if nobody holds the mutex; `Ok(false)` if somebody (this
