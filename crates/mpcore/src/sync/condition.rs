@@ -26,6 +26,7 @@
 //! again: a `notify` then either came first (and it counts) or did not
 //! pick it.
 
+use std::cell::Cell;
 use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -114,6 +115,8 @@ const SIGNALLED: u32 = 4;
 
 /// How long a waiter looks for its signal before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
+/// The longest a waiter sleeps without looking at its slot again.
+const SLICE: Duration = Duration::from_millis(100);
 /// How long a woken waiter tries the lock often before it waits for it.
 const RELOCK_SPIN: Duration = Duration::from_micros(20);
 
@@ -262,8 +265,10 @@ impl Words {
             .max_by_key(|&i| next.wrapping_sub(self.ticket(i).load(Ordering::SeqCst)))
     }
 
-    /// Signals up to `n` live waiters, oldest first. Under the lock.
-    fn notify(&self, mut n: u32) {
+    /// Signals up to `n` live waiters, oldest first, and notes in `wake`
+    /// those that sleep: they are woken once the lock is released. Under
+    /// the lock.
+    fn notify(&self, mut n: u32, wake: &mut [u64; SLOTS / 64]) {
         while n > 0 && self.waiting().load(Ordering::SeqCst) > 0 {
             let Some(i) = self.oldest() else { return };
             if self.reclaim_if_dead(i) {
@@ -272,7 +277,7 @@ impl Words {
             let was = self.state(i).swap(SIGNALLED, Ordering::SeqCst);
             self.waiting().fetch_sub(1, Ordering::SeqCst);
             if was & SLEEPING != 0 {
-                futex::wake(self.state(i), 1);
+                wake[i / 64] |= 1 << (i % 64);
             }
             n -= 1;
         }
@@ -305,7 +310,12 @@ impl Words {
             {
                 continue;
             }
-            match futex::wait(state, now | SLEEPING, deadline) {
+            // In slices: a notifier wakes us after it lets go of the
+            // lock, and one killed in between never does; the next look
+            // finds its signal all the same.
+            let slice = Instant::now() + SLICE;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match futex::wait(state, now | SLEEPING, Some(until)) {
                 Ok(()) | Err(Errno::EAGAIN | Errno::EINTR | Errno::ETIMEDOUT) => {}
                 Err(e) => return Err(Error::os("futex", e)),
             }
@@ -375,10 +385,7 @@ impl Condition {
     /// As [`Lock::acquire`]: [`Error::OwnerDied`] when the last holder
     /// died holding the lock.
     pub fn acquire(&self) -> Result<ConditionGuard<'_>> {
-        Ok(ConditionGuard {
-            cond: self,
-            guard: self.relock()?,
-        })
+        Ok(ConditionGuard::new(self, self.relock()?))
     }
 
     /// Like [`acquire`](Self::acquire), giving up with [`Error::Timeout`]
@@ -388,10 +395,10 @@ impl Condition {
     ///
     /// As [`Lock::acquire_timeout`].
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<ConditionGuard<'_>> {
-        Ok(ConditionGuard {
-            cond: self,
-            guard: self.lock.acquire_timeout(timeout)?,
-        })
+        Ok(ConditionGuard::new(
+            self,
+            self.lock.acquire_timeout(timeout)?,
+        ))
     }
 }
 
@@ -401,10 +408,55 @@ impl Condition {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
-    guard: LockGuard<'a>,
+    /// `None` once released.
+    guard: Option<LockGuard<'a>>,
+    /// The slots whose sleepers this guard's notifies picked: woken once
+    /// the lock is released, so that they find it free rather than wake
+    /// only to wait for it (and, should the scheduler run the woken one
+    /// on this very CPU, spin while this holder cannot run).
+    wake: Cell<[u64; SLOTS / 64]>,
+}
+
+impl Drop for ConditionGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.unlock() {
+            log::error!(
+                "mpcore: a Condition's guard was dropped, but the lock was not released: {e}"
+            );
+        }
+    }
 }
 
 impl<'a> ConditionGuard<'a> {
+    fn new(cond: &'a Condition, guard: LockGuard<'a>) -> ConditionGuard<'a> {
+        ConditionGuard {
+            cond,
+            guard: Some(guard),
+            wake: Cell::new([0; SLOTS / 64]),
+        }
+    }
+
+    /// Releases the lock, then wakes the sleepers that this guard's
+    /// notifies picked.
+    fn unlock(&mut self) -> Result<()> {
+        let released = self.guard.take().map_or(Ok(()), LockGuard::release);
+        for (word, bits) in self.wake.take().into_iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let i = word * 64 + bits.trailing_zeros() as usize;
+                futex::wake(self.cond.words.state(i), 1);
+                bits &= bits - 1;
+            }
+        }
+        released
+    }
+
+    fn notify_n(&self, n: u32) {
+        let mut wake = self.wake.get();
+        self.cond.words.notify(n, &mut wake);
+        self.wake.set(wake);
+    }
+
     /// Releases the lock, sleeps until notified, takes the lock again
     /// (Python's `cond.wait()`). It returns only after a notify that
     /// picked it (no spurious wake-ups); still, check what you wait for
@@ -475,13 +527,13 @@ impl<'a> ConditionGuard<'a> {
     /// condition (Python's `cond.notify(n)`); they run once this guard
     /// releases the lock.
     pub fn notify(&self, n: u32) {
-        self.cond.words.notify(n);
+        self.notify_n(n);
     }
 
     /// Wakes every process and thread waiting on the condition (Python's
     /// `cond.notify_all()`).
     pub fn notify_all(&self) {
-        self.cond.words.notify(u32::MAX);
+        self.notify_n(u32::MAX);
     }
 
     /// Releases the lock now. Dropping the guard does the same, but can
@@ -490,19 +542,16 @@ impl<'a> ConditionGuard<'a> {
     /// # Errors
     ///
     /// As [`LockGuard::release`].
-    pub fn release(self) -> Result<()> {
-        self.guard.release()
+    pub fn release(mut self) -> Result<()> {
+        self.unlock()
     }
 
-    fn wait_until(self, deadline: Option<Instant>) -> Result<(ConditionGuard<'a>, bool)> {
+    fn wait_until(mut self, deadline: Option<Instant>) -> Result<(ConditionGuard<'a>, bool)> {
         let cond = self.cond;
         let words = &cond.words;
         // Take a slot while we hold the lock: a notify from now on sees us.
         let slot = words.register()?;
-        let slept = self
-            .guard
-            .release()
-            .and_then(|()| words.sleep(slot, deadline));
+        let slept = self.unlock().and_then(|()| words.sleep(slot, deadline));
         // The lock again, whatever happened: the slot is given back under
         // it. A holder that died meanwhile leaves it repaired and free.
         let mut died = false;
@@ -524,7 +573,7 @@ impl<'a> ConditionGuard<'a> {
             drop(guard);
             return Err(Error::OwnerDied);
         }
-        Ok((ConditionGuard { cond, guard }, notified))
+        Ok((ConditionGuard::new(cond, guard), notified))
     }
 }
 
