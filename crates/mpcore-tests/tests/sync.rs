@@ -232,6 +232,44 @@ isolated! {
         Ok(())
     }
 
+    fn a_notifier_killed_before_it_lets_go_of_the_lock_leaves_no_waiter_asleep() {
+        let cond = Condition::new()?;
+        let notified = Event::new()?;
+        let mut waiter = Process::spawn({
+            let cond = cond.clone();
+            move || -> String {
+                let guard = cond.acquire().expect("the lock");
+                match guard.wait_timeout(PATIENCE) {
+                    Ok((_, notified)) => format!("woke, notified: {notified}"),
+                    Err(e) => e.to_string(),
+                }
+            }
+        })?;
+        until_all_asleep(&[waiter.pid()]);
+        // The notifier is killed holding the lock, so it never wakes the
+        // waiter it picked (that wake-up comes after the release).
+        let mut notifier = Process::spawn({
+            let (cond, notified) = (cond.clone(), notified.clone());
+            move || {
+                let guard = cond.acquire().expect("the lock");
+                guard.notify_all();
+                notified.set();
+                thread::sleep(Duration::from_secs(120));
+            }
+        })?;
+        notified.wait_timeout(PATIENCE)?;
+        notifier.kill()?;
+        assert!(notifier.join().is_err());
+        let start = Instant::now();
+        let said = waiter.join_timeout(PATIENCE)?;
+        assert_eq!(said, Error::OwnerDied.to_string());
+        // Within a slice or so, not at the end of its 30 s timeout.
+        let took = start.elapsed();
+        println!("the waiter saw its signal and the dead holder after {took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        Ok(())
+    }
+
     fn a_waiter_killed_while_it_waits_does_not_stop_the_others() {
         let cond = Condition::new()?;
         let go = Value::new(0u32)?;

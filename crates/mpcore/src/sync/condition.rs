@@ -20,6 +20,11 @@
 //!   the slot and signals a live waiter instead. So a killed waiter
 //!   takes no wake-up with it.
 //!
+//! A notify wakes the sleepers it picked only once its guard has let go
+//! of the lock, so that they find the lock free; a notifier killed in
+//! between never wakes them, so a waiter sleeps in slices and looks at
+//! its word again after each.
+//!
 //! Everything but the word a waiter sleeps on changes only under the
 //! condition's lock (a `notify` is a method of the guard), and a waiter
 //! that times out decides whether it was notified after it has the lock
