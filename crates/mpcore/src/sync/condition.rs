@@ -295,13 +295,18 @@ impl Words {
         let state = self.state(i);
         let signalled = || (state.load(Ordering::Relaxed) & SIGNALLED != 0).then_some(());
         let spin_until = Instant::now() + SPIN;
-        if spin::until(
-            deadline.map_or(spin_until, |d| d.min(spin_until)),
-            signalled,
-        )
-        .is_some()
-        {
-            return Ok(());
+        let spin_until = deadline.map_or(spin_until, |d| d.min(spin_until));
+        // Look again for a while, but yielding between looks rather than
+        // pausing: the notifier may be waiting for this very CPU, and
+        // then a spin would only keep it from running.
+        loop {
+            if signalled().is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+            std::thread::yield_now();
         }
         loop {
             let now = state.load(Ordering::SeqCst);
