@@ -9,7 +9,7 @@
 //! - `semaphore.rs`: [`Semaphore`] (bounded or not), one counter word
 //!   and a futex: no lock, so a holder that dies blocks nobody;
 //! - `condition.rs`: [`Condition`], a [`Lock`](crate::Lock) and a table
-//!   of waiter slots: each waiter sleeps on its own slot's word (a
+//!   of waiter slots (`waiters.rs`): each waiter sleeps on its own slot's word (a
 //!   futex), which a `notify` marks, and holds a robust mutex of its slot
 //!   so that a `notify` can tell a killed waiter and skip it (not glibc's
 //!   condition variable, which a killed waiter can jam: see `event.rs`).
@@ -20,6 +20,7 @@
 mod condition;
 mod rlock;
 mod semaphore;
+mod waiters;
 
 pub use condition::{Condition, ConditionGuard};
 pub use rlock::{RLock, RLockGuard};
