@@ -53,6 +53,8 @@ ROWS = [
     ("event_wake", "Event set-to-wake round trip, 2 processes", "us/op", ("faster", 1.0), ("floor", 1.5)),
     ("barrier_round", "Barrier(2) round between 2 processes", "us/op", ("faster", 10.0), None),
     ("joinable_queue", "JoinableQueue, 100,000 put/get/task_done, then join", "items/s", ("faster", 20.0), None),
+    ("semaphore_uncontended", "Semaphore acquire + release, uncontended", "us/op", ("faster", 1.0), None),
+    ("condition_pingpong", "Condition ping-pong round trip, 2 processes", "us/op", ("faster", 5.0), None),
     ("timing_normal", "timing job x2, normal (per loop step)", "ns/iter", None, None),
     ("timing_threads", "timing job x2, 2 threads (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
     ("timing_processes", "timing job x2, 2 processes (speed-up)", "x normal", None, ("floor", 1 / 0.9)),

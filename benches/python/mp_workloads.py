@@ -43,6 +43,9 @@ SIZES = {
     "event_wake": (2_000, 20),
     "barrier_round": (2_000, 20),
     "joinable_queue": (100_000, 1_000),
+
+    "semaphore_uncontended": (1_000_000, 10_000),
+    "condition_pingpong": (20_000, 200),
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
@@ -230,6 +233,36 @@ def joinable_queue(n, _ctx):
     return n
 
 
+def semaphore_uncontended(n, _ctx):
+    sem = mp.Semaphore(1)
+    for _ in range(n):
+        sem.acquire()
+        sem.release()
+    return n
+
+
+def take_turns(cond, turn, rounds, odd):
+    # Each side waits for its turn (the even ones the parent's, the odd
+    # ones the child's), takes it and wakes the other.
+    for i in range(rounds):
+        mine = 2 * i + odd
+        with cond:
+            cond.wait_for(lambda: turn.value == mine)
+            turn.value = mine + 1
+            cond.notify()
+
+
+def condition_pingpong(n, _ctx):
+    cond = mp.Condition()
+    turn = mp.Value("q", 0, lock=False)
+    p = mp.Process(target=take_turns, args=(cond, turn, n, 1))
+    p.start()
+    take_turns(cond, turn, n, 0)
+    p.join()
+    assert turn.value == 2 * n, turn.value
+    return n
+
+
 def job(q, n):
     # The tutorial's job, word for word but for the size.
     res = 0
@@ -288,6 +321,9 @@ WORKLOADS = {
     "event_wake": event_wake,
     "barrier_round": barrier_round,
     "joinable_queue": joinable_queue,
+
+    "semaphore_uncontended": semaphore_uncontended,
+    "condition_pingpong": condition_pingpong,
     "timing_normal": timing_normal,
     "timing_threads": timing_threads,
     "timing_processes": timing_processes,

@@ -132,6 +132,20 @@ pub const WORKLOADS: &[Workload] = &[
         unit: "items/s",
     },
     Workload {
+        name: "semaphore_uncontended",
+        what: "Semaphore acquire + release, uncontended",
+        ops: 1_000_000,
+        quick_ops: 10_000,
+        unit: "us/op",
+    },
+    Workload {
+        name: "condition_pingpong",
+        what: "Condition ping-pong round trip between 2 processes",
+        ops: 20_000,
+        quick_ops: 200,
+        unit: "us/op",
+    },
+    Workload {
         name: "timing_normal",
         what: "timing job x2, one after the other",
         ops: TIMING_N,
@@ -393,6 +407,47 @@ pub fn joinable_queue(n: u64) -> Result<u64> {
     }
     q.join()?;
     child.join()
+}
+
+/// `n` acquire + release pairs of a semaphore nobody else uses (the
+/// permit given back as it drops). Returns the pairs done.
+pub fn semaphore_uncontended(n: u64) -> Result<u64> {
+    let sem = mpcore::Semaphore::new(1)?;
+    let mut done = 0;
+    for _ in 0..n {
+        let permit = sem.acquire()?;
+        done += 1;
+        drop(permit);
+    }
+    Ok(done)
+}
+
+/// One side of [`condition_pingpong`]: waits for each of its turns (`odd`:
+/// the child's), takes it and wakes the other side.
+fn take_turns(cond: &mpcore::Condition, turn: &Value<u64>, rounds: u64, odd: u64) -> Result<()> {
+    for i in 0..rounds {
+        let mine = 2 * i + odd;
+        let guard = cond.acquire()?;
+        let guard = guard.wait_for(|| turn.get().is_ok_and(|t| t == mine))?;
+        turn.set(mine + 1)?;
+        guard.notify(1);
+    }
+    Ok(())
+}
+
+/// This process and a child take turns `rounds` times each, waiting on one
+/// `Condition` for the other's notify. Returns the rounds done.
+pub fn condition_pingpong(rounds: u64) -> Result<u64> {
+    let cond = mpcore::Condition::new()?;
+    let turn = Value::new(0u64)?;
+    let mut child = Process::spawn({
+        let (cond, turn) = (cond.clone(), turn.clone());
+        move || take_turns(&cond, &turn, rounds, 1).is_ok()
+    })?;
+    take_turns(&cond, &turn, rounds, 0)?;
+    assert!(child.join()?, "the child's turns failed");
+    assert_eq!(turn.get()?, 2 * rounds);
+    Ok(rounds)
 }
 
 /// The tutorial's `normal()`: the job twice, one after the other.

@@ -246,6 +246,13 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
                 let want = mpbench::queue_small_answer(n);
                 median_of(&mut ours, &want, || mpbench::joinable_queue(n))?;
             }
+            "semaphore_uncontended" => {
+                median_of(&mut ours, &n, || mpbench::semaphore_uncontended(n))?;
+            }
+            "condition_pingpong" => {
+                median_of(&mut ours, &n, || mpbench::condition_pingpong(n))?;
+                median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
+            }
             "timing_normal" => {
                 let want = 2 * course::job::cpu_job(n);
                 median_of(&mut ours, &want, || Ok(mpbench::timing_normal(n)))?;

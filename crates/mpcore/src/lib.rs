@@ -31,6 +31,10 @@
 //! | `p.sentinel`, `connection.wait([p.sentinel, ...])` | [`Process::sentinel`] (`Process` is `AsFd`): `poll`, mio or tokio |
 //! | `mp.get_all_start_methods()` | [`get_all_start_methods()`] |
 //! | (no Python) await a child from async code | `p.join_async().await?` (feature `tokio`) |
+//! | `rl = mp.RLock()`, `with rl:` (again, in the same thread) | [`RLock::new`], [`RLock::acquire`] (a guard; the outermost one releases) |
+//! | `sem = mp.Semaphore(2)`, `with sem:`, `sem.release()` | [`Semaphore::new`]`(2)`, [`Semaphore::acquire`] (a [`Permit`]), [`Semaphore::release`] |
+//! | `mp.BoundedSemaphore(2)` | [`Semaphore::bounded`]`(2)` (over-release: [`Error::ReleasedTooManyTimes`]) |
+//! | `c = mp.Condition()`, `with c: c.wait_for(pred)`, `c.notify()` | [`Condition::new`], `c.acquire()?.wait_for(pred)?`, [`ConditionGuard::notify`]`(1)` |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -69,8 +73,8 @@
 //! with a serde argument, and inherits no threads, no locks and no memory
 //! of the parent's. mpcore's own constructor sends it to its task before
 //! `main` runs, so the program needs no set-up. A [`Queue`], [`Value`],
-//! [`Array`], [`Lock`], [`Event`], [`Barrier`] or [`JoinableQueue`] in the
-//! argument travels as a descriptor.
+//! [`Array`], [`Lock`], [`Event`], [`RLock`], [`Semaphore`], [`Condition`],
+//! [`Barrier`] or [`JoinableQueue`] in the argument travels as a descriptor.
 //! [`StartMethod::ForkServer`] sends the same `fn` and argument to a
 //! single-threaded server, a fresh `exec` of the program started once, on
 //! first use; it forks the child, which is as clean as a spawned one and
@@ -111,8 +115,9 @@
 //!    travel to a spawned child as descriptors;
 //! 4. `start/`: a child's life after the fork, a task sent to a fresh
 //!    run of the program, the hook before `main`, the fork server;
-//! 5. one room per public type: `lock.rs`, `event.rs`, `barrier.rs`, `shared/`,
-//!    `queue/`, `named/`, `process/`; and `pool/` above `process/`.
+//! 5. one room per public type: `lock.rs`, `event.rs`, `barrier.rs`,
+//!    `shared/`, `queue/`, `named/`, `process/`; `sync/` (RLock,
+//!    Semaphore, Condition) above `lock.rs`, and `pool/` above `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]
@@ -131,6 +136,7 @@ pub mod pool;
 pub mod process;
 mod queue;
 mod shared;
+mod sync;
 
 pub use base::{
     Errno, Error, ExitStatus, Result, Signal, StartMethod, get_all_start_methods, get_start_method,
@@ -151,6 +157,7 @@ pub use process::Process;
 pub use process::{ParentProcess, ProcessInfo, active_children, current_process, parent_process};
 pub use queue::{JoinableQueue, Queue};
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};
+pub use sync::{Condition, ConditionGuard, Permit, RLock, RLockGuard, Semaphore};
 
 /// The number of CPUs this process may run on: the cores in its affinity
 /// mask, further limited by a cgroup CPU quota when there is one.

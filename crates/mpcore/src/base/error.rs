@@ -449,6 +449,19 @@ pub enum Error {
     /// An argument was out of its range, e.g. a pool of zero processes.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+
+    /// A [`Semaphore`](crate::Semaphore) was released more often than it
+    /// was acquired: a bounded one above its start value (Python's
+    /// `ValueError: Semaphore released too many times`), any one above
+    /// the most a semaphore counts. Its value is left as it was.
+    #[error(
+        "the semaphore was released too many times: its value would go above {max}, \
+         the most it may count (a bounded semaphore may not go above its start value)"
+    )]
+    ReleasedTooManyTimes {
+        /// The most the semaphore may count.
+        max: u32,
+    },
 }
 
 impl std::fmt::Debug for Error {

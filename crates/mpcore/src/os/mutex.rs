@@ -216,6 +216,19 @@ impl RawMutex {
         unsafe { (*self.0.cast::<AtomicI32>()).load(Ordering::Relaxed) == 0 }
     }
 
+    /// Whether this very thread holds the mutex: the futex word names the
+    /// owner by its thread id (see [`looks_free`](Self::looks_free)), which
+    /// only the owner writes there, and which the kernel clears when the
+    /// owner dies. For [`RLock`](crate::RLock), which lets its holder in
+    /// again.
+    pub(crate) fn held_here(self) -> bool {
+        // SAFETY: as in `looks_free`.
+        let word = unsafe { (*self.0.cast::<AtomicI32>()).load(Ordering::Relaxed) };
+        // SAFETY: `gettid` has no preconditions and cannot fail.
+        let me = unsafe { libc::gettid() };
+        word as u32 & libc::FUTEX_TID_MASK == me as u32
+    }
+
     /// Locks if nobody holds the mutex; `Ok(false)` if somebody (this
     /// thread included) does.
     pub(crate) fn try_lock(self) -> Result<bool> {
