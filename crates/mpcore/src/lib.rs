@@ -20,6 +20,7 @@
 //! | `pool = mp.Pool(3)`, `pool.map(job, range(10))` | [`Pool::new`]`(3)`, [`Pool::map`]`(job, 0..10)` (more in [`pool`]) |
 //! | `SharedMemory(name="x", create=True, size=n)`, `SharedMemory(name="x")` | [`SharedMemory::create`]`("x", n)`, [`SharedMemory::open`]`("x")` (a second program, not a child) |
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
+//! | `pool.starmap(job, pairs)`, `pool.map_async(job, xs).get()`, `as_completed(futures)` | [`Pool::starmap`]`(job, pairs)`, [`Pool::map_async`]`(job, xs)?.get()`, [`Pool::as_completed`] |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
 //!
@@ -133,7 +134,7 @@ struct ReadmeExample;
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
-pub use pool::{AsyncResult, Pool};
+pub use pool::{AsCompleted, AsyncResult, Pool, StarFn};
 pub use process::Process;
 pub use queue::Queue;
 pub use shared::{Array, ArrayGuard, Value, ValueGuard};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::async_result::finish_all;
 use super::chunk::{CallDone, ChunkDone, Lost};
 use super::wire::take_result;
 use crate::base::{Error, Result};
@@ -231,12 +232,9 @@ impl<R: DeserializeOwned> Results<R> {
         })
     }
 
-    /// What `map` returns: waits for its `chunks` chunks of `tasks` tasks
-    /// in all, then decodes them in input order straight into one `Vec` of
-    /// the right size, so that the first failure it meets is the first in
-    /// input order. (Going through the iterator would move every result
-    /// several times and grow the `Vec` by doubling.)
-    pub(super) fn collect_all(mut self, chunks: usize, tasks: usize) -> Result<Vec<R>> {
+    /// What `map` returns: waits for its `chunks` chunks, then decodes
+    /// them in input order ([`finish_all`]).
+    pub(super) fn collect_all(mut self, chunks: usize) -> Result<Vec<R>> {
         let mut arrived: Vec<Option<ChunkDone>> = (0..chunks).map(|_| None).collect();
         let mut missing = chunks;
         while missing > 0 {
@@ -248,13 +246,7 @@ impl<R: DeserializeOwned> Results<R> {
                 missing -= 1;
             }
         }
-        let mut values = Vec::with_capacity(tasks);
-        for done in arrived {
-            for result in ChunkResults::<R>::new(done.ok_or(Error::TaskLost)?) {
-                values.push(result?);
-            }
-        }
-        Ok(values)
+        finish_all(arrived)
     }
 }
 
