@@ -200,9 +200,18 @@ fn a_closed_or_terminated_pool_ends_as_completed_and_map_async() {
             tasks.apply_async(wait_for_file, gate.clone()),
             Err(Error::PoolClosed)
         ));
-        assert!(matches!(pool.map_async(square, [1]), Err(Error::PoolClosed)));
-        assert!(matches!(pool.starmap_async(power, [(1, 1)]), Err(Error::PoolClosed)));
-        assert!(matches!(pool.as_completed::<u64>().apply_async(square, 1), Err(Error::PoolClosed)));
+        assert!(matches!(
+            pool.map_async(square, [1]),
+            Err(Error::PoolClosed)
+        ));
+        assert!(matches!(
+            pool.starmap_async(power, [(1, 1)]),
+            Err(Error::PoolClosed)
+        ));
+        assert!(matches!(
+            pool.as_completed::<u64>().apply_async(square, 1),
+            Err(Error::PoolClosed)
+        ));
         pool.terminate();
         let (number, result) = tasks.next().unwrap();
         assert_eq!(number, 0);

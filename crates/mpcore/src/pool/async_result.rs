@@ -204,8 +204,14 @@ impl<R> AsyncResult<R> {
 
 /// The one result of an `apply_async` chunk.
 pub(super) fn finish_one<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -> Result<R> {
-    let done = arrived.into_iter().next().flatten().ok_or(Error::TaskLost)?;
-    ChunkResults::new(done).next().unwrap_or(Err(Error::TaskLost))
+    let done = arrived
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or(Error::TaskLost)?;
+    ChunkResults::new(done)
+        .next()
+        .unwrap_or(Err(Error::TaskLost))
 }
 
 /// Every result of a `map` call's chunks, decoded in input order straight
@@ -213,7 +219,11 @@ pub(super) fn finish_one<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -
 /// first in input order. (Going through an iterator would move every
 /// result several times and grow the `Vec` by doubling.)
 pub(super) fn finish_all<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -> Result<Vec<R>> {
-    let tasks = arrived.iter().flatten().map(|done| done.count as usize).sum();
+    let tasks = arrived
+        .iter()
+        .flatten()
+        .map(|done| done.count as usize)
+        .sum();
     let mut values = Vec::with_capacity(tasks);
     for done in arrived {
         for result in ChunkResults::<R>::new(done.ok_or(Error::TaskLost)?) {

@@ -203,7 +203,9 @@ impl<R: DeserializeOwned> AsCompleted<R> {
         if !self.out.remove(&number) {
             return None;
         }
-        let result = ChunkResults::new(done).next().unwrap_or(Err(Error::TaskLost));
+        let result = ChunkResults::new(done)
+            .next()
+            .unwrap_or(Err(Error::TaskLost));
         Some((number, result))
     }
 }
