@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::chunk::ChunkDone;
 use super::results::{ChunkResults, Results};
+use super::wire::take_all_results;
 use super::{Pool, call, default_chunksize};
 use crate::base::{Error, Result};
 use crate::os::deadline;
@@ -226,8 +227,11 @@ pub(super) fn finish_all<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -
         .sum();
     let mut values = Vec::with_capacity(tasks);
     for done in arrived {
-        for result in ChunkResults::<R>::new(done.ok_or(Error::TaskLost)?) {
-            values.push(result?);
+        let done = done.ok_or(Error::TaskLost)?;
+        match &done.outcome {
+            Ok((pid, bytes)) => take_all_results(bytes, done.count, *pid, &mut values)?,
+            Err(lost) if done.count > 0 => return Err(lost.to_error()),
+            Err(_) => {}
         }
     }
     Ok(values)

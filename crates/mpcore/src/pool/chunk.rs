@@ -57,11 +57,7 @@ impl Call {
         let mut inputs = inputs.into_iter().peekable();
         while inputs.peek().is_some() {
             args.clear();
-            let mut count = 0u32;
-            for input in inputs.by_ref().take(chunksize) {
-                codec::encode_into(&mut args, &input)?;
-                count += 1;
-            }
+            let count = codec::encode_each_into(&mut args, inputs.by_ref().take(chunksize))?;
             // Read back a chunk at a time: one pass instead of a check
             // per input, which doubled the cost of a map of tiny tasks.
             codec::check_decodes_all::<T>(&args, count)?;

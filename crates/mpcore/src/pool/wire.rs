@@ -107,28 +107,50 @@ pub(super) fn take_result<R: DeserializeOwned>(
     pid: i32,
 ) -> (Result<R>, Option<&[u8]>) {
     match postcard::take_from_bytes::<TaskOutcome<R>>(bytes) {
-        Ok((outcome, tail)) => {
-            let result = match outcome {
-                TaskOutcome::Returned(value) => Ok(value),
-                TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
-                TaskOutcome::BadArgument(reason) => Err(Error::Codec {
-                    action: "decode",
-                    reason,
-                }),
-                TaskOutcome::BadResult(reason) => Err(Error::Codec {
-                    action: "encode",
-                    reason,
-                }),
-                TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
-            };
-            (result, Some(tail))
-        }
-        Err(e) => (
-            Err(Error::Codec {
+        Ok((outcome, tail)) => (outcome.into_result(pid), Some(tail)),
+        Err(e) => (Err(undecodable(e)), None),
+    }
+}
+
+/// Every result of a chunk's reply from the worker `pid`, `count` of
+/// them, appended to `values` with one deserializer for them all; the
+/// first failure instead, in input order, as [`take_result`] would give it.
+pub(super) fn take_all_results<R: DeserializeOwned>(
+    bytes: &[u8],
+    count: u32,
+    pid: i32,
+    values: &mut Vec<R>,
+) -> Result<()> {
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    for _ in 0..count {
+        let outcome = TaskOutcome::<R>::deserialize(&mut deserializer).map_err(undecodable)?;
+        values.push(outcome.into_result(pid)?);
+    }
+    Ok(())
+}
+
+fn undecodable(e: postcard::Error) -> Error {
+    Error::Codec {
+        action: "decode",
+        reason: e.to_string(),
+    }
+}
+
+impl<R> TaskOutcome<R> {
+    /// The task's result, as the caller gets it from the worker `pid`.
+    fn into_result(self, pid: i32) -> Result<R> {
+        match self {
+            TaskOutcome::Returned(value) => Ok(value),
+            TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
+            TaskOutcome::BadArgument(reason) => Err(Error::Codec {
                 action: "decode",
-                reason: e.to_string(),
+                reason,
             }),
-            None,
-        ),
+            TaskOutcome::BadResult(reason) => Err(Error::Codec {
+                action: "encode",
+                reason,
+            }),
+            TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
+        }
     }
 }

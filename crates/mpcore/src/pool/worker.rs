@@ -45,7 +45,9 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
     let mut out = Vec::new();
     let mut starts = Vec::with_capacity(count as usize);
-    let mut rest = args;
+    // One deserializer for the whole chunk: one per argument cost more
+    // than a tiny argument's decoding.
+    let mut arguments = postcard::Deserializer::from_bytes(args);
     // After an argument that cannot be decoded, where the next one starts
     // is unknown: the rest of the chunk fails for the same reason.
     let mut unreadable: Option<String> = None;
@@ -60,8 +62,7 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
         // catch per step cost more than the task itself for tiny ones.
         let stage = Cell::new(Stage::Decoding);
         let ran = catch(|| {
-            let (arg, tail) = postcard::take_from_bytes::<T>(rest).map_err(Failed::Argument)?;
-            rest = tail;
+            let arg = T::deserialize(&mut arguments).map_err(Failed::Argument)?;
             stage.set(Stage::Running);
             let value = task(arg);
             stage.set(Stage::Encoding);

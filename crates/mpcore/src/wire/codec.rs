@@ -35,6 +35,29 @@ pub(crate) fn encode_checked_into<T: Serialize + DeserializeOwned>(
     check_decodes::<T>(&buf[start..]).inspect_err(|_| buf.truncate(start))
 }
 
+/// Appends the encodings of `values`, one after another, to `buf`, with
+/// one serializer for them all (a call of [`encode_into`] per value costs
+/// more than a tiny value's encoding); returns how many. On failure `buf`
+/// is left as it was, and the error is the first failing value's.
+pub(crate) fn encode_each_into<T: Serialize>(
+    buf: &mut Vec<u8>,
+    values: impl Iterator<Item = T>,
+) -> Result<u32> {
+    let start = buf.len();
+    let mut serializer = postcard::Serializer {
+        output: Append(buf),
+    };
+    let mut count = 0u32;
+    for value in values {
+        if let Err(e) = value.serialize(&mut serializer) {
+            serializer.output.0.truncate(start);
+            return Err(encode_error(&value, e));
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// The error for a value that postcard could not encode. A `Serialize`
 /// impl's own error (`S::Error::custom("...")`) reaches postcard only as
 /// "Serde Serialization Error": postcard keeps no text. The value is then
@@ -84,11 +107,13 @@ pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
 /// back, the error is the first such one's.
 pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32) -> Result<()> {
     let read = crate::base::catch(|| {
-        let mut rest = encoded;
+        // One deserializer for them all: one per value cost more than a
+        // tiny value's decoding.
+        let mut deserializer = postcard::Deserializer::from_bytes(encoded);
         for _ in 0..count {
-            rest = postcard::take_from_bytes::<T>(rest).map_err(unreadable)?.1;
+            T::deserialize(&mut deserializer).map_err(unreadable)?;
         }
-        match rest {
+        match deserializer.finalize().map_err(unreadable)? {
             [] => Ok(()),
             rest => Err(unreadable(format_args!(
                 "{} bytes were left over after reading it back",
