@@ -81,10 +81,8 @@ fn async_side(pool: &Pool) -> Result<(), mpcore::Error> {
     let mut res = pool.starmap_async(power, [(2, 3), (5, 2)])?;
     res.wait();
     let (ready, successful) = (res.ready(), res.successful()?);
-    println!(
-        "ready: {ready}, successful: {successful}, get: {:?}",
-        res.get()?
-    );
+    let values = res.get()?;
+    println!("ready: {ready}, successful: {successful}, get: {values:?}");
 
     println!("== res = pool.apply_async(nap, (300,)); res.successful() ==");
     let mut res = pool.apply_async(nap, 300)?;
