@@ -223,3 +223,85 @@ fn a_closed_or_terminated_pool_ends_as_completed_and_map_async() {
         let _ = std::fs::remove_file(gate);
     });
 }
+
+/// Drops its field when it is `None`: such a value encodes, but does not
+/// read back.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct MaybeNote {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<u32>,
+}
+
+fn note_unless_odd(x: u32) -> MaybeNote {
+    MaybeNote {
+        note: (x % 2 == 0).then_some(x),
+    }
+}
+
+fn no_five(x: u32) -> NoFive {
+    NoFive(x)
+}
+
+/// A chunk's reply carries bare values while every task returns, and
+/// outcomes from its first failure on: a failure in the middle of a
+/// chunk, of any kind, fails that task alone, before and after it.
+#[test]
+fn a_failure_in_the_middle_of_a_chunk_fails_that_task_alone() {
+    within(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let got: Vec<_> = pool.imap_chunked(panics_on_3, 0..8, 8).unwrap().collect();
+        for (x, result) in (0..).zip(got) {
+            match result {
+                Ok(value) => assert_eq!(value, x),
+                Err(Error::Panicked { message, .. }) => {
+                    assert_eq!((x, message.as_str()), (3, "task 3 failed"));
+                }
+                Err(e) => panic!("task {x}: {e}"),
+            }
+        }
+        let got: Vec<_> = pool.imap_chunked(no_five, 0..8, 8).unwrap().collect();
+        for (x, result) in (0..).zip(got) {
+            match result {
+                Ok(value) => assert_eq!(value.0, x),
+                Err(e) => assert_eq!(
+                    (x, e.to_string()),
+                    (5, "could not encode a message: 5 cannot travel".to_owned())
+                ),
+            }
+        }
+        // Read back as a whole chunk this fails; task by task, only the
+        // odd ones do.
+        let got: Vec<_> = pool
+            .imap_chunked(note_unless_odd, 0..8, 8)
+            .unwrap()
+            .collect();
+        for (x, result) in (0..).zip(got) {
+            if x % 2 == 0 {
+                assert_eq!(result.unwrap(), MaybeNote { note: Some(x) });
+            } else {
+                let e = result.unwrap_err();
+                assert!(
+                    matches!(&e, Error::Codec { action: "encode", reason }
+                        if reason.contains("cannot be read back")),
+                    "task {x}: {e:?}"
+                );
+            }
+        }
+        // And map gives the first failure in input order.
+        let e = pool.map_chunked(note_unless_odd, 0..8, 8).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Codec {
+                    action: "encode",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            pool.map_chunked(note_unless_odd, [0, 2, 4], 3).unwrap(),
+            [0, 2, 4].map(|x| MaybeNote { note: Some(x) })
+        );
+    });
+}

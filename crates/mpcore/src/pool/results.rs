@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::async_result::finish_all;
 use super::chunk::{CallDone, ChunkDone, Lost};
-use super::wire::take_result;
+use super::wire::{split_reply, take_result};
 use crate::base::{Error, Result};
 use crate::os::spin;
 
@@ -260,7 +260,7 @@ pub(super) struct ChunkResults<R> {
     left: u32,
     /// The worker's pid and its encoded outcomes, or why there are none.
     outcome: std::result::Result<(i32, Vec<u8>), Lost>,
-    /// Where the next encoded outcome starts.
+    /// Where the next encoded result starts, after the reply's first byte.
     at: usize,
     _result: PhantomData<fn() -> R>,
 }
@@ -285,9 +285,13 @@ impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
             Ok((pid, bytes)) => (*pid, bytes),
             Err(lost) => return Some(Err(lost.to_error())),
         };
-        let rest = bytes.get(self.at..).unwrap_or_default();
-        let (result, tail) = take_result(rest, pid);
-        self.at = bytes.len() - tail.map_or(0, <[u8]>::len);
+        let (bare, body) = match split_reply(bytes) {
+            Ok(split) => split,
+            Err(e) => return Some(Err(e)),
+        };
+        let rest = body.get(self.at..).unwrap_or_default();
+        let (result, tail) = take_result(rest, bare, pid);
+        self.at = body.len() - tail.map_or(0, <[u8]>::len);
         Some(result)
     }
 
