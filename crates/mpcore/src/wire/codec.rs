@@ -15,12 +15,23 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// Appends `value`'s encoding to `buf`; on failure `buf` is left as it was.
+///
+/// Inline, with postcard's serializer made here rather than through
+/// `serialize_with_flavor`: for a tiny value (a pool task's `u64`) the
+/// call and its `Result` cost more than the encoding.
+#[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
     let start = buf.len();
-    postcard::serialize_with_flavor(value, Append(buf)).map_err(|e| {
-        buf.truncate(start);
-        encode_error(value, e)
-    })
+    let mut serializer = postcard::Serializer {
+        output: Append(buf),
+    };
+    match value.serialize(&mut serializer) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            serializer.output.0.truncate(start);
+            Err(encode_error(value, e))
+        }
+    }
 }
 
 /// [`encode_into`], then [`check_decodes`] on what it appended: for a
@@ -63,6 +74,7 @@ pub(crate) fn encode_each_into<T: Serialize>(
 /// "Serde Serialization Error": postcard keeps no text. The value is then
 /// serialized once more, into nothing, by serde_json, which keeps the
 /// text; this happens only on the way to an error.
+#[cold]
 fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> Error {
     let reason = match e {
         postcard::Error::SerdeSerCustom => match serde_json::to_writer(std::io::sink(), value) {
