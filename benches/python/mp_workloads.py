@@ -38,6 +38,7 @@ SIZES = {
     "queue_1mib": (200, 4),
     "pool_map_tiny": (100_000, 1_000),
     "pool_map_chunk1": (20_000, 200),
+    "map_async": (100_000, 1_000),
     "apply_async_rtt": (2_000, 20),
     "value_incr": (200_000, 2_000),
     "event_wake": (2_000, 20),
@@ -62,6 +63,7 @@ SIZES = {
 NEEDS_POOL = {
     "pool_map_tiny": "fork",
     "pool_map_chunk1": "fork",
+    "map_async": "fork",
     "apply_async_rtt": "fork",
     "apply_async_rtt_spawn": "spawn",
     "apply_async_rtt_forkserver": "forkserver",
@@ -153,6 +155,12 @@ def pool_map_tiny(n, pool):
 
 def pool_map_chunk1(n, pool):
     total = sum(pool.map(tiny, range(n), chunksize=1))
+    assert total == n * (n - 1), total
+    return total
+
+
+def map_async(n, pool):
+    total = sum(pool.map_async(tiny, range(n)).get())
     assert total == n * (n - 1), total
     return total
 
@@ -316,6 +324,7 @@ WORKLOADS = {
     "queue_1mib": queue_1mib,
     "pool_map_tiny": pool_map_tiny,
     "pool_map_chunk1": pool_map_chunk1,
+    "map_async": map_async,
     "apply_async_rtt": apply_async_rtt,
     "value_incr": value_incr,
     "event_wake": event_wake,

@@ -97,6 +97,13 @@ pub const WORKLOADS: &[Workload] = &[
         unit: "tasks/s",
     },
     Workload {
+        name: "map_async",
+        what: "Pool(2).map_async + get, 100,000 tiny tasks, default chunks",
+        ops: 100_000,
+        quick_ops: 1_000,
+        unit: "tasks/s",
+    },
+    Workload {
         name: "apply_async_rtt",
         what: "apply_async(..).get() round trip",
         ops: 2_000,
@@ -313,6 +320,12 @@ pub fn pool_map_tiny(pool: &Pool, n: u64) -> Result<u64> {
 /// `pool.map(tiny, 0..n, chunksize=1)`; returns the sum.
 pub fn pool_map_chunk1(pool: &Pool, n: u64) -> Result<u64> {
     Ok(pool.map_chunked(tiny, 0..n, 1)?.iter().sum())
+}
+
+/// `pool.map_async(tiny, 0..n)?.get()` with Python's default chunking;
+/// returns the sum.
+pub fn pool_map_async_tiny(pool: &Pool, n: u64) -> Result<u64> {
+    Ok(pool.map_async(tiny, 0..n)?.get()?.iter().sum())
 }
 
 /// The expected answer of both pool maps over `0..n`.

@@ -158,7 +158,7 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
     // pool's whole life, and starts its own.
     let pool = if matches!(
         w.name,
-        "pool_map_tiny" | "pool_map_chunk1" | "apply_async_rtt"
+        "pool_map_tiny" | "pool_map_chunk1" | "map_async" | "apply_async_rtt"
     ) {
         Some(Pool::new(2)?)
     } else {
@@ -222,6 +222,13 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
             "pool_map_chunk1" => {
                 let want = mpbench::pool_map_answer(n);
                 median_of(&mut ours, &want, || mpbench::pool_map_chunk1(pool(), n))?;
+            }
+            "map_async" => {
+                // The goal is to be no slower than `map` on the same work:
+                // that is this row's floor.
+                let want = mpbench::pool_map_answer(n);
+                median_of(&mut ours, &want, || mpbench::pool_map_async_tiny(pool(), n))?;
+                median_of(&mut floors, &want, || mpbench::pool_map_tiny(pool(), n))?;
             }
             "apply_async_rtt" => {
                 let want = mpbench::pool_map_answer(n);

@@ -23,6 +23,7 @@
 //! | `b = mp.Barrier(3)`, `i = b.wait()`, `b.wait(timeout=1)` | [`Barrier::new`]`(3)`, [`Barrier::wait`] (a [`BarrierWaitResult`]), [`Barrier::wait_timeout`] |
 //! | `b.abort()`, `b.reset()`, `b.broken`, `b.n_waiting`, `BrokenBarrierError` | [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`], [`Barrier::n_waiting`], [`Error::BrokenBarrier`] |
 //! | `q = mp.JoinableQueue(); q.task_done(); q.join()` | [`JoinableQueue::new`], [`JoinableQueue::task_done`], [`JoinableQueue::join`], [`JoinableQueue::join_timeout`] |
+//! | `pool.starmap(job, pairs)`, `pool.map_async(job, xs).get()`, `as_completed(futures)` | [`Pool::starmap`]`(job, pairs)`, [`Pool::map_async`]`(job, xs)?.get()`, [`Pool::as_completed`] |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
 //! | `mp.current_process().name`, `mp.parent_process()` | [`current_process()`]`.name()` (and `.start_method()`), [`parent_process()`] |
@@ -152,7 +153,7 @@ pub use barrier::{Barrier, BarrierWaitResult};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
-pub use pool::{AsyncResult, Pool};
+pub use pool::{AsCompleted, AsyncResult, Pool, StarFn};
 pub use process::Process;
 pub use process::{ParentProcess, ProcessInfo, active_children, current_process, parent_process};
 pub use queue::{JoinableQueue, Queue};

@@ -30,6 +30,12 @@
 //! list again from ten `apply_async` calls. Then it shows what the
 //! tutorial asks you to watch in a CPU monitor: which worker process ran
 //! which task.
+//!
+//! Last, the pool's async side (chapter 6, "The pool's async side"):
+//! `map_async`, `starmap`, `starmap_async` with `wait` and `successful`,
+//! `successful` asked too early, and three naps of 500, 100 and 300 ms
+//! whose results `as_completed` yields in the order they finish, as
+//! Python's callbacks and `concurrent.futures.as_completed` see them.
 
 use std::collections::BTreeMap;
 use std::thread;
@@ -48,6 +54,54 @@ fn job(x: u64) -> u64 {
 fn job_with_pid(x: u64) -> (u32, u64) {
     thread::sleep(Duration::from_millis(20));
     (std::process::id(), x * x)
+}
+
+/// Python's `power(base, exp)`, a task of two arguments for `starmap`.
+fn power(base: u64, exp: u32) -> u64 {
+    base.pow(exp)
+}
+
+/// Sleeps `ms` milliseconds and returns them: tasks that finish in a
+/// known order.
+fn nap(ms: u64) -> u64 {
+    thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// The pool's async side, on a pool of 3 workers.
+fn async_side(pool: &Pool) -> Result<(), mpcore::Error> {
+    println!("== res = pool.map_async(job, range(10)); res.get() ==");
+    let res = pool.map_async(job, 0..10)?;
+    println!("{:?}", res.get()?);
+
+    println!("== pool.starmap(power, [(2, 10), (3, 2), (10, 3)]) ==");
+    println!("{:?}", pool.starmap(power, [(2, 10), (3, 2), (10, 3)])?);
+
+    println!("== res = pool.starmap_async(power, [(2, 3), (5, 2)]); res.wait() ==");
+    let mut res = pool.starmap_async(power, [(2, 3), (5, 2)])?;
+    res.wait();
+    let (ready, successful) = (res.ready(), res.successful()?);
+    let values = res.get()?;
+    println!("ready: {ready}, successful: {successful}, get: {values:?}");
+
+    println!("== res = pool.apply_async(nap, (300,)); res.successful() ==");
+    let mut res = pool.apply_async(nap, 300)?;
+    // Python raises ValueError: "not finished" is neither yes nor no.
+    match res.successful() {
+        Ok(successful) => println!("successful: {successful}"),
+        Err(e) => println!("error: {e}"),
+    }
+    res.get()?;
+
+    println!("== as_completed: naps of 500, 100 and 300 ms ==");
+    let mut tasks = pool.as_completed();
+    for ms in [500, 100, 300] {
+        tasks.apply_async(nap, ms)?;
+    }
+    for (number, slept) in tasks {
+        println!("task {number} slept {} ms", slept?);
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), mpcore::Error> {
@@ -86,6 +140,8 @@ fn main() -> Result<(), mpcore::Error> {
         println!("worker {pid} ran x = {xs:?}");
     }
     println!("main   {} ran none of them", std::process::id());
+
+    async_side(&pool3)?;
 
     // Python's pool.close(); pool.join(): let the workers exit, reap them.
     for pool in [pool, pool3] {

@@ -37,7 +37,11 @@ fn prints_the_tutorial_results_and_who_ran_what() {
     // Which worker ran which task varies from run to run; what holds every
     // time: three workers (the first three tasks go out at once, one to
     // each), each task ran exactly once, and none ran in the main process.
-    let worker_lines = &lines[9..lines.len() - 1];
+    let main_at = lines
+        .iter()
+        .position(|line| line.starts_with("main   "))
+        .expect("the line of the main process");
+    let worker_lines = &lines[9..main_at];
     assert_eq!(worker_lines.len(), 3, "{worker_lines:?}");
     let mut pids = BTreeSet::new();
     let mut tasks = Vec::new();
@@ -52,7 +56,7 @@ fn prints_the_tutorial_results_and_who_ran_what() {
     }
     tasks.sort();
     assert_eq!(tasks, (0..10).collect::<Vec<_>>());
-    let last = lines.last().unwrap();
+    let last = lines[main_at];
     let main_pid: u32 = last
         .strip_prefix("main   ")
         .and_then(|rest| rest.strip_suffix(" ran none of them"))
@@ -61,4 +65,23 @@ fn prints_the_tutorial_results_and_who_ran_what() {
         .unwrap();
     assert_eq!(pids.len(), 3);
     assert!(!pids.contains(&main_pid));
+
+    // The pool's async side: the naps finish, and come, shortest first.
+    assert_eq!(
+        lines[main_at + 1..],
+        [
+            "== res = pool.map_async(job, range(10)); res.get() ==",
+            SQUARES,
+            "== pool.starmap(power, [(2, 10), (3, 2), (10, 3)]) ==",
+            "[1024, 9, 1000]",
+            "== res = pool.starmap_async(power, [(2, 3), (5, 2)]); res.wait() ==",
+            "ready: true, successful: true, get: [8, 25]",
+            "== res = pool.apply_async(nap, (300,)); res.successful() ==",
+            "error: the task has not finished yet, so it is neither successful nor failed",
+            "== as_completed: naps of 500, 100 and 300 ms ==",
+            "task 1 slept 100 ms",
+            "task 2 slept 300 ms",
+            "task 0 slept 500 ms",
+        ]
+    );
 }

@@ -346,6 +346,11 @@ pub enum Error {
     #[error("this task's result was already taken by an earlier get")]
     AlreadyTaken,
 
+    /// [`AsyncResult::successful`](crate::AsyncResult::successful) was
+    /// asked before the task finished (Python raises `ValueError`).
+    #[error("the task has not finished yet, so it is neither successful nor failed")]
+    NotReady,
+
     /// [`set_start_method`](crate::set_start_method) was called again
     /// with another method: like Python's without `force=True`, the
     /// program's default is chosen once.

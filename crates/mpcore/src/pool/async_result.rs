@@ -1,31 +1,107 @@
-//! [`AsyncResult`]: what `apply_async` returns, Python's `AsyncResult`.
+//! [`AsyncResult`]: what `apply_async`, `map_async` and `starmap_async`
+//! return, Python's `AsyncResult`; and `map_async` itself.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::results::Results;
+use super::chunk::ChunkDone;
+use super::results::{ChunkResults, Results};
+use super::wire::take_all_results;
+use super::{Pool, call, default_chunksize};
 use crate::base::{Error, Result};
 use crate::os::deadline;
 
-/// The result of [`Pool::apply_async`](super::Pool::apply_async), Python's `AsyncResult`.
+/// The result of [`Pool::apply_async`](super::Pool::apply_async) (one
+/// value) or of [`Pool::map_async`](super::Pool::map_async) and
+/// [`Pool::starmap_async`](super::Pool::starmap_async) (a `Vec` of them),
+/// Python's `AsyncResult`.
+///
+/// ```
+/// let pool = mpcore::Pool::new(2)?;
+/// let mut squares = pool.map_async(|x: u64| x * x, 0..5)?;
+/// squares.wait(); // Python's res.wait(): the result stays here
+/// assert!(squares.ready());
+/// assert!(squares.successful()?);
+/// assert_eq!(squares.get()?, [0, 1, 4, 9, 16]);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
 pub struct AsyncResult<R> {
-    pub(super) results: Results<R>,
-    pub(super) outcome: Option<Result<R>>,
-    pub(super) taken: bool,
+    pending: Pending,
+    /// Makes the result of the chunks that came back (a `None` where one
+    /// never will); set by the call that made this handle, for its `R`.
+    finish: fn(Vec<Option<ChunkDone>>) -> Result<R>,
+    outcome: Option<Result<R>>,
+    /// Whether the outcome was a value, once it is here; kept after the
+    /// outcome is taken.
+    succeeded: Option<bool>,
+    taken: bool,
 }
 
 impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncResult")
             .field("arrived", &self.outcome.is_some())
+            .field("succeeded", &self.succeeded)
             .field("taken", &self.taken)
             .finish()
     }
 }
 
-impl<R: DeserializeOwned> AsyncResult<R> {
+/// The chunks an [`AsyncResult`] waits for, as they come back. The
+/// results stay encoded until the last chunk is in: nothing here depends
+/// on the result's type.
+struct Pending {
+    /// Only its way of receiving is used (with its quick look for a fast
+    /// answer before it sleeps); it files nothing.
+    results: Results<()>,
+    arrived: Vec<Option<ChunkDone>>,
+    missing: usize,
+}
+
+impl Pending {
+    /// Waits until every chunk is in, or until `deadline` ([`Error::Timeout`]).
+    /// If the supervisor ends first, the chunks still missing stay `None`.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
+        while self.missing > 0 {
+            let Some(done) = self.results.recv_done(deadline)? else {
+                self.missing = 0;
+                break;
+            };
+            if let Some(slot) = self.arrived.get_mut(done.index)
+                && slot.replace(done).is_none()
+            {
+                self.missing -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// A handle to the results of `chunks` chunks, which come back on
+    /// `results`' channel, made into `R` by `finish`.
+    pub(super) fn new(
+        results: Results<()>,
+        chunks: usize,
+        finish: fn(Vec<Option<ChunkDone>>) -> Result<R>,
+    ) -> Self {
+        AsyncResult {
+            pending: Pending {
+                results,
+                arrived: (0..chunks).map(|_| None).collect(),
+                missing: chunks,
+            },
+            finish,
+            outcome: None,
+            succeeded: None,
+            taken: false,
+        }
+    }
+
     /// Waits as long as it takes for the task and returns its value, or its
     /// failure (Python's `res.get()`).
     ///
@@ -38,7 +114,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// [`Error::Panicked`], [`Error::WorkerDied`], [`Error::PoolTerminated`],
     /// [`Error::AlreadyTaken`] after [`get_timeout`](Self::get_timeout)
-    /// returned the result.
+    /// returned the result. For `map_async`, the first failed task's
+    /// error in input order, as [`Pool::map`](super::Pool::map).
     pub fn get(mut self) -> Result<R> {
         self.fetch(None)?;
         self.take()
@@ -53,26 +130,65 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// As [`get`](Self::get), and [`Error::Timeout`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
-        match deadline::after(timeout) {
-            Some(deadline) => self.fetch(Some(deadline)).map_err(|e| match e {
-                Error::Timeout(_) => Error::Timeout(timeout),
-                other => other,
-            })?,
-            None => self.fetch(None)?,
-        }
+        self.fetch_within(timeout)?;
         self.take()
+    }
+
+    /// Waits until the task has finished, and keeps its result here for
+    /// [`get`](Self::get) (Python's `res.wait()`).
+    pub fn wait(&mut self) {
+        // Without a deadline, only the outcome comes back.
+        let _ = self.fetch(None);
+    }
+
+    /// Waits until the task has finished or `timeout` has passed, and
+    /// says whether it has finished (Python's `res.wait(timeout)`, which
+    /// returns `None` either way: ask `ready()` there).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let _ = self.fetch_within(timeout);
+        self.ready()
     }
 
     /// Whether the task has finished, with a value or an error (Python's
     /// `res.ready()`); never waits.
     pub fn ready(&mut self) -> bool {
         let _ = self.fetch(Some(Instant::now()));
-        self.outcome.is_some() || self.taken
+        self.succeeded.is_some()
+    }
+
+    /// Whether the task finished with a value rather than an error
+    /// (Python's `res.successful()`); never waits. Still known after the
+    /// result was taken by [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] while the task has not finished, as Python
+    /// raises `ValueError`: "not yet" is neither yes nor no.
+    pub fn successful(&mut self) -> Result<bool> {
+        if self.ready() {
+            Ok(self.succeeded == Some(true))
+        } else {
+            Err(Error::NotReady)
+        }
+    }
+
+    fn fetch_within(&mut self, timeout: Duration) -> Result<()> {
+        match deadline::after(timeout) {
+            Some(deadline) => self.fetch(Some(deadline)).map_err(|e| match e {
+                Error::Timeout(_) => Error::Timeout(timeout),
+                other => other,
+            }),
+            None => self.fetch(None),
+        }
     }
 
     fn fetch(&mut self, deadline: Option<Instant>) -> Result<()> {
-        if self.outcome.is_none() && !self.taken {
-            self.outcome = self.results.next_until(deadline)?;
+        if self.succeeded.is_none() {
+            self.pending.wait(deadline)?;
+            let arrived = std::mem::take(&mut self.pending.arrived);
+            let outcome = (self.finish)(arrived);
+            self.succeeded = Some(outcome.is_ok());
+            self.outcome = Some(outcome);
         }
         Ok(())
     }
@@ -82,8 +198,108 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             return Err(Error::AlreadyTaken);
         }
         self.taken = true;
-        // `fetch` without a deadline leaves an outcome: the iterator yields
-        // exactly one item per input.
+        // `fetch` without a deadline leaves an outcome.
         self.outcome.take().unwrap_or(Err(Error::TaskLost))
+    }
+}
+
+/// The one result of an `apply_async` chunk.
+pub(super) fn finish_one<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -> Result<R> {
+    let done = arrived
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or(Error::TaskLost)?;
+    ChunkResults::new(done)
+        .next()
+        .unwrap_or(Err(Error::TaskLost))
+}
+
+/// Every result of a `map` call's chunks, decoded in input order straight
+/// into one `Vec` of the right size, so that the first failure met is the
+/// first in input order. (Going through an iterator would move every
+/// result several times and grow the `Vec` by doubling.)
+pub(super) fn finish_all<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -> Result<Vec<R>> {
+    let tasks = arrived
+        .iter()
+        .flatten()
+        .map(|done| done.count as usize)
+        .sum();
+    let mut values = Vec::with_capacity(tasks);
+    for done in arrived {
+        let done = done.ok_or(Error::TaskLost)?;
+        match &done.outcome {
+            Ok((pid, bytes)) => take_all_results(bytes, done.count, *pid, &mut values)?,
+            Err(lost) if done.count > 0 => return Err(lost.to_error()),
+            Err(_) => {}
+        }
+    }
+    Ok(values)
+}
+
+impl Pool {
+    /// Like [`map`](Self::map), but returns at once with a handle to the
+    /// `Vec` of results (Python's `pool.map_async(f, iterable)`). The
+    /// inputs are read, encoded and handed to the workers before it
+    /// returns; [`AsyncResult::get`] waits for the last result.
+    ///
+    /// ```
+    /// fn job(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mpcore::Pool::new(2)?;
+    /// let squares = pool.map_async(job, 0..10)?;
+    /// // ... other work here, while the workers run ...
+    /// assert_eq!(squares.get()?, pool.map(job, 0..10)?);
+    /// # Ok::<(), mpcore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolClosed`] after [`close`](Self::close), and
+    /// [`Error::Codec`] when an input cannot be serialized (then no task
+    /// has started). The tasks' failures come from [`AsyncResult::get`]:
+    /// the first in input order, as from `map`.
+    pub fn map_async<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let inputs: Vec<T> = inputs.into_iter().collect();
+        let chunksize = default_chunksize(inputs.len(), self.processes);
+        self.map_async_chunked(f, inputs, chunksize)
+    }
+
+    /// [`map_async`](Self::map_async) with a chunk size of your choice
+    /// (Python's `chunksize=`), as [`map_chunked`](Self::map_chunked).
+    ///
+    /// # Errors
+    ///
+    /// As [`map_async`](Self::map_async).
+    pub fn map_async_chunked<T, R>(
+        &self,
+        f: fn(T) -> R,
+        inputs: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let link = self.link()?;
+        let (call, done) = call(f, self.start_method)?;
+        let results = Results::new(done, Arc::clone(&self.answer_time), true);
+        let chunks = call.chunks(inputs, chunksize)?;
+        let count = chunks.len();
+        // Dropped unsent when the supervisor has ended: then the channel
+        // closes and `get` fails with `TaskLost`.
+        drop(call);
+        let _ = link.submit(chunks);
+        Ok(AsyncResult::new(results, count, finish_all::<R>))
     }
 }

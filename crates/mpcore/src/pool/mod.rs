@@ -9,11 +9,14 @@
 //! | `mp.get_context("spawn").Pool(3)` | [`Builder::new`]`().processes(3).start_method(StartMethod::Spawn).build()` (see [`Builder::start_method`]) |
 //! | `pool.map(job, range(10))` | [`Pool::map`]`(job, 0..10)` |
 //! | `pool.map(job, xs, chunksize=4)` | [`Pool::map_chunked`]`(job, xs, 4)` |
-//! | `pool.starmap(job, [(1, 2), (3, 4)])` | [`Pool::map`]`(\|(a, b): (u32, u32)\| job(a, b), [(1, 2), (3, 4)])` (see [`Pool::map`]) |
+//! | `pool.starmap(job, [(1, 2), (3, 4)])` | [`Pool::starmap`]`(job, [(1, 2), (3, 4)])` (a `fn` of 2 or 3 arguments, see [`StarFn`]) |
+//! | `pool.map_async(job, xs)`, `pool.starmap_async(job, pairs)` | [`Pool::map_async`], [`Pool::starmap_async`]: an [`AsyncResult`] of a `Vec` |
 //! | `pool.imap(job, xs)`, `pool.imap_unordered(job, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] (they read `xs` lazily) |
 //! | `pool.imap(job, xs, chunksize=4)`, and `imap_unordered` | [`Pool::imap_chunked`]`(job, xs, 4)`, [`Pool::imap_unordered_chunked`] |
 //! | `res = pool.apply_async(job, (2,)); res.get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `res.get(timeout=1)`, `res.ready()` | [`AsyncResult::get_timeout`], [`AsyncResult::ready`] |
+//! | `res.wait()`, `res.wait(1)`, `res.successful()` | [`AsyncResult::wait`], [`AsyncResult::wait_timeout`], [`AsyncResult::successful`] |
+//! | `callback=`, `concurrent.futures.as_completed(futures)` | [`Pool::as_completed`]: results in the order they finish, on your thread |
 //! | `pool.close(); pool.join()` | [`Pool::close`], [`Pool::join`] |
 //! | `pool.terminate()`, leaving `with Pool() as pool:` | [`Pool::terminate`], dropping the `Pool` |
 //!
@@ -44,7 +47,10 @@
 //!   supervisor;
 //! - `builder.rs`: [`Builder`], how a pool is made, and Python's rule for
 //!   `map`'s default chunk size;
-//! - `async_result.rs`: [`AsyncResult`], what `apply_async` returns;
+//! - `async_result.rs`: [`AsyncResult`], what `apply_async` and
+//!   `map_async` return, and `map_async`;
+//! - `star.rs`: [`StarFn`], `starmap` and `starmap_async`;
+//! - `completed.rs`: [`AsCompleted`], results in the order they finish;
 //! - `imap.rs`: [`Imap`], which reads its inputs lazily as the results
 //!   are taken;
 //! - `supervisor.rs`: the supervisor thread, which starts, feeds, watches
@@ -71,16 +77,21 @@ use crate::wire::codec;
 mod async_result;
 mod builder;
 mod chunk;
+mod completed;
 mod imap;
 mod results;
+mod star;
 mod supervisor;
 mod wire;
 mod worker;
 
 pub use async_result::AsyncResult;
 pub use builder::{Builder, default_chunksize};
+pub use completed::AsCompleted;
 pub use imap::Imap;
+pub use star::StarFn;
 
+use async_result::finish_one;
 use builder::Initializer;
 
 use chunk::{Call, CallDone, Chunk, ChunkDone, Speed};
@@ -223,14 +234,11 @@ impl Pool {
     /// # Several arguments: Python's `starmap`
     ///
     /// Python's `pool.starmap(f, [(1, 2), (3, 4)])` calls `f(1, 2)` and
-    /// `f(3, 4)`. Here a task takes one argument, a tuple for several, and
-    /// a closure that unpacks the tuple and calls your two-argument `fn`
-    /// captures nothing, so it is a task too: that one line is Rust's
-    /// `starmap`. mpcore has no `starmap` method, because that closure
-    /// works for every number of arguments and with every method
-    /// ([`imap`](Self::imap), [`apply_async`](Self::apply_async), ...),
-    /// where a method would need a version for each number of arguments.
-    ///
+    /// `f(3, 4)`: that is [`starmap`](Self::starmap) here, for a `fn` of
+    /// two or three arguments. Here a task takes one argument, a tuple for
+    /// several, so a closure that unpacks the tuple and calls your `fn`
+    /// works too, for any number of arguments and with every method
+    /// ([`imap`](Self::imap), [`apply_async`](Self::apply_async), ...):
     /// ```
     /// fn power(base: u64, exp: u32) -> u64 {
     ///     base.pow(exp)
@@ -280,24 +288,7 @@ impl Pool {
         let link = self.link()?;
         let (call, done) = call(f, self.start_method)?;
         let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
-        let chunksize = chunksize.clamp(1, u32::MAX as usize);
-        let mut chunks = Vec::new();
-        let mut tasks = 0;
-        let mut args = Vec::new();
-        let mut inputs = inputs.into_iter().peekable();
-        while inputs.peek().is_some() {
-            args.clear();
-            let mut count = 0u32;
-            for input in inputs.by_ref().take(chunksize) {
-                codec::encode_into(&mut args, &input)?;
-                count += 1;
-            }
-            // Read back a chunk at a time: one pass instead of a check
-            // per input, which doubled the cost of a map of tiny tasks.
-            codec::check_decodes_all::<T>(&args, count)?;
-            chunks.push(call.chunk(chunks.len(), count, &args)?);
-            tasks += count as usize;
-        }
+        let mut chunks = call.chunks(inputs, chunksize)?;
         // `map` wants every result before it returns: wake this thread
         // once, when the last chunk is in, not once per chunk.
         let all = Arc::new(CallDone {
@@ -313,7 +304,7 @@ impl Pool {
         // closes and every task fails with `PoolClosed`.
         drop(call);
         let _ = link.submit(chunks);
-        results.collect_all(count, tasks)
+        results.collect_all(count)
     }
 
     /// Starts `f(arg)` in a worker and returns at once with a handle to its
@@ -349,20 +340,15 @@ impl Pool {
     {
         let link = self.link()?;
         let (call, done) = call(f, self.start_method)?;
-        let mut results = Results::new(done, Arc::clone(&self.answer_time), true);
+        let results = Results::new(done, Arc::clone(&self.answer_time), true);
         let mut args = Vec::new();
         codec::encode_checked_into(&mut args, &arg)?;
         let chunk = call.chunk(0, 1, &args)?;
-        results.handed_over(0, 1);
         // Dropped unsent when the supervisor has ended: then the channel
-        // closes and `get` returns `PoolClosed`.
+        // closes and `get` returns `TaskLost`.
         drop(call);
         let _ = link.submit(vec![chunk]);
-        Ok(AsyncResult {
-            results,
-            outcome: None,
-            taken: false,
-        })
+        Ok(AsyncResult::new(results, 1, finish_one::<R>))
     }
 
     /// Runs `f(arg)` in a worker and waits for its result (Python's
@@ -488,6 +474,21 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
+    let (reply, done) = mpsc::channel();
+    Ok((call_replying_to(f, method, reply)?, done))
+}
+
+/// [`call`], whose chunks send their results to `reply`: several calls
+/// may share one channel ([`AsCompleted`]).
+fn call_replying_to<T, R>(
+    f: fn(T) -> R,
+    method: StartMethod,
+    reply: mpsc::Sender<ChunkDone>,
+) -> Result<Call>
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
     let entry = run_chunk::<T, R> as ChunkEntry as *const ();
     let func = f as *const ();
     if method != StartMethod::Fork
@@ -499,15 +500,13 @@ where
              library: its address would mean nothing in a spawned worker",
         ));
     }
-    let (reply, done) = mpsc::channel();
-    let call = Call {
+    Ok(Call {
         entry: fn_addr(entry),
         func: fn_addr(func),
         reply,
         speed: Arc::new(Speed::default()),
         all: None,
-    };
-    Ok((call, done))
+    })
 }
 
 /// What a call needs of the pool to hand chunks to its supervisor. An

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::async_result::finish_all;
 use super::chunk::{CallDone, ChunkDone, Lost};
-use super::wire::take_result;
+use super::wire::{split_reply, take_result};
 use crate::base::{Error, Result};
 use crate::os::spin;
 
@@ -231,12 +232,9 @@ impl<R: DeserializeOwned> Results<R> {
         })
     }
 
-    /// What `map` returns: waits for its `chunks` chunks of `tasks` tasks
-    /// in all, then decodes them in input order straight into one `Vec` of
-    /// the right size, so that the first failure it meets is the first in
-    /// input order. (Going through the iterator would move every result
-    /// several times and grow the `Vec` by doubling.)
-    pub(super) fn collect_all(mut self, chunks: usize, tasks: usize) -> Result<Vec<R>> {
+    /// What `map` returns: waits for its `chunks` chunks, then decodes
+    /// them in input order ([`finish_all`]).
+    pub(super) fn collect_all(mut self, chunks: usize) -> Result<Vec<R>> {
         let mut arrived: Vec<Option<ChunkDone>> = (0..chunks).map(|_| None).collect();
         let mut missing = chunks;
         while missing > 0 {
@@ -248,13 +246,7 @@ impl<R: DeserializeOwned> Results<R> {
                 missing -= 1;
             }
         }
-        let mut values = Vec::with_capacity(tasks);
-        for done in arrived {
-            for result in ChunkResults::<R>::new(done.ok_or(Error::TaskLost)?) {
-                values.push(result?);
-            }
-        }
-        Ok(values)
+        finish_all(arrived)
     }
 }
 
@@ -268,7 +260,7 @@ pub(super) struct ChunkResults<R> {
     left: u32,
     /// The worker's pid and its encoded outcomes, or why there are none.
     outcome: std::result::Result<(i32, Vec<u8>), Lost>,
-    /// Where the next encoded outcome starts.
+    /// Where the next encoded result starts, after the reply's first byte.
     at: usize,
     _result: PhantomData<fn() -> R>,
 }
@@ -293,9 +285,13 @@ impl<R: DeserializeOwned> Iterator for ChunkResults<R> {
             Ok((pid, bytes)) => (*pid, bytes),
             Err(lost) => return Some(Err(lost.to_error())),
         };
-        let rest = bytes.get(self.at..).unwrap_or_default();
-        let (result, tail) = take_result(rest, pid);
-        self.at = bytes.len() - tail.map_or(0, <[u8]>::len);
+        let (bare, body) = match split_reply(bytes) {
+            Ok(split) => split,
+            Err(e) => return Some(Err(e)),
+        };
+        let rest = body.get(self.at..).unwrap_or_default();
+        let (result, tail) = take_result(rest, bare, pid);
+        self.at = body.len() - tail.map_or(0, <[u8]>::len);
         Some(result)
     }
 

@@ -24,7 +24,9 @@ use crate::start::task;
 use crate::wire::codec;
 
 /// Runs one chunk in a worker: the task's address, the encoded arguments
-/// and their number in; the encoded [`TaskOutcome`]s, one per argument, out.
+/// and their number in; the reply out: [`ALL_RETURNED`] and the values
+/// when every task returned, else [`OUTCOMES`] and a [`TaskOutcome`] per
+/// argument.
 pub(super) type ChunkEntry = fn(func: u64, args: &[u8], count: u32) -> Vec<u8>;
 
 /// The header of a packet to a worker. After `Run` come the encoded
@@ -99,36 +101,94 @@ pub(super) fn batch_parts(packet: &[u8]) -> Option<impl Iterator<Item = Option<&
     }))
 }
 
-/// The next task's result in `bytes`, a chunk's reply from the worker
-/// `pid`, and what follows it; `None` for the rest when it cannot be read
+/// The first byte of a chunk's reply when every task of it returned: the
+/// values follow bare, one after another.
+pub(super) const ALL_RETURNED: u8 = 0;
+
+/// The first byte of a chunk's reply when some task failed: a
+/// [`TaskOutcome`] follows for each task.
+pub(super) const OUTCOMES: u8 = 1;
+
+/// Whether a chunk's reply holds bare values ([`ALL_RETURNED`]) or
+/// outcomes ([`OUTCOMES`]), and what follows its first byte.
+pub(super) fn split_reply(reply: &[u8]) -> Result<(bool, &[u8])> {
+    match reply.split_first() {
+        Some((&ALL_RETURNED, rest)) => Ok((true, rest)),
+        Some((&OUTCOMES, rest)) => Ok((false, rest)),
+        _ => Err(Error::Codec {
+            action: "decode",
+            reason: "a chunk's reply begins with neither of its two marks".to_owned(),
+        }),
+    }
+}
+
+/// The next task's result in `bytes`, the rest of a chunk's reply from
+/// the worker `pid` (bare values or outcomes, as [`split_reply`] says),
+/// and what follows it; `None` for the rest when it cannot be read
 /// (nothing after a bad result can be found either).
 pub(super) fn take_result<R: DeserializeOwned>(
     bytes: &[u8],
+    bare: bool,
     pid: i32,
 ) -> (Result<R>, Option<&[u8]>) {
-    match postcard::take_from_bytes::<TaskOutcome<R>>(bytes) {
-        Ok((outcome, tail)) => {
-            let result = match outcome {
-                TaskOutcome::Returned(value) => Ok(value),
-                TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
-                TaskOutcome::BadArgument(reason) => Err(Error::Codec {
-                    action: "decode",
-                    reason,
-                }),
-                TaskOutcome::BadResult(reason) => Err(Error::Codec {
-                    action: "encode",
-                    reason,
-                }),
-                TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
-            };
-            (result, Some(tail))
-        }
-        Err(e) => (
-            Err(Error::Codec {
+    let taken = if bare {
+        postcard::take_from_bytes::<R>(bytes).map(|(value, tail)| (Ok(value), tail))
+    } else {
+        postcard::take_from_bytes::<TaskOutcome<R>>(bytes)
+            .map(|(outcome, tail)| (outcome.into_result(pid), tail))
+    };
+    match taken {
+        Ok((result, tail)) => (result, Some(tail)),
+        Err(e) => (Err(undecodable(e)), None),
+    }
+}
+
+/// Every result of a chunk's reply from the worker `pid`, `count` of
+/// them, appended to `values` with one deserializer for them all; the
+/// first failure instead, in input order, as [`take_result`] would give it.
+pub(super) fn take_all_results<R: DeserializeOwned>(
+    reply: &[u8],
+    count: u32,
+    pid: i32,
+    values: &mut Vec<R>,
+) -> Result<()> {
+    let (bare, bytes) = split_reply(reply)?;
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    for _ in 0..count {
+        let value = if bare {
+            R::deserialize(&mut deserializer).map_err(undecodable)?
+        } else {
+            TaskOutcome::<R>::deserialize(&mut deserializer)
+                .map_err(undecodable)?
+                .into_result(pid)?
+        };
+        values.push(value);
+    }
+    Ok(())
+}
+
+fn undecodable(e: postcard::Error) -> Error {
+    Error::Codec {
+        action: "decode",
+        reason: e.to_string(),
+    }
+}
+
+impl<R> TaskOutcome<R> {
+    /// The task's result, as the caller gets it from the worker `pid`.
+    fn into_result(self, pid: i32) -> Result<R> {
+        match self {
+            TaskOutcome::Returned(value) => Ok(value),
+            TaskOutcome::Panicked(message) => Err(Error::Panicked { pid, message }),
+            TaskOutcome::BadArgument(reason) => Err(Error::Codec {
                 action: "decode",
-                reason: e.to_string(),
+                reason,
             }),
-            None,
-        ),
+            TaskOutcome::BadResult(reason) => Err(Error::Codec {
+                action: "encode",
+                reason,
+            }),
+            TaskOutcome::NotSent(reason) => Err(Error::ResultNotSent { pid, reason }),
+        }
     }
 }

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Initializer;
-use super::wire::{ChunkEntry, TaskOutcome, ToWorker, batch_parts, fn_addr, fn_ptr};
+use super::wire::{
+    ALL_RETURNED, ChunkEntry, OUTCOMES, TaskOutcome, ToWorker, batch_parts, fn_addr, fn_ptr,
+};
 use crate::base::StartMethod;
 use crate::base::catch;
 use crate::base::{Error, Result};
@@ -43,38 +45,50 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     // `f` lies in the image that moves with the anchor, and the address
     // is taken from this run's anchor ([`fn_ptr`]).
     let task = unsafe { std::mem::transmute::<*const (), fn(T) -> R>(fn_ptr(func)) };
-    let mut out = Vec::new();
+    // While every task returns, the values go bare, without a
+    // `TaskOutcome` around each (a tag to write, read back and read again
+    // per task); the first failure turns the reply into outcomes.
+    let mut out = vec![ALL_RETURNED];
+    let mut bare = true;
     let mut starts = Vec::with_capacity(count as usize);
-    let mut rest = args;
+    // One deserializer for the whole chunk: one per argument cost more
+    // than a tiny argument's decoding.
+    let mut arguments = postcard::Deserializer::from_bytes(args);
     // After an argument that cannot be decoded, where the next one starts
     // is unknown: the rest of the chunk fails for the same reason.
     let mut unreadable: Option<String> = None;
     for _ in 0..count {
         let start = out.len();
-        starts.push(start);
         if let Some(reason) = &unreadable {
-            let _ = codec::encode_into(&mut out, &TaskOutcome::<()>::BadArgument(reason.clone()));
+            let failure = TaskOutcome::<()>::BadArgument(reason.clone());
+            push_failure(&mut out, &mut starts, &mut bare, start, &failure);
             continue;
         }
         // One `catch` for the whole task, which says how far it got: a
         // catch per step cost more than the task itself for tiny ones.
         let stage = Cell::new(Stage::Decoding);
         let ran = catch(|| {
-            let (arg, tail) = postcard::take_from_bytes::<T>(rest).map_err(Failed::Argument)?;
-            rest = tail;
+            let arg = T::deserialize(&mut arguments).map_err(Failed::Argument)?;
             stage.set(Stage::Running);
             let value = task(arg);
             stage.set(Stage::Encoding);
             // Not dropped if `Serialize` panics: a `Drop` that panicked
             // too, while unwinding, would abort the worker.
-            let outcome = ManuallyDrop::new(TaskOutcome::Returned(value));
-            let encoded = codec::encode_into(&mut out, &*outcome);
+            let value = ManuallyDrop::new(value);
+            let encoded = if bare {
+                codec::encode_into(&mut out, &*value)
+            } else {
+                codec::encode_into(&mut out, &TaskOutcome::Returned(&*value))
+            };
             stage.set(Stage::Dropping);
-            drop(ManuallyDrop::into_inner(outcome));
+            drop(ManuallyDrop::into_inner(value));
             encoded.map_err(Failed::Result)
         });
         let failure: TaskOutcome<()> = match ran {
-            Ok(Ok(())) => continue,
+            Ok(Ok(())) => {
+                starts.push(start);
+                continue;
+            }
             Ok(Err(Failed::Argument(e))) => {
                 unreadable = Some(e.to_string());
                 TaskOutcome::BadArgument(e.to_string())
@@ -98,16 +112,57 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
                 }
             }),
         };
-        out.truncate(start);
-        let _ = codec::encode_into(&mut out, &failure);
+        push_failure(&mut out, &mut starts, &mut bare, start, &failure);
     }
     // Checked to read back, so that the caller gets a task's error rather
     // than a result it cannot decode: the chunk in one pass, and only if
     // that fails, task by task.
-    if codec::check_decodes_all::<TaskOutcome<R>>(&out, count).is_err() {
+    let read_back = if bare {
+        codec::check_decodes_all::<R>(&out[1..], count)
+    } else {
+        codec::check_decodes_all::<TaskOutcome<R>>(&out[1..], count)
+    };
+    if read_back.is_err() {
+        if bare {
+            to_outcomes(&mut out, &mut starts);
+        }
         out = recheck::<R>(&out, &starts);
     }
     out
+}
+
+/// Puts `failure` where the task that began at `start` wrote, turning a
+/// reply of bare values into outcomes first.
+fn push_failure(
+    out: &mut Vec<u8>,
+    starts: &mut Vec<usize>,
+    bare: &mut bool,
+    start: usize,
+    failure: &TaskOutcome<()>,
+) {
+    out.truncate(start);
+    if *bare {
+        to_outcomes(out, starts);
+        *bare = false;
+    }
+    starts.push(out.len());
+    let _ = codec::encode_into(out, failure);
+}
+
+/// Turns a reply of bare values, which begin at `starts`, into the same
+/// values as outcomes (`TaskOutcome::Returned` is its tag, one 0 byte,
+/// then the value), and moves `starts` with them.
+fn to_outcomes(out: &mut Vec<u8>, starts: &mut [usize]) {
+    let mut outcomes = Vec::with_capacity(out.len() + starts.len());
+    outcomes.push(OUTCOMES);
+    for i in 0..starts.len() {
+        let end = starts.get(i + 1).copied().unwrap_or(out.len());
+        let value = &out[starts[i]..end];
+        starts[i] = outcomes.len();
+        outcomes.push(0);
+        outcomes.extend_from_slice(value);
+    }
+    *out = outcomes;
 }
 
 /// How far a task got before it panicked.
@@ -129,6 +184,7 @@ enum Failed {
 /// by its task's `BadResult`; `starts` says where each outcome begins.
 fn recheck<R: DeserializeOwned>(out: &[u8], starts: &[usize]) -> Vec<u8> {
     let mut checked = Vec::with_capacity(out.len());
+    checked.push(OUTCOMES);
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(out.len());
         let outcome = &out[start..end];
@@ -361,7 +417,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
         // A panic's outcome is encoded alike whatever the task returns.
         Some(message) => {
             let panicked = TaskOutcome::<()>::Panicked(message.to_owned());
-            let mut results = Vec::new();
+            let mut results = vec![OUTCOMES];
             for _ in 0..count {
                 let _ = codec::encode_into(&mut results, &panicked);
             }
@@ -378,7 +434,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
         // so, in a few bytes that fit a packet, and go on. Leaving would
         // make the pool report a death that did not happen.
         Err(e) => {
-            let mut why = Vec::new();
+            let mut why = vec![OUTCOMES];
             let reason = e.to_string();
             for _ in 0..count {
                 let _ = codec::encode_into(&mut why, &TaskOutcome::<()>::NotSent(reason.clone()));

@@ -15,12 +15,23 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// Appends `value`'s encoding to `buf`; on failure `buf` is left as it was.
+///
+/// Inline, with postcard's serializer made here rather than through
+/// `serialize_with_flavor`: for a tiny value (a pool task's `u64`) the
+/// call and its `Result` cost more than the encoding.
+#[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
     let start = buf.len();
-    postcard::serialize_with_flavor(value, Append(buf)).map_err(|e| {
-        buf.truncate(start);
-        encode_error(value, e)
-    })
+    let mut serializer = postcard::Serializer {
+        output: Append(buf),
+    };
+    match value.serialize(&mut serializer) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            serializer.output.0.truncate(start);
+            Err(encode_error(value, e))
+        }
+    }
 }
 
 /// [`encode_into`], then [`check_decodes`] on what it appended: for a
@@ -35,11 +46,35 @@ pub(crate) fn encode_checked_into<T: Serialize + DeserializeOwned>(
     check_decodes::<T>(&buf[start..]).inspect_err(|_| buf.truncate(start))
 }
 
+/// Appends the encodings of `values`, one after another, to `buf`, with
+/// one serializer for them all (a call of [`encode_into`] per value costs
+/// more than a tiny value's encoding); returns how many. On failure `buf`
+/// is left as it was, and the error is the first failing value's.
+pub(crate) fn encode_each_into<T: Serialize>(
+    buf: &mut Vec<u8>,
+    values: impl Iterator<Item = T>,
+) -> Result<u32> {
+    let start = buf.len();
+    let mut serializer = postcard::Serializer {
+        output: Append(buf),
+    };
+    let mut count = 0u32;
+    for value in values {
+        if let Err(e) = value.serialize(&mut serializer) {
+            serializer.output.0.truncate(start);
+            return Err(encode_error(&value, e));
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// The error for a value that postcard could not encode. A `Serialize`
 /// impl's own error (`S::Error::custom("...")`) reaches postcard only as
 /// "Serde Serialization Error": postcard keeps no text. The value is then
 /// serialized once more, into nothing, by serde_json, which keeps the
 /// text; this happens only on the way to an error.
+#[cold]
 fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> Error {
     let reason = match e {
         postcard::Error::SerdeSerCustom => match serde_json::to_writer(std::io::sink(), value) {
@@ -81,14 +116,20 @@ pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
 
 /// [`check_decodes`] for `count` values of `T` encoded one after another,
 /// in one pass: a chunk of a pool's tasks. When one of them does not read
-/// back, the error is the first such one's.
+/// back, the error is the first such one's. Skipped for a type that
+/// [`always_reads_back`].
 pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32) -> Result<()> {
+    if always_reads_back::<T>() {
+        return Ok(());
+    }
     let read = crate::base::catch(|| {
-        let mut rest = encoded;
+        // One deserializer for them all: one per value cost more than a
+        // tiny value's decoding.
+        let mut deserializer = postcard::Deserializer::from_bytes(encoded);
         for _ in 0..count {
-            rest = postcard::take_from_bytes::<T>(rest).map_err(unreadable)?.1;
+            T::deserialize(&mut deserializer).map_err(unreadable)?;
         }
-        match rest {
+        match deserializer.finalize().map_err(unreadable)? {
             [] => Ok(()),
             rest => Err(unreadable(format_args!(
                 "{} bytes were left over after reading it back",
@@ -97,6 +138,39 @@ pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32)
         }
     });
     read.unwrap_or_else(|message| Err(panicked_reading_back(message)))
+}
+
+/// Whether every encoding of a `T` reads back as a `T`, so that checking
+/// it would only cost time: true for the primitive types and `String`,
+/// whose serde code is serde's own and postcard's (a number, a `bool`, a
+/// `char` or valid UTF-8 always decodes from what encoded it), false for
+/// every other type, whose `Serialize` and `Deserialize` may disagree.
+///
+/// Told by the type's name: a generic function without `T: 'static`
+/// cannot ask for its `TypeId`. A primitive's name is the bare keyword
+/// (`u64`), which no other type's is (theirs hold their path); should a
+/// compiler ever name them otherwise, the check is made, which is safe.
+fn always_reads_back<T: ?Sized>() -> bool {
+    matches!(
+        std::any::type_name::<T>(),
+        "u8" | "u16"
+            | "u32"
+            | "u64"
+            | "u128"
+            | "usize"
+            | "i8"
+            | "i16"
+            | "i32"
+            | "i64"
+            | "i128"
+            | "isize"
+            | "f32"
+            | "f64"
+            | "bool"
+            | "char"
+            | "()"
+            | "alloc::string::String"
+    )
 }
 
 fn panicked_reading_back(message: String) -> Error {
@@ -243,6 +317,23 @@ mod tests {
             assert_eq!(take_byte_string(&framed), Some((&bytes[..], &[9u8][..])));
         }
         assert_eq!(take_byte_string(&[5, 1, 2]), None);
+    }
+
+    #[test]
+    fn only_the_primitives_and_string_skip_the_read_back() {
+        assert!(always_reads_back::<u64>());
+        assert!(always_reads_back::<String>());
+        assert!(always_reads_back::<char>());
+        assert!(!always_reads_back::<Option<u64>>());
+        assert!(!always_reads_back::<(u64, u64)>());
+        assert!(!always_reads_back::<std::num::NonZeroU64>());
+        assert!(!always_reads_back::<PanicsWhenRead>());
+        // Not skipped: a chunk of it is still checked, and fails.
+        let e = check_decodes_all::<PanicsWhenRead>(&[], 1).unwrap_err();
+        assert!(e.to_string().contains("not today"), "{e}");
+        // A chunk of u64 is not read: garbage would pass, and no u64's
+        // encoding is garbage.
+        assert!(check_decodes_all::<u64>(&[0xff], 1).is_ok());
     }
 
     #[test]
