@@ -115,6 +115,7 @@ mod start;
 
 mod event;
 mod lock;
+mod manager;
 mod named;
 pub mod pool;
 pub mod process;
@@ -132,6 +133,7 @@ pub use base::{
 struct ReadmeExample;
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
+pub use manager::{Dict, List, Manager, Namespace};
 pub use named::{SharedMemory, SharedMemoryGuard};
 pub use pool::{AsyncResult, Pool};
 pub use process::Process;

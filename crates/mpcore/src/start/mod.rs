@@ -25,7 +25,7 @@ pub(crate) mod exec;
 pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
-mod image;
+pub(crate) mod image;
 pub(crate) mod task;
 pub(crate) mod tracker;
 
