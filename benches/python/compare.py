@@ -51,6 +51,8 @@ ROWS = [
     ("apply_async_rtt", "apply_async(..).get() round trip", "us/op", ("faster", 2.0), None),
     ("value_incr", "2 processes x 100,000 locked Value increments", "incr/s", ("faster", 20.0), None),
     ("event_wake", "Event set-to-wake round trip, 2 processes", "us/op", ("faster", 1.0), ("floor", 1.5)),
+    ("manager_dict", "Manager dict, d[k] = v then d[k] (two proxy calls)", "us/op", ("faster", 3.0), ("floor", 1.5)),
+    ("manager_update", "Manager dict, 8 processes x 10,000 increments (Python: under a Lock; mpcore: update_with)", "incr/s", None, None),
     ("timing_normal", "timing job x2, normal (per loop step)", "ns/iter", None, None),
     ("timing_threads", "timing job x2, 2 threads (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
     ("timing_processes", "timing job x2, 2 processes (speed-up)", "x normal", None, ("floor", 1 / 0.9)),

@@ -44,6 +44,8 @@ SIZES = {
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
+    "manager_dict": (2_000, 20),
+    "manager_update": (80_000, 800),
     # Python only (mpbench::PYTHON_ONLY): the pool under the other methods.
     "pool_map10_spawn": (20, 2),
     "pool_map10_forkserver": (20, 2),
@@ -196,6 +198,37 @@ def event_wake(n, _ctx):
     return n
 
 
+def manager_dict(n, manager):
+    d = manager.dict()
+    total = 0
+    for i in range(n):
+        d["k"] = i
+        total += d["k"]
+    assert total == n * (n - 1) // 2, total
+    return total
+
+
+def add_managed(d, lock, n):
+    # Python's proxies have no atomic update: d["hits"] += 1 is a get and
+    # a set, so the exact count needs a lock around the pair.
+    for _ in range(n):
+        with lock:
+            d["hits"] += 1
+
+
+def manager_update(n, manager):
+    d = manager.dict()
+    d["hits"] = 0
+    lock = mp.Lock()
+    ps = [mp.Process(target=add_managed, args=(d, lock, n // 8)) for _ in range(8)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    assert d["hits"] == n, d["hits"]
+    return n
+
+
 def job(q, n):
     # The tutorial's job, word for word but for the size.
     res = 0
@@ -252,6 +285,8 @@ WORKLOADS = {
     "apply_async_rtt": apply_async_rtt,
     "value_incr": value_incr,
     "event_wake": event_wake,
+    "manager_dict": manager_dict,
+    "manager_update": manager_update,
     "timing_normal": timing_normal,
     "timing_threads": timing_threads,
     "timing_processes": timing_processes,
@@ -269,6 +304,10 @@ def measure(name, quick, runs):
         # Time a running pool: a spawned worker takes a while to import
         # this module, and the first tasks would wait for it.
         pool.map(tiny, range(8), chunksize=1)
+    if name.startswith("manager_"):
+        # One manager for the runs (in the place of the pool): its start
+        # is not what the row times.
+        pool = mp.Manager()
     try:
         times = []
         for _ in range(runs):
@@ -276,7 +315,9 @@ def measure(name, quick, runs):
             WORKLOADS[name](n, pool)
             times.append(time.perf_counter() - start)
     finally:
-        if pool is not None:
+        if name.startswith("manager_"):
+            pool.shutdown()
+        elif pool is not None:
             pool.terminate()
             pool.join()
     return {

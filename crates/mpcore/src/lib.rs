@@ -22,6 +22,9 @@
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+//! | `m = mp.Manager()`, `d = m.dict()`, `d[k] = v`, `d.get(k)` | [`Manager::new`], [`Manager::dict`]`::<K, V>()`, [`Dict::insert`], [`Dict::get`] |
+//! | `l = m.list([1, 2])`, `l.append(x)`, `l.reverse()`, `ns = m.Namespace()` | [`Manager::list`]`([1, 2])`, [`List::push`], [`List::reverse`], [`Manager::namespace`]`(value)` |
+//! | `d[k] += 1` from many processes (loses updates) | [`Dict::update_with`]`(&k, \|n\| Some(n.unwrap_or(0) + 1))` (atomic, in the manager) |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -102,7 +105,8 @@
 //! 4. `start/`: a child's life after the fork, a task sent to a fresh
 //!    run of the program, the hook before `main`, the fork server;
 //! 5. one room per public type: `lock.rs`, `event.rs`, `shared/`,
-//!    `queue/`, `named/`, `process/`; and `pool/` above `process/`.
+//!    `queue/`, `named/`, `process/`; and `pool/` and `manager/` above
+//!    `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]

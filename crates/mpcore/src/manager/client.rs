@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::socket::sockopt::ReceiveTimeout;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg, setsockopt};
+use nix::sys::time::TimeVal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -26,6 +28,13 @@ use super::protocol::{Bytes, Reply, Request};
 use crate::base::{Error, Result, catch};
 use crate::os::{deadline, poll};
 use crate::wire::{channel, codec, handles};
+
+/// How often a call that waits with no timeout looks whether the server
+/// is gone, beside its connection's end.
+const CHECK_EVERY: libc::timeval = libc::timeval {
+    tv_sec: 1,
+    tv_usec: 0,
+};
 
 /// The most idle connections a process keeps per client.
 const IDLE_MAX: usize = 8;
@@ -59,20 +68,50 @@ impl Client {
     pub(super) fn call(&self, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
         let bytes = codec::encode(request)?;
         let conn = self.take()?;
-        let deadline = timeout.and_then(deadline::after);
         channel::send_bytes(conn.fd.as_fd(), &bytes).map_err(lost)?;
+        // On an error the connection is dropped, not given back.
+        let reply = match timeout {
+            None => self.wait(&conn)?,
+            Some(timeout) => self.wait_until(&conn, timeout)?,
+        };
+        self.give_back(conn);
+        match reply {
+            Reply::Failed(failure) => Err(failure.into_error()),
+            reply => Ok(reply),
+        }
+    }
+
+    /// Waits for the reply on `conn`: one `recvmsg`, which the socket's
+    /// receive timeout ([`CHECK_EVERY`]) ends now and then, to look
+    /// whether the server's end of the door is closed. (The end of the
+    /// connection says so at once, unless another process holds a copy of
+    /// its far end: one forked by another thread of this one at the
+    /// instant the connection was made.)
+    fn wait(&self, conn: &Conn) -> Result<Reply> {
+        loop {
+            match channel::recv_within_timeout::<Reply>(conn.fd.as_fd()) {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {
+                    if poll::readable_now(&[self.door.as_fd()])?[0] {
+                        return Err(Error::ManagerLost);
+                    }
+                }
+                Err(e) => return Err(lost(e)),
+            }
+        }
+    }
+
+    /// Waits for the reply on `conn` for at most `timeout`. After a
+    /// timeout the connection is dropped by the caller, with the reply
+    /// that may still come, so that no later request reads it as its own.
+    fn wait_until(&self, conn: &Conn, timeout: Duration) -> Result<Reply> {
+        let deadline = deadline::after(timeout);
         loop {
             let [answered, door_closed] =
                 poll::readable([conn.fd.as_fd(), self.door.as_fd()], deadline)?;
             if answered {
                 match channel::try_recv::<Reply>(conn.fd.as_fd()) {
-                    Ok(Some(reply)) => {
-                        self.give_back(conn);
-                        return match reply {
-                            Reply::Failed(failure) => Err(failure.into_error()),
-                            reply => Ok(reply),
-                        };
-                    }
+                    Ok(Some(reply)) => return Ok(reply),
                     Ok(None) => continue,
                     Err(e) => return Err(lost(e)),
                 }
@@ -82,10 +121,7 @@ impl Client {
             if door_closed {
                 return Err(Error::ManagerLost);
             }
-            // The deadline passed. The reply may still come: the
-            // connection is closed with it, so that no later request
-            // reads it as its own.
-            return Err(Error::Timeout(timeout.unwrap_or_default()));
+            return Err(Error::Timeout(timeout));
         }
     }
 
@@ -132,6 +168,9 @@ impl Client {
                 Err(e) => return Err(Error::os("sendmsg", e)),
             }
         }
+        // The receive timeout that ends a wait now and then (`wait`).
+        setsockopt(&ours, ReceiveTimeout, &TimeVal::from(CHECK_EVERY))
+            .map_err(|e| Error::os("setsockopt", e))?;
         Ok(Conn { pid, fd: ours })
     }
 }

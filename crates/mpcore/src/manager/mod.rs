@@ -66,8 +66,8 @@ use protocol::{Reply, Request};
 /// let manager = Manager::new()?;
 /// let results = manager.dict::<u32, String>()?;
 /// let theirs = results.clone();
-/// let mut child = Process::spawn(move || theirs.insert(1, "one".to_owned()).map(|_| ()))?;
-/// child.join()??;
+/// let mut child = Process::spawn(move || theirs.insert(1, "one".to_owned()).is_ok())?;
+/// assert!(child.join()?);
 /// assert_eq!(results.get(&1)?, Some("one".to_owned()));
 /// # Ok::<(), mpcore::Error>(())
 /// ```

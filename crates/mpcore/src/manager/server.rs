@@ -103,10 +103,9 @@ fn serve_one(conn: BorrowedFd<'_>, store: &mut Store) -> bool {
     };
     // A client has one request in flight and waits for its reply, so there
     // is always room; one that does not read is dropped, never waited for.
-    match codec::encode(&reply).and_then(|bytes| channel::try_send_bytes(conn, &bytes)) {
-        Ok(sent) => sent,
-        Err(_) => false,
-    }
+    codec::encode(&reply)
+        .and_then(|bytes| channel::try_send_bytes(conn, &bytes))
+        .unwrap_or(false)
 }
 
 impl Store {
