@@ -223,3 +223,24 @@ fn threads_of_one_process_share_a_proxy() {
         assert_eq!(counts.get(&0).unwrap(), Some(2000));
     });
 }
+
+#[test]
+fn a_namespace_holds_one_typed_value() {
+    within(LIMIT, || {
+        let manager = Manager::new().unwrap();
+        let first = Settings {
+            rounds: 0,
+            label: "first".into(),
+        };
+        let ns = manager.namespace(first.clone()).unwrap();
+        let second = Settings {
+            rounds: 5,
+            label: "second".into(),
+        };
+        assert_eq!(ns.set(second.clone()).unwrap(), first);
+        assert_eq!(ns.update(next_round).unwrap().rounds, 6);
+        let theirs = ns.with_timeout(Duration::from_secs(5));
+        let mut child = Process::spawn(move || theirs.get().unwrap().label).unwrap();
+        assert_eq!(child.join().unwrap(), "second");
+    });
+}

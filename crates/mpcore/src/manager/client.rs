@@ -15,7 +15,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::sockopt::ReceiveTimeout;
@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use super::protocol::{Bytes, Reply, Request};
 use crate::base::{Error, Result, catch};
-use crate::os::{deadline, poll, spin};
+use crate::os::{deadline, poll};
 use crate::wire::{channel, codec, handles};
 
 /// How often a call that waits with no timeout looks whether the server
@@ -35,10 +35,6 @@ const CHECK_EVERY: libc::timeval = libc::timeval {
     tv_sec: 1,
     tv_usec: 0,
 };
-
-/// How long a caller looks for its reply before it sleeps, if the last
-/// one came within that time.
-const LOOK: Duration = Duration::from_micros(30);
 
 /// The most idle connections a process keeps per client.
 const IDLE_MAX: usize = 8;
@@ -49,12 +45,10 @@ pub(super) struct Client {
     idle: Mutex<Vec<Conn>>,
 }
 
-/// A connection, the process that made it, and whether its last reply
-/// came within [`LOOK`].
+/// A connection, and the process that made it.
 struct Conn {
     pid: u32,
     fd: OwnedFd,
-    quick: bool,
 }
 
 impl Client {
@@ -73,11 +67,11 @@ impl Client {
     /// [`Reply::Failed`] comes back as its error.
     pub(super) fn call(&self, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
         let bytes = codec::encode(request)?;
-        let mut conn = self.take()?;
+        let conn = self.take()?;
         channel::send_bytes(conn.fd.as_fd(), &bytes).map_err(lost)?;
         // On an error the connection is dropped, not given back.
         let reply = match timeout {
-            None => self.wait(&mut conn)?,
+            None => self.wait(&conn)?,
             Some(timeout) => self.wait_until(&conn, timeout)?,
         };
         self.give_back(conn);
@@ -93,31 +87,7 @@ impl Client {
     /// connection says so at once, unless another process holds a copy of
     /// its far end: one forked by another thread of this one at the
     /// instant the connection was made.)
-    fn wait(&self, conn: &mut Conn) -> Result<Reply> {
-        // A server that answered the last request at once is running, and
-        // answers this one within less than falling asleep and being woken
-        // would cost: look again for a short while first. A busy one (many
-        // clients) answered late: sleep at once, and leave it the CPU.
-        let start = Instant::now();
-        if conn.quick {
-            let looked = spin::until(start + LOOK, || {
-                match channel::try_recv::<Reply>(conn.fd.as_fd()) {
-                    Ok(None) => None,
-                    answer => Some(answer),
-                }
-            });
-            if let Some(answer) = looked {
-                conn.quick = start.elapsed() < LOOK;
-                return answer.map_err(lost)?.ok_or(Error::ManagerLost);
-            }
-        }
-        let reply = self.wait_asleep(conn);
-        conn.quick = start.elapsed() < LOOK;
-        reply
-    }
-
-    /// [`Client::wait`] once looking is over: asleep in `recvmsg`.
-    fn wait_asleep(&self, conn: &Conn) -> Result<Reply> {
+    fn wait(&self, conn: &Conn) -> Result<Reply> {
         loop {
             match channel::recv_within_timeout::<Reply>(conn.fd.as_fd()) {
                 Ok(Some(reply)) => return Ok(reply),
@@ -201,11 +171,7 @@ impl Client {
         // The receive timeout that ends a wait now and then (`wait`).
         setsockopt(&ours, ReceiveTimeout, &TimeVal::from(CHECK_EVERY))
             .map_err(|e| Error::os("setsockopt", e))?;
-        Ok(Conn {
-            pid,
-            fd: ours,
-            quick: true,
-        })
+        Ok(Conn { pid, fd: ours })
     }
 }
 
