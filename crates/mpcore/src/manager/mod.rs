@@ -7,7 +7,8 @@
 //!   server;
 //! - `protocol.rs`: the requests and replies, and the trampolines that
 //!   run a type's `Ord` or a caller's update in the server;
-//! - `server.rs`: the server's loop and the objects it holds;
+//! - `server.rs`: the server (a thread per connection) and the objects
+//!   it holds;
 //! - `client.rs`: a process's connections to the server, one call, and
 //!   how a proxy travels to a spawned child;
 //! - `dict.rs`, `list.rs`, `namespace.rs`: the typed proxies.
@@ -49,7 +50,7 @@ use protocol::{Reply, Request};
 /// or in a pool's [`initializer_fn`](crate::pool::Builder::initializer_fn)
 /// argument. In each process it opens a connection of its own.
 ///
-/// The server runs one request at a time, whole: an update sent with
+/// The server runs each request whole, under one lock: an update sent with
 /// [`Dict::update_with`], [`List::update`] or [`Namespace::update`] is
 /// atomic, where Python's `d[k] += 1` from two processes loses updates.
 ///
