@@ -244,3 +244,21 @@ fn a_namespace_holds_one_typed_value() {
         assert_eq!(child.join().unwrap(), "second");
     });
 }
+
+#[test]
+fn large_values_travel_both_ways() {
+    within(LIMIT, || {
+        let manager = Manager::new().unwrap();
+        let blobs = manager.dict::<u8, Vec<u8>>().unwrap();
+        // Beyond a packet's inline room: the value and the snapshot of
+        // many travel through a memfd.
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        blobs.insert(1, big.clone()).unwrap();
+        blobs.insert(2, big.clone()).unwrap();
+        assert_eq!(blobs.get(&1).unwrap().as_deref(), Some(&big[..]));
+        assert_eq!(blobs.values().unwrap(), [big.clone(), big.clone()]);
+        let theirs = blobs.clone();
+        let mut child = Process::spawn(move || theirs.get(&2).unwrap().map(|b| b.len())).unwrap();
+        assert_eq!(child.join().unwrap(), Some(big.len()));
+    });
+}
