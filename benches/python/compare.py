@@ -56,6 +56,8 @@ ROWS = [
     ("joinable_queue", "JoinableQueue, 100,000 put/get/task_done, then join", "items/s", ("faster", 20.0), None),
     ("semaphore_uncontended", "Semaphore acquire + release, uncontended", "us/op", ("faster", 1.0), None),
     ("condition_pingpong", "Condition ping-pong round trip, 2 processes", "us/op", ("faster", 5.0), None),
+    ("manager_dict", "Manager dict, d[k] = v then d[k] (two proxy calls)", "us/op", ("faster", 3.0), ("floor", 1.5)),
+    ("manager_update", "Manager dict, 8 processes x 10,000 increments (Python: under a Lock; mpcore: update_with)", "incr/s", None, None),
     ("timing_normal", "timing job x2, normal (per loop step)", "ns/iter", None, None),
     ("timing_threads", "timing job x2, 2 threads (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
     ("timing_processes", "timing job x2, 2 processes (speed-up)", "x normal", None, ("floor", 1 / 0.9)),

@@ -15,7 +15,8 @@ Usage:
     python3 benches/python/mp_workloads.py spawn_join --runs 5
     python3 benches/python/mp_workloads.py --quick         # small sizes, 1 run
 
-The sizes match mpbench::WORKLOADS (benches/src/lib.rs).
+The sizes match mpbench::WORKLOADS (benches/src/lib.rs), but for
+manager_update's (a tenth: the row compares rates).
 """
 
 import argparse
@@ -50,6 +51,10 @@ SIZES = {
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
+    "manager_dict": (2_000, 20),
+    # A tenth of mpcore's 80,000 (mpbench::WORKLOADS): the row compares
+    # rates, and CPython's 80,000 locked increments take half a minute.
+    "manager_update": (8_000, 800),
     # Python only (mpbench::PYTHON_ONLY): the pool under the other methods.
     "pool_map10_spawn": (20, 2),
     "pool_map10_forkserver": (20, 2),
@@ -271,6 +276,37 @@ def condition_pingpong(n, _ctx):
     return n
 
 
+def manager_dict(n, manager):
+    d = manager.dict()
+    total = 0
+    for i in range(n):
+        d["k"] = i
+        total += d["k"]
+    assert total == n * (n - 1) // 2, total
+    return total
+
+
+def add_managed(d, lock, n):
+    # Python's proxies have no atomic update: d["hits"] += 1 is a get and
+    # a set, so the exact count needs a lock around the pair.
+    for _ in range(n):
+        with lock:
+            d["hits"] += 1
+
+
+def manager_update(n, manager):
+    d = manager.dict()
+    d["hits"] = 0
+    lock = mp.Lock()
+    ps = [mp.Process(target=add_managed, args=(d, lock, n // 8)) for _ in range(8)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    assert d["hits"] == n, d["hits"]
+    return n
+
+
 def job(q, n):
     # The tutorial's job, word for word but for the size.
     res = 0
@@ -328,9 +364,10 @@ WORKLOADS = {
     "apply_async_rtt": apply_async_rtt,
     "value_incr": value_incr,
     "event_wake": event_wake,
+    "manager_dict": manager_dict,
+    "manager_update": manager_update,
     "barrier_round": barrier_round,
     "joinable_queue": joinable_queue,
-
     "semaphore_uncontended": semaphore_uncontended,
     "condition_pingpong": condition_pingpong,
     "timing_normal": timing_normal,
@@ -350,6 +387,10 @@ def measure(name, quick, runs):
         # Time a running pool: a spawned worker takes a while to import
         # this module, and the first tasks would wait for it.
         pool.map(tiny, range(8), chunksize=1)
+    if name.startswith("manager_"):
+        # One manager for the runs (in the place of the pool): its start
+        # is not what the row times.
+        pool = mp.Manager()
     try:
         times = []
         for _ in range(runs):
@@ -357,7 +398,9 @@ def measure(name, quick, runs):
             WORKLOADS[name](n, pool)
             times.append(time.perf_counter() - start)
     finally:
-        if pool is not None:
+        if name.startswith("manager_"):
+            pool.shutdown()
+        elif pool is not None:
             pool.terminate()
             pool.join()
     return {

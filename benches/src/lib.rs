@@ -16,7 +16,8 @@ pub mod published;
 use std::hint::black_box;
 
 use mpcore::{
-    Barrier, Event, JoinableQueue, Pool, Process, Queue, Result, StartMethod, Value, process,
+    Barrier, Dict, Event, JoinableQueue, Manager, Pool, Process, Queue, Result, StartMethod, Value,
+    process,
 };
 
 /// One row of the side-by-side table: a workload that exists in Python
@@ -151,6 +152,20 @@ pub const WORKLOADS: &[Workload] = &[
         ops: 20_000,
         quick_ops: 200,
         unit: "us/op",
+    },
+    Workload {
+        name: "manager_dict",
+        what: "Manager dict, d[k] = v then d[k] (two proxy calls)",
+        ops: 2_000,
+        quick_ops: 20,
+        unit: "us/op",
+    },
+    Workload {
+        name: "manager_update",
+        what: "Manager dict, 8 processes x 10,000 atomic increments of one key",
+        ops: 80_000,
+        quick_ops: 800,
+        unit: "incr/s",
     },
     Workload {
         name: "timing_normal",
@@ -461,6 +476,41 @@ pub fn condition_pingpong(rounds: u64) -> Result<u64> {
     assert!(child.join()?, "the child's turns failed");
     assert_eq!(turn.get()?, 2 * rounds);
     Ok(rounds)
+}
+
+/// `n` times `d[k] = i` then `d[k]` on a manager's dict: two proxy calls
+/// each. Returns the sum of what was read back.
+pub fn manager_dict(d: &Dict<String, u64>, n: u64) -> Result<u64> {
+    let key = "k".to_owned();
+    (0..n).try_fold(0, |sum, i| {
+        d.insert(key.clone(), i)?;
+        Ok(sum + d.get(&key)?.unwrap_or(0))
+    })
+}
+
+/// The answer of [`manager_dict`].
+pub fn manager_dict_answer(n: u64) -> u64 {
+    n * n.saturating_sub(1) / 2
+}
+
+/// `procs` processes each add 1 to one key of a dict of `manager`
+/// `per_proc` times with `update_with`. Returns the final count.
+pub fn manager_update(manager: &Manager, procs: u64, per_proc: u64) -> Result<u64> {
+    let d = manager.dict::<u8, u64>()?;
+    let children = (0..procs)
+        .map(|_| {
+            let d = d.clone();
+            Process::spawn(move || {
+                for _ in 0..per_proc {
+                    d.update_with(&0, |n| Some(n.unwrap_or(0) + 1)).unwrap();
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for mut child in children {
+        child.join()?;
+    }
+    Ok(d.get(&0)?.unwrap_or(0))
 }
 
 /// The tutorial's `normal()`: the job twice, one after the other.

@@ -17,7 +17,7 @@ use std::time::Instant;
 use clap::Parser;
 use course::floor;
 use mpbench::{MIB, Workload};
-use mpcore::{Pool, StartMethod};
+use mpcore::{Manager, Pool, StartMethod};
 
 /// Times one workload in mpcore and its floor; prints one JSON line.
 #[derive(Parser)]
@@ -165,6 +165,13 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
         None
     };
     let pool = || pool.as_ref().expect("a pool workload has a pool");
+    // One manager for the manager rows: its start is not what they time.
+    let manager = if w.name.starts_with("manager_") {
+        Some(Manager::new()?)
+    } else {
+        None
+    };
+    let manager = || manager.as_ref().expect("a manager workload has a manager");
     for _ in 0..runs {
         match w.name {
             "spawn_join" => {
@@ -259,6 +266,19 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
             "condition_pingpong" => {
                 median_of(&mut ours, &n, || mpbench::condition_pingpong(n))?;
                 median_of(&mut floors, &n, || floor::fork_pipe_pingpong(n))?;
+            }
+            "manager_dict" => {
+                let d = manager().dict::<String, u64>()?;
+                let want = mpbench::manager_dict_answer(n);
+                median_of(&mut ours, &want, || mpbench::manager_dict(&d, n))?;
+                // Two calls an operation: two round trips of the floor, a
+                // bare socket pair of the kind mpcore's channels use.
+                median_of(&mut floors, &(2 * n), || floor::fork_socket_pingpong(2 * n))?;
+            }
+            "manager_update" => {
+                median_of(&mut ours, &n, || {
+                    mpbench::manager_update(manager(), 8, n / 8)
+                })?;
             }
             "timing_normal" => {
                 let want = 2 * course::job::cpu_job(n);

@@ -179,6 +179,79 @@ pub fn fork_pipe_pingpong(rounds: u64) -> Result<u64> {
     Ok(played)
 }
 
+/// Forks a child and plays ping-pong with it over one `SOCK_SEQPACKET`
+/// socket pair, one byte a packet, `rounds` times: the bare round trip of
+/// the socket that mpcore's channels (a manager's connections, the
+/// results of a `Process`) are made of. Returns the rounds played.
+///
+/// ```
+/// assert_eq!(course::floor::fork_socket_pingpong(100)?, 100);
+/// # Ok::<(), mpcore::Error>(())
+/// ```
+pub fn fork_socket_pingpong(rounds: u64) -> Result<u64> {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| os("socketpair", e))?;
+    // SAFETY: the child only receives and sends on a socket and calls
+    // `_exit`; it allocates nothing and takes no lock.
+    match unsafe { fork() }.map_err(|e| os("fork", e))? {
+        ForkResult::Child => {
+            drop(ours);
+            let mut byte = [0u8; 1];
+            // Its peer's end closes when the parent dies: `recv` then
+            // returns 0 and the child leaves.
+            for _ in 0..rounds {
+                match recv(theirs.as_raw_fd(), &mut byte, MsgFlags::empty()) {
+                    Ok(1) if send(theirs.as_raw_fd(), &byte, MsgFlags::MSG_NOSIGNAL).is_ok() => {}
+                    _ => break,
+                }
+            }
+            // SAFETY: `_exit` ends the process; it has no preconditions.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let mut played = 0;
+            let mut byte = [1u8; 1];
+            let mut failed = None;
+            for _ in 0..rounds {
+                if let Err(e) = send(ours.as_raw_fd(), &byte, MsgFlags::MSG_NOSIGNAL) {
+                    failed = Some(os("send", e));
+                    break;
+                }
+                match recv(ours.as_raw_fd(), &mut byte, MsgFlags::empty()) {
+                    Ok(1) => played += 1,
+                    Ok(_) => {
+                        failed = Some(Error::Disconnected);
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(os("recv", e));
+                        break;
+                    }
+                }
+            }
+            drop(ours);
+            loop {
+                match waitpid(child, None) {
+                    Err(Errno::EINTR) => continue,
+                    other => {
+                        other.map_err(|e| os("waitpid", e))?;
+                        break;
+                    }
+                }
+            }
+            failed.map_or(Ok(played), Err)
+        }
+    }
+}
+
 /// Forks `procs` children that each add 1 to one `AtomicU64` in a shared
 /// anonymous mapping `per_proc` times (`fetch_add`, no lock); reaps them
 /// and returns the final count. The floor under locked increments of a

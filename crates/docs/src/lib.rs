@@ -63,3 +63,6 @@ pub mod ch13_async_and_who_is_running {}
 
 #[doc = include_str!("../../../docs/14-synchronisation.md")]
 pub mod ch14_synchronisation {}
+
+#[doc = include_str!("../../../docs/15-managers.md")]
+pub mod ch15_managers {}

@@ -36,6 +36,9 @@
 //! | `sem = mp.Semaphore(2)`, `with sem:`, `sem.release()` | [`Semaphore::new`]`(2)`, [`Semaphore::acquire`] (a [`Permit`]), [`Semaphore::release`] |
 //! | `mp.BoundedSemaphore(2)` | [`Semaphore::bounded`]`(2)` (over-release: [`Error::ReleasedTooManyTimes`]) |
 //! | `c = mp.Condition()`, `with c: c.wait_for(pred)`, `c.notify()` | [`Condition::new`], `c.acquire()?.wait_for(pred)?`, [`ConditionGuard::notify`]`(1)` |
+//! | `m = mp.Manager()`, `d = m.dict()`, `d[k] = v`, `d.get(k)` | [`Manager::new`], [`Manager::dict`]`::<K, V>()`, [`Dict::insert`], [`Dict::get`] |
+//! | `l = m.list([1, 2])`, `l.append(x)`, `l.reverse()`, `ns = m.Namespace()` | [`Manager::list`]`([1, 2])`, [`List::push`], [`List::reverse`], [`Manager::namespace`]`(value)` |
+//! | `d[k] += 1` from many processes (loses updates) | [`Dict::update_with`]`(&k, \|n\| Some(n.unwrap_or(0) + 1))` (atomic, in the manager) |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -118,7 +121,8 @@
 //!    run of the program, the hook before `main`, the fork server;
 //! 5. one room per public type: `lock.rs`, `event.rs`, `barrier.rs`,
 //!    `shared/`, `queue/`, `named/`, `process/`; `sync/` (RLock,
-//!    Semaphore, Condition) above `lock.rs`, and `pool/` above `process/`.
+//!    Semaphore, Condition) above `lock.rs`, and `pool/` and `manager/`
+//!    above `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]
@@ -132,6 +136,7 @@ mod start;
 mod barrier;
 mod event;
 mod lock;
+mod manager;
 mod named;
 pub mod pool;
 pub mod process;
@@ -152,6 +157,7 @@ struct ReadmeExample;
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
+pub use manager::{Dict, List, Manager, Namespace};
 pub use named::{SharedMemory, SharedMemoryGuard};
 pub use pool::{AsCompleted, AsyncResult, Pool, StarFn};
 pub use process::Process;

@@ -467,6 +467,15 @@ pub enum Error {
         /// The most the semaphore may count.
         max: u32,
     },
+
+    /// The manager's server process is gone (its [`Manager`](crate::Manager)
+    /// was dropped, its owner ended, or it was killed): a proxy call
+    /// cannot reach the objects it held.
+    #[error(
+        "the manager's server process is gone (its Manager was dropped, the process that \
+         started it ended, or it was killed), so the objects it held are lost"
+    )]
+    ManagerLost,
 }
 
 impl std::fmt::Debug for Error {

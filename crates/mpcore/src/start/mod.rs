@@ -30,7 +30,7 @@ pub(crate) mod forker;
 pub(crate) mod forkserver;
 mod hook;
 pub(crate) mod identity;
-mod image;
+pub(crate) mod image;
 pub(crate) mod streams;
 pub(crate) mod task;
 pub(crate) mod tracker;

@@ -299,6 +299,14 @@ pub(crate) fn recv_bytes(rx: BorrowedFd<'_>) -> Result<Vec<u8>> {
     received.ok_or(Error::Disconnected)
 }
 
+/// Waits for the next message and decodes it, as [`recv_bytes`] does (one
+/// reader only); `Ok(None)` when the socket's receive timeout
+/// (`SO_RCVTIMEO`) passed first. One `recvmsg`, where a `poll` first would
+/// be two system calls: a manager's proxy waits for its reply so.
+pub(crate) fn recv_within_timeout<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Result<Option<T>> {
+    recv_payload(rx, MsgFlags::empty(), |payload| payload.read_with(decode))
+}
+
 /// Takes one packet (waiting for it unless `flags` has `MSG_DONTWAIT`) and
 /// hands `read` where its payload is. `Ok(None)`: nothing was waiting.
 fn recv_payload<R>(

@@ -6,6 +6,9 @@
 //!   spawned with `StartMethod::Spawn`, or forked by the fork server),
 //!   prints `child-pid N`, then sleeps itself until the test kills it with
 //!   SIGKILL.
+//! - `manager-orphan [fork|spawn|forkserver]`: the same with a `Manager`
+//!   (its server started by that method) in use: prints the server's pid
+//!   as `child-pid N`.
 //! - `forkserver-killed`: starts a fork-server child that reports its
 //!   parent (the server) and one that sleeps, kills the server with
 //!   SIGKILL, and prints what joining the sleeper says; then starts another
@@ -136,6 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("args-and-name") => before_main::args_and_name(),
         Some("orphan") => orphans::orphan(args.get(1).map(String::as_str)),
         Some("pool-orphan") => orphans::pool_orphan(args.get(1).map(String::as_str)),
+        Some("manager-orphan") => orphans::manager_orphan(args.get(1).map(String::as_str)),
         Some("forkserver-killed") => fork_server::fork_server_killed(),
         Some("forkserver-sigchld-ignored") => fork_server::fork_server_sigchld_ignored(),
         Some("forkserver-drop") => fork_server::fork_server_privilege_drop(

@@ -36,3 +36,18 @@ pub(crate) fn orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Err
     thread::sleep(Duration::from_secs(120));
     Err("the test should have killed this process".into())
 }
+
+/// A manager's server (started by `method`) in use, then its owner sleeps
+/// until the test kills it: prints the server's pid as `child-pid N`.
+pub(crate) fn manager_orphan(method: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let manager = mpcore::Manager::with_start_method(start_method(method)?)?;
+    let dict = manager.dict::<u32, u32>()?;
+    dict.insert(1, 2)?;
+    if dict.get(&1)? != Some(2) {
+        return Err("the manager's dict went wrong".into());
+    }
+    println!("child-pid {}", manager.pid());
+    std::io::stdout().flush()?;
+    thread::sleep(Duration::from_secs(120));
+    Err("the test should have killed this process".into())
+}
