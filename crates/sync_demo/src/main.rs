@@ -1,5 +1,6 @@
 //! Chapter 14, "The rest of the synchronisation toolbox": Python's
-//! `RLock`, `Semaphore` and `Condition`, each between real processes.
+//! `RLock`, `Semaphore`, `Condition`, `Barrier` and `JoinableQueue`, each
+//! between real processes.
 //!
 //! - `rlock()`: two processes each make 5 deposits inside one hold of an
 //!   `RLock`, and each deposit takes the lock again;
@@ -7,19 +8,25 @@
 //!   once; a bounded semaphore released once too often; a permit holder
 //!   that is killed;
 //! - `condition()`: a producer makes 3 items, one at a time, and 3
-//!   consumers each wait for one.
+//!   consumers each wait for one;
+//! - `barrier()`: three workers of 50, 100 and 150 ms a phase start each
+//!   of three phases together; then a party killed while it waits breaks
+//!   the barrier for the other one;
+//! - `joinable_queue()`: two workers do six jobs and mark each one done;
+//!   the producer's `join` returns once all six are done.
 //!
 //! The Python each one mirrors is in the chapter. Run it with
 //!
 //!     cargo run -p sync_demo
 //!
 //! It prints a `== name ==` line per section, then what the Python
-//! prints, and for the semaphore what happens to a killed holder's permit.
+//! prints, and for the semaphore and the barrier what a killed process
+//! leaves behind.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mpcore::{Condition, Event, Process, RLock, Semaphore, Value};
+use mpcore::{Barrier, Condition, Error, Event, JoinableQueue, Process, RLock, Semaphore, Value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -157,12 +164,104 @@ fn condition() -> Res<()> {
     Ok(())
 }
 
+/// Python's `worker` of the barrier: three phases of `ms` each, and
+/// nobody starts a phase before all three finished the one before.
+fn phases(b: &Barrier, name: &str, ms: u64) -> mpcore::Result<()> {
+    for phase in 1..=3 {
+        thread::sleep(Duration::from_millis(ms)); // each its own time
+        println!("{name} finished phase {phase}");
+        // Python's `if b.wait() == 0:`; here the leader is the last to
+        // arrive, the one that lets the others go.
+        if b.wait()?.is_leader {
+            println!("-- all three finished phase {phase}");
+        }
+    }
+    Ok(())
+}
+
+fn barrier() -> Res<()> {
+    let b = Barrier::new(3)?;
+    let ps = [("a", 50), ("b", 100), ("c", 150)]
+        .into_iter()
+        .map(|(name, ms)| {
+            let b = b.clone();
+            Process::spawn(move || phases(&b, name, ms).map_err(|e| e.to_string()))
+        })
+        .collect::<mpcore::Result<Vec<_>>>()?;
+    for mut p in ps {
+        p.join()??;
+    }
+    a_party_killed()
+}
+
+/// One of two parties killed while it waits: Python's other party waits
+/// for ever, timeout or not; here it finds the barrier broken.
+fn a_party_killed() -> Res<()> {
+    let b = Barrier::new(2)?;
+    let mut party = Process::spawn({
+        let b = b.clone();
+        move || b.wait().is_ok()
+    })?;
+    let start = Instant::now();
+    while b.n_waiting() < 1 {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err("the party never reached the barrier".into());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    party.kill()?;
+    let _ = party.join(); // killed by SIGKILL, as asked
+    match b.wait_timeout(Duration::from_secs(2)) {
+        Err(Error::BrokenBarrier) => println!("the other party was killed: the barrier is broken"),
+        other => return Err(format!("a broken barrier expected, not {other:?}").into()),
+    }
+    b.reset()?;
+    println!("after reset, is_broken = {}", b.is_broken());
+    Ok(())
+}
+
+/// Python's `consumer` of the joinable queue: does jobs until a `None`,
+/// and marks each one done, the `None` too.
+fn do_jobs(q: &JoinableQueue<Option<u32>>, name: &str) -> mpcore::Result<()> {
+    while let Some(job) = q.get()? {
+        thread::sleep(Duration::from_millis(50)); // the work
+        println!("{name} did job {job}");
+        q.task_done()?;
+    }
+    q.task_done() // for the None
+}
+
+fn joinable_queue() -> Res<()> {
+    let q = JoinableQueue::<Option<u32>>::new()?;
+    let ps = ["w1", "w2"]
+        .into_iter()
+        .map(|name| {
+            let q = q.clone();
+            Process::spawn(move || do_jobs(&q, name).map_err(|e| e.to_string()))
+        })
+        .collect::<mpcore::Result<Vec<_>>>()?;
+    for job in 0..6 {
+        q.put(Some(job))?;
+    }
+    q.join()?; // returns once every job is marked done
+    println!("all 6 jobs done");
+    for _ in &ps {
+        q.put(None)?; // one stop signal per worker
+    }
+    for mut p in ps {
+        p.join()??;
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
-    // One section per type; Barrier and JoinableQueue join this list.
-    let sections: [Section; 3] = [
+    // One section per type.
+    let sections: [Section; 5] = [
         ("RLock", rlock),
         ("Semaphore", semaphore),
         ("Condition", condition),
+        ("Barrier", barrier),
+        ("JoinableQueue", joinable_queue),
     ];
     for (name, run) in sections {
         println!("== {name} ==");

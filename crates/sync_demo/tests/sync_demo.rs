@@ -11,7 +11,7 @@ fn every_section_prints_what_chapter_14_shows() {
     run.assert_success();
     let lines = run.lines();
     println!("{}", run.stdout);
-    assert_eq!(lines.len(), 16, "{lines:?}");
+    assert_eq!(lines.len(), 39, "{lines:?}");
 
     // RLock: each process's line once, in either order, then the total.
     assert_eq!(lines[0], "== RLock ==");
@@ -56,4 +56,44 @@ fn every_section_prints_what_chapter_14_shows() {
         takers.insert(who.to_owned());
     }
     assert_eq!(takers, BTreeSet::from(["0", "1", "2"].map(String::from)));
+
+    // Barrier: in each phase all three finish (in any order, if a
+    // process starts late), then one of them says so; then the killed
+    // party breaks the barrier, and reset mends it.
+    assert_eq!(lines[16], "== Barrier ==");
+    for phase in 1..=3 {
+        let at = 17 + 4 * (phase - 1);
+        let finished: BTreeSet<&str> = lines[at..at + 3].iter().copied().collect();
+        let expected: BTreeSet<String> = ["a", "b", "c"]
+            .map(|name| format!("{name} finished phase {phase}"))
+            .into();
+        assert_eq!(
+            finished,
+            expected.iter().map(String::as_str).collect(),
+            "phase {phase}"
+        );
+        assert_eq!(
+            lines[at + 3],
+            format!("-- all three finished phase {phase}")
+        );
+    }
+    assert_eq!(
+        lines[29],
+        "the other party was killed: the barrier is broken"
+    );
+    assert_eq!(lines[30], "after reset, is_broken = false");
+
+    // JoinableQueue: each of the six jobs done once, by w1 or w2, and
+    // only then the producer's join returns.
+    assert_eq!(lines[31], "== JoinableQueue ==");
+    let mut jobs = BTreeSet::new();
+    for line in &lines[32..38] {
+        let (who, job) = line
+            .split_once(" did job ")
+            .unwrap_or_else(|| panic!("{line:?}"));
+        assert!(who == "w1" || who == "w2", "{line:?}");
+        assert!(jobs.insert(job.parse::<u32>().unwrap()), "twice: {line:?}");
+    }
+    assert_eq!(jobs, (0..6).collect());
+    assert_eq!(lines[38], "all 6 jobs done");
 }
