@@ -22,6 +22,12 @@
 //! | `pool.apply_async(job, (2,)).get()` | [`Pool::apply_async`]`(job, 2)?.get()` |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+//! | `a, b = mp.Pipe()`, `mp.Pipe(duplex=False)` | [`Pipe::new`]`::<S, R>()?`, [`Pipe::one_way`]`::<T>()?` |
+//! | `c.send(x)`, `c.recv()`, `c.poll(1)`, `c.send_bytes(b)`, `c.recv_bytes()` | [`Connection::send`]`(&x)`, [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`] |
+//! | `EOFError` from `c.recv()` | [`Error::Disconnected`] (and from `send`, never `SIGPIPE`) |
+//! | `Listener(address, authkey=k)`, `l.accept()` | [`connection::Listener::bind_with_authkey`]`(name, k)?`, [`connection::Listener::accept`] |
+//! | `Client(address, authkey=k)` | [`connection::Client::connect_with_authkey`]`(name, k)?` |
+//! | `multiprocessing.connection.wait(objects, timeout)` | [`connection::wait`]`(&objects, timeout)?` (indices of the ready ones) |
 //!
 //! ```
 //! use mpcore::{Process, Queue};
@@ -102,7 +108,8 @@
 //! 4. `start/`: a child's life after the fork, a task sent to a fresh
 //!    run of the program, the hook before `main`, the fork server;
 //! 5. one room per public type: `lock.rs`, `event.rs`, `shared/`,
-//!    `queue/`, `named/`, `process/`; and `pool/` above `process/`.
+//!    `queue/`, `named/`, `process/`, `connection/`; and `pool/` above
+//!    `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]
@@ -113,6 +120,7 @@ mod wire;
 
 mod start;
 
+pub mod connection;
 mod event;
 mod lock;
 mod named;
@@ -130,6 +138,7 @@ pub use base::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
+pub use connection::{Connection, Pipe};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use named::{SharedMemory, SharedMemoryGuard};
