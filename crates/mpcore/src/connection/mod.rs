@@ -55,6 +55,15 @@ pub use wait::wait;
 /// [`ForkServer`](crate::StartMethod::ForkServer) child in the argument
 /// of [`process::Builder::spawn_fn`](crate::process::Builder::spawn_fn),
 /// as a descriptor. It is not `Clone`: give each end to one process.
+///
+/// End of file comes when every copy of the other end is closed. As in
+/// Python, a forked child holds a copy of every descriptor its parent
+/// had at the fork, the parent's own end of the pipe included: in that
+/// child, the parent's departure shows only when the child exits too, so
+/// a forked child should stop on a message, not wait for end of file (it
+/// dies with its parent in any case). A spawned or fork-server child
+/// holds only the ends in its argument. The parent sees a child's end go
+/// as soon as every process that held a copy of it has exited.
 pub struct Connection<S, R> {
     fd: OwnedFd,
     _types: PhantomData<fn(S) -> R>,
