@@ -55,3 +55,6 @@ pub mod ch11_beyond_one_machine {}
 
 #[doc = include_str!("../../../docs/12-start-methods.md")]
 pub mod ch12_start_methods {}
+
+#[doc = include_str!("../../../docs/13-pipes-and-connections.md")]
+pub mod ch13_pipes_and_connections {}

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Every chapter that goes with a demo crate.
-pub const DEMO_CHAPTERS: [&str; 11] = [
+pub const DEMO_CHAPTERS: [&str; 12] = [
     "01-process-basics.md",
     "02-ordered-join.md",
     "03-cpu-count.md",
@@ -20,6 +20,7 @@ pub const DEMO_CHAPTERS: [&str; 11] = [
     "09-events-producer-consumer.md",
     "11-beyond-one-machine.md",
     "12-start-methods.md",
+    "13-pipes-and-connections.md",
 ];
 
 /// The workspace's root.
