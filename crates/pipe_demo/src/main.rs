@@ -115,9 +115,10 @@ fn listener_and_clients() -> Result<(), Box<dyn std::error::Error>> {
     let server = thread::spawn(move || listen(&listener));
     for key in ["wrong", "secret"] {
         let p = path.clone();
-        let mut client = Process::spawn(move || match connect(&p, key.as_bytes()) {
-            Err(e) => println!("client with key {key:?}: {e}"),
-            Ok(()) => {}
+        let mut client = Process::spawn(move || {
+            if let Err(e) = connect(&p, key.as_bytes()) {
+                println!("client with key {key:?}: {e}");
+            }
         })?;
         client.join()?;
     }

@@ -40,6 +40,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// same to it. A client that fails, sends garbage, or says nothing for
 /// the handshake timeout is dropped, and `accept` waits for the next.
 ///
+/// The socket file belongs to the process that bound it: its drop there
+/// removes the file, a forked child's copy leaves it. So a listener
+/// moved into a forked child's closure loses its file when `spawn`
+/// returns (the parent drops its copy of the closure): bind it in the
+/// child instead, or use an abstract name.
+///
 /// ```
 /// use mpcore::connection::{Client, Listener};
 /// use mpcore::Process;
