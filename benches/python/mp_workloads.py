@@ -47,15 +47,15 @@ SIZES = {
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
+    # Chapter 13: Pipe and Listener/Client.
+    "pipe_rtt": (20_000, 200),
+    "pipe_1mib": (200, 4),
+    "listener_rtt": (2_000, 20),
     # Python only (mpbench::PYTHON_ONLY): the pool under the other methods.
     "pool_map10_spawn": (20, 2),
     "pool_map10_forkserver": (20, 2),
     "apply_async_rtt_spawn": (2_000, 20),
     "apply_async_rtt_forkserver": (2_000, 20),
-    # Chapter 13: Pipe and Listener/Client.
-    "pipe_rtt": (20_000, 200),
-    "pipe_1mib": (200, 4),
-    "listener_rtt": (2_000, 20),
 }
 
 # The workloads that share one Pool(2) across their runs, and the start
@@ -323,13 +323,15 @@ WORKLOADS = {
     "timing_normal": timing_normal,
     "timing_threads": timing_threads,
     "timing_processes": timing_processes,
+    # Chapter 13: Pipe and Listener/Client.
+    "pipe_rtt": pipe_rtt,
+    "pipe_1mib": pipe_1mib,
+    "listener_rtt": listener_rtt,
+    # Python only (mpbench::PYTHON_ONLY).
     "pool_map10_spawn": pool_map10_with("spawn"),
     "pool_map10_forkserver": pool_map10_with("forkserver"),
     "apply_async_rtt_spawn": apply_async_rtt,
     "apply_async_rtt_forkserver": apply_async_rtt,
-    "pipe_rtt": pipe_rtt,
-    "pipe_1mib": pipe_1mib,
-    "listener_rtt": listener_rtt,
 }
 
 
