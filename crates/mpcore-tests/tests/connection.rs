@@ -193,6 +193,30 @@ fn a_receiver_killed_mid_recv_makes_send_disconnected_without_sigpipe() {
 }
 
 #[test]
+fn a_send_to_a_gone_peer_raises_no_sigpipe_even_where_sigpipe_kills() {
+    within(LIMIT, || {
+        // Rust's runtime ignores SIGPIPE; a C host or a program that
+        // restores it does not. The child restores the default (death),
+        // then sends, small and large, to an end that is gone.
+        let mut p = Process::spawn(|| {
+            // SAFETY: setting a signal's disposition to the default, in a
+            // child with this one thread; no handler is involved.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let (a, b) = Pipe::new::<u32, u32>().unwrap();
+            drop(b);
+            let small = a.send(&1);
+            let large = a.send_bytes(&[0; 1 << 20]);
+            (
+                matches!(small, Err(Error::Disconnected)),
+                matches!(large, Err(Error::Disconnected)),
+            )
+        })
+        .unwrap();
+        assert_eq!(p.join().unwrap(), (true, true));
+    });
+}
+
+#[test]
 fn a_receiver_killed_before_reading_makes_send_disconnected() {
     within(LIMIT, || {
         let (parent, child) = Pipe::new::<u64, u64>().unwrap();
