@@ -26,19 +26,33 @@ use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::base::{Error, Result};
-use crate::os::{deadline, poll};
+use crate::os::{deadline, poll, spin};
 use crate::wire::channel;
 use crate::wire::codec;
 use crate::wire::handles::{Handle, travels_as_descriptor};
 
 pub use listener::{Client, Listener};
 pub use wait::wait;
+
+/// How long `recv` looks again before it sleeps in the kernel: a peer
+/// that is running answers a round trip within less, and a sleep and a
+/// wake-up cost a few microseconds in each process (`os/spin.rs`).
+const SPIN: Duration = Duration::from_micros(20);
+
+/// How many receives go straight to sleep before one looks again: at
+/// first, and after a look-again that found nothing (doubling up to
+/// [`MAX_SKIP`]). So a connection looks again only once it has been busy,
+/// and on a machine with more runnable processes than cores, where a
+/// spinning receiver only keeps its peer from the core, it stops.
+const FIRST_SKIP: u32 = 4;
+const MAX_SKIP: u32 = 256;
 
 /// One end of a [`Pipe`], or a connection that a [`Listener`] accepted
 /// or a [`Client`] made: it sends `S` and receives `R` (Python's
@@ -66,6 +80,10 @@ pub use wait::wait;
 /// as soon as every process that held a copy of it has exited.
 pub struct Connection<S, R> {
     fd: OwnedFd,
+    /// Receives still to go without looking again first; after a look
+    /// that found nothing, how many the next miss makes it.
+    skip: AtomicU32,
+    next_skip: AtomicU32,
     _types: PhantomData<fn(S) -> R>,
 }
 
@@ -74,7 +92,7 @@ pub struct Connection<S, R> {
 /// ```
 /// use mpcore::{Pipe, Process};
 ///
-/// let (parent, child) = Pipe::new::<u32, String>()?;
+/// let (parent, child) = Pipe::new::<String, u32>()?;
 /// let mut p = Process::spawn(move || {
 ///     let n = child.recv().unwrap();
 ///     child.send(&format!("got {n}")).unwrap();
@@ -127,6 +145,10 @@ impl<S, R> Connection<S, R> {
     pub(crate) fn from_fd(fd: OwnedFd) -> Self {
         Connection {
             fd,
+            // A new connection's first receives sleep at once: a
+            // connection used for one exchange (a client's) never spins.
+            skip: AtomicU32::new(FIRST_SKIP),
+            next_skip: AtomicU32::new(FIRST_SKIP),
             _types: PhantomData,
         }
     }
@@ -153,7 +175,7 @@ impl<S, R> Connection<S, R> {
     /// it sent has been read; [`Error::NoFreeDescriptor`] for a large
     /// message when this process has no free descriptor.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        channel::recv_bytes(self.fd.as_fd())
+        self.spin_then(channel::try_recv_bytes, channel::recv_bytes)
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes), but gives up with
@@ -182,6 +204,33 @@ impl<S, R> Connection<S, R> {
     /// The other end then reads what was sent and then
     /// [`Error::Disconnected`].
     pub fn close(self) {}
+
+    /// Tries `take` (a receive that does not wait) for up to [`SPIN`],
+    /// unless recent looks found nothing, then `wait` (one that does).
+    fn spin_then<T>(
+        &self,
+        take: impl Fn(BorrowedFd<'_>) -> Result<Option<T>>,
+        wait: impl FnOnce(BorrowedFd<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let fd = self.fd.as_fd();
+        let skip = self.skip.load(Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Relaxed);
+            return wait(fd);
+        }
+        match spin::until(Instant::now() + SPIN, || take(fd).transpose()) {
+            Some(result) => {
+                self.next_skip.store(FIRST_SKIP, Relaxed);
+                result
+            }
+            None => {
+                let next = self.next_skip.load(Relaxed);
+                self.skip.store(next, Relaxed);
+                self.next_skip.store((next * 2).min(MAX_SKIP), Relaxed);
+                wait(fd)
+            }
+        }
+    }
 
     /// Tries `take` until it finds a message, or `timeout` passes.
     fn recv_within<T>(
@@ -220,8 +269,9 @@ impl<S: Serialize + DeserializeOwned, R> Connection<S, R> {
 }
 
 impl<S, R: DeserializeOwned> Connection<S, R> {
-    /// Waits for the next value (Python's `recv`), asleep in the kernel
-    /// until it comes (one `recvmsg`).
+    /// Waits for the next value (Python's `recv`). On a busy connection
+    /// it looks again for 20 µs before it sleeps, as long as such looks
+    /// find something: a peer that is running answers sooner.
     ///
     /// # Errors
     ///
@@ -229,7 +279,7 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     /// it sent has been read; [`Error::Codec`] when a message is not an
     /// `R`.
     pub fn recv(&self) -> Result<R> {
-        channel::recv(self.fd.as_fd())
+        self.spin_then(channel::try_recv, channel::recv)
     }
 
     /// Like [`recv`](Self::recv), but gives up with [`Error::Timeout`]
