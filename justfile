@@ -1,7 +1,7 @@
 # Recipes for the course. Each one is a plain cargo command underneath;
 # `just --list` shows them. Install just with `cargo install just`.
 
-demos := "process_demo join_demo cpu_count_demo queue_demo timing_demo pool_demo shared_memory_demo lock_demo event_demo cluster_demo start_methods_demo async_join_demo sync_demo manager_demo"
+demos := "process_demo join_demo cpu_count_demo queue_demo timing_demo pool_demo shared_memory_demo lock_demo event_demo cluster_demo start_methods_demo pipe_demo async_join_demo sync_demo manager_demo"
 
 # List the recipes.
 default:

@@ -61,6 +61,9 @@ ROWS = [
     ("timing_normal", "timing job x2, normal (per loop step)", "ns/iter", None, None),
     ("timing_threads", "timing job x2, 2 threads (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
     ("timing_processes", "timing job x2, 2 processes (speed-up)", "x normal", None, ("floor", 1 / 0.9)),
+    ("pipe_rtt", "Pipe round trip of an int, parent and child", "us/op", ("faster", 5.0), ("floor", 1.0)),
+    ("pipe_1mib", "Pipe send_bytes/recv_bytes, 1 MiB child to parent", "MB/s", None, ("floor", 1.0)),
+    ("listener_rtt", "Listener/Client connect + round trip + close", "us/op", ("faster", 3.0), None),
 ]
 
 # A row whose Python side is another workload than its own name: mpcore's
@@ -76,7 +79,14 @@ PYTHON_ONLY_UNIT = {"pool_map10": "ms/op", "pool_map10_spawn": "ms/op"}
 # What the floor column holds when it is not a raw fork + pipe: the
 # forkserver row is measured against mpcore's own fork, timed in a fresh
 # run of the compare binary that never started a fork server.
-FLOOR_NAME = {"spawn_join_forkserver": "mpcore fork", "map_async": "mpcore map"}
+FLOOR_NAME = {
+    "spawn_join_forkserver": "mpcore fork",
+    "map_async": "mpcore map",
+    # Chapter 13: a bare socket pair's ping-pong; mpcore's own Queue of
+    # 1 MiB byte messages (put_bytes/get_bytes).
+    "pipe_rtt": "socketpair",
+    "pipe_1mib": "mpcore Queue",
+}
 
 
 def run_json(cmd):
@@ -234,7 +244,7 @@ def main():
                 floor_name = FLOOR_NAME.get(name, "floor")
                 label = f"<= {floor_goal[1]:g}x {floor_name}"
                 if unit.endswith("/s"):
-                    label = "at least the floor's rate" if floor_goal[1] == 1.0 else label
+                    label = f"at least the {floor_name}'s rate" if floor_goal[1] == 1.0 else label
                 verdicts.append(f"{label} {'met' if ok else 'NOT met'}")
         rows.append(
             [what, unit, fmt(py_v), fmt(rs_v), f"{ratio:.2f}x", fmt(fl_v),

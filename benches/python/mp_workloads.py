@@ -22,10 +22,13 @@ manager_update's (a tenth: the row compares rates).
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
+import tempfile
 import sys
 import threading
 import time
+from multiprocessing.connection import Client, Listener
 
 MIB = 1 << 20
 
@@ -50,6 +53,10 @@ SIZES = {
     "timing_normal": (1_000_000, 10_000),
     "timing_threads": (1_000_000, 10_000),
     "timing_processes": (1_000_000, 10_000),
+    # Chapter 13: Pipe and Listener/Client.
+    "pipe_rtt": (20_000, 200),
+    "pipe_1mib": (200, 4),
+    "listener_rtt": (2_000, 20),
     "manager_dict": (2_000, 20),
     # A tenth of mpcore's 80,000 (mpbench::WORKLOADS): the row compares
     # rates, and CPython's 80,000 locked increments take half a minute.
@@ -306,6 +313,67 @@ def manager_update(n, manager):
     return n
 
 
+def echo(conn, n):
+    for _ in range(n):
+        conn.send(conn.recv())
+
+
+def pipe_rtt(n, _ctx):
+    a, b = mp.Pipe()
+    p = mp.Process(target=echo, args=(b, n))
+    p.start()
+    b.close()
+    total = 0
+    for i in range(n):
+        a.send(i)
+        total += a.recv()
+    p.join()
+    assert total == n * (n - 1) // 2, total
+    return total
+
+
+def send_mib(conn, n):
+    message = b"\x07" * MIB
+    for _ in range(n):
+        conn.send_bytes(message)
+
+
+def pipe_1mib(n, _ctx):
+    r, w = mp.Pipe(duplex=False)
+    p = mp.Process(target=send_mib, args=(w, n))
+    p.start()
+    w.close()
+    total = 0
+    for _ in range(n):
+        total += len(r.recv_bytes())
+    p.join()
+    assert total == n * MIB, total
+    return total
+
+
+def connect_n(address, n):
+    for i in range(n):
+        with Client(address) as c:
+            c.send(i)
+            assert c.recv() == i
+
+
+def listener_rtt(n, _ctx):
+    address = os.path.join(tempfile.gettempdir(), f"mp-bench-{os.getpid()}.sock")
+    with Listener(address) as listener:
+        p = mp.Process(target=connect_n, args=(address, n))
+        p.start()
+        total = 0
+        for _ in range(n):
+            with listener.accept() as c:
+                x = c.recv()
+                c.send(x)
+                total += x
+        p.join()
+    assert total == n * (n - 1) // 2, total
+    return total
+
+
 def job(q, n):
     # The tutorial's job, word for word but for the size.
     res = 0
@@ -372,6 +440,11 @@ WORKLOADS = {
     "timing_normal": timing_normal,
     "timing_threads": timing_threads,
     "timing_processes": timing_processes,
+    # Chapter 13: Pipe and Listener/Client.
+    "pipe_rtt": pipe_rtt,
+    "pipe_1mib": pipe_1mib,
+    "listener_rtt": listener_rtt,
+    # Python only (mpbench::PYTHON_ONLY).
     "pool_map10_spawn": pool_map10_with("spawn"),
     "pool_map10_forkserver": pool_map10_with("forkserver"),
     "apply_async_rtt_spawn": apply_async_rtt,

@@ -16,8 +16,8 @@ pub mod published;
 use std::hint::black_box;
 
 use mpcore::{
-    Barrier, Dict, Event, JoinableQueue, Manager, Pool, Process, Queue, Result, StartMethod, Value,
-    process,
+    Barrier, Dict, Event, JoinableQueue, Manager, Pipe, Pool, Process, Queue, Result, StartMethod,
+    Value, process,
 };
 
 /// One row of the side-by-side table: a workload that exists in Python
@@ -187,6 +187,27 @@ pub const WORKLOADS: &[Workload] = &[
         ops: TIMING_N,
         quick_ops: 1_000_000,
         unit: "x normal",
+    },
+    Workload {
+        name: "pipe_rtt",
+        what: "Pipe round trip of an int, parent and child",
+        ops: 20_000,
+        quick_ops: 200,
+        unit: "us/op",
+    },
+    Workload {
+        name: "pipe_1mib",
+        what: "Pipe send_bytes/recv_bytes, 1 MiB child to parent",
+        ops: 200,
+        quick_ops: 4,
+        unit: "MB/s",
+    },
+    Workload {
+        name: "listener_rtt",
+        what: "Listener/Client connect + round trip + close",
+        ops: 2_000,
+        quick_ops: 20,
+        unit: "us/op",
     },
 ];
 
@@ -530,4 +551,99 @@ pub fn timing_processes(n: u64) -> Result<u128> {
     let mut p1 = Process::spawn(move || course::job::cpu_job(n))?;
     let mut p2 = Process::spawn(move || course::job::cpu_job(n))?;
     Ok(p1.join()? + p2.join()?)
+}
+
+/// `rounds` round trips over a [`Pipe`]: send `i`, a child sends it
+/// back. Returns the sum of the replies.
+pub fn pipe_rtt(rounds: u64) -> Result<u64> {
+    let (mine, theirs) = Pipe::new::<u64, u64>()?;
+    let mut child = Process::spawn(move || {
+        for _ in 0..rounds {
+            let x = theirs.recv().unwrap();
+            theirs.send(&x).unwrap();
+        }
+    })?;
+    let mut sum = 0;
+    for i in 0..rounds {
+        mine.send(&black_box(i))?;
+        sum += mine.recv()?;
+    }
+    child.join()?;
+    Ok(sum)
+}
+
+/// The floor under [`pipe_rtt`]: the same child (forked by mpcore) and
+/// `rounds` round trips of 8 bytes over a bare Unix socket pair
+/// (`UnixStream::pair`: `write` and `read`, no framing, no encoding).
+pub fn socketpair_rtt(rounds: u64) -> Result<u64> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let io = |e: std::io::Error| mpcore::Error::Io {
+        call: "socketpair",
+        reason: e.to_string(),
+    };
+    let (mut mine, mut theirs) = UnixStream::pair().map_err(io)?;
+    let mut child = Process::spawn(move || {
+        let mut buf = [0u8; 8];
+        for _ in 0..rounds {
+            theirs.read_exact(&mut buf).unwrap();
+            theirs.write_all(&buf).unwrap();
+        }
+    })?;
+    let mut sum = 0;
+    let mut buf = [0u8; 8];
+    for i in 0..rounds {
+        mine.write_all(&black_box(i).to_le_bytes()).map_err(io)?;
+        mine.read_exact(&mut buf).map_err(io)?;
+        sum += u64::from_le_bytes(buf);
+    }
+    child.join()?;
+    Ok(sum)
+}
+
+/// A child sends `count` messages of 1 MiB of bytes through a one-way
+/// [`Pipe`] ([`Connection::send_bytes`](mpcore::Connection::send_bytes));
+/// the parent receives them. Returns the bytes received. The same as
+/// [`queue_1mib`], through a pipe.
+pub fn pipe_1mib(count: u64) -> Result<u64> {
+    let (rx, tx) = Pipe::one_way::<()>()?;
+    let mut child = Process::spawn(move || {
+        let message = vec![7u8; MIB];
+        for _ in 0..count {
+            tx.send_bytes(black_box(&message)).unwrap();
+        }
+    })?;
+    let mut total = 0u64;
+    for _ in 0..count {
+        let message = rx.recv_bytes()?;
+        total += message.len() as u64;
+        black_box(message);
+    }
+    child.join()?;
+    Ok(total)
+}
+
+/// A child connects `count` times to a [`Listener`](mpcore::connection::Listener)
+/// of this process, sends `i`, waits for it back and closes; this
+/// process accepts each and echoes. Returns the sum of what came.
+pub fn listener_rtt(count: u64) -> Result<u64> {
+    use mpcore::connection::{Client, Listener};
+    let path = std::env::temp_dir().join(format!("mpbench-{}.sock", std::process::id()));
+    let listener = Listener::bind(&path)?;
+    let mut child = Process::spawn(move || {
+        for i in 0..count {
+            let c = Client::connect::<u64, u64>(&path).unwrap();
+            c.send(&i).unwrap();
+            assert_eq!(c.recv().unwrap(), i);
+        }
+    })?;
+    let mut sum = 0;
+    for _ in 0..count {
+        let c = listener.accept::<u64, u64>()?;
+        let x = c.recv()?;
+        c.send(&x)?;
+        sum += x;
+    }
+    child.join()?;
+    Ok(sum)
 }

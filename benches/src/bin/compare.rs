@@ -292,6 +292,22 @@ fn measure(w: &Workload, quick: bool, runs: usize) -> mpcore::Result<(u64, f64, 
                 let want = 2 * course::job::cpu_job(n);
                 median_of(&mut ours, &want, || mpbench::timing_processes(n))?;
             }
+            "pipe_rtt" => {
+                let want = mpbench::queue_small_answer(n);
+                median_of(&mut ours, &want, || mpbench::pipe_rtt(n))?;
+                median_of(&mut floors, &want, || mpbench::socketpair_rtt(n))?;
+            }
+            "pipe_1mib" => {
+                // The floor is mpcore's own Queue of 1 MiB byte messages:
+                // the goal is to be at least as fast.
+                let want = n * MIB as u64;
+                median_of(&mut ours, &want, || mpbench::pipe_1mib(n))?;
+                median_of(&mut floors, &want, || mpbench::queue_1mib(n))?;
+            }
+            "listener_rtt" => {
+                let want = mpbench::queue_small_answer(n);
+                median_of(&mut ours, &want, || mpbench::listener_rtt(n))?;
+            }
             other => unreachable!("workload {other} is listed but not measured"),
         }
     }

@@ -56,6 +56,9 @@ pub mod ch11_beyond_one_machine {}
 #[doc = include_str!("../../../docs/12-start-methods.md")]
 pub mod ch12_start_methods {}
 
+#[doc = include_str!("../../../docs/13-pipes-and-connections.md")]
+pub mod ch13_pipes_and_connections {}
+
 // Chapter 13's part on who is running and async join, until it is pasted
 // into docs/13-pipes-and-connections.md.
 #[doc = include_str!("../../../docs/13-async-and-who-is-running.part.md")]

@@ -26,6 +26,12 @@
 //! | `pool.starmap(job, pairs)`, `pool.map_async(job, xs).get()`, `as_completed(futures)` | [`Pool::starmap`]`(job, pairs)`, [`Pool::map_async`]`(job, xs)?.get()`, [`Pool::as_completed`] |
 //! | `mp.set_start_method("spawn")`, `("forkserver")` | [`set_start_method`]`(StartMethod::Spawn)?`, `(StartMethod::ForkServer)?` |
 //! | `mp.get_context("spawn").Process(target=f, args=(x,))` | `process::Builder::new().start_method(StartMethod::Spawn).spawn_fn(f, x)?` |
+//! | `a, b = mp.Pipe()`, `mp.Pipe(duplex=False)` | [`Pipe::new`]`::<S, R>()?`, [`Pipe::one_way`]`::<T>()?` |
+//! | `c.send(x)`, `c.recv()`, `c.poll(1)`, `c.send_bytes(b)`, `c.recv_bytes()` | [`Connection::send`]`(&x)`, [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`] |
+//! | `EOFError` from `c.recv()` | [`Error::Disconnected`] (and from `send`, never `SIGPIPE`) |
+//! | `Listener(address, authkey=k)`, `l.accept()` | [`connection::Listener::bind_with_authkey`]`(name, k)?`, [`connection::Listener::accept`] |
+//! | `Client(address, authkey=k)` | [`connection::Client::connect_with_authkey`]`(name, k)?` |
+//! | `multiprocessing.connection.wait(objects, timeout)` | [`connection::wait`]`(&objects, timeout)?` (indices of the ready ones) |
 //! | `mp.current_process().name`, `mp.parent_process()` | [`current_process()`]`.name()` (and `.start_method()`), [`parent_process()`] |
 //! | `mp.active_children()` | [`active_children()`] (reaps the finished ones, as Python's does) |
 //! | `p.interrupt()` (3.14), `os.kill(p.pid, sig)` | [`Process::interrupt`], [`Process::send_signal`] |
@@ -120,9 +126,9 @@
 //! 4. `start/`: a child's life after the fork, a task sent to a fresh
 //!    run of the program, the hook before `main`, the fork server;
 //! 5. one room per public type: `lock.rs`, `event.rs`, `barrier.rs`,
-//!    `shared/`, `queue/`, `named/`, `process/`; `sync/` (RLock,
-//!    Semaphore, Condition) above `lock.rs`, and `pool/` and `manager/`
-//!    above `process/`.
+//!    `shared/`, `queue/`, `named/`, `process/`, `connection/`; `sync/`
+//!    (RLock, Semaphore, Condition) above `lock.rs`, and `pool/` and
+//!    `manager/` above `process/`.
 #![deny(missing_docs)]
 // The examples in these docs are what a user copies: no unsafe code in them.
 #![doc(test(attr(forbid(unsafe_code))))]
@@ -134,6 +140,7 @@ mod wire;
 mod start;
 
 mod barrier;
+pub mod connection;
 mod event;
 mod lock;
 mod manager;
@@ -155,6 +162,7 @@ pub use base::{
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
 pub use barrier::{Barrier, BarrierWaitResult};
+pub use connection::{Connection, Pipe};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use manager::{Dict, List, Manager, Namespace};

@@ -476,6 +476,17 @@ pub enum Error {
          started it ended, or it was killed), so the objects it held are lost"
     )]
     ManagerLost,
+
+    /// A [`Client`](crate::connection::Client) could not get through the
+    /// handshake with a [`Listener`](crate::connection::Listener) (Python's
+    /// `AuthenticationError`): the keys differ, only one side has a key,
+    /// the other side belongs to another user, or is not an mpcore
+    /// listener or client.
+    #[error("authentication with the other side failed: {reason}")]
+    AuthenticationFailed {
+        /// What went wrong, as a sentence.
+        reason: String,
+    },
 }
 
 impl std::fmt::Debug for Error {

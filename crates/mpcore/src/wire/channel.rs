@@ -307,6 +307,18 @@ pub(crate) fn recv_within_timeout<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Re
     recv_payload(rx, MsgFlags::empty(), |payload| payload.read_with(decode))
 }
 
+/// Waits for the next message and decodes it in place (no copy of an
+/// inline packet); [`Error::Disconnected`] at end of file.
+pub(crate) fn recv<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Result<T> {
+    let received = recv_payload(rx, MsgFlags::empty(), |payload| payload.read_with(decode))?;
+    received.ok_or(Error::Disconnected)
+}
+
+/// Like [`recv_bytes`], but never waits: `Ok(None)` when nothing is there.
+pub(crate) fn try_recv_bytes(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+    try_recv_payload(rx, |payload| payload.into_vec())
+}
+
 /// Takes one packet (waiting for it unless `flags` has `MSG_DONTWAIT`) and
 /// hands `read` where its payload is. `Ok(None)`: nothing was waiting.
 fn recv_payload<R>(

@@ -178,8 +178,8 @@ pub(crate) fn deserialize_handle<'de, H: Handle, D: Deserializer<'de>>(
 
 /// `Serialize` and `Deserialize` for a [`Handle`] type: as a descriptor.
 macro_rules! travels_as_descriptor {
-    ($name:ident $(<$param:ident>)?) => {
-        impl$(<$param>)? serde::Serialize for $name$(<$param>)?
+    ($name:ident $(<$($param:ident),+>)?) => {
+        impl$(<$($param),+>)? serde::Serialize for $name$(<$($param),+>)?
         where
             Self: $crate::wire::handles::Handle,
         {
@@ -191,7 +191,7 @@ macro_rules! travels_as_descriptor {
             }
         }
 
-        impl<'de $(, $param)?> serde::Deserialize<'de> for $name$(<$param>)?
+        impl<'de $($(, $param)+)?> serde::Deserialize<'de> for $name$(<$($param),+>)?
         where
             Self: $crate::wire::handles::Handle,
         {
