@@ -59,11 +59,6 @@ pub mod ch12_start_methods {}
 #[doc = include_str!("../../../docs/13-pipes-and-connections.md")]
 pub mod ch13_pipes_and_connections {}
 
-// Chapter 13's part on who is running and async join, until it is pasted
-// into docs/13-pipes-and-connections.md.
-#[doc = include_str!("../../../docs/13-async-and-who-is-running.part.md")]
-pub mod ch13_async_and_who_is_running {}
-
 #[doc = include_str!("../../../docs/14-synchronisation.md")]
 pub mod ch14_synchronisation {}
 

@@ -11,18 +11,13 @@ mod common;
 
 use common::docs;
 
-/// The chapter files, `NN-name.md`, in `docs/`; not a part of a chapter
-/// written apart (`NN-name.part.md`), which waits to be pasted into its
-/// chapter (its blocks are compiled and its outputs checked meanwhile).
+/// The chapter files, `NN-name.md`, in `docs/`.
 fn chapters() -> BTreeSet<String> {
     let found: BTreeSet<String> = fs::read_dir(docs())
         .expect("docs/ is readable")
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .filter(|name| {
-            name.ends_with(".md")
-                && !name.ends_with(".part.md")
-                && name.len() > 3
-                && name[..2].bytes().all(|b| b.is_ascii_digit())
+            name.ends_with(".md") && name.len() > 3 && name[..2].bytes().all(|b| b.is_ascii_digit())
         })
         .collect();
     assert!(found.len() >= 12, "too few chapters found: {found:?}");

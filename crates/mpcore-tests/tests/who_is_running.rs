@@ -288,3 +288,44 @@ fn signals_from_a_copy_of_the_handle_are_refused() {
         assert_eq!(child.join().unwrap_err().signal(), Some(Signal::SIGKILL));
     });
 }
+
+/// `connection::wait` over processes (Python's `wait([p.sentinel, ...])`):
+/// exactly the children that have ended are ready, under every method,
+/// and a child still running is not, until it ends too.
+#[test]
+fn wait_over_processes_returns_exactly_the_ended_ones() {
+    within(LIMIT, || {
+        for method in [
+            StartMethod::Fork,
+            StartMethod::Spawn,
+            StartMethod::ForkServer,
+        ] {
+            let start = |ms| {
+                Builder::new()
+                    .start_method(method)
+                    .spawn_fn(sleep_ms, ms)
+                    .unwrap()
+            };
+            let mut children = [start(0), start(60_000), start(0)];
+            // The quick ones end soon: wait until both are ready.
+            let mut ready = Vec::new();
+            while ready.len() < 2 {
+                ready = mpcore::connection::wait(&children, Some(Duration::from_secs(10))).unwrap();
+            }
+            assert_eq!(
+                ready,
+                [0, 2],
+                "{method:?}: the two that ended, not the sleeper"
+            );
+            assert_eq!(children[0].join().unwrap(), 0);
+            assert_eq!(children[2].join().unwrap(), 0);
+            children[1].kill().unwrap();
+            let ready = mpcore::connection::wait(&children[1..2], Some(LIMIT)).unwrap();
+            assert_eq!(ready, [0], "{method:?}: the killed one is ready too");
+            assert!(
+                children[1].join().is_err(),
+                "{method:?}: a killed child has no value"
+            );
+        }
+    });
+}

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Every chapter that goes with a demo crate.
-pub const DEMO_CHAPTERS: [&str; 15] = [
+pub const DEMO_CHAPTERS: [&str; 14] = [
     "01-process-basics.md",
     "02-ordered-join.md",
     "03-cpu-count.md",
@@ -21,7 +21,6 @@ pub const DEMO_CHAPTERS: [&str; 15] = [
     "11-beyond-one-machine.md",
     "12-start-methods.md",
     "13-pipes-and-connections.md",
-    "13-async-and-who-is-running.part.md",
     "14-synchronisation.md",
     "15-managers.md",
 ];
