@@ -233,13 +233,15 @@ def ratio_chart(ratios, heading, quick=False):
 
 # --- criterion.json -------------------------------------------------------
 
-GROUPS = ["spawn", "queue", "pool", "shared", "timing", "start_methods"]
+GROUPS = ["spawn", "queue", "pool", "shared", "timing", "start_methods", "sync", "join_async"]
 
 
-def read_criterion(root):
+def read_criterion(root, only=None, old=None):
     """Criterion's median of every benchmark under `root`
     (target/criterion), from each one's new/benchmark.json and
-    new/estimates.json."""
+    new/estimates.json. With `only` (some groups), those groups are read
+    and every other is kept from `old` (the criterion.json recorded
+    before), and the date says both."""
     benches = []
     stamps = []
     for info in sorted(Path(root).glob("**/new/benchmark.json")):
@@ -254,6 +256,12 @@ def read_criterion(root):
             "bytes": throughput.get("Bytes"),
         })
         stamps.append(info.parent.joinpath("estimates.json").stat().st_mtime)
+    if only:
+        benches = [b for b in benches if b["group"] in only]
+        missing = [g for g in only if not any(b["group"] == g for b in benches)]
+        if missing:
+            raise SystemExit(f"record.py: no criterion results for {', '.join(missing)} under {root}")
+        benches += [b for b in old["benches"] if b["group"] not in only]
     if not benches:
         raise SystemExit(f"record.py: no criterion results under {root}: run `cargo bench -p mpbench` first")
     missing = [g for g in GROUPS if not any(b["group"] == g for b in benches)]
@@ -266,6 +274,8 @@ def read_criterion(root):
     benches.sort(key=lambda b: order.get(b["group"], len(GROUPS)))
     day = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d")
     dates = sorted({day(t) for t in stamps})
+    if only:
+        dates = sorted(set(dates) | set(old["date"].split(" to ")))
     return {"_how": HOW, "date": " to ".join([dates[0], dates[-1]] if len(dates) > 1 else dates), "benches": benches}
 
 
@@ -492,10 +502,18 @@ def main():
     )
     parser.add_argument("--criterion-dir", default=str(ROOT / "target" / "criterion"))
     parser.add_argument("--out", default=str(DATA), help="the data folder (default docs/data)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="GROUP", choices=GROUPS,
+        help="criterion: record only these groups (`cargo bench -p mpbench --bench GROUP` ran), "
+        "and keep the others from the criterion.json recorded before",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     if args.what == "criterion":
-        data = read_criterion(args.criterion_dir)
+        old = None
+        if args.only:
+            old = json.loads((out / "criterion.json").read_text(encoding="utf-8"))
+        data = read_criterion(args.criterion_dir, args.only, old)
         (out / "criterion.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"recorded {len(data['benches'])} criterion medians in {out / 'criterion.json'}", file=sys.stderr)
     if args.what == "timing":

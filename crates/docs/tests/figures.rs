@@ -493,12 +493,22 @@ fn the_recorded_runs_are_complete() {
         "queue_1mib",
         "pool_map_tiny",
         "pool_map_chunk1",
+        "map_async",
         "apply_async_rtt",
         "value_incr",
         "event_wake",
+        "barrier_round",
+        "joinable_queue",
+        "semaphore_uncontended",
+        "condition_pingpong",
+        "manager_dict",
+        "manager_update",
         "timing_normal",
         "timing_threads",
         "timing_processes",
+        "pipe_rtt",
+        "pipe_1mib",
+        "listener_rtt",
     ] {
         assert!(
             names.contains(&name),
@@ -517,6 +527,8 @@ fn the_recorded_runs_are_complete() {
         "criterion-pool.md",
         "criterion-shared.md",
         "criterion-timing.md",
+        "criterion-sync.md",
+        "criterion-join_async.md",
     ] {
         assert!(
             docs().join("data").join(file).is_file(),

@@ -92,7 +92,7 @@ pub struct Connection<S, R> {
 /// ```
 /// use mpcore::{Pipe, Process};
 ///
-/// let (parent, child) = Pipe::new::<String, u32>()?;
+/// let (parent, child) = Pipe::new::<u32, String>()?;
 /// let mut p = Process::spawn(move || {
 ///     let n = child.recv().unwrap();
 ///     child.send(&format!("got {n}")).unwrap();
