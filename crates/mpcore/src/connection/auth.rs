@@ -19,7 +19,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::base::{Error, Result};
-use crate::os::poll;
+use super::SPIN;
+use crate::os::{poll, spin};
 use crate::wire::channel;
 
 const HELLO: &[u8] = b"mpcore-connection/1";
@@ -78,7 +79,14 @@ fn failed(reason: impl Into<String>) -> Error {
 }
 
 /// The next packet, waiting until `until` (`None`: for ever).
+///
+/// The other side answers a handshake within microseconds when it runs:
+/// look again for up to [`SPIN`] before sleeping.
 fn recv_until(fd: BorrowedFd<'_>, until: Option<Instant>) -> Result<Vec<u8>> {
+    let soon = spin::until(Instant::now() + SPIN, || channel::try_recv_bytes(fd).transpose());
+    if let Some(packet) = soon {
+        return packet;
+    }
     loop {
         if let Some(packet) = channel::try_recv_bytes(fd)? {
             return Ok(packet);
@@ -119,7 +127,10 @@ pub(super) fn serve(fd: BorrowedFd<'_>, key: Option<&[u8]>, until: Instant) -> R
 /// listener's greeting for as long as the listener takes to accept,
 /// then for its verdict until `until`.
 pub(super) fn greet(fd: BorrowedFd<'_>, key: Option<&[u8]>, until: Instant) -> Result<()> {
-    let hello = match channel::recv_bytes(fd) {
+    // A listener that is waiting in `accept` greets within microseconds:
+    // look again for up to `SPIN` before sleeping for as long as it takes.
+    let soon = spin::until(Instant::now() + SPIN, || channel::try_recv_bytes(fd).transpose());
+    let hello = match soon.unwrap_or_else(|| channel::recv_bytes(fd)) {
         Err(Error::Disconnected) => {
             return Err(failed(
                 "the listener hung up before it greeted us (a listener refuses a client of \

@@ -18,9 +18,9 @@ use nix::sys::socket::{
 };
 use nix::unistd::{Pid, Uid, getpid};
 
-use super::{Connection, auth};
+use super::{Connection, SPIN, auth};
 use crate::base::{Error, Result};
-use crate::os::{deadline, poll};
+use crate::os::{deadline, poll, spin};
 
 /// How long [`Listener::accept`] gives a client to answer the key's
 /// challenge, unless [`Listener::set_handshake_timeout`] says otherwise.
@@ -217,6 +217,14 @@ impl Listener {
         until: Option<Instant>,
         timeout: Duration,
     ) -> Result<Connection<S, R>> {
+        // A client that connects again at once (a loop of short
+        // connections) is met without a sleep: look for up to `SPIN`
+        // first, without the handshake's cost for each look (a plain
+        // `poll` that does not wait).
+        let fd = self.fd.as_fd();
+        spin::until(Instant::now() + SPIN, || {
+            poll::readable_now(&[fd]).ok()?.first().copied()?.then_some(())
+        });
         loop {
             if let Some(connection) = self.try_accept()? {
                 return Ok(connection);
@@ -254,7 +262,7 @@ impl Listener {
         let admitted = same_user(fd.as_fd())
             .and_then(|()| auth::serve(fd.as_fd(), self.key.as_deref(), until));
         match admitted {
-            Ok(()) => Ok(Some(Connection::from_fd(fd))),
+            Ok(()) => Ok(Some(Connection::from_handshake(fd))),
             Err(e) => {
                 log::debug!("mpcore: a client was refused: {e}");
                 Ok(None)
@@ -303,7 +311,7 @@ impl Client {
         }
         same_user(fd.as_fd())?;
         auth::greet(fd.as_fd(), key, Instant::now() + HANDSHAKE_TIMEOUT)?;
-        Ok(Connection::from_fd(fd))
+        Ok(Connection::from_handshake(fd))
     }
 }
 

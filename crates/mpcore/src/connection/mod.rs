@@ -44,7 +44,7 @@ pub use wait::wait;
 /// How long `recv` looks again before it sleeps in the kernel: a peer
 /// that is running answers a round trip within less, and a sleep and a
 /// wake-up cost a few microseconds in each process (`os/spin.rs`).
-const SPIN: Duration = Duration::from_micros(20);
+pub(super) const SPIN: Duration = Duration::from_micros(20);
 
 /// How many receives go straight to sleep before one looks again: at
 /// first, and after a look-again that found nothing (doubling up to
@@ -145,12 +145,23 @@ impl<S, R> Connection<S, R> {
     pub(crate) fn from_fd(fd: OwnedFd) -> Self {
         Connection {
             fd,
-            // A new connection's first receives sleep at once: a
-            // connection used for one exchange (a client's) never spins.
+            // A new pipe's first receives sleep at once: an end used for
+            // one exchange never spins.
             skip: AtomicU32::new(FIRST_SKIP),
             next_skip: AtomicU32::new(FIRST_SKIP),
             _types: PhantomData,
         }
+    }
+
+    /// A connection that a [`Listener`] accepted or a [`Client`] made,
+    /// just after their handshake: its first receive looks again before it
+    /// sleeps, as the peer has just shown that it runs (a client sends
+    /// its request, a listener answers it, within microseconds). A look
+    /// that finds nothing backs off as on any connection.
+    pub(crate) fn from_handshake(fd: OwnedFd) -> Self {
+        let connection = Connection::from_fd(fd);
+        connection.skip.store(0, Relaxed);
+        connection
     }
 
     /// Sends `bytes` as one message, whatever its size (Python's
