@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::base::{Error, Result};
 use super::SPIN;
+use crate::base::{Error, Result};
 use crate::os::{poll, spin};
 use crate::wire::channel;
 
@@ -83,7 +83,9 @@ fn failed(reason: impl Into<String>) -> Error {
 /// The other side answers a handshake within microseconds when it runs:
 /// look again for up to [`SPIN`] before sleeping.
 fn recv_until(fd: BorrowedFd<'_>, until: Option<Instant>) -> Result<Vec<u8>> {
-    let soon = spin::until(Instant::now() + SPIN, || channel::try_recv_bytes(fd).transpose());
+    let soon = spin::until(Instant::now() + SPIN, || {
+        channel::try_recv_bytes(fd).transpose()
+    });
     if let Some(packet) = soon {
         return packet;
     }
@@ -129,7 +131,9 @@ pub(super) fn serve(fd: BorrowedFd<'_>, key: Option<&[u8]>, until: Instant) -> R
 pub(super) fn greet(fd: BorrowedFd<'_>, key: Option<&[u8]>, until: Instant) -> Result<()> {
     // A listener that is waiting in `accept` greets within microseconds:
     // look again for up to `SPIN` before sleeping for as long as it takes.
-    let soon = spin::until(Instant::now() + SPIN, || channel::try_recv_bytes(fd).transpose());
+    let soon = spin::until(Instant::now() + SPIN, || {
+        channel::try_recv_bytes(fd).transpose()
+    });
     let hello = match soon.unwrap_or_else(|| channel::recv_bytes(fd)) {
         Err(Error::Disconnected) => {
             return Err(failed(

@@ -223,7 +223,11 @@ impl Listener {
         // `poll` that does not wait).
         let fd = self.fd.as_fd();
         spin::until(Instant::now() + SPIN, || {
-            poll::readable_now(&[fd]).ok()?.first().copied()?.then_some(())
+            poll::readable_now(&[fd])
+                .ok()?
+                .first()
+                .copied()?
+                .then_some(())
         });
         loop {
             if let Some(connection) = self.try_accept()? {

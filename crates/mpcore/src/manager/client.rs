@@ -15,7 +15,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::sockopt::ReceiveTimeout;
@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use super::protocol::{Bytes, Reply, Request};
 use crate::base::{Error, Result, catch};
-use crate::os::{deadline, poll};
+use crate::os::{deadline, poll, spin};
 use crate::wire::{channel, codec, handles};
 
 /// How often a call that waits with no timeout looks whether the server
@@ -38,6 +38,11 @@ const CHECK_EVERY: libc::timeval = libc::timeval {
 
 /// The most idle connections a process keeps per client.
 const IDLE_MAX: usize = 8;
+
+/// How long a call looks for its reply before it sleeps
+/// (`Client::wait`): about a round trip between two
+/// running processes, far less than a sleep and two wake-ups.
+const LOOK_FOR_REPLY: Duration = Duration::from_micros(50);
 
 /// One process's way to the server: the door, and the connections made.
 pub(super) struct Client {
@@ -87,7 +92,18 @@ impl Client {
     /// connection says so at once, unless another process holds a copy of
     /// its far end: one forked by another thread of this one at the
     /// instant the connection was made.)
+    ///
+    /// The server answers within microseconds when its thread for this
+    /// connection runs, so the reply is looked for first, for up to
+    /// [`LOOK_FOR_REPLY`], yielding the core between looks: a sleep and a
+    /// wake-up cost more than the call itself.
     fn wait(&self, conn: &Conn) -> Result<Reply> {
+        let soon = spin::until_yielding(Instant::now() + LOOK_FOR_REPLY, || {
+            channel::try_recv::<Reply>(conn.fd.as_fd()).transpose()
+        });
+        if let Some(reply) = soon {
+            return reply.map_err(lost);
+        }
         loop {
             match channel::recv_within_timeout::<Reply>(conn.fd.as_fd()) {
                 Ok(Some(reply)) => return Ok(reply),

@@ -30,3 +30,23 @@ pub(crate) fn pause(n: u32) {
         std::hint::spin_loop();
     }
 }
+
+/// Like [`until`], but gives the core away (`sched_yield`) between looks
+/// instead of pausing on it: for a waiter whose answer must come from a
+/// process or thread that may need this very core to make it (a machine
+/// with more runnable threads than cores). With a core to spare, a yield
+/// returns at once and this looks as often as `until` does.
+pub(crate) fn until_yielding<T>(
+    deadline: Instant,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        if let Some(found) = look() {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
