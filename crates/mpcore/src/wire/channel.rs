@@ -328,6 +328,7 @@ fn recv_payload<R>(
 ) -> Result<Option<R>> {
     RECV_BUF.with_borrow_mut(|RecvBuf { data, cmsg }| {
         let mut head = [0u8; RECV_STACK];
+        let mut end_seen = false;
         let (len, msg_flags, memfd) = loop {
             let mut iov = [
                 IoSliceMut::new(&mut head),
@@ -339,6 +340,24 @@ fn recv_payload<R>(
                 Some(&mut *cmsg),
                 flags | MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
+                // End of file, seen by a receive that does not wait: look
+                // once more. The kernel's non-blocking receive on a
+                // `SOCK_SEQPACKET` socket looks at the queue, finds it
+                // empty, and only then looks whether the peer has gone: a
+                // peer that sends its last packet and closes between the
+                // two looks makes it report end of file with the packet
+                // queued (Linux's `unix_dgram_recvmsg`, "Signal EOF on
+                // disconnected non-blocking SEQPACKET socket"). The packet
+                // was queued before the peer closed, so a second look
+                // finds it; a real end of file is one again. (Seen as a
+                // `Listener`'s reply lost once in a few thousand
+                // connections, when both sides looked before sleeping.)
+                Ok(msg)
+                    if msg.bytes == 0 && flags.contains(MsgFlags::MSG_DONTWAIT) && !end_seen =>
+                {
+                    drop(received_fd(&msg, "recvmsg")?);
+                    end_seen = true;
+                }
                 Ok(msg) => break (msg.bytes, msg.flags, received_fd(&msg, "recvmsg")?),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Ok(None),
@@ -389,9 +408,16 @@ pub(crate) fn try_recv_many_bytes(
     out: &mut Vec<Result<Vec<u8>>>,
 ) -> Result<usize> {
     MANY_BUF.with_borrow_mut(|buf| {
+        let (mut end_seen, before) = (false, out.len());
         loop {
-            if let Some(taken) = recv_many_once(rx, buf, out)? {
-                return Ok(taken);
+            match recv_many_once(rx, buf, out) {
+                Ok(Some(taken)) => return Ok(taken),
+                Ok(None) => {}
+                // An end of file before any packet: look once more, as
+                // `recv_payload` does, and for the same reason. After
+                // packets, the next call looks again.
+                Err(Error::Disconnected) if !end_seen && out.len() == before => end_seen = true,
+                Err(e) => return Err(e),
             }
         }
     })
