@@ -531,3 +531,32 @@ fn wait_returns_exactly_the_ready_ones_among_fifty() {
         assert!(wait::<&dyn AsFd>(&[], None).unwrap().is_empty());
     });
 }
+
+/// A peer that sends its last message and closes while the other end
+/// looks without waiting: the message is read, then `Disconnected`. The
+/// kernel's non-blocking receive on a packet socket can report end of
+/// file with that message queued when the close falls between its two
+/// looks (wire/channel.rs says how mpcore looks again); this races the
+/// two thousands of times, on two threads.
+#[test]
+fn a_last_message_sent_just_before_close_is_never_lost_to_a_look() {
+    within(LIMIT, || {
+        for round in 0..20_000u64 {
+            let (a, b) = Pipe::new::<u64, u64>().unwrap();
+            let sender = std::thread::spawn(move || {
+                b.send(&round).unwrap();
+                drop(b);
+            });
+            let got = loop {
+                match a.try_recv() {
+                    Ok(Some(value)) => break value,
+                    Ok(None) => std::hint::spin_loop(),
+                    Err(e) => panic!("round {round}: {e} before the last message was read"),
+                }
+            };
+            assert_eq!(got, round);
+            sender.join().unwrap();
+            assert!(matches!(a.recv(), Err(Error::Disconnected)));
+        }
+    });
+}

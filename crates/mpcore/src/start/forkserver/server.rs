@@ -227,14 +227,32 @@ impl Server {
     /// directory `cwd`, and tells the requester its pid on `reports` (or
     /// why the fork failed).
     fn fork_child(&mut self, reports: OwnedFd, task: OwnedFd, cwd: OwnedFd) {
+        // The server ignores SIGINT, and the child begins so: a SIGINT
+        // sent to it (`Process::interrupt`) before it has set SIGINT back
+        // to the default would be lost. Blocked across the fork, such a
+        // signal waits instead, and the child takes it once it has set
+        // the default and its mask back (`be_the_child`). (The server's
+        // own, ignored, are dropped when it unblocks.)
+        let mut interrupt = SigSet::empty();
+        interrupt.add(Signal::SIGINT);
+        let mut before = SigSet::empty();
+        let blocked =
+            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&interrupt), Some(&mut before)).is_ok();
+        let unblock = || {
+            if blocked {
+                let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+            }
+        };
         // SAFETY: this process has one thread (it runs before `main` and
         // starts none), so no lock can be held by another thread at the fork.
         match unsafe { fork() } {
             Err(e) => {
+                unblock();
                 let _ = send_i32s(reports.as_fd(), [FORK_FAILED, e as i32], false);
             }
             Ok(ForkResult::Child) => self.be_the_child(reports, task, cwd),
             Ok(ForkResult::Parent { child }) => {
+                unblock();
                 // If the requester is gone, nobody reads this: the child
                 // still runs and is reaped like any other.
                 let _ = send_i32s(reports.as_fd(), [STARTED, child.as_raw()], false);
