@@ -151,6 +151,7 @@ impl Semaphore {
         Ok(sem)
     }
 
+    #[inline]
     fn state(&self) -> &State {
         // SAFETY: the segment starts with a zeroed (or initialised)
         // `State`, page-aligned, that lives as long as `self`; every
@@ -171,6 +172,7 @@ impl Semaphore {
     }
 
     /// Takes a permit if one is free, at once.
+    #[inline]
     fn take(&self) -> bool {
         let value = &self.state().value;
         let mut now = value.load(Ordering::Relaxed);
@@ -189,7 +191,13 @@ impl Semaphore {
     /// # Errors
     ///
     /// Only [`Error::Os`], if the kernel refuses the wait.
+    #[inline]
     pub fn acquire(&self) -> Result<Permit<'_>> {
+        // A free permit is one compare-and-swap, inlined into the caller;
+        // the waiting is out of line.
+        if self.take() {
+            return Ok(Permit::new(self));
+        }
         self.acquire_until(None, Duration::MAX)
     }
 
@@ -261,6 +269,7 @@ impl Semaphore {
     /// [`Error::ReleasedTooManyTimes`] when the value would go above a
     /// bounded semaphore's start value (or above `u32::MAX`); the value
     /// is left as it was.
+    #[inline]
     pub fn release(&self) -> Result<()> {
         let State {
             value,
@@ -297,6 +306,7 @@ pub struct Permit<'a> {
 }
 
 impl<'a> Permit<'a> {
+    #[inline]
     fn new(sem: &'a Semaphore) -> Permit<'a> {
         Permit { sem, held: true }
     }
@@ -323,6 +333,7 @@ impl<'a> Permit<'a> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.held {
             if let Err(e) = self.sem.release() {
