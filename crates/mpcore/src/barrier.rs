@@ -518,14 +518,8 @@ impl Barrier {
         let until = wait.deadline().map_or(spin, |at| at.min(spin));
         // Between looks, give the core to whatever else waits for it:
         // on a busy machine that is often the very party we wait for.
-        let look = || {
-            let o = Some(outcome_word.load(Ordering::Relaxed)).filter(|&o| ended(o));
-            if o.is_none() {
-                std::thread::yield_now();
-            }
-            o
-        };
-        if let Some(o) = spin::until(until, look) {
+        let look = || Some(outcome_word.load(Ordering::Relaxed)).filter(|&o| ended(o));
+        if let Some(o) = spin::until_yielding(until, look) {
             return answer(o);
         }
         loop {

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 
 use crate::base::{Error, Result};
 use crate::os::memfd::Segment;
-use crate::os::{deadline, futex};
+use crate::os::{deadline, futex, spin};
 use crate::wire::handles::{Handle, travels_as_descriptor};
 
 /// A counter of permits that processes (and threads) share, Python's
@@ -230,11 +230,8 @@ impl Semaphore {
         // holder that will release may be waiting for this very CPU.
         let spin_until = Instant::now() + SPIN;
         let spin_until = deadline.map_or(spin_until, |d| d.min(spin_until));
-        while Instant::now() < spin_until {
-            std::thread::yield_now();
-            if self.take() {
-                return Ok(Permit::new(self));
-            }
+        if spin::until_yielding(spin_until, || self.take().then_some(())).is_some() {
+            return Ok(Permit::new(self));
         }
         let State {
             value, sleepers, ..

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use crate::base::{Error, Result};
-use crate::os::futex;
 use crate::os::memfd::Segment;
 use crate::os::mutex::RawMutex;
+use crate::os::{futex, spin};
 use crate::wire::handles::{Handle, travels_as_descriptor};
 
 /// The condition's table of waiters, in a mapping of its own: a handle
@@ -217,14 +217,8 @@ impl Words {
         // Look again for a while, but yielding between looks rather than
         // pausing: the notifier may be waiting for this very CPU, and
         // then a spin would only keep it from running.
-        loop {
-            if signalled().is_some() {
-                return Ok(());
-            }
-            if Instant::now() >= spin_until {
-                break;
-            }
-            std::thread::yield_now();
+        if spin::until_yielding(spin_until, signalled).is_some() {
+            return Ok(());
         }
         loop {
             let now = state.load(Ordering::SeqCst);
