@@ -6,22 +6,13 @@
 
 use std::time::Duration;
 
-use mpcore::pool::Builder;
-use mpcore::{Error, Pool, StartMethod};
+use mpcore::{Error, Pool};
 use testkit::within;
 
 #[macro_use]
 mod methods;
 mod pool_tasks;
 use pool_tasks::*;
-
-fn pool(method: StartMethod, processes: usize) -> Pool {
-    Builder::new()
-        .processes(processes)
-        .start_method(method)
-        .build()
-        .unwrap_or_else(|e| panic!("a {method} pool: {e}"))
-}
 
 fn power(base: u64, exp: u32) -> u64 {
     base.pow(exp)

@@ -20,16 +20,10 @@ use testkit::{has_ended, within};
 
 #[macro_use]
 mod methods;
+mod pool_tasks;
+use pool_tasks::pool;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn pool(method: StartMethod, processes: usize) -> Pool {
-    Builder::new()
-        .processes(processes)
-        .start_method(method)
-        .build()
-        .unwrap_or_else(|e| panic!("a {method} pool: {e}"))
-}
 
 /// Tests that hold the stdout lock, or that fork while other threads run,
 /// take turns: a fork waits for the stdout lock (`Error::StreamLocked`

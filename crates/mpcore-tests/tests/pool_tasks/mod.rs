@@ -10,6 +10,15 @@ use testkit::proc_state;
 
 pub const LIMIT: Duration = Duration::from_secs(120);
 
+/// A pool of `processes` workers started by `method`.
+pub fn pool(method: mpcore::StartMethod, processes: usize) -> mpcore::Pool {
+    mpcore::pool::Builder::new()
+        .processes(processes)
+        .start_method(method)
+        .build()
+        .unwrap_or_else(|e| panic!("a {method} pool: {e}"))
+}
+
 pub fn square(x: u64) -> u64 {
     x * x
 }
