@@ -130,12 +130,30 @@ fn bytes_of_len(n: usize) -> Vec<u8> {
 #[test]
 fn results_of_every_size_around_the_batch_limits_arrive_whole_and_in_order() {
     within(LIMIT, || {
-        // The supervisor takes a worker's results 32 at a time, each up to
-        // 4 KiB inline, larger ones as memfds; it sends chunks in packets
-        // of up to 16 KiB. Sizes on both sides of each limit, mixed, many
+        // The supervisor takes a worker's results 32 packets at a time,
+        // each up to 4 KiB: a larger result comes in parts up to 128 KiB,
+        // beyond that as a memfd. It sends chunks in packets of up to
+        // 16 KiB, and a larger chunk alone, up to 64 KiB inline, beyond
+        // that as a memfd. Sizes on both sides of each limit, mixed, many
         // times over so that fast chunks travel in batches.
         let pool = Pool::new(2).unwrap();
-        let sizes = [0, 1, 4090, 4094, 4095, 4096, 4097, 5000, 16 * 1024, 40_000];
+        let sizes = [
+            0,
+            1,
+            4090,
+            4094,
+            4095,
+            4096,
+            4097,
+            5000,
+            16 * 1024,
+            40_000,
+            64 * 1024,
+            128 * 1024 - 8,
+            128 * 1024,
+            128 * 1024 + 8,
+            200_000,
+        ];
         let inputs: Vec<usize> = (0..2000).map(|i| sizes[i % sizes.len()]).collect();
         let results = pool.map_chunked(bytes_of_len, inputs.clone(), 1).unwrap();
         for (n, bytes) in inputs.iter().zip(&results) {

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chunk::ChunkDone;
-use super::results::{ChunkResults, Results};
-use super::wire::take_all_results;
-use super::{Pool, call, default_chunksize};
+use super::in_order::{InOrder, file_all};
+use super::results::Results;
+use super::{Pool, call, default_chunksize, hand_over};
 use crate::base::{Error, Result};
 use crate::os::deadline;
 
@@ -30,10 +29,7 @@ use crate::os::deadline;
 /// # Ok::<(), mpcore::Error>(())
 /// ```
 pub struct AsyncResult<R> {
-    pending: Pending,
-    /// Makes the result of the chunks that came back (a `None` where one
-    /// never will); set by the call that made this handle, for its `R`.
-    finish: fn(Vec<Option<ChunkDone>>) -> Result<R>,
+    pending: Pending<R>,
     outcome: Option<Result<R>>,
     /// Whether the outcome was a value, once it is here; kept after the
     /// outcome is taken.
@@ -51,30 +47,23 @@ impl<R> fmt::Debug for AsyncResult<R> {
     }
 }
 
-/// The chunks an [`AsyncResult`] waits for, as they come back. The
-/// results stay encoded until the last chunk is in: nothing here depends
-/// on the result's type.
-struct Pending {
+/// The chunks an [`AsyncResult`] waits for, made into its result as they
+/// come back.
+struct Pending<R> {
     /// Only its way of receiving is used (with its quick look for a fast
     /// answer before it sleeps); it files nothing.
     results: Results<()>,
-    arrived: Vec<Option<ChunkDone>>,
-    missing: usize,
+    in_order: InOrder<R>,
 }
 
-impl Pending {
+impl<R> Pending<R> {
     /// Waits until every chunk is in, or until `deadline` ([`Error::Timeout`]).
-    /// If the supervisor ends first, the chunks still missing stay `None`.
+    /// If the supervisor ends first, the chunks still missing fail.
     fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
-        while self.missing > 0 {
-            let Some(done) = self.results.recv_done(deadline)? else {
-                self.missing = 0;
-                break;
-            };
-            if let Some(slot) = self.arrived.get_mut(done.index)
-                && slot.replace(done).is_none()
-            {
-                self.missing -= 1;
+        while self.in_order.missing() > 0 {
+            match self.results.recv_done(deadline)? {
+                Some(done) => self.in_order.take(done),
+                None => self.in_order.give_up(),
             }
         }
         Ok(())
@@ -82,20 +71,11 @@ impl Pending {
 }
 
 impl<R> AsyncResult<R> {
-    /// A handle to the results of `chunks` chunks, which come back on
-    /// `results`' channel, made into `R` by `finish`.
-    pub(super) fn new(
-        results: Results<()>,
-        chunks: usize,
-        finish: fn(Vec<Option<ChunkDone>>) -> Result<R>,
-    ) -> Self {
+    /// A handle to the results of a call's chunks, which come back on
+    /// `results`' channel, made into `R` by `in_order`.
+    pub(super) fn new(results: Results<()>, in_order: InOrder<R>) -> Self {
         AsyncResult {
-            pending: Pending {
-                results,
-                arrived: (0..chunks).map(|_| None).collect(),
-                missing: chunks,
-            },
-            finish,
+            pending: Pending { results, in_order },
             outcome: None,
             succeeded: None,
             taken: false,
@@ -185,8 +165,7 @@ impl<R> AsyncResult<R> {
     fn fetch(&mut self, deadline: Option<Instant>) -> Result<()> {
         if self.succeeded.is_none() {
             self.pending.wait(deadline)?;
-            let arrived = std::mem::take(&mut self.pending.arrived);
-            let outcome = (self.finish)(arrived);
+            let outcome = self.pending.in_order.finish();
             self.succeeded = Some(outcome.is_ok());
             self.outcome = Some(outcome);
         }
@@ -201,40 +180,6 @@ impl<R> AsyncResult<R> {
         // `fetch` without a deadline leaves an outcome.
         self.outcome.take().unwrap_or(Err(Error::TaskLost))
     }
-}
-
-/// The one result of an `apply_async` chunk.
-pub(super) fn finish_one<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -> Result<R> {
-    let done = arrived
-        .into_iter()
-        .next()
-        .flatten()
-        .ok_or(Error::TaskLost)?;
-    ChunkResults::new(done)
-        .next()
-        .unwrap_or(Err(Error::TaskLost))
-}
-
-/// Every result of a `map` call's chunks, decoded in input order straight
-/// into one `Vec` of the right size, so that the first failure met is the
-/// first in input order. (Going through an iterator would move every
-/// result several times and grow the `Vec` by doubling.)
-pub(super) fn finish_all<R: DeserializeOwned>(arrived: Vec<Option<ChunkDone>>) -> Result<Vec<R>> {
-    let tasks = arrived
-        .iter()
-        .flatten()
-        .map(|done| done.count as usize)
-        .sum();
-    let mut values = Vec::with_capacity(tasks);
-    for done in arrived {
-        let done = done.ok_or(Error::TaskLost)?;
-        match &done.outcome {
-            Ok((pid, bytes)) => take_all_results(bytes, done.count, *pid, &mut values)?,
-            Err(lost) if done.count > 0 => return Err(lost.to_error()),
-            Err(_) => {}
-        }
-    }
-    Ok(values)
 }
 
 impl Pool {
@@ -294,12 +239,12 @@ impl Pool {
         let link = self.link()?;
         let (call, done) = call(f, self.start_method)?;
         let results = Results::new(done, Arc::clone(&self.answer_time), true);
-        let chunks = call.chunks(inputs, chunksize)?;
-        let count = chunks.len();
-        // Dropped unsent when the supervisor has ended: then the channel
-        // closes and `get` fails with `TaskLost`.
-        drop(call);
-        let _ = link.submit(chunks);
-        Ok(AsyncResult::new(results, count, finish_all::<R>))
+        let inputs: Vec<T> = inputs.into_iter().collect();
+        let chunksize = chunksize.clamp(1, u32::MAX as usize);
+        let count = inputs.len().div_ceil(chunksize);
+        let values = Vec::with_capacity(inputs.len());
+        hand_over(&link, call, inputs, chunksize)?;
+        let in_order = InOrder::new(count, Some(values), file_all::<R>);
+        Ok(AsyncResult::new(results, in_order))
     }
 }

@@ -56,14 +56,27 @@ impl Call {
         let mut args = Vec::new();
         let mut inputs = inputs.into_iter().peekable();
         while inputs.peek().is_some() {
-            args.clear();
-            let count = codec::encode_each_into(&mut args, inputs.by_ref().take(chunksize))?;
-            // Read back a chunk at a time: one pass instead of a check
-            // per input, which doubled the cost of a map of tiny tasks.
-            codec::check_decodes_all::<T>(&args, count)?;
-            chunks.push(self.chunk(chunks.len(), count, &args)?);
+            chunks.push(self.next_chunk(chunks.len(), &mut inputs, chunksize, &mut args)?);
         }
         Ok(chunks)
+    }
+
+    /// Chunk `index` of the call: the next `chunksize` of `inputs` (at
+    /// least one is left), encoded and checked to read back; `args` is
+    /// room to encode them in.
+    pub(super) fn next_chunk<T: Serialize + DeserializeOwned>(
+        &self,
+        index: usize,
+        inputs: &mut impl Iterator<Item = T>,
+        chunksize: usize,
+        args: &mut Vec<u8>,
+    ) -> Result<Chunk> {
+        args.clear();
+        let count = codec::encode_each_into(args, inputs.take(chunksize))?;
+        // Read back a chunk at a time: one pass instead of a check
+        // per input, which doubled the cost of a map of tiny tasks.
+        codec::check_decodes_all::<T>(args, count)?;
+        self.chunk(index, count, args)
     }
 
     /// Chunk `index` of the call: the `count` arguments encoded in `args`.

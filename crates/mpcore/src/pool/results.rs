@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::async_result::finish_all;
 use super::chunk::{CallDone, ChunkDone, Lost};
+use super::in_order::{InOrder, file_all};
 use super::wire::{split_reply, take_result};
 use crate::base::{Error, Result};
 use crate::os::spin;
@@ -232,21 +232,18 @@ impl<R: DeserializeOwned> Results<R> {
         })
     }
 
-    /// What `map` returns: waits for its `chunks` chunks, then decodes
-    /// them in input order ([`finish_all`]).
-    pub(super) fn collect_all(mut self, chunks: usize) -> Result<Vec<R>> {
-        let mut arrived: Vec<Option<ChunkDone>> = (0..chunks).map(|_| None).collect();
-        let mut missing = chunks;
-        while missing > 0 {
-            let Some(done) = self.recv_done(None)? else {
-                break; // the supervisor is gone: the missing chunks fail below
-            };
-            let index = done.index;
-            if arrived[index].replace(done).is_none() {
-                missing -= 1;
+    /// What `map` returns: the results of its `chunks` chunks, `tasks`
+    /// in all, decoded in input order as they come ([`InOrder`]).
+    pub(super) fn collect_all(mut self, chunks: usize, tasks: usize) -> Result<Vec<R>> {
+        let mut in_order = InOrder::new(chunks, Some(Vec::with_capacity(tasks)), file_all::<R>);
+        while in_order.missing() > 0 {
+            match self.recv_done(None)? {
+                Some(done) => in_order.take(done),
+                // The supervisor is gone: the missing chunks fail.
+                None => in_order.give_up(),
             }
         }
-        finish_all(arrived)
+        in_order.finish()
     }
 }
 

@@ -21,9 +21,9 @@ use crate::base::catch;
 use crate::base::{Error, Result};
 use crate::process::{self, Process};
 use crate::start::task as spawn;
-use crate::wire::channel;
 use crate::wire::codec;
 use crate::wire::handles::Descriptor;
+use crate::wire::{channel, many};
 
 /// The entry for tasks `fn(T) -> R`: decodes each argument, calls the
 /// task, encodes each outcome. Runs in the worker, where nothing may
@@ -427,7 +427,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
     };
     // Sent before the next chunk starts: if this worker dies later, the
     // pool knows that this chunk is done and which one it was running.
-    match channel::send_bytes_to_many(conn, &results) {
+    match many::send_bytes_to_many(conn, &results) {
         Ok(()) => true,
         Err(Error::Disconnected) => false,
         // The results could not go (no memfd for a large one, say): say
@@ -439,7 +439,7 @@ pub(super) fn run_packet(conn: BorrowedFd<'_>, packet: &[u8], broken: Option<&st
             for _ in 0..count {
                 let _ = codec::encode_into(&mut why, &TaskOutcome::<()>::NotSent(reason.clone()));
             }
-            channel::send_bytes_to_many(conn, &why).is_ok()
+            many::send_bytes_to_many(conn, &why).is_ok()
         }
     }
 }

@@ -35,10 +35,17 @@ use crate::base::{Error, Result};
 use crate::os::fds;
 
 /// Payloads up to this size travel inside the packet itself. The default
-/// socket buffer (about 208 KiB) holds a few packets of this size.
-const INLINE_MAX: usize = 32 * 1024;
-const TAG_INLINE: u8 = 0;
+/// socket buffer (about 208 KiB) holds three packets of this size; on a
+/// system whose buffers are smaller than one, the kernel refuses it
+/// (`EMSGSIZE`) and it goes through a memfd after all. A memfd costs its
+/// creation, the shared pages it fills and frees, and a descriptor passed:
+/// at 32 KiB, the 37 KB chunks of a pool's map of 100,000 tiny tasks went
+/// that way, and the map took a third longer.
+const INLINE_MAX: usize = 64 * 1024;
+pub(super) const TAG_INLINE: u8 = 0;
 const TAG_MEMFD: u8 = 1;
+/// A part of a message that goes on in the next packet (`many.rs`).
+pub(super) const TAG_PART: u8 = 2;
 
 /// The first bytes of a packet are received on the stack, the rest (if
 /// any) into [`RecvBuf`]. A small packet then writes no heap page at all,
@@ -85,13 +92,6 @@ pub(crate) fn try_send_bytes(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<bool>
     send_message(tx, payload, MsgFlags::MSG_DONTWAIT, INLINE_MAX)
 }
 
-/// Like [`send_bytes`], for a socket whose reader takes packets with
-/// [`try_recv_many_bytes`]: a payload over [`MANY_INLINE_MAX`] bytes goes
-/// through a memfd, so that every packet fits the reader's slots.
-pub(crate) fn send_bytes_to_many(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
-    send_message(tx, payload, MsgFlags::empty(), MANY_INLINE_MAX).map(|_| ())
-}
-
 /// A message shorter than this, with its tag, is sent from one buffer on
 /// the stack.
 const SMALL_PACKET: usize = 257;
@@ -100,7 +100,7 @@ const SMALL_PACKET: usize = 257;
 /// memfd whose descriptor the packet carries. It builds nothing on the
 /// heap itself, so a freshly forked child sending a small result copies
 /// none of the allocator's pages.
-fn send_message(
+pub(super) fn send_message(
     tx: BorrowedFd<'_>,
     payload: &[u8],
     flags: MsgFlags,
@@ -123,7 +123,19 @@ fn send_message(
     }
     if total <= inline_max {
         let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
-        return send_packet(tx, &iov, &[], flags);
+        let sent = retrying(|| {
+            sendmsg::<()>(
+                tx.as_raw_fd(),
+                &iov,
+                &[],
+                flags | MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+        });
+        // Larger than this socket's buffer: a memfd, below.
+        if sent != Err(Errno::EMSGSIZE) {
+            return outcome("sendmsg", flags, sent);
+        }
     }
     let memfd = memfd_create("mpcore-message", MFdFlags::MFD_CLOEXEC)
         .map_err(|e| Error::os("memfd_create", e))?;
@@ -156,26 +168,38 @@ fn send_packet(
 }
 
 /// Makes the send `call` (the system call `name`) until it is not
-/// interrupted, and says what its outcome means: `Ok(false)` when
-/// `MSG_DONTWAIT` is among `flags` and the socket buffer is full.
+/// interrupted, and says what its outcome means ([`outcome`]).
 fn sent(
     name: &'static str,
     flags: MsgFlags,
-    mut call: impl FnMut() -> nix::Result<usize>,
+    call: impl FnMut() -> nix::Result<usize>,
 ) -> Result<bool> {
+    outcome(name, flags, retrying(call))
+}
+
+/// Makes the system call `call` until a signal does not interrupt it.
+pub(super) fn retrying<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
     loop {
         match call() {
-            Ok(_) => return Ok(true),
             Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => return Ok(false),
-            // A peer that closed with packets of ours unread resets the
-            // connection: it is gone all the same.
-            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
-            // Each memfd message in flight holds a descriptor, and the
-            // kernel caps them per user (at the open-file limit).
-            Err(Errno::ETOOMANYREFS) => return Err(Error::TooManyInFlight),
-            Err(e) => return Err(Error::os(name, e)),
+            result => return result,
         }
+    }
+}
+
+/// What the `result` of the send system call `name` means: `Ok(false)`
+/// when `MSG_DONTWAIT` is among `flags` and the socket buffer is full.
+fn outcome(name: &'static str, flags: MsgFlags, result: nix::Result<usize>) -> Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => Ok(false),
+        // A peer that closed with packets of ours unread resets the
+        // connection: it is gone all the same.
+        Err(Errno::EPIPE | Errno::ECONNRESET) => Err(Error::Disconnected),
+        // Each memfd message in flight holds a descriptor, and the
+        // kernel caps them per user (at the open-file limit).
+        Err(Errno::ETOOMANYREFS) => Err(Error::TooManyInFlight),
+        Err(e) => Err(Error::os(name, e)),
     }
 }
 
@@ -252,7 +276,7 @@ fn try_recv_with<R>(
 }
 
 /// Where a received payload is: in the packet, or in a memfd of `size` bytes.
-enum Payload<'a> {
+pub(super) enum Payload<'a> {
     Inline(&'a [u8]),
     Memfd(File, usize),
 }
@@ -268,7 +292,7 @@ impl Payload<'_> {
 
     /// The payload's bytes as a `Vec`: copied out of the packet, or read
     /// out of the memfd once.
-    fn into_vec(self) -> Result<Vec<u8>> {
+    pub(super) fn into_vec(self) -> Result<Vec<u8>> {
         match self {
             Payload::Inline(bytes) => Ok(bytes.to_vec()),
             Payload::Memfd(file, size) => {
@@ -378,100 +402,11 @@ fn recv_payload<R>(
     })
 }
 
-/// The largest payload that [`try_recv_many_bytes`] takes inline; its
-/// senders use [`send_bytes_to_many`], which sends larger ones through a
-/// memfd.
-pub(crate) const MANY_INLINE_MAX: usize = 4 * 1024;
-/// How many packets one [`try_recv_many_bytes`] takes at most.
-pub(crate) const MANY_SLOTS: usize = 32;
-
-thread_local! {
-    /// One slot of `MANY_INLINE_MAX` + 2 bytes per packet (the tag, and one
-    /// byte more so that an oversized packet shows as truncated).
-    static MANY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MANY_SLOTS * (MANY_INLINE_MAX + 2)]);
-}
-
-/// Takes up to 32 waiting packets with one `recvmmsg` and appends their
-/// payloads to `out`, in order; never blocks. Returns how many it took:
-/// 0 when none was waiting. One system call where `recvmsg` would take
-/// one per packet and one more to learn that none is left.
-///
-/// Every packet must come from [`send_bytes_to_many`]. A packet that was
-/// taken but cannot be read is an `Err` in its place in `out`:
-/// [`Error::Codec`] for one too large for its slot,
-/// [`Error::NoFreeDescriptor`] for a large one whose memory this process
-/// had no descriptor free to receive. `Err` after some packets leaves
-/// those in `out`: [`Error::Disconnected`] when end of file follows them
-/// (every sender is gone).
-pub(crate) fn try_recv_many_bytes(
-    rx: BorrowedFd<'_>,
-    out: &mut Vec<Result<Vec<u8>>>,
-) -> Result<usize> {
-    MANY_BUF.with_borrow_mut(|buf| {
-        let (mut end_seen, before) = (false, out.len());
-        loop {
-            match recv_many_once(rx, buf, out) {
-                Ok(Some(taken)) => return Ok(taken),
-                Ok(None) => {}
-                // An end of file before any packet: look once more, as
-                // `recv_payload` does, and for the same reason. After
-                // packets, the next call looks again.
-                Err(Error::Disconnected) if !end_seen && out.len() == before => end_seen = true,
-                Err(e) => return Err(e),
-            }
-        }
-    })
-}
-
-/// One `recvmmsg` for [`try_recv_many_bytes`]; `None` when it should be
-/// tried again (a signal came, or the kernel reported a reset peer once).
-fn recv_many_once(
-    rx: BorrowedFd<'_>,
-    buf: &mut [u8],
-    out: &mut Vec<Result<Vec<u8>>>,
-) -> Result<Option<usize>> {
-    let mut slots: Vec<[IoSliceMut<'_>; 1]> = buf
-        .chunks_mut(MANY_INLINE_MAX + 2)
-        .map(|slot| [IoSliceMut::new(slot)])
-        .collect();
-    // Made afresh each call: the kernel writes each header's control
-    // length back, and a header reused with 0 there could take no
-    // descriptor.
-    let mut headers = nix::sys::socket::MultiHeaders::<()>::preallocate(
-        slots.len(),
-        Some(nix::cmsg_space!([RawFd; 1])),
-    );
-    let received = match nix::sys::socket::recvmmsg(
-        rx.as_raw_fd(),
-        &mut headers,
-        slots.iter_mut(),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        None,
-    ) {
-        Ok(received) => received,
-        Err(Errno::EINTR | Errno::ECONNRESET) => return Ok(None),
-        Err(Errno::EAGAIN) => return Ok(Some(0)),
-        Err(e) => return Err(Error::os("recvmmsg", e)),
-    };
-    let mut taken = 0;
-    for msg in received {
-        let packet = msg.iovs().next().map_or(&[][..], |iov| &iov[..msg.bytes]);
-        // Each packet is taken now, whatever happens to the others: one
-        // that cannot be read fails alone, in its place.
-        let payload = received_fd(&msg, "recvmmsg")
-            .and_then(|memfd| payload_of(rx, packet, msg.flags, memfd))
-            .and_then(Payload::into_vec);
-        match payload {
-            Err(Error::Disconnected) => return Err(Error::Disconnected),
-            payload => out.push(payload),
-        }
-        taken += 1;
-    }
-    Ok(Some(taken))
-}
-
 /// The descriptor a received packet carries, if any: a memfd message's.
-fn received_fd<S>(msg: &RecvMsg<'_, '_, S>, call: &'static str) -> Result<Option<OwnedFd>> {
+pub(super) fn received_fd<S>(
+    msg: &RecvMsg<'_, '_, S>,
+    call: &'static str,
+) -> Result<Option<OwnedFd>> {
     if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
         // The kernel could not hand us the descriptor (it installs none
         // then); nix would call this ENOBUFS. `payload_of` says what it
@@ -486,7 +421,7 @@ fn received_fd<S>(msg: &RecvMsg<'_, '_, S>, call: &'static str) -> Result<Option
 /// Where the payload of a received `packet` is, given the `flags` and the
 /// descriptor it came with: end of file when it is empty, an error when
 /// it was truncated or is not one of ours.
-fn payload_of<'a>(
+pub(super) fn payload_of<'a>(
     rx: BorrowedFd<'_>,
     packet: &'a [u8],
     flags: MsgFlags,

@@ -117,9 +117,9 @@ pub(crate) fn check_decodes<T: DeserializeOwned>(encoded: &[u8]) -> Result<()> {
 /// [`check_decodes`] for `count` values of `T` encoded one after another,
 /// in one pass: a chunk of a pool's tasks. When one of them does not read
 /// back, the error is the first such one's. Skipped for a type that
-/// [`always_reads_back`].
+/// [`always_travels`].
 pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32) -> Result<()> {
-    if always_reads_back::<T>() {
+    if always_travels::<T>() {
         return Ok(());
     }
     let read = crate::base::catch(|| {
@@ -140,17 +140,18 @@ pub(crate) fn check_decodes_all<T: DeserializeOwned>(encoded: &[u8], count: u32)
     read.unwrap_or_else(|message| Err(panicked_reading_back(message)))
 }
 
-/// Whether every encoding of a `T` reads back as a `T`, so that checking
-/// it would only cost time: true for the primitive types and `String`,
-/// whose serde code is serde's own and postcard's (a number, a `bool`, a
-/// `char` or valid UTF-8 always decodes from what encoded it), false for
-/// every other type, whose `Serialize` and `Deserialize` may disagree.
+/// Whether every `T` encodes without fail and reads back as a `T`, so
+/// that checking it would only cost time: true for the primitive types
+/// and `String`, whose serde code is serde's own and postcard's (a number,
+/// a `bool`, a `char` or valid UTF-8 is always written, into a `Vec`, and
+/// always decodes from what encoded it), false for every other type, whose
+/// `Serialize` may fail or panic, and disagree with its `Deserialize`.
 ///
 /// Told by the type's name: a generic function without `T: 'static`
 /// cannot ask for its `TypeId`. A primitive's name is the bare keyword
 /// (`u64`), which no other type's is (theirs hold their path); should a
 /// compiler ever name them otherwise, the check is made, which is safe.
-fn always_reads_back<T: ?Sized>() -> bool {
+pub(crate) fn always_travels<T: ?Sized>() -> bool {
     matches!(
         std::any::type_name::<T>(),
         "u8" | "u16"
@@ -321,13 +322,13 @@ mod tests {
 
     #[test]
     fn only_the_primitives_and_string_skip_the_read_back() {
-        assert!(always_reads_back::<u64>());
-        assert!(always_reads_back::<String>());
-        assert!(always_reads_back::<char>());
-        assert!(!always_reads_back::<Option<u64>>());
-        assert!(!always_reads_back::<(u64, u64)>());
-        assert!(!always_reads_back::<std::num::NonZeroU64>());
-        assert!(!always_reads_back::<PanicsWhenRead>());
+        assert!(always_travels::<u64>());
+        assert!(always_travels::<String>());
+        assert!(always_travels::<char>());
+        assert!(!always_travels::<Option<u64>>());
+        assert!(!always_travels::<(u64, u64)>());
+        assert!(!always_travels::<std::num::NonZeroU64>());
+        assert!(!always_travels::<PanicsWhenRead>());
         // Not skipped: a chunk of it is still checked, and fails.
         let e = check_decodes_all::<PanicsWhenRead>(&[], 1).unwrap_err();
         assert!(e.to_string().contains("not today"), "{e}");

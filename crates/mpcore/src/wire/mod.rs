@@ -3,6 +3,8 @@
 //!
 //! - `channel.rs`: packets on a `SOCK_SEQPACKET` socket pair, large ones
 //!   as a memfd;
+//! - `many.rs`: many packets with one system call, for a pool's results,
+//!   and a larger message in parts;
 //! - `codec.rs`: serde in postcard, checked to read back, and the one
 //!   length framing;
 //! - `handles.rs`: shared objects that travel to a spawned child as
@@ -11,3 +13,4 @@
 pub(crate) mod channel;
 pub(crate) mod codec;
 pub(crate) mod handles;
+pub(crate) mod many;

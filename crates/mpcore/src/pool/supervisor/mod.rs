@@ -66,7 +66,7 @@ use super::worker::SpawnWorker;
 use crate::base::StartMethod;
 use crate::base::{Error, Result};
 use crate::os::{poll, spin};
-use crate::wire::channel;
+use crate::wire::{channel, many};
 
 mod workers;
 
@@ -133,6 +133,10 @@ const BATCH_BYTES: usize = 16 * 1024;
 /// handed to an idle worker before it sleeps
 /// ([`Supervisor::look_for_answers`]).
 const ANSWER_LOOK: Duration = Duration::from_micros(50);
+/// How long the supervisor looks for the rest of a result that has come
+/// in part before it goes back to sleep: the parts are sent together,
+/// so the rest is there within microseconds unless the worker died.
+const PARTS_LOOK: Duration = Duration::from_micros(50);
 /// How often to look at workers that have no pidfd (kernels before 5.3).
 const NO_PIDFD_TICK: Duration = Duration::from_millis(20);
 
@@ -427,8 +431,10 @@ impl Supervisor {
         let mut count = 0u32;
         let mut speed = None;
         let mut packets = Vec::new();
+        let mut parts_look = None;
         while !worker.hung_up {
-            let taken = channel::try_recv_many_bytes(worker.conn.as_fd(), &mut packets);
+            let taken =
+                many::try_recv_many_bytes(worker.conn.as_fd(), &mut packets, &mut worker.parts);
             for results in packets.drain(..) {
                 count += 1;
                 // A worker answers its chunks in the order it got them.
@@ -445,9 +451,19 @@ impl Supervisor {
                 }
             }
             match taken {
+                // A result in parts whose last parts are not here yet:
+                // they are on their way, sent by the same system call.
+                // Take them now rather than sleep and be woken for each.
+                Ok(_)
+                    if worker.parts.is_open()
+                        && *parts_look.get_or_insert_with(Instant::now) + PARTS_LOOK
+                            > Instant::now() =>
+                {
+                    std::hint::spin_loop()
+                }
                 // Fewer than a full batch: the socket is empty (or nearly:
                 // a packet arriving now makes the next poll return).
-                Ok(taken) if taken < channel::MANY_SLOTS => break,
+                Ok(taken) if taken < many::MANY_SLOTS => break,
                 Ok(_) => {}
                 // End of file: the worker is exiting; its pidfd will say so.
                 Err(Error::Disconnected) => worker.hung_up = true,

@@ -14,6 +14,7 @@ use crate::base::{Error, Result};
 use crate::process::{self, Process};
 use crate::wire::channel;
 use crate::wire::codec;
+use crate::wire::many::Parts;
 
 /// How long to wait before trying again to fork a worker after a failure.
 const FORK_RETRY: Duration = Duration::from_millis(100);
@@ -54,6 +55,8 @@ pub(crate) struct Worker {
     /// Why its socket could not be read, if it could not: the chunk it
     /// held fails with this, not as a death.
     pub(super) read_error: Option<Error>,
+    /// A result that has come in part.
+    pub(super) parts: Parts,
 }
 
 impl Worker {
@@ -214,6 +217,7 @@ impl Supervisor {
             unreachable: false,
             dead: false,
             read_error: None,
+            parts: Parts::default(),
         });
         self.publish_pids();
         Ok(())
