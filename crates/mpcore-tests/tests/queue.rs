@@ -196,7 +196,7 @@ fn put_bytes_and_get_bytes_carry_small_and_large_messages_between_processes() {
         let mut child = Process::spawn(move || {
             child_q.put_bytes(b"").unwrap();
             child_q.put_bytes(b"small").unwrap();
-            child_q.put_bytes(&large).unwrap(); // over 32 KiB: a memfd
+            child_q.put_bytes(&large).unwrap(); // a large one
             child_q.put(large).unwrap(); // serde's way, read as bytes
         })
         .unwrap();
@@ -210,9 +210,9 @@ fn put_bytes_and_get_bytes_carry_small_and_large_messages_between_processes() {
 
 #[test]
 fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
-    // A packet's first 512 bytes land on the receiver's stack and the
-    // rest in a per-thread buffer; 32 KiB and more travel in a memfd.
-    // Sizes on both sides of each boundary, and the result of a child.
+    // Sizes on both sides of each boundary of the ring and of a child's
+    // result (whose packet's first 512 bytes land on the receiver's stack
+    // and the rest in a per-thread buffer; over 64 KiB travel in a memfd).
     within(LIMIT, || {
         let sizes = [
             0,
@@ -226,6 +226,9 @@ fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
             32 * 1024 - 3,
             32 * 1024,
             40_000,
+            64 * 1024 - 3,
+            64 * 1024,
+            70_000,
         ];
         let q: Queue<String> = Queue::new().unwrap();
         let child_q = q.clone();
@@ -233,7 +236,6 @@ fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
             for size in sizes {
                 child_q.put("x".repeat(size)).unwrap();
             }
-            "y".repeat(10_000)
         })
         .unwrap();
         for size in sizes {
@@ -241,7 +243,11 @@ fn messages_of_every_size_around_the_receive_buffers_arrive_whole() {
             assert_eq!(got.len(), size);
             assert!(got.bytes().all(|b| b == b'x'));
         }
-        assert_eq!(child.join().unwrap(), "y".repeat(10_000));
+        child.join().unwrap();
+        for size in sizes {
+            let mut child = Process::spawn(move || "y".repeat(size)).unwrap();
+            assert_eq!(child.join().unwrap(), "y".repeat(size));
+        }
     });
 }
 
