@@ -225,3 +225,123 @@ fn fast_tasks_in_flight_when_a_worker_dies_fail_only_the_running_one() {
         assert_eq!(pool.map_chunked(square, 0..6000, 1).unwrap()[77], 77 * 77);
     });
 }
+
+/// A result that fails in a worker in the way its number says: 2, its
+/// `Serialize` panics; 3, its `Drop` panics; 4, its `Serialize` returns
+/// an error. (Its task panics on 1.)
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct FailsByNumber(u32);
+
+impl serde::Serialize for FailsByNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 % 5 {
+            2 if in_a_worker() => panic!("{} refuses to be serialized", self.0),
+            4 if in_a_worker() => Err(serde::ser::Error::custom(format!(
+                "{} is unwelcome",
+                self.0
+            ))),
+            _ => s.serialize_newtype_struct("FailsByNumber", &self.0),
+        }
+    }
+}
+
+impl Drop for FailsByNumber {
+    fn drop(&mut self) {
+        if self.0 % 5 == 3 && in_a_worker() {
+            panic!("{} refuses to be dropped", self.0);
+        }
+    }
+}
+
+fn fails_by_number(x: u32) -> FailsByNumber {
+    if x % 5 == 1 {
+        panic!("task {x} failed");
+    }
+    FailsByNumber(x)
+}
+
+/// An argument whose `Deserialize` panics in a worker for 7.
+#[derive(Debug, serde::Serialize)]
+struct SevenIsUnreadable(u32);
+
+impl<'de> serde::Deserialize<'de> for SevenIsUnreadable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = u32::deserialize(d)?;
+        if x == 7 && in_a_worker() {
+            panic!("seven refuses to be deserialized");
+        }
+        Ok(SevenIsUnreadable(x))
+    }
+}
+
+fn unwrap_seven(x: SevenIsUnreadable) -> u32 {
+    x.0
+}
+
+#[test]
+fn every_failure_inside_one_chunk_fails_its_task_alone() {
+    within(LIMIT, || {
+        TEST_PID.store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
+        let pool = Pool::new(1).unwrap();
+        // One chunk of 20 tasks, failing every way a task can, in turn.
+        let results: Vec<_> = pool
+            .imap_chunked(fails_by_number, 0..20, 20)
+            .unwrap()
+            .collect();
+        for (x, result) in results.into_iter().enumerate() {
+            let x = x as u32;
+            match (x % 5, result) {
+                (0, Ok(value)) => assert_eq!(value, FailsByNumber(x)),
+                (1, Err(e)) => assert_eq!(e.panic_message(), Some(&*format!("task {x} failed"))),
+                (2, Err(e)) => assert_eq!(
+                    e.panic_message(),
+                    Some(&*format!(
+                        "the result panicked while it was being serialized: {x} refuses to be \
+                         serialized"
+                    ))
+                ),
+                (3, Err(e)) => assert_eq!(
+                    e.panic_message(),
+                    Some(&*format!(
+                        "the result's destructor panicked after it was serialized: {x} refuses \
+                         to be dropped"
+                    ))
+                ),
+                (4, Err(Error::Codec { action, reason })) => {
+                    assert_eq!(action, "encode");
+                    assert_eq!(reason, format!("{x} is unwelcome"));
+                }
+                (_, other) => panic!("task {x}: {other:?}"),
+            }
+        }
+        // An argument that panics while it is read: after it, where the
+        // next one starts is unknown, so the rest of its chunk fails too.
+        let inputs = (0..12).map(SevenIsUnreadable);
+        let results: Vec<_> = pool
+            .imap_chunked(unwrap_seven, inputs, 12)
+            .unwrap()
+            .collect();
+        for (x, result) in results.into_iter().enumerate() {
+            match (x, result) {
+                (0..7, Ok(value)) => assert_eq!(value as usize, x),
+                (7, Err(e)) => assert_eq!(
+                    e.panic_message(),
+                    Some(
+                        "the argument panicked while it was being deserialized: seven refuses \
+                         to be deserialized"
+                    )
+                ),
+                (8.., Err(Error::Codec { action, reason })) => {
+                    assert_eq!(action, "decode");
+                    assert_eq!(
+                        reason,
+                        "an earlier argument of its chunk panicked while it was being \
+                         deserialized: seven refuses to be deserialized"
+                    );
+                }
+                (_, other) => panic!("task {x}: {other:?}"),
+            }
+        }
+        assert_eq!(pool.map(square, 0..10).unwrap()[9], 81);
+    });
+}

@@ -57,38 +57,48 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
     // After an argument that cannot be decoded, where the next one starts
     // is unknown: the rest of the chunk fails for the same reason.
     let mut unreadable: Option<String> = None;
-    for _ in 0..count {
-        let start = out.len();
+    // The task running, where its output began, and how far it got:
+    // what a panic leaves to go on from.
+    let at = Cell::new(0u32);
+    let start = Cell::new(0usize);
+    let stage = Cell::new(Stage::Decoding);
+    while at.get() < count {
         if let Some(reason) = &unreadable {
             let failure = TaskOutcome::<()>::BadArgument(reason.clone());
-            push_failure(&mut out, &mut starts, &mut bare, start, &failure);
+            let here = out.len();
+            push_failure(&mut out, &mut starts, &mut bare, here, &failure);
+            at.set(at.get() + 1);
             continue;
         }
-        // One `catch` for the whole task, which says how far it got: a
-        // catch per step cost more than the task itself for tiny ones.
-        let stage = Cell::new(Stage::Decoding);
+        // One `catch` for every task up to the first that fails, which
+        // says how far it got: a catch per task cost more than the task
+        // itself for tiny ones.
         let ran = catch(|| {
-            let arg = T::deserialize(&mut arguments).map_err(Failed::Argument)?;
-            stage.set(Stage::Running);
-            let value = task(arg);
-            stage.set(Stage::Encoding);
-            // Not dropped if `Serialize` panics: a `Drop` that panicked
-            // too, while unwinding, would abort the worker.
-            let value = ManuallyDrop::new(value);
-            let encoded = if bare {
-                codec::encode_into(&mut out, &*value)
-            } else {
-                codec::encode_into(&mut out, &TaskOutcome::Returned(&*value))
-            };
-            stage.set(Stage::Dropping);
-            drop(ManuallyDrop::into_inner(value));
-            encoded.map_err(Failed::Result)
+            while at.get() < count {
+                start.set(out.len());
+                stage.set(Stage::Decoding);
+                let arg = T::deserialize(&mut arguments).map_err(Failed::Argument)?;
+                stage.set(Stage::Running);
+                let value = task(arg);
+                stage.set(Stage::Encoding);
+                // Not dropped if `Serialize` panics: a `Drop` that panicked
+                // too, while unwinding, would abort the worker.
+                let value = ManuallyDrop::new(value);
+                let encoded = if bare {
+                    codec::encode_into(&mut out, &*value)
+                } else {
+                    codec::encode_into(&mut out, &TaskOutcome::Returned(&*value))
+                };
+                stage.set(Stage::Dropping);
+                drop(ManuallyDrop::into_inner(value));
+                encoded.map_err(Failed::Result)?;
+                starts.push(start.get());
+                at.set(at.get() + 1);
+            }
+            Ok(())
         });
         let failure: TaskOutcome<()> = match ran {
-            Ok(Ok(())) => {
-                starts.push(start);
-                continue;
-            }
+            Ok(Ok(())) => break,
             Ok(Err(Failed::Argument(e))) => {
                 unreadable = Some(e.to_string());
                 TaskOutcome::BadArgument(e.to_string())
@@ -112,7 +122,8 @@ pub(super) fn run_chunk<T: DeserializeOwned, R: Serialize + DeserializeOwned>(
                 }
             }),
         };
-        push_failure(&mut out, &mut starts, &mut bare, start, &failure);
+        push_failure(&mut out, &mut starts, &mut bare, start.get(), &failure);
+        at.set(at.get() + 1);
     }
     // Checked to read back, so that the caller gets a task's error rather
     // than a result it cannot decode: the chunk in one pass, and only if
