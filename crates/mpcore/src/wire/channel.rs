@@ -500,6 +500,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_packet_larger_than_the_socket_s_buffer_goes_as_a_memfd() {
+        let (tx, rx) = pair().unwrap();
+        // The kernel doubles what it is asked for: about 16 KiB here,
+        // which no packet of 40,000 bytes fits.
+        nix::sys::socket::setsockopt(&tx, nix::sys::socket::sockopt::SndBuf, &8192).unwrap();
+        let message: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        send_bytes(tx.as_fd(), &message).unwrap();
+        assert_eq!(recv_bytes(rx.as_fd()).unwrap(), message);
+    }
+
+    #[test]
     fn a_memfd_shorter_than_its_packet_says_is_reported_in_the_read_error_s_own_words() {
         let (tx, rx) = pair().unwrap();
         let memfd = memfd_create("short", MFdFlags::MFD_CLOEXEC).unwrap();
