@@ -69,10 +69,11 @@ const MAX_POOLED: usize = 16 << 20;
 /// serves all of them.
 const MIN_SLOT: usize = 64 << 10;
 /// How many slots a sender keeps, and how many bytes in all.
-const MAX_SLOTS: usize = 8;
+const MAX_SLOTS: usize = 16;
 const MAX_KEPT: usize = 64 << 20;
-/// How many mappings a receiver keeps, and how many bytes in all.
-const MAX_MAPS: usize = 16;
+/// How many mappings a receiver keeps, and how many bytes in all: room
+/// for every slot of two senders (copies of one end after a `fork`).
+const MAX_MAPS: usize = 2 * MAX_SLOTS;
 const MAX_MAPPED: usize = 128 << 20;
 
 /// Sends `payload` as one message on `tx`, as `channel::send_bytes` does
@@ -108,11 +109,7 @@ pub(crate) fn send_bytes(
 
 /// Takes the next message's bytes, waiting for one if `wait` (`Ok(None)`:
 /// nothing there); one in a kept memfd is read through `inbox`.
-pub(crate) fn recv_bytes(
-    rx: BorrowedFd<'_>,
-    wait: bool,
-    inbox: &Inbox,
-) -> Result<Option<Vec<u8>>> {
+pub(crate) fn recv_bytes(rx: BorrowedFd<'_>, wait: bool, inbox: &Inbox) -> Result<Option<Vec<u8>>> {
     channel::recv_payload(rx, flags(wait), |payload| match payload {
         Payload::Pooled(memfd, len) => inbox.read(memfd, len),
         payload => payload.into_vec(),
@@ -332,13 +329,16 @@ impl Outbox {
     }
 }
 
+/// A file by its device and inode.
+type FileId = (u64, u64);
+
 /// A receiver's mappings of the memfds it was sent (one per end of a
 /// connection), most recently used first, unmapped with it. Each is known
 /// by its file (device and inode), which cannot name another file while
 /// the mapping holds it.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    maps: Mutex<Vec<((u64, u64), Arc<Map>)>>,
+    maps: Mutex<Vec<(FileId, Arc<Map>)>>,
 }
 
 impl Inbox {
@@ -375,7 +375,7 @@ impl Inbox {
             }
         };
         drop(maps);
-        Ok(copy_out(&map, len))
+        copy_out(&map, len)
     }
 }
 
@@ -384,12 +384,12 @@ impl Inbox {
 pub(crate) fn read_once(memfd: OwnedFd, len: usize) -> Result<Vec<u8>> {
     let (_, size) = checked(memfd.as_fd(), len)?;
     let map = sealed_map(memfd.as_fd(), size)?;
-    Ok(copy_out(&map, len))
+    copy_out(&map, len)
 }
 
 /// The file behind `memfd` (device, inode) and its size, once it is known
 /// to hold a header and `len` bytes.
-fn checked(memfd: BorrowedFd<'_>, len: usize) -> Result<((u64, u64), usize)> {
+fn checked(memfd: BorrowedFd<'_>, len: usize) -> Result<(FileId, usize)> {
     let stat = nix::sys::stat::fstat(memfd).map_err(|e| Error::os("fstat", e))?;
     let size = usize::try_from(stat.st_size).unwrap_or(0);
     if size <= HEADER || size - HEADER < len {
@@ -413,9 +413,15 @@ fn sealed_map(memfd: BorrowedFd<'_>, size: usize) -> Result<Map> {
 }
 
 /// Copies the message's `len` bytes out of `map` (which has room for
-/// them), then makes the slot free for its sender.
-fn copy_out(map: &Map, len: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(len);
+/// them), then makes the slot free for its sender. A length this process
+/// has no memory for is an error, not an abort: the memory was the
+/// sender's to make as large as it liked.
+fn copy_out(map: &Map, len: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| Error::Codec {
+        action: "decode",
+        reason: format!("a message of {len} bytes does not fit in this process's memory"),
+    })?;
     // SAFETY: `map` has room for `len` bytes after its header (`checked`);
     // the destination is our own, with capacity for `len`, and every byte
     // value is a valid `u8`. The source is copied through raw pointers,
@@ -427,7 +433,7 @@ fn copy_out(map: &Map, len: usize) -> Vec<u8> {
     }
     // After the copy: the sender's compare-and-swap (Acquire) sees it done.
     map.state().store(FREE, Ordering::Release);
-    bytes
+    Ok(bytes)
 }
 
 fn too_short(len: usize, size: usize) -> Error {

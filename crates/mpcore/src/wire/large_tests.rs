@@ -101,7 +101,9 @@ fn memory_too_short_or_not_sealed_is_refused_not_read() {
     );
     let plain = memfd_create("plain", MFdFlags::MFD_CLOEXEC).unwrap();
     nix::unistd::ftruncate(&plain, 2 * HEADER as i64).unwrap();
-    let e = inbox.read(plain.as_fd().try_clone_to_owned().unwrap(), 10).unwrap_err();
+    let e = inbox
+        .read(plain.as_fd().try_clone_to_owned().unwrap(), 10)
+        .unwrap_err();
     assert!(e.to_string().contains("not sealed"), "{e}");
     let e = read_once(plain, 10).unwrap_err();
     assert!(e.to_string().contains("not sealed"), "{e}");
