@@ -2,8 +2,8 @@
 //! sender keeps and writes again once its receiver has read them: whole
 //! and exactly once with copies of both ends in several processes, whole
 //! after a receiver is killed mid-stream, no descriptor and no name in
-//! `/dev/shm` left, `NoFreeDescriptor` for a receiver with no room, and
-//! ends that travel to spawned and fork-server children.
+//! `/dev/shm` left, `NoFreeDescriptor` for a receiver with no room, ends
+//! that travel to spawned and fork-server children, and the async forms.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -235,4 +235,37 @@ under_spawn_and_forkserver! {
             assert_eq!(p.join().unwrap(), 20);
         });
     }
+}
+
+#[test]
+fn the_async_forms_carry_large_messages_both_ways() {
+    within(LIMIT, || {
+        let (mine, theirs) = Pipe::new::<Vec<u8>, Vec<u8>>().unwrap();
+        // A forked child holds a copy of the parent's end too: it stops
+        // on a count, not at end of file.
+        let mut child = Process::spawn(move || {
+            for _ in 0..30 {
+                let mut bytes = theirs.recv().unwrap();
+                bytes.reverse();
+                theirs.send(&bytes).unwrap();
+            }
+            theirs.send_bytes(&message(99)).unwrap();
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            for id in 0..30 {
+                let sent = message(id);
+                mine.send_async(&sent).await.unwrap();
+                let mut back = mine.recv_async().await.unwrap();
+                back.reverse();
+                assert_eq!(back, sent);
+            }
+            assert_eq!(id_of(&mine.recv_bytes_async().await.unwrap()), 99);
+        });
+        child.join().unwrap();
+    });
 }

@@ -13,8 +13,9 @@
 //!
 //! A connection is one end of a Unix `SOCK_SEQPACKET` socket, the
 //! private channel under a process's result and a pool's tasks: a
-//! message is one packet (a large one a memfd that the packet carries),
-//! so it arrives whole or not at all.
+//! message is one packet (a large one a memfd that the packet carries,
+//! which the sending end keeps and uses again: `wire/large.rs`), so it
+//! arrives whole or not at all.
 
 mod auth;
 mod listener;
@@ -173,7 +174,11 @@ impl<S, R> Connection<S, R> {
 
     /// Sends `bytes` as one message, whatever its size (Python's
     /// `send_bytes`): up to 32 KiB inside a packet, more through a memfd,
-    /// so a sender of 100 MiB waits for no reader.
+    /// so a sender of 100 MiB waits for no reader. This end keeps the
+    /// memfds of messages up to 16 MiB (16 of them, 64 MiB in all, until
+    /// it is dropped) and writes the next message into one the other end
+    /// has finished reading, whose pages are there already; with none
+    /// free, it makes a new one.
     ///
     /// # Errors
     ///
