@@ -197,6 +197,9 @@ impl<S, R> Connection<S, R> {
 
     /// Waits for the next message and returns its bytes as they were
     /// sent by [`send_bytes`](Self::send_bytes) (Python's `recv_bytes`).
+    /// This end maps each memfd the other end keeps once, and keeps the
+    /// mapping (up to 32 of them, 128 MiB in all, until it is dropped)
+    /// for the next message in it.
     ///
     /// # Errors
     ///

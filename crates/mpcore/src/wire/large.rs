@@ -361,6 +361,9 @@ impl Inbox {
             }
             None => {
                 let map = Arc::new(sealed_map(memfd.as_fd(), size)?);
+                // A new memfd may stand for one its sender gave up: that
+                // one will not come again.
+                maps.retain(|(_, map)| map.state().load(Ordering::Relaxed) != RETIRED);
                 maps.insert(0, (file, Arc::clone(&map)));
                 let mut mapped = 0;
                 let keep = maps

@@ -68,6 +68,24 @@ fn a_sender_keeps_at_most_its_bound_and_then_gives_up_free_ones() {
 }
 
 #[test]
+fn a_receiver_drops_its_mapping_of_a_memfd_its_sender_gave_up() {
+    let (outbox, inbox) = (Outbox::default(), Inbox::default());
+    let small = outbox.write(&[1; 100_000]).unwrap();
+    assert_eq!(read_it(&inbox, &small, 100_000), vec![1; 100_000]);
+    small.sent();
+    for _ in 1..MAX_SLOTS {
+        outbox.write(&[2; 1 << 20]).unwrap().sent();
+    }
+    // The pool is full, and only the small one is free: a larger message
+    // retires it, and the receiver's next new mapping drops it.
+    let large = outbox.write(&[3; 2 << 20]).unwrap();
+    assert_eq!(read_it(&inbox, &large, 2 << 20), vec![3; 2 << 20]);
+    let maps = inbox.maps.lock().unwrap();
+    assert_eq!(maps.len(), 1);
+    assert_eq!(maps[0].1.room(), 2 << 20);
+}
+
+#[test]
 fn a_receiver_maps_a_memfd_once_and_keeps_its_bound() {
     let (outbox, inbox) = (Outbox::default(), Inbox::default());
     for i in 0..3u8 {
