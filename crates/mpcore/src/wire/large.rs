@@ -401,14 +401,19 @@ fn checked(memfd: BorrowedFd<'_>, len: usize) -> Result<(FileId, usize)> {
     Ok(((stat.st_dev, stat.st_ino), size))
 }
 
-/// Maps `memfd` of `size` bytes if it is sealed against shrinking.
+/// Maps `memfd` of `size` bytes if it is ordinary shared memory (tmpfs:
+/// a huge-page memfd could fail a read with `SIGBUS` when huge pages run
+/// out) sealed against shrinking.
 fn sealed_map(memfd: BorrowedFd<'_>, size: usize) -> Result<Map> {
+    let fs = nix::sys::statfs::fstatfs(memfd).map_err(|e| Error::os("fstatfs", e))?;
     let seals = fcntl(memfd, FcntlArg::F_GET_SEALS).map_err(|e| Error::os("fcntl", e))?;
-    if !SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK) {
+    if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC
+        || !SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK)
+    {
         return Err(Error::Codec {
             action: "decode",
             reason: "a message came in memory that its sender could still shrink \
-                     (not sealed): it is not read"
+                     (not sealed), or that is not ordinary shared memory: it is not read"
                 .to_owned(),
         });
     }

@@ -126,3 +126,42 @@ fn memory_too_short_or_not_sealed_is_refused_not_read() {
     let e = read_once(plain, 10).unwrap_err();
     assert!(e.to_string().contains("not sealed"), "{e}");
 }
+
+#[test]
+fn memory_that_is_not_shared_memory_is_refused_not_read() {
+    // A file of the disk's file system cannot be sealed at all (one of a
+    // tmpfs could, but is not).
+    let file = temporary_file();
+    file.set_len(2 * HEADER as u64).unwrap();
+    let e = read_once(OwnedFd::from(file), 10).unwrap_err().to_string();
+    assert!(
+        e.starts_with("fcntl failed: EINVAL") || e.ends_with("it is not read"),
+        "{e}"
+    );
+    // A huge-page memfd, sealed, where the kernel has huge pages at all.
+    let Ok(huge) = memfd_create(
+        "huge",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING | MFdFlags::MFD_HUGETLB,
+    ) else {
+        return;
+    };
+    if nix::unistd::ftruncate(&huge, 4 << 20).is_err() {
+        return;
+    }
+    fcntl(&huge, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK)).unwrap();
+    let e = read_once(huge, 10).unwrap_err();
+    assert!(e.to_string().contains("not ordinary shared memory"), "{e}");
+}
+
+/// A new file in the temporary directory, already unlinked.
+fn temporary_file() -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("mpcore-large-{}", std::process::id()));
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}
