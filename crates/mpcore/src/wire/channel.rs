@@ -286,7 +286,9 @@ impl Payload<'_> {
         match self {
             Payload::Inline(bytes) => Ok(bytes.to_vec()),
             Payload::Memfd(file, size) => {
-                let mut payload = vec![0; size];
+                // The size is the sender's word: too large is an error.
+                let mut payload = large::room_for(size)?;
+                payload.resize(size, 0);
                 file.read_exact_at(&mut payload, 0)
                     .map_err(|e| Error::io("read", e))?;
                 Ok(payload)

@@ -425,11 +425,7 @@ fn sealed_map(memfd: BorrowedFd<'_>, size: usize) -> Result<Map> {
 /// has no memory for is an error, not an abort: the memory was the
 /// sender's to make as large as it liked.
 fn copy_out(map: &Map, len: usize) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(len).map_err(|_| Error::Codec {
-        action: "decode",
-        reason: format!("a message of {len} bytes does not fit in this process's memory"),
-    })?;
+    let mut bytes = room_for(len)?;
     // SAFETY: `map` has room for `len` bytes after its header (`checked`);
     // the destination is our own, with capacity for `len`, and every byte
     // value is a valid `u8`. The source is copied through raw pointers,
@@ -441,6 +437,17 @@ fn copy_out(map: &Map, len: usize) -> Result<Vec<u8>> {
     }
     // After the copy: the sender's compare-and-swap (Acquire) sees it done.
     map.state().store(FREE, Ordering::Release);
+    Ok(bytes)
+}
+
+/// An empty `Vec` with room for a received message of `len` bytes; an
+/// error, not an abort, when this process has no memory for that many.
+pub(super) fn room_for(len: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| Error::Codec {
+        action: "decode",
+        reason: format!("a message of {len} bytes does not fit in this process's memory"),
+    })?;
     Ok(bytes)
 }
 
