@@ -1,7 +1,7 @@
 //! A `Connection`'s large messages, which go through memfds that the
 //! sender keeps and writes again once its receiver has read them: whole
 //! and exactly once with copies of both ends in several processes, whole
-//! after a receiver is killed mid-stream, no descriptor and no name in
+//! after a receiver or a sender is killed mid-stream, no descriptor and no name in
 //! `/dev/shm` left, `NoFreeDescriptor` for a receiver with no room, ends
 //! that travel to spawned and fork-server children, and the async forms.
 
@@ -124,6 +124,43 @@ fn a_receiver_killed_mid_stream_costs_at_most_what_it_took() {
             last = Some(id);
         }
         for id in 100..200 {
+            tx.send_bytes(&message(id)).unwrap();
+            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
+        }
+    });
+}
+
+#[test]
+fn a_sender_killed_mid_message_leaves_the_other_copies_of_its_end_working() {
+    within(LIMIT, || {
+        let (tx, rx) = Pipe::new::<(), ()>().unwrap();
+        let tx = Arc::new(tx);
+        // The child's copy of the end inherits memfds in use.
+        for id in 0..5 {
+            tx.send_bytes(&message(id)).unwrap();
+            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
+        }
+        let child_tx = Arc::clone(&tx);
+        let mut child = Process::spawn(move || {
+            for id in 1000..1040 {
+                child_tx.send_bytes(&message(id)).unwrap();
+            }
+            std::thread::sleep(Duration::from_secs(60));
+        })
+        .unwrap();
+        // Killed while it sends, most likely mid-copy.
+        for id in 1000..1010 {
+            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
+        }
+        child.kill().unwrap();
+        assert_eq!(child.join().unwrap_err().signal(), Some(Signal::SIGKILL));
+        // What it had sent is whole and in order; this copy goes on.
+        let mut next = 1010;
+        while rx.poll(Duration::ZERO).unwrap() {
+            assert_eq!(id_of(&rx.recv_bytes().unwrap()), next);
+            next += 1;
+        }
+        for id in 0..50 {
             tx.send_bytes(&message(id)).unwrap();
             assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
         }
