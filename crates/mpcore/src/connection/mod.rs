@@ -13,8 +13,9 @@
 //!
 //! A connection is one end of a Unix `SOCK_SEQPACKET` socket, the
 //! private channel under a process's result and a pool's tasks: a
-//! message is one packet (a large one a memfd that the packet carries),
-//! so it arrives whole or not at all.
+//! message is one packet (a large one a memfd that the packet carries,
+//! which the sending end keeps and uses again: `wire/large.rs`), so it
+//! arrives whole or not at all.
 
 mod auth;
 mod listener;
@@ -37,6 +38,7 @@ use crate::os::{deadline, poll, spin};
 use crate::wire::channel;
 use crate::wire::codec;
 use crate::wire::handles::{Handle, travels_as_descriptor};
+use crate::wire::large::{self, Inbox, Outbox};
 
 pub use listener::{Client, Listener};
 pub use wait::wait;
@@ -84,6 +86,10 @@ pub struct Connection<S, R> {
     /// that found nothing, how many the next miss makes it.
     skip: AtomicU32,
     next_skip: AtomicU32,
+    /// The memfds this end sends its large messages in, kept to be
+    /// written again, and its mappings of those it was sent (`large.rs`).
+    outbox: Outbox,
+    inbox: Inbox,
     _types: PhantomData<fn(S) -> R>,
 }
 
@@ -149,6 +155,8 @@ impl<S, R> Connection<S, R> {
             // one exchange never spins.
             skip: AtomicU32::new(FIRST_SKIP),
             next_skip: AtomicU32::new(FIRST_SKIP),
+            outbox: Outbox::default(),
+            inbox: Inbox::default(),
             _types: PhantomData,
         }
     }
@@ -166,7 +174,11 @@ impl<S, R> Connection<S, R> {
 
     /// Sends `bytes` as one message, whatever its size (Python's
     /// `send_bytes`): up to 32 KiB inside a packet, more through a memfd,
-    /// so a sender of 100 MiB waits for no reader.
+    /// so a sender of 100 MiB waits for no reader. This end keeps the
+    /// memfds of messages up to 16 MiB (16 of them, 64 MiB in all, until
+    /// it is dropped) and writes the next message into one the other end
+    /// has finished reading, whose pages are there already; with none
+    /// free, it makes a new one.
     ///
     /// # Errors
     ///
@@ -174,11 +186,20 @@ impl<S, R> Connection<S, R> {
     /// [`Error::TooManyInFlight`], [`Error::Os`] when a large message
     /// cannot be made.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        channel::send_bytes(self.fd.as_fd(), bytes)
+        large::send_bytes(self.fd.as_fd(), bytes, true, &self.outbox).map(|_| ())
+    }
+
+    /// The next message's bytes, waiting for one if `wait`; `Ok(None)`
+    /// when nothing is there.
+    pub(crate) fn take_bytes(&self, fd: BorrowedFd<'_>, wait: bool) -> Result<Option<Vec<u8>>> {
+        large::recv_bytes(fd, wait, &self.inbox)
     }
 
     /// Waits for the next message and returns its bytes as they were
     /// sent by [`send_bytes`](Self::send_bytes) (Python's `recv_bytes`).
+    /// This end maps each memfd the other end keeps once, and keeps the
+    /// mapping (up to 32 of them, 128 MiB in all, until it is dropped)
+    /// for the next message in it.
     ///
     /// # Errors
     ///
@@ -186,7 +207,10 @@ impl<S, R> Connection<S, R> {
     /// it sent has been read; [`Error::NoFreeDescriptor`] for a large
     /// message when this process has no free descriptor.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.spin_then(channel::try_recv_bytes, channel::recv_bytes)
+        self.spin_then(
+            |fd| self.take_bytes(fd, false),
+            |fd| self.take_bytes(fd, true)?.ok_or(Error::Disconnected),
+        )
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes), but gives up with
@@ -196,7 +220,7 @@ impl<S, R> Connection<S, R> {
     ///
     /// As [`recv_bytes`](Self::recv_bytes), and [`Error::Timeout`].
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_within(timeout, channel::try_recv_bytes)
+        self.recv_within(timeout, |fd| self.take_bytes(fd, false))
     }
 
     /// Whether a message (or the other end's departure) is there to be
@@ -280,6 +304,12 @@ impl<S: Serialize + DeserializeOwned, R> Connection<S, R> {
 }
 
 impl<S, R: DeserializeOwned> Connection<S, R> {
+    /// The next value, waiting for one if `wait`; `Ok(None)` when nothing
+    /// is there.
+    pub(crate) fn take(&self, fd: BorrowedFd<'_>, wait: bool) -> Result<Option<R>> {
+        large::recv(fd, wait, &self.inbox)
+    }
+
     /// Waits for the next value (Python's `recv`). On a busy connection
     /// it looks again for 20 µs before it sleeps, as long as such looks
     /// find something: a peer that is running answers sooner.
@@ -290,7 +320,10 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     /// it sent has been read; [`Error::Codec`] when a message is not an
     /// `R`.
     pub fn recv(&self) -> Result<R> {
-        self.spin_then(channel::try_recv, channel::recv)
+        self.spin_then(
+            |fd| self.take(fd, false),
+            |fd| self.take(fd, true)?.ok_or(Error::Disconnected),
+        )
     }
 
     /// Like [`recv`](Self::recv), but gives up with [`Error::Timeout`]
@@ -301,7 +334,7 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     ///
     /// As [`recv`](Self::recv), and [`Error::Timeout`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<R> {
-        self.recv_within(timeout, channel::try_recv)
+        self.recv_within(timeout, |fd| self.take(fd, false))
     }
 
     /// The next value if one is there, `None` if not; never waits.
@@ -310,7 +343,7 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     ///
     /// As [`recv`](Self::recv).
     pub fn try_recv(&self) -> Result<Option<R>> {
-        channel::try_recv(self.fd.as_fd())
+        self.take(self.fd.as_fd(), false)
     }
 }
 

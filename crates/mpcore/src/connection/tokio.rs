@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{Connection, Listener};
 use crate::base::{Error, Result};
-use crate::wire::{channel, codec};
+use crate::wire::{codec, large};
 
 /// `fd`, registered with the current runtime for `interest`. (tokio
 /// 1.54 deprecates `with_interest` for a type that might hand out a
@@ -61,7 +61,7 @@ impl<S, R: DeserializeOwned> Connection<S, R> {
     /// be registered with the runtime.
     pub async fn recv_async(&self) -> Result<R> {
         until_done(self.as_fd(), Interest::READABLE, || {
-            channel::try_recv(self.as_fd())
+            self.take(self.as_fd(), false)
         })
         .await
     }
@@ -75,7 +75,7 @@ impl<S, R> Connection<S, R> {
     /// As [`recv_async`](Self::recv_async).
     pub async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
         until_done(self.as_fd(), Interest::READABLE, || {
-            channel::try_recv_bytes(self.as_fd())
+            self.take_bytes(self.as_fd(), false)
         })
         .await
     }
@@ -92,7 +92,7 @@ impl<S: Serialize + DeserializeOwned, R> Connection<S, R> {
         let encoded = codec::encode(value)?;
         codec::check_decodes::<S>(&encoded)?;
         until_done(self.as_fd(), Interest::WRITABLE, || {
-            Ok(channel::try_send_bytes(self.as_fd(), &encoded)?.then_some(()))
+            Ok(large::send_bytes(self.as_fd(), &encoded, false, &self.outbox)?.then_some(()))
         })
         .await
     }

@@ -14,6 +14,9 @@
 //! child can send its 50 MiB result and exit while its parent is still
 //! waiting for that exit. A memfd has no name, so it cannot leak into
 //! `/dev/shm`; the kernel frees it when the last descriptor closes.
+//! A [`Connection`](crate::Connection) sends its large messages through
+//! memfds it keeps and uses again (`large.rs`), in packets of their own
+//! tag, which every receive here reads.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -31,6 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::{decode, encode_in};
+use super::large;
 use crate::base::{Error, Result};
 use crate::os::fds;
 
@@ -44,8 +48,11 @@ use crate::os::fds;
 const INLINE_MAX: usize = 64 * 1024;
 pub(super) const TAG_INLINE: u8 = 0;
 const TAG_MEMFD: u8 = 1;
+/// A memfd that its sender keeps and writes again once it is read
+/// (`large.rs`).
+pub(super) const TAG_POOLED: u8 = 2;
 /// A part of a message that goes on in the next packet (`many.rs`).
-pub(super) const TAG_PART: u8 = 2;
+pub(super) const TAG_PART: u8 = 3;
 
 /// The first bytes of a packet are received on the stack, the rest (if
 /// any) into [`RecvBuf`]. A small packet then writes no heap page at all,
@@ -148,9 +155,14 @@ pub(super) fn send_message(
     // `file` closes here; the receiver holds its own descriptor by now.
 }
 
+/// Whether a payload of `len` bytes travels inside its packet.
+pub(super) fn is_inline(len: usize) -> bool {
+    len <= INLINE_MAX
+}
+
 /// `sendmsg` with `flags` (and `MSG_NOSIGNAL`); `Ok(false)` when
 /// `MSG_DONTWAIT` is among them and the socket buffer is full.
-fn send_packet(
+pub(super) fn send_packet(
     tx: BorrowedFd<'_>,
     iov: &[IoSlice<'_>],
     cmsgs: &[ControlMessage<'_>],
@@ -275,15 +287,17 @@ fn try_recv_with<R>(
     try_recv_payload(rx, |payload| payload.read_with(read))
 }
 
-/// Where a received payload is: in the packet, or in a memfd of `size` bytes.
+/// Where a received payload is: in the packet, or in a memfd of `size`
+/// bytes (a fresh one, or one its sender keeps).
 pub(super) enum Payload<'a> {
     Inline(&'a [u8]),
     Memfd(File, usize),
+    Pooled(OwnedFd, usize),
 }
 
 impl Payload<'_> {
     /// Hands `read` the payload's bytes, wherever they are.
-    fn read_with<R>(self, read: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    pub(super) fn read_with<R>(self, read: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         match self {
             Payload::Inline(bytes) => read(bytes),
             memfd => read(&memfd.into_vec()?),
@@ -296,11 +310,14 @@ impl Payload<'_> {
         match self {
             Payload::Inline(bytes) => Ok(bytes.to_vec()),
             Payload::Memfd(file, size) => {
-                let mut payload = vec![0; size];
+                // The size is the sender's word: too large is an error.
+                let mut payload = large::room_for(size)?;
+                payload.resize(size, 0);
                 file.read_exact_at(&mut payload, 0)
                     .map_err(|e| Error::io("read", e))?;
                 Ok(payload)
             }
+            Payload::Pooled(memfd, size) => large::read_once(memfd, size),
         }
     }
 }
@@ -331,13 +348,6 @@ pub(crate) fn recv_within_timeout<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Re
     recv_payload(rx, MsgFlags::empty(), |payload| payload.read_with(decode))
 }
 
-/// Waits for the next message and decodes it in place (no copy of an
-/// inline packet); [`Error::Disconnected`] at end of file.
-pub(crate) fn recv<T: DeserializeOwned>(rx: BorrowedFd<'_>) -> Result<T> {
-    let received = recv_payload(rx, MsgFlags::empty(), |payload| payload.read_with(decode))?;
-    received.ok_or(Error::Disconnected)
-}
-
 /// Like [`recv_bytes`], but never waits: `Ok(None)` when nothing is there.
 pub(crate) fn try_recv_bytes(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
     try_recv_payload(rx, |payload| payload.into_vec())
@@ -345,7 +355,7 @@ pub(crate) fn try_recv_bytes(rx: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
 
 /// Takes one packet (waiting for it unless `flags` has `MSG_DONTWAIT`) and
 /// hands `read` where its payload is. `Ok(None)`: nothing was waiting.
-fn recv_payload<R>(
+pub(super) fn recv_payload<R>(
     rx: BorrowedFd<'_>,
     flags: MsgFlags,
     read: impl FnOnce(Payload<'_>) -> Result<R>,
@@ -450,6 +460,10 @@ pub(super) fn payload_of<'a>(
             let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
             Ok(Payload::Memfd(File::from(memfd), size as usize))
         }
+        (TAG_POOLED, Some(memfd)) if len == 9 => {
+            let size = u64::from_le_bytes(packet[1..9].try_into().expect("8 bytes"));
+            Ok(Payload::Pooled(memfd, size as usize))
+        }
         (tag, fd) => Err(Error::Codec {
             action: "decode",
             reason: format!(
@@ -463,7 +477,7 @@ pub(super) fn payload_of<'a>(
 /// The size a memfd packet announces, if `packet` is one.
 fn memfd_size(packet: &[u8]) -> Option<u64> {
     match packet {
-        [TAG_MEMFD, size @ ..] => Some(u64::from_le_bytes(size.try_into().ok()?)),
+        [TAG_MEMFD | TAG_POOLED, size @ ..] => Some(u64::from_le_bytes(size.try_into().ok()?)),
         _ => None,
     }
 }
@@ -494,40 +508,5 @@ fn descriptor_refused(rx: BorrowedFd<'_>, bytes: u64, kept: bool) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::fd::AsFd;
-
-    use super::*;
-
-    #[test]
-    fn a_packet_larger_than_the_socket_s_buffer_goes_as_a_memfd() {
-        let (tx, rx) = pair().unwrap();
-        // The kernel doubles what it is asked for: about 16 KiB here,
-        // which no packet of 40,000 bytes fits.
-        nix::sys::socket::setsockopt(&tx, nix::sys::socket::sockopt::SndBuf, &8192).unwrap();
-        let message: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
-        send_bytes(tx.as_fd(), &message).unwrap();
-        assert_eq!(recv_bytes(rx.as_fd()).unwrap(), message);
-    }
-
-    #[test]
-    fn a_memfd_shorter_than_its_packet_says_is_reported_in_the_read_error_s_own_words() {
-        let (tx, rx) = pair().unwrap();
-        let memfd = memfd_create("short", MFdFlags::MFD_CLOEXEC).unwrap();
-        File::from(memfd.try_clone().unwrap())
-            .write_all(&[1; 10])
-            .unwrap();
-        let len = 100u64.to_le_bytes();
-        let iov = [IoSlice::new(&[TAG_MEMFD]), IoSlice::new(&len)];
-        let fds = [memfd.as_raw_fd()];
-        send_packet(
-            tx.as_fd(),
-            &iov,
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        let e = try_recv::<Vec<u8>>(rx.as_fd()).unwrap_err();
-        assert_eq!(e.to_string(), "read failed: failed to fill whole buffer");
-    }
-}
+#[path = "channel_tests.rs"]
+mod tests;

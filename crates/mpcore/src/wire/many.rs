@@ -139,7 +139,7 @@ impl Parts {
                 bytes.extend_from_slice(tail);
                 Ok(bytes)
             }
-            (None, Ok(Payload::Memfd(..))) => Err(Error::Codec {
+            (None, Ok(Payload::Memfd(..) | Payload::Pooled(..))) => Err(Error::Codec {
                 action: "decode",
                 reason: "a message sent in parts ended with a memfd".to_owned(),
             }),

@@ -7,10 +7,13 @@
 //!   and a larger message in parts;
 //! - `codec.rs`: serde in postcard, checked to read back, and the one
 //!   length framing;
+//! - `large.rs`: a [`Connection`](crate::Connection)'s large messages,
+//!   in memfds its sender keeps and writes again once they are read;
 //! - `handles.rs`: shared objects that travel to a spawned child as
 //!   descriptors.
 
 pub(crate) mod channel;
 pub(crate) mod codec;
 pub(crate) mod handles;
+pub(crate) mod large;
 pub(crate) mod many;
