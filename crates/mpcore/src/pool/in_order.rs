@@ -5,8 +5,7 @@
 use serde::de::DeserializeOwned;
 
 use super::chunk::ChunkDone;
-use super::results::ChunkResults;
-use super::wire::take_all_results;
+use super::wire::{split_reply, take_all_results, take_result};
 use crate::base::{Error, Result};
 
 /// The chunks of one call, made into an `R` in input order as they come:
@@ -107,9 +106,12 @@ pub(super) fn file_all<R: DeserializeOwned>(
 
 /// The one result of an `apply_async` chunk.
 pub(super) fn file_one<R: DeserializeOwned>(value: &mut Option<R>, done: ChunkDone) -> Result<()> {
-    let result = ChunkResults::new(done)
-        .next()
-        .unwrap_or(Err(Error::TaskLost))?;
-    *value = Some(result);
+    let (pid, bytes) = match &done.outcome {
+        Ok((pid, bytes)) if done.count > 0 => (*pid, bytes),
+        Ok(_) => return Err(Error::TaskLost),
+        Err(lost) => return Err(lost.to_error()),
+    };
+    let (bare, body) = split_reply(bytes)?;
+    *value = Some(take_result(body, bare, pid).0?);
     Ok(())
 }

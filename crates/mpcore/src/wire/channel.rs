@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::{decode, encode_in};
-use super::large;
+use super::kept;
 use crate::base::{Error, Result};
 use crate::os::fds;
 
@@ -311,13 +311,13 @@ impl Payload<'_> {
             Payload::Inline(bytes) => Ok(bytes.to_vec()),
             Payload::Memfd(file, size) => {
                 // The size is the sender's word: too large is an error.
-                let mut payload = large::room_for(size)?;
+                let mut payload = kept::room_for(size)?;
                 payload.resize(size, 0);
                 file.read_exact_at(&mut payload, 0)
                     .map_err(|e| Error::io("read", e))?;
                 Ok(payload)
             }
-            Payload::Pooled(memfd, size) => large::read_once(memfd, size),
+            Payload::Pooled(memfd, size) => kept::read_once(memfd, size),
         }
     }
 }

@@ -39,28 +39,21 @@
 //! only spoil messages that pass through its own hands.
 
 use std::io::IoSlice;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use nix::sys::socket::{ControlMessage, MsgFlags};
 use serde::de::DeserializeOwned;
 
 use super::channel::{self, Payload, TAG_POOLED};
 use super::codec::decode;
+use super::kept::{
+    BUSY, FREE, FileId, HEADER, Map, RETIRED, checked, copy_out, read_once, sealed_map,
+};
 use crate::base::{Error, Result};
-
-/// The page before a slot's bytes; its first word is the state.
-const HEADER: usize = 4096;
-/// The state word's values.
-const FREE: u32 = 0;
-const BUSY: u32 = 1;
-const RETIRED: u32 = 2;
 
 /// The largest message that goes through a kept memfd; larger ones take a
 /// fresh memfd each, as rare as they are large.
@@ -133,72 +126,6 @@ fn flags(wait: bool) -> MsgFlags {
         MsgFlags::empty()
     } else {
         MsgFlags::MSG_DONTWAIT
-    }
-}
-
-/// One shared mapping of a whole memfd, unmapped when dropped.
-struct Map {
-    base: NonNull<u8>,
-    len: NonZeroUsize,
-}
-
-// SAFETY: the mapping is shared memory meant for many processes: its
-// state word is only used through an atomic, and its bytes only copied
-// in or out with raw pointers, never through a reference.
-unsafe impl Send for Map {}
-// SAFETY: as above.
-unsafe impl Sync for Map {}
-
-impl Map {
-    /// Maps all `len` bytes of `memfd`, which must be sealed against
-    /// shrinking or be ours.
-    fn new(memfd: BorrowedFd<'_>, len: usize) -> Result<Map> {
-        let len = NonZeroUsize::new(len).ok_or_else(|| too_short(0, 0))?;
-        // SAFETY: a shared mapping at an address of the kernel's choice
-        // overlaps nothing of ours; the file is `len` bytes long and
-        // cannot shrink (sealed), so every byte of it stays there.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                memfd,
-                0,
-            )
-        }
-        .map_err(|e| Error::os("mmap", e))?;
-        Ok(Map {
-            base: base.cast(),
-            len,
-        })
-    }
-
-    fn state(&self) -> &AtomicU32 {
-        // SAFETY: the mapping is at least a page long (checked by every
-        // caller of `new`), page-aligned, and lives as long as `self`; the
-        // word is only ever used as an atomic, here and in every peer.
-        unsafe { &*self.base.as_ptr().cast::<AtomicU32>() }
-    }
-
-    /// The first byte after the header.
-    fn data(&self) -> *mut u8 {
-        // SAFETY: the mapping is longer than HEADER (checked by every
-        // caller of `new`).
-        unsafe { self.base.as_ptr().add(HEADER) }
-    }
-
-    /// How many bytes fit after the header.
-    fn room(&self) -> usize {
-        self.len.get() - HEADER
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: we mapped exactly `len` bytes at `base`, and every user
-        // holds the `Map` (through an `Arc`), so nobody uses them now.
-        let _ = unsafe { munmap(self.base.cast(), self.len.get()) };
     }
 }
 
@@ -329,10 +256,6 @@ impl Outbox {
     }
 }
 
-/// A file by its device and inode.
-type FileId = (u64, u64);
-
-/// A receiver's mappings of the memfds it was sent (one per end of a
 /// connection), most recently used first, unmapped with it. Each is known
 /// by its file (device and inode), which cannot name another file while
 /// the mapping holds it.
@@ -379,84 +302,6 @@ impl Inbox {
         };
         drop(maps);
         copy_out(&map, len)
-    }
-}
-
-/// Reads a message in a kept memfd that arrived where no [`Inbox`] is: the
-/// memfd is mapped for this message only.
-pub(crate) fn read_once(memfd: OwnedFd, len: usize) -> Result<Vec<u8>> {
-    let (_, size) = checked(memfd.as_fd(), len)?;
-    let map = sealed_map(memfd.as_fd(), size)?;
-    copy_out(&map, len)
-}
-
-/// The file behind `memfd` (device, inode) and its size, once it is known
-/// to hold a header and `len` bytes.
-fn checked(memfd: BorrowedFd<'_>, len: usize) -> Result<(FileId, usize)> {
-    let stat = nix::sys::stat::fstat(memfd).map_err(|e| Error::os("fstat", e))?;
-    let size = usize::try_from(stat.st_size).unwrap_or(0);
-    if size <= HEADER || size - HEADER < len {
-        return Err(too_short(len, size));
-    }
-    Ok(((stat.st_dev, stat.st_ino), size))
-}
-
-/// Maps `memfd` of `size` bytes if it is ordinary shared memory (tmpfs:
-/// a huge-page memfd could fail a read with `SIGBUS` when huge pages run
-/// out) sealed against shrinking.
-fn sealed_map(memfd: BorrowedFd<'_>, size: usize) -> Result<Map> {
-    let fs = nix::sys::statfs::fstatfs(memfd).map_err(|e| Error::os("fstatfs", e))?;
-    let seals = fcntl(memfd, FcntlArg::F_GET_SEALS).map_err(|e| Error::os("fcntl", e))?;
-    if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC
-        || !SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK)
-    {
-        return Err(Error::Codec {
-            action: "decode",
-            reason: "a message came in memory that its sender could still shrink \
-                     (not sealed), or that is not ordinary shared memory: it is not read"
-                .to_owned(),
-        });
-    }
-    Map::new(memfd, size)
-}
-
-/// Copies the message's `len` bytes out of `map` (which has room for
-/// them), then makes the slot free for its sender. A length this process
-/// has no memory for is an error, not an abort: the memory was the
-/// sender's to make as large as it liked.
-fn copy_out(map: &Map, len: usize) -> Result<Vec<u8>> {
-    let mut bytes = room_for(len)?;
-    // SAFETY: `map` has room for `len` bytes after its header (`checked`);
-    // the destination is our own, with capacity for `len`, and every byte
-    // value is a valid `u8`. The source is copied through raw pointers,
-    // never a reference: a dishonest peer writing there meanwhile spoils
-    // only the bytes of this message, as with the queue's ring.
-    unsafe {
-        std::ptr::copy_nonoverlapping(map.data(), bytes.as_mut_ptr(), len);
-        bytes.set_len(len);
-    }
-    // After the copy: the sender's compare-and-swap (Acquire) sees it done.
-    map.state().store(FREE, Ordering::Release);
-    Ok(bytes)
-}
-
-/// An empty `Vec` with room for a received message of `len` bytes; an
-/// error, not an abort, when this process has no memory for that many.
-pub(super) fn room_for(len: usize) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(len).map_err(|_| Error::Codec {
-        action: "decode",
-        reason: format!("a message of {len} bytes does not fit in this process's memory"),
-    })?;
-    Ok(bytes)
-}
-
-fn too_short(len: usize, size: usize) -> Error {
-    Error::Codec {
-        action: "decode",
-        reason: format!(
-            "a message of {len} bytes came in memory of {size} bytes, too short to hold it"
-        ),
     }
 }
 
