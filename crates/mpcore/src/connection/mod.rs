@@ -173,7 +173,7 @@ impl<S, R> Connection<S, R> {
     }
 
     /// Sends `bytes` as one message, whatever its size (Python's
-    /// `send_bytes`): up to 32 KiB inside a packet, more through a memfd,
+    /// `send_bytes`): up to 64 KiB inside a packet, more through a memfd,
     /// so a sender of 100 MiB waits for no reader. This end keeps the
     /// memfds of messages up to 16 MiB (16 of them, 64 MiB in all, until
     /// it is dropped) and writes the next message into one the other end
