@@ -12,7 +12,9 @@
 //! - `forker.rs`: the thread that forks for the program's other threads,
 //!   so that a child dies with its parent process, not with a thread;
 //! - `exec.rs`: the re-executed program; `hook.rs`, the hook before
-//!   `main` that sends it to its task, and what it checks first;
+//!   `main` that sends it to its task; `request.rs`, what a fresh run
+//!   checks before it obeys mpcore's variable (the hook, the fork server
+//!   and the tracker alike);
 //! - `image.rs`: what the loaded images say: the table of task entries,
 //!   mpcore's own code, whether a fresh run of the program reaches the
 //!   hook at all;
@@ -31,6 +33,7 @@ pub(crate) mod forkserver;
 mod hook;
 pub(crate) mod identity;
 pub(crate) mod image;
+mod request;
 pub(crate) mod streams;
 pub(crate) mod task;
 pub(crate) mod tracker;

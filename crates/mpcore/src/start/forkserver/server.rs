@@ -21,7 +21,7 @@ use crate::base::{ExitStatus, catch};
 use crate::os::poll;
 use crate::os::wait::{self, Which};
 use crate::start::child::{Outcome, UNCAUGHT_PANIC_CODE, exit_now};
-use crate::start::hook::take_request;
+use crate::start::request::take_request;
 use crate::start::task::run_sent_task;
 use crate::wire::channel;
 

@@ -12,7 +12,7 @@ use nix::sys::time::TimeVal;
 use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, getpid};
 
-use super::super::hook::privileged;
+use super::super::request::privileged;
 use super::{CONNECT, READY, TRACK, TRACKER_ENV};
 use crate::base::{Error, Result};
 use crate::start::exec::exec_self;

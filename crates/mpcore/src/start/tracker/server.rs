@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
 use nix::unistd::{Pid, getppid};
 
-use super::super::hook::take_request;
+use super::super::request::take_request;
 use super::watch::Files;
 use super::{CONNECT, READY, TRACK, TRACKER_ENV, is_file_name};
 use crate::base::catch;
