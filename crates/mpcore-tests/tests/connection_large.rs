@@ -29,6 +29,15 @@ fn message(id: u64) -> Vec<u8> {
     bytes
 }
 
+/// Sends each message of `ids` on `tx` and checks that `rx` gets it whole,
+/// one at a time.
+fn round_trips(tx: &Connection<(), ()>, rx: &Connection<(), ()>, ids: std::ops::Range<u64>) {
+    for id in ids {
+        tx.send_bytes(&message(id)).unwrap();
+        assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
+    }
+}
+
 /// The id of a message made by [`message`], after checking it is whole.
 fn id_of(bytes: &[u8]) -> u64 {
     let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
@@ -43,10 +52,7 @@ fn copies_of_both_ends_in_several_processes_get_every_message_whole_once() {
         let (tx, rx) = (Arc::new(tx), Arc::new(rx));
         // Messages sent and read here first: the memfds the children's
         // copies of both ends inherit are in use already.
-        for id in 0..20 {
-            tx.send_bytes(&message(id)).unwrap();
-            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
-        }
+        round_trips(&tx, &rx, 0..20);
         let receivers: Vec<_> = (0..2)
             .map(|_| {
                 let rx = Arc::clone(&rx);
@@ -124,10 +130,7 @@ fn a_receiver_killed_mid_stream_costs_at_most_what_it_took() {
             assert!(last < Some(id), "{id} came after {last:?}");
             last = Some(id);
         }
-        for id in 100..200 {
-            tx.send_bytes(&message(id)).unwrap();
-            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
-        }
+        round_trips(&tx, &rx, 100..200);
     });
 }
 
@@ -137,10 +140,7 @@ fn a_sender_killed_mid_message_leaves_the_other_copies_of_its_end_working() {
         let (tx, rx) = Pipe::new::<(), ()>().unwrap();
         let tx = Arc::new(tx);
         // The child's copy of the end inherits memfds in use.
-        for id in 0..5 {
-            tx.send_bytes(&message(id)).unwrap();
-            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
-        }
+        round_trips(&tx, &rx, 0..5);
         let child_tx = Arc::clone(&tx);
         let mut child = Process::spawn(move || {
             for id in 1000..1040 {
@@ -161,10 +161,7 @@ fn a_sender_killed_mid_message_leaves_the_other_copies_of_its_end_working() {
             assert_eq!(id_of(&rx.recv_bytes().unwrap()), next);
             next += 1;
         }
-        for id in 0..50 {
-            tx.send_bytes(&message(id)).unwrap();
-            assert_eq!(id_of(&rx.recv_bytes().unwrap()), id);
-        }
+        round_trips(&tx, &rx, 0..50);
     });
 }
 

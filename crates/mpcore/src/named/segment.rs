@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, FallocateFlags, OFlag, fallocate, open};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::mman::munmap;
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, lstat};
 use nix::unistd::{Uid, linkat};
 
 use crate::base::{Error, Result};
+use crate::os::memfd::map_shared;
 use crate::start::tracker::SHM_DIR;
 
 /// How long an opener waits for a segment that another process is still
@@ -163,24 +164,8 @@ impl Segment {
     /// Maps `len` bytes of `file`, shared.
     fn map(file: OwnedFd, len: usize) -> Result<Segment> {
         let length = NonZeroUsize::new(len).ok_or(Error::InvalidArgument("an empty segment"))?;
-        // SAFETY: a new shared mapping of a file we hold open, at an
-        // address the kernel chooses: it overlaps nothing of ours.
-        let at = unsafe {
-            mmap(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &file,
-                0,
-            )
-        }
-        .map_err(|e| Error::os("mmap", e))?;
-        Ok(Segment {
-            file,
-            at: at.cast(),
-            len,
-        })
+        let at = map_shared(file.as_fd(), length)?;
+        Ok(Segment { file, at, len })
     }
 
     /// Whether `path` still names this file.

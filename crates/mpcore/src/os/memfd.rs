@@ -97,25 +97,9 @@ impl Segment {
     }
 
     fn map(memfd: OwnedFd, len: NonZeroUsize) -> Result<Segment> {
-        // SAFETY: a shared mapping of our own memfd, at an address of the
-        // kernel's choice, overlaps nothing of ours; the memfd is `len`
-        // bytes long, and we check the result before using it.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                memfd.as_fd(),
-                0,
-            )
-        }
-        .map_err(|e| Error::os("mmap", e))?;
-        Ok(Segment {
-            base: base.cast(),
-            len,
-            memfd,
-        })
+        // The memfd is `len` bytes long, and ours.
+        let base = map_shared(memfd.as_fd(), len)?;
+        Ok(Segment { base, len, memfd })
     }
 
     /// The first byte of the mapping; valid for `len` bytes while `self` lives.
@@ -142,4 +126,25 @@ impl Drop for Segment {
 /// Rounds `offset` up to a multiple of `align` (a power of two).
 pub(crate) fn align_up(offset: usize, align: usize) -> usize {
     offset.next_multiple_of(align)
+}
+
+/// Maps the first `len` bytes of `file`, shared, readable and writable,
+/// at an address of the kernel's choice. What the bytes may be used for
+/// is the caller's to know: the file must stay that long while they are
+/// (a file that shrinks under a mapping kills its reader with `SIGBUS`).
+pub(crate) fn map_shared(file: BorrowedFd<'_>, len: NonZeroUsize) -> Result<NonNull<u8>> {
+    // SAFETY: without `MAP_FIXED`, the kernel puts the mapping where
+    // nothing of ours is, so making it changes no memory we use.
+    let base = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            file,
+            0,
+        )
+    }
+    .map_err(|e| Error::os("mmap", e))?;
+    Ok(base.cast())
 }

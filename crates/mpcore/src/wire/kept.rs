@@ -11,9 +11,10 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::mman::munmap;
 
 use crate::base::{Error, Result};
+use crate::os::memfd::map_shared;
 
 /// The page before a slot's bytes; its first word is the state.
 pub(super) const HEADER: usize = 4096;
@@ -39,24 +40,10 @@ impl Map {
     /// shrinking or be ours.
     pub(super) fn new(memfd: BorrowedFd<'_>, len: usize) -> Result<Map> {
         let len = NonZeroUsize::new(len).ok_or_else(|| too_short(0, 0))?;
-        // SAFETY: a shared mapping at an address of the kernel's choice
-        // overlaps nothing of ours; the file is `len` bytes long and
-        // cannot shrink (sealed), so every byte of it stays there.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                memfd,
-                0,
-            )
-        }
-        .map_err(|e| Error::os("mmap", e))?;
-        Ok(Map {
-            base: base.cast(),
-            len,
-        })
+        // The file is `len` bytes long and cannot shrink (sealed, or ours),
+        // so every byte of the mapping stays there.
+        let base = map_shared(memfd, len)?;
+        Ok(Map { base, len })
     }
 
     pub(super) fn state(&self) -> &AtomicU32 {
