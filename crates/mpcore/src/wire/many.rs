@@ -115,6 +115,18 @@ impl Parts {
     /// Takes one part that is not the last.
     fn take_part(&mut self, part: Result<&[u8]>) {
         self.open = true;
+        // A sender never sends more than `PARTS_MAX` in parts: one that
+        // did would only grow this without end.
+        let part = part.and_then(|bytes| {
+            if self.bytes.len() + bytes.len() < PARTS_MAX {
+                Ok(bytes)
+            } else {
+                Err(Error::Codec {
+                    action: "decode",
+                    reason: format!("a message in parts went on past {PARTS_MAX} bytes"),
+                })
+            }
+        });
         match part {
             Ok(bytes) if self.broken.is_none() => self.bytes.extend_from_slice(bytes),
             Ok(_) => {}
@@ -314,5 +326,34 @@ mod tests {
         let (out, parts) = receive_until_the_end(rx.as_fd());
         assert!(out.is_empty());
         assert!(parts.open);
+    }
+
+    #[test]
+    fn a_message_in_more_parts_than_a_sender_sends_fails_whole_and_the_next_arrives() {
+        let (tx, rx) = pair().unwrap();
+        let sender = std::thread::spawn(move || {
+            // One part more than the largest message in parts holds, then
+            // its end: it fails as one message. Then a good one.
+            let part = vec![1u8; MANY_INLINE_MAX];
+            for _ in 0..MANY_SLOTS {
+                let iov = [IoSlice::new(&[TAG_PART]), IoSlice::new(&part)];
+                nix::sys::socket::sendmsg::<()>(tx.as_raw_fd(), &iov, &[], MsgFlags::empty(), None)
+                    .unwrap();
+            }
+            send_bytes_to_many(tx.as_fd(), &[7; 5]).unwrap();
+            send_bytes_to_many(tx.as_fd(), &[8; 9000]).unwrap();
+        });
+        let (out, parts) = receive_until_the_end(rx.as_fd());
+        sender.join().unwrap();
+        assert_eq!(out.len(), 2);
+        let e = out[0].as_ref().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "could not decode a message: a message in parts went on past {PARTS_MAX} bytes"
+            )
+        );
+        assert_eq!(out[1].as_deref().unwrap(), &[8; 9000][..]);
+        assert!(!parts.open);
     }
 }
