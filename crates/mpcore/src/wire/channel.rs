@@ -44,7 +44,7 @@ use crate::os::fds;
 /// (`EMSGSIZE`) and it goes through a memfd after all. A memfd costs its
 /// creation, the shared pages it fills and frees, and a descriptor passed:
 /// at 32 KiB, the 37 KB chunks of a pool's map of 100,000 tiny tasks went
-/// that way, and the map took a third longer.
+/// that way, and the map took a quarter longer.
 const INLINE_MAX: usize = 64 * 1024;
 pub(super) const TAG_INLINE: u8 = 0;
 const TAG_MEMFD: u8 = 1;
@@ -130,15 +130,7 @@ pub(super) fn send_message(
     }
     if total <= inline_max {
         let iov = [IoSlice::new(&[TAG_INLINE]), IoSlice::new(payload)];
-        let sent = retrying(|| {
-            sendmsg::<()>(
-                tx.as_raw_fd(),
-                &iov,
-                &[],
-                flags | MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-        });
+        let sent = sendmsg_retrying(tx, &iov, &[], flags);
         // Larger than this socket's buffer: a memfd, below.
         if sent != Err(Errno::EMSGSIZE) {
             return outcome("sendmsg", flags, sent);
@@ -168,7 +160,18 @@ pub(super) fn send_packet(
     cmsgs: &[ControlMessage<'_>],
     flags: MsgFlags,
 ) -> Result<bool> {
-    sent("sendmsg", flags, || {
+    outcome("sendmsg", flags, sendmsg_retrying(tx, iov, cmsgs, flags))
+}
+
+/// `sendmsg` with `flags` and `MSG_NOSIGNAL`, made again when a signal
+/// interrupts it; what it returned, as the kernel said it.
+fn sendmsg_retrying(
+    tx: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    cmsgs: &[ControlMessage<'_>],
+    flags: MsgFlags,
+) -> nix::Result<usize> {
+    retrying(|| {
         sendmsg::<()>(
             tx.as_raw_fd(),
             iov,
@@ -205,13 +208,20 @@ fn outcome(name: &'static str, flags: MsgFlags, result: nix::Result<usize>) -> R
     match result {
         Ok(_) => Ok(true),
         Err(Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => Ok(false),
+        Err(e) => Err(send_error(name, e)),
+    }
+}
+
+/// What the error `e` of the send system call `name` means.
+pub(super) fn send_error(name: &'static str, e: Errno) -> Error {
+    match e {
         // A peer that closed with packets of ours unread resets the
         // connection: it is gone all the same.
-        Err(Errno::EPIPE | Errno::ECONNRESET) => Err(Error::Disconnected),
+        Errno::EPIPE | Errno::ECONNRESET => Error::Disconnected,
         // Each memfd message in flight holds a descriptor, and the
         // kernel caps them per user (at the open-file limit).
-        Err(Errno::ETOOMANYREFS) => Err(Error::TooManyInFlight),
-        Err(e) => Err(Error::os(name, e)),
+        Errno::ETOOMANYREFS => Error::TooManyInFlight,
+        e => Error::os(name, e),
     }
 }
 

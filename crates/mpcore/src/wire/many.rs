@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders};
 
 use super::channel::{
-    Payload, TAG_INLINE, TAG_PART, payload_of, received_fd, retrying, send_message,
+    Payload, TAG_INLINE, TAG_PART, payload_of, received_fd, retrying, send_error, send_message,
 };
 use crate::base::{Error, Result};
 
@@ -83,12 +83,10 @@ pub(crate) fn send_bytes_to_many(tx: BorrowedFd<'_>, payload: &[u8]) -> Result<(
             .map(|results| results.count())
         });
         match taken {
-            Ok(0) => {
-                return Err(Error::os("sendmmsg", Errno::EIO));
-            }
+            // A blocking send returns once it has sent something: never.
+            Ok(0) => return Err(send_error("sendmmsg", Errno::EIO)),
             Ok(n) => sent += n,
-            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Error::Disconnected),
-            Err(e) => return Err(Error::os("sendmmsg", e)),
+            Err(e) => return Err(send_error("sendmmsg", e)),
         }
     }
     Ok(())

@@ -431,7 +431,6 @@ impl Supervisor {
         let mut count = 0u32;
         let mut speed = None;
         let mut packets = Vec::new();
-        let mut parts_look = None;
         while !worker.hung_up {
             let taken =
                 many::try_recv_many_bytes(worker.conn.as_fd(), &mut packets, &mut worker.parts);
@@ -451,19 +450,23 @@ impl Supervisor {
                 }
             }
             match taken {
-                // A result in parts whose last parts are not here yet:
-                // they are on their way, sent by the same system call.
-                // Take them now rather than sleep and be woken for each.
-                Ok(_)
-                    if worker.parts.is_open()
-                        && *parts_look.get_or_insert_with(Instant::now) + PARTS_LOOK
-                            > Instant::now() =>
-                {
-                    std::hint::spin_loop()
-                }
                 // Fewer than a full batch: the socket is empty (or nearly:
-                // a packet arriving now makes the next poll return).
-                Ok(taken) if taken < many::MANY_SLOTS => break,
+                // a packet arriving now makes the next poll return). But
+                // a result that has come in part has the rest on its way,
+                // sent by the same system call: look for it rather than
+                // sleep and be woken for each part.
+                Ok(taken) if taken < many::MANY_SLOTS => {
+                    let conn = [worker.conn.as_fd()];
+                    let rest_came = worker.parts.is_open()
+                        && spin::until(Instant::now() + PARTS_LOOK, || {
+                            let now = Some(Instant::now());
+                            matches!(poll::readable(conn, now), Ok([true])).then_some(())
+                        })
+                        .is_some();
+                    if !rest_came {
+                        break;
+                    }
+                }
                 Ok(_) => {}
                 // End of file: the worker is exiting; its pidfd will say so.
                 Err(Error::Disconnected) => worker.hung_up = true,
